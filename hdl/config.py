@@ -1,0 +1,181 @@
+"""The one frozen configuration shared by the generator, the golden model and the testbenches.
+
+Everything that sizes the hardware lives here; every other module derives its numbers from an
+:class:`AccelConfig` instead of repeating them.  The testbenches receive it as JSON through the
+``VELCRO_CONFIG`` environment variable (:meth:`AccelConfig.to_json` / :meth:`from_json`).
+
+This module deliberately imports nothing from Amaranth, so the PyTorch side can use it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+
+__all__ = ["AccelConfig", "ConfigError", "DEFAULT"]
+
+#: Kernel geometry is fixed by the paper's hardware: 3x3, stride 1, zero padding 1 (output = H x W).
+KERNEL = 3
+PADDING = 1
+
+#: Data widths of the arithmetic contract (see py_ref/golden.py).
+IFMAP_BITS = 8    # int8 activations
+WEIGHT_BITS = 8   # int8 weights
+BIAS_BITS = 32    # int32 bias
+MULT_BITS = 16    # requantisation multiplier, 0 <= mult < 2**16
+SHIFT_BITS = 5    # requantisation shift, 0..31
+OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated at 255)
+
+
+class ConfigError(ValueError):
+    """A configuration value is outside what the generator supports."""
+
+
+def _check_range(name, value, lo, hi):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range {lo}..{hi}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of the compression-skip conv2d(3x3, pad 1) + ReLU accelerator.
+
+    ``lanes`` is L, the number of input channels each instance consumes per cycle (default:
+    all of them, up to 16).  ``mask_lanes`` is how many mask bits per instance the skip-list
+    builder consumes per cycle while the mask loads.
+    """
+
+    height: int = 64
+    width: int = 64
+    in_channels: int = 1
+    instances: int = 16
+    lanes: int | None = None
+    bus_width: int = 512
+    mask_lanes: int = 8
+
+    def __post_init__(self):
+        _check_range("height", self.height, 4, 256)
+        _check_range("width", self.width, 4, 256)
+        _check_range("in_channels", self.in_channels, 1, 64)
+        _check_range("instances", self.instances, 1, 64)
+        if self.lanes is None:
+            object.__setattr__(self, "lanes", min(self.in_channels, 16))
+        _check_range("lanes", self.lanes, 1, self.in_channels)
+        _check_range("bus_width", self.bus_width, 64, 1024)
+        if self.bus_width & (self.bus_width - 1):
+            raise ConfigError(f"bus_width={self.bus_width} is not a power of two")
+        _check_range("mask_lanes", self.mask_lanes, 1, 32)
+        if self.mask_lanes & (self.mask_lanes - 1):
+            raise ConfigError(f"mask_lanes={self.mask_lanes} is not a power of two")
+        if self.instances * self.mask_lanes > self.bus_width:
+            raise ConfigError(
+                f"instances*mask_lanes={self.instances * self.mask_lanes} exceeds "
+                f"bus_width={self.bus_width}: one mask beat must hold a chunk for every instance")
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AccelConfig":
+        return cls(**json.loads(text))
+
+    @property
+    def tag(self) -> str:
+        """Short, stable, human-readable name used for per-configuration build folders."""
+        digest = hashlib.sha1(self.to_json().encode()).hexdigest()[:8]
+        return (f"n{self.instances}_c{self.in_channels}_{self.height}x{self.width}"
+                f"_l{self.lanes}_{digest}")
+
+    # -- derived geometry ----------------------------------------------------------------------
+
+    @property
+    def positions(self) -> int:
+        """Output positions per instance (H*W: stride 1, padding 1)."""
+        return self.height * self.width
+
+    @property
+    def groups(self) -> int:
+        """Channel groups G = ceil(C_in / L): cycles spent per uncompressed output."""
+        return math.ceil(self.in_channels / self.lanes)
+
+    @property
+    def tile_rows(self) -> int:
+        """The ifmap is stored in 3x3 tiles, one pixel of each tile per bank: ceil(H/3) tile rows."""
+        return math.ceil(self.height / 3)
+
+    @property
+    def tile_cols(self) -> int:
+        return math.ceil(self.width / 3)
+
+    @property
+    def tiles(self) -> int:
+        return self.tile_rows * self.tile_cols
+
+    @property
+    def bus_bytes(self) -> int:
+        return self.bus_width // 8
+
+    @property
+    def ofm_words(self) -> int:
+        """Words of ``bus_width`` bits per instance output map (means load and drain unit)."""
+        return math.ceil(self.positions / self.bus_bytes)
+
+    @property
+    def mask_chunks(self) -> int:
+        return math.ceil(self.positions / self.mask_lanes)
+
+    # -- record sizes of the input stream (see hdl/protocol.py) ---------------------------------
+
+    @property
+    def pixel_bits(self) -> int:
+        """One ifmap pixel of one channel group: L int8 values."""
+        return self.lanes * IFMAP_BITS
+
+    @property
+    def tile_bits(self) -> int:
+        return 9 * self.pixel_bits
+
+    @property
+    def weight_bits(self) -> int:
+        """One instance's 3x3 filter for one channel group: 9*L int8 values."""
+        return 9 * self.lanes * WEIGHT_BITS
+
+    QUANT_BITS = 64  # bias (32) | mult (16) | shift (8, 5 used)
+
+    def beats(self, record_bits: int) -> int:
+        """Bus beats per record: records are split little-endian over ceil(bits/bus) beats."""
+        return math.ceil(record_bits / self.bus_width)
+
+    # -- arithmetic widths (why no legal input overflows) ----------------------------------------
+
+    @property
+    def sum_bits(self) -> int:
+        """Signed width of sum_{c,ky,kx} w*x.
+
+        Each int8*int8 product lies in [-128*127, 128*128] = [-16256, 16384] (16-bit signed
+        holds it, since -128*-128 = 16384 < 2**15). At most 9*C_in products are summed, so
+        |sum| <= 9*C_in*2**14 and 15 + ceil(log2(9*C_in)) magnitude bits plus sign suffice.
+        """
+        return 16 + math.ceil(math.log2(9 * self.in_channels))
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed width of acc = bias + sum: one bit more than the wider of int32 and the sum."""
+        return max(BIAS_BITS, self.sum_bits) + 1
+
+    @property
+    def scaled_bits(self) -> int:
+        """Unsigned width of relu(acc) * mult + round: (acc_bits-1) + 16 bits, plus one carry."""
+        return (self.acc_bits - 1) + MULT_BITS + 1
+
+
+DEFAULT = AccelConfig()

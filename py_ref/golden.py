@@ -1,0 +1,176 @@
+"""Integer golden model of the accelerator, and the FRAME arrays it consumes.
+
+The arithmetic contract (shared with the RTL, which is compared with ``==``)::
+
+    acc      = bias[n] + sum_{c,ky,kx} weight[n,c,ky,kx] * X[c, i+ky-1, j+kx-1]   (X = 0 outside)
+    r        = max(acc, 0)
+    q        = min(255, (r*mult[n] + ((1 << shift[n]) >> 1)) >> shift[n])
+    ofm[n,i,j] = means[n,i,j] if mask[n,i,j] else q
+
+Everything is computed in int64: |acc| < 2**33 and r*mult < 2**49, so nothing can overflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from hdl.config import AccelConfig
+
+__all__ = ["FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
+           "random_frame", "config_for_frame", "compute_cycle_bound"]
+
+#: name -> (dtype, low, high) of every array a FRAME.npz holds.
+FRAME_ARRAYS = {
+    "ifmap": (np.int8, -128, 127),
+    "weight": (np.int8, -128, 127),
+    "bias": (np.int32, -2**31, 2**31 - 1),
+    "mask": (np.bool_, 0, 1),
+    "means": (np.uint8, 0, 255),
+    "mult": (np.int64, 0, 2**16 - 1),
+    "shift": (np.int64, 0, 31),
+}
+
+
+class FrameError(ValueError):
+    """A frame's arrays are missing, of the wrong dtype or shape, or out of range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One layer invocation: the arrays of the arithmetic contract, validated."""
+
+    ifmap: np.ndarray   # int8  [C_in, H, W]
+    weight: np.ndarray  # int8  [N, C_in, 3, 3]
+    bias: np.ndarray    # int32 [N]
+    mask: np.ndarray    # bool  [N, H, W], True = compressed (output the stored mean)
+    means: np.ndarray   # uint8 [N, H, W]
+    mult: np.ndarray    # int64 [N], 0 <= mult < 2**16
+    shift: np.ndarray   # int64 [N], 0..31
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "Frame":
+        """Validate a mapping of arrays (e.g. an opened .npz); raise FrameError naming the problem."""
+        out = {}
+        for name, (dtype, lo, hi) in FRAME_ARRAYS.items():
+            if name not in arrays:
+                raise FrameError(f"missing array '{name}'")
+            a = np.asarray(arrays[name])
+            if name == "mask":
+                if a.dtype != np.bool_:
+                    raise FrameError(f"array 'mask' has dtype {a.dtype}, expected bool")
+            elif name in ("mult", "shift"):
+                if not np.issubdtype(a.dtype, np.integer):
+                    raise FrameError(f"array '{name}' has dtype {a.dtype}, expected an integer dtype")
+            elif a.dtype != dtype:
+                raise FrameError(f"array '{name}' has dtype {a.dtype}, expected {np.dtype(dtype)}")
+            if a.size and name not in ("mask",) and (a.min() < lo or a.max() > hi):
+                raise FrameError(f"array '{name}' has values outside {lo}..{hi}")
+            out[name] = a.astype(dtype) if name in ("mult", "shift") else a
+        ifmap = out["ifmap"]
+        if ifmap.ndim != 3:
+            raise FrameError(f"array 'ifmap' has shape {ifmap.shape}, expected [C_in, H, W]")
+        c_in, h, w = ifmap.shape
+        weight = out["weight"]
+        if weight.ndim != 4 or weight.shape[1:] != (c_in, 3, 3):
+            raise FrameError(f"array 'weight' has shape {weight.shape}, expected [N, {c_in}, 3, 3]")
+        n = weight.shape[0]
+        expect = {"bias": (n,), "mult": (n,), "shift": (n,), "mask": (n, h, w), "means": (n, h, w)}
+        for name, shape in expect.items():
+            if out[name].shape != shape:
+                raise FrameError(f"array '{name}' has shape {out[name].shape}, expected {list(shape)}")
+        return cls(**out)
+
+    def save(self, path) -> None:
+        np.savez(path, **dataclasses.asdict(self))
+
+    @property
+    def uncompressed(self) -> np.ndarray:
+        """U_n: uncompressed outputs per instance."""
+        return (~self.mask).reshape(self.mask.shape[0], -1).sum(axis=1)
+
+
+def config_for_frame(frame: Frame, **overrides) -> AccelConfig:
+    """The accelerator configuration whose shapes match ``frame``."""
+    c_in, h, w = frame.ifmap.shape
+    return AccelConfig(height=h, width=w, in_channels=c_in, instances=frame.weight.shape[0],
+                       **overrides)
+
+
+def conv_acc(frame: Frame) -> np.ndarray:
+    """int64 [N,H,W]: bias + 3x3 zero-padded convolution."""
+    c_in, h, w = frame.ifmap.shape
+    x = np.zeros((c_in, h + 2, w + 2), dtype=np.int64)
+    x[:, 1:-1, 1:-1] = frame.ifmap
+    windows = np.stack([np.stack([x[:, ky:ky + h, kx:kx + w] for kx in range(3)], axis=1)
+                        for ky in range(3)], axis=1)            # [C, 3, 3, H, W]
+    acc = np.einsum("nckl,cklhw->nhw", frame.weight.astype(np.int64), windows)
+    return acc + frame.bias.astype(np.int64)[:, None, None]
+
+
+def requantise(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """ReLU, multiply, round half up, shift, saturate at 255: uint8 of acc's shape."""
+    r = np.maximum(acc, 0)
+    mult = mult.astype(np.int64)[:, None, None]
+    shift = shift.astype(np.int64)[:, None, None]
+    q = (r * mult + ((np.int64(1) << shift) >> 1)) >> shift
+    return np.minimum(q, 255).astype(np.uint8)
+
+
+def golden_ofm(frame: Frame) -> np.ndarray:
+    """uint8 [N,H,W]: exactly what the hardware outputs."""
+    q = requantise(conv_acc(frame), frame.mult, frame.shift)
+    return np.where(frame.mask, frame.means, q).astype(np.uint8)
+
+
+def float_reference(frame: Frame) -> np.ndarray:
+    """float64 [N,H,W]: the same layer in float PyTorch (conv2d + ReLU, scale, clamp, no rounding).
+
+    The golden model differs from it by rounding only: |golden - float| <= 0.5 where nothing
+    saturates, which is the quantisation tolerance the tests state.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(frame.ifmap.astype(np.float64))[None]
+    w = torch.from_numpy(frame.weight.astype(np.float64))
+    b = torch.from_numpy(frame.bias.astype(np.float64))
+    y = F.relu(F.conv2d(x, w, b, padding=1))[0]
+    scale = torch.from_numpy(frame.mult.astype(np.float64) / 2.0 ** frame.shift.astype(np.float64))
+    y = torch.clamp(y * scale[:, None, None], max=255.0).numpy()
+    return np.where(frame.mask, frame.means.astype(np.float64), y)
+
+
+def random_frame(cfg: AccelConfig, rng: np.random.Generator, *, density: float | None = None,
+                 mask: np.ndarray | None = None, extreme: bool = False) -> Frame:
+    """A random frame for ``cfg``. ``density`` is the compressed fraction of the mask.
+
+    Biases and requantisation are drawn so outputs spread over 0..255 rather than saturating;
+    ``extreme=True`` draws from the corners of every range instead.
+    """
+    n, c, h, w = cfg.instances, cfg.in_channels, cfg.height, cfg.width
+    if extreme:
+        ifmap = rng.choice(np.array([-128, 127, -128, 0], np.int8), size=(c, h, w))
+        weight = rng.choice(np.array([-128, 127, -128, 1], np.int8), size=(n, c, 3, 3))
+        bias = rng.choice(np.array([-2**31, 2**31 - 1, 0, -1], np.int64), size=n).astype(np.int32)
+        mult = rng.choice(np.array([0, 1, 2**16 - 1], np.int64), size=n)
+        shift = rng.choice(np.array([0, 31, 16], np.int64), size=n)
+    else:
+        ifmap = rng.integers(-128, 128, size=(c, h, w), dtype=np.int8)
+        weight = rng.integers(-128, 128, size=(n, c, 3, 3), dtype=np.int8)
+        bias = rng.integers(-2**16, 2**16, size=n, dtype=np.int32)
+        # typical |acc| ~ 2**13 * sqrt(9*C_in): scale so that maps to ~0..255
+        shift = rng.integers(10, 20, size=n).astype(np.int64)
+        mult = rng.integers(1, 2**8, size=n).astype(np.int64)
+    if mask is None:
+        d = rng.random() if density is None else density
+        mask = rng.random((n, h, w)) < d
+    means = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
+    return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=np.asarray(mask, bool), means=means,
+                 mult=mult, shift=shift)
+
+
+def compute_cycle_bound(cfg: AccelConfig, frame: Frame) -> int:
+    """The engine's contract: compute phase <= max_n(U_n) * ceil(C_in / L) + 64 cycles."""
+    return int(frame.uncompressed.max()) * cfg.groups + 64
