@@ -1,0 +1,122 @@
+"""Offline data: Fashion-MNIST from Debian's dataset-fashion-mnist, ImageNet from a local folder.
+
+Nothing downloads.  The specialised tasks on Fashion-MNIST are class groups, like the paper's
+Cats/Dogs/Cars on ImageNet; accuracy is still top-1 over all 10 classes of the general model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .velcro import VelcroError
+
+__all__ = ["FMNIST_DIR", "FMNIST_CLASSES", "FMNIST_TASKS", "load_fmnist", "task_classes",
+           "select", "batches", "calibration_validation", "imagenet_folder"]
+
+FMNIST_DIR = Path(os.environ.get("VELCRO_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FMNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                  "sneaker", "bag", "ankle boot"]
+#: Specialised tasks: groups of classes of the general 10-class model.
+FMNIST_TASKS = {
+    "footwear": [5, 7, 9],        # sandal, sneaker, ankle boot
+    "tops": [0, 2, 4, 6],         # t-shirt/top, pullover, coat, shirt
+    "shirts": [0, 6],             # t-shirt/top, shirt (the two most confused classes)
+    "other": [1, 3, 8],           # trouser, dress, bag
+    "all": list(range(10)),
+}
+#: Training uses train images [0, TRAIN_END); calibration draws from [TRAIN_END, 60000);
+#: validation is the 10k test set.  The three are disjoint.
+TRAIN_END = 50000
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fmnist(split: str = "train", root: Path | str | None = None):
+    """(images float32 [N,1,28,28] in 0..1, labels int64 [N]) of 'train' or 'test'."""
+    root = Path(root) if root else FMNIST_DIR
+    prefix = {"train": "train", "test": "t10k"}[split]
+    img, lab = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    for p in (img, lab):
+        if not p.exists():
+            raise VelcroError(f"Fashion-MNIST file {p} not found (apt-get install dataset-fashion-mnist)")
+    x = torch.from_numpy(_read_idx(img).astype(np.float32) / 255.0)[:, None]
+    y = torch.from_numpy(_read_idx(lab).astype(np.int64))
+    return x, y
+
+
+def task_classes(task: str) -> list[int]:
+    if task not in FMNIST_TASKS:
+        raise VelcroError(f"unknown task '{task}' (known: {', '.join(FMNIST_TASKS)})")
+    return FMNIST_TASKS[task]
+
+
+def select(x, y, classes, limit=None, seed=0):
+    """Images of ``classes``; if ``limit``, a seeded random subset of that many."""
+    idx = torch.nonzero(torch.isin(y, torch.tensor(classes))).flatten()
+    if limit is not None and limit < len(idx):
+        g = torch.Generator().manual_seed(seed)
+        idx = idx[torch.randperm(len(idx), generator=g)[:limit]].sort().values
+    return x[idx], y[idx]
+
+
+def batches(x, y=None, batch_size=128):
+    """List of (x, y) batches (or x batches if y is None)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(x[i:i + batch_size] if y is None else (x[i:i + batch_size], y[i:i + batch_size]))
+    return out
+
+
+def calibration_validation(task: str, n_calib: int = 256, n_valid: int | None = None, seed: int = 0):
+    """Disjoint calibration (from unused train images) and validation (test set) images of a task."""
+    classes = task_classes(task)
+    xtr, ytr = load_fmnist("train")
+    xc, yc = select(xtr[TRAIN_END:], ytr[TRAIN_END:], classes, n_calib, seed)
+    xte, yte = load_fmnist("test")
+    xv, yv = select(xte, yte, classes, n_valid, seed)
+    return (xc, yc), (xv, yv)
+
+
+def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
+    """A torchvision ImageFolder of a local ImageNet split (class folders named by WordNet id),
+    labelled with the standard 1000-class indices; ``classes`` = [(index, wnid, name), ...]
+    keeps those classes only (e.g. presets.IMAGENET_TASKS['cats'])."""
+    from .tv import import_torchvision
+    tv = import_torchvision()
+    path = Path(path)
+    if not path.is_dir():
+        raise VelcroError(f"ImageNet folder {path} not found")
+    T = tv.transforms
+    tf = T.Compose([T.Resize(256 if size == 224 else size), T.CenterCrop(size), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ds = tv.datasets.ImageFolder(str(path), transform=tf)
+    wnids = sorted(ds.class_to_idx)
+    if classes is not None:
+        want = {w: i for i, w, _ in classes}
+        missing = [w for w in want if w not in ds.class_to_idx]
+        if missing:
+            raise VelcroError(f"class folders {missing} not found under {path}")
+        remap = {ds.class_to_idx[w]: i for w, i in want.items()}
+    elif len(wnids) == 1000:
+        remap = {i: i for i in range(1000)}
+    else:
+        raise VelcroError(f"{path} has {len(wnids)} class folders; give a task's classes or all 1000")
+    samples, per = [], {}
+    for p, c in ds.samples:
+        if c in remap and (limit_per_class is None or per.get(c, 0) < limit_per_class):
+            per[c] = per.get(c, 0) + 1
+            samples.append((p, remap[c]))
+    ds.samples = ds.imgs = samples
+    ds.targets = [c for _, c in samples]
+    return ds

@@ -1,0 +1,404 @@
+"""VELCRO (Algorithm 1 of Gabbay et al., Mathematics 2021): value-locality compression.
+
+Preprocessing: run the unmodified model over calibration images and keep, for every element
+of every activation point, the mean B[k] and variance V[k] over images (Equation 1).
+Compression: in each point k, the fraction T_k of elements with the lowest variance (the
+highest value locality) is replaced by its mean; those elements' convolutions are skipped.
+
+An *activation point* is one call of an activation function (relu, relu_, hardtanh[_],
+relu6) on a 4-D feature map [N, C, H, W], every time it is called.  Calls are caught with a
+:class:`torch.overrides.TorchFunctionMode`, which sees module calls (``nn.ReLU``), reused
+modules (ResNet's BasicBlock calls its one ReLU twice), functional calls (GoogLeNet's
+BasicConv2d uses ``F.relu``) and ReLU6 (MobileNetV2; it arrives as ``hardtanh``).  Forward
+hooks alone would miss the functional calls.
+
+Public API::
+
+    stats = profile(model, batches, skip_first=True)       # list[PointStats], forward order
+    stats = merge_profiles(stats_a, stats_b)                # profiles of disjoint shards
+    masks = make_masks(stats, thresholds)                   # list[bool tensor], True = compressed
+    c = compression_ratio(stats, masks)                     # Compression(elements=..., macs=...)
+    with compressed(model, stats, masks): model(x)          # means substituted
+    acc = evaluate(model, loader, stats, masks)             # top-1 original vs compressed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["VelcroError", "PointStats", "Compression", "ACTIVATION_FUNCTIONS", "trace_points",
+           "capture_points", "profile", "merge_profiles", "select_lowest", "make_masks", "compression_ratio", "compressed",
+           "evaluate", "zero_share", "check_thresholds"]
+
+
+class VelcroError(ValueError):
+    """Bad input to a VELCRO step (wrong threshold count or range, NaN activations, ...)."""
+
+
+#: Functions whose output on a 4-D tensor is an activation point.
+ACTIVATION_FUNCTIONS = {
+    F.relu: "relu", torch.relu: "relu", torch.Tensor.relu: "relu",
+    F.relu_: "relu", torch.relu_: "relu", torch.Tensor.relu_: "relu",
+    F.hardtanh: "hardtanh", F.hardtanh_: "hardtanh", F.relu6: "relu6",
+}
+_INPLACE = {F.relu_, torch.relu_, torch.Tensor.relu_, F.hardtanh_}
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+
+
+def _is_inplace(func, args, kwargs) -> bool:
+    if func in _INPLACE:
+        return True
+    if func in (F.relu, F.relu6):
+        return bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
+    if func is F.hardtanh:
+        return bool(kwargs.get("inplace", args[3] if len(args) > 3 else False))
+    return False
+
+
+class _ActivationMode(TorchFunctionMode):
+    """Calls ``on_point(index, name, output) -> output`` for every activation point."""
+
+    def __init__(self, on_point: Callable, module_stack: list[str]):
+        super().__init__()
+        self.on_point = on_point
+        self.module_stack = module_stack
+        self.index = 0
+        self.names: dict[str, int] = {}
+        self.act_modules: set[str] = set()
+        self.pending_convs: list = []
+        self.last_conv = ""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in ACTIVATION_FUNCTIONS and isinstance(out, torch.Tensor) and out.dim() == 4:
+            where = self.module_stack[-1] if self.module_stack else ""
+            fname = ACTIVATION_FUNCTIONS[func]
+            if where in self.act_modules:          # an nn.ReLU / nn.ReLU6 module
+                base = where
+            elif where:                            # functional call inside a submodule
+                base = f"{where}.{fname}"
+            else:                                  # functional call in the root's forward
+                base = f"{self.last_conv}.{fname}" if self.last_conv else fname
+            n = self.names.get(base, 0) + 1
+            self.names[base] = n
+            name = base if n == 1 else f"{base}#{n}"
+            new = self.on_point(self.index, name, out)
+            self.index += 1
+            if new is not out:
+                if _is_inplace(func, args, kwargs):
+                    out.copy_(new)
+                else:
+                    out = new
+        return out
+
+
+@contextlib.contextmanager
+def _intercept(model: nn.Module, on_point: Callable):
+    """Run ``on_point`` on every activation point during forwards inside the block.
+
+    Module forward hooks keep a stack of qualified module names so that points get stable
+    names; they also record the MACs per output element of each Conv2d since the previous
+    point (``mode.pending_convs``), which is what compressing an element of the point saves.
+    """
+    stack: list[str] = []
+    mode = _ActivationMode(on_point, stack)
+    mode.act_modules = {n for n, m in model.named_modules() if isinstance(m, _ACT_MODULES)}
+    handles = []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+        def pre(m, inp, name=name):
+            stack.append(name)
+        def post(m, inp, out, name=name):
+            stack.pop()
+            if isinstance(m, nn.Conv2d) and isinstance(out, torch.Tensor):
+                k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+                mode.pending_convs.append((tuple(out.shape[1:]), k))
+                mode.last_conv = name
+        handles.append(mod.register_forward_pre_hook(pre))
+        handles.append(mod.register_forward_hook(post))
+    try:
+        with mode:
+            yield mode
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclasses.dataclass
+class PointStats:
+    """Statistics of one activation point over ``count`` images (float64, one sample's shape).
+
+    ``m2`` is the sum of squared deviations from the mean, kept so profiles merge exactly
+    (Chan et al.'s parallel update).  ``macs`` is the multiply-accumulates one element of this
+    point costs (its producing convolutions, summed), used for the MAC-weighted ratio.
+    """
+
+    name: str
+    index: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+    count: int
+    macs: int = 0
+    zeros: torch.Tensor | None = None  # per element: how many images gave exactly 0
+
+    @property
+    def var(self) -> torch.Tensor:
+        """Population variance (1/N, as Equation 1 of the paper)."""
+        return self.m2 / max(self.count, 1)
+
+    @property
+    def shape(self):
+        return tuple(self.mean.shape)
+
+    @property
+    def numel(self) -> int:
+        return self.mean.numel()
+
+    def merge(self, other: "PointStats") -> "PointStats":
+        if other.name != self.name or other.shape != self.shape:
+            raise VelcroError(f"cannot merge point '{self.name}' {self.shape} with "
+                              f"'{other.name}' {other.shape}")
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        if n_a == 0:
+            return dataclasses.replace(other)
+        if n_b == 0:
+            return dataclasses.replace(self)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (n_b / n)
+        m2 = self.m2 + other.m2 + delta * delta * (n_a * n_b / n)
+        zeros = None if self.zeros is None or other.zeros is None else self.zeros + other.zeros
+        return PointStats(self.name, self.index, mean, m2, n, self.macs or other.macs, zeros)
+
+
+def trace_points(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple, int]]:
+    """(name, shape of one sample, MACs per element) of every activation point, in forward order."""
+    points = []
+
+    def on_point(i, name, out):
+        points.append((name, tuple(out.shape[1:]), 0))
+        return out
+    model.eval()
+    with torch.no_grad(), _intercept(model, on_point):
+        model(example)
+    return points
+
+
+def capture_points(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(name, output) of every activation point of one forward of ``x`` (all points, unskipped).
+
+    Inside a :func:`compressed` block the captured outputs are the compressed ones."""
+    got = []
+
+    def on_point(i, name, out):
+        got.append((name, out.detach().clone()))
+        return out
+    with torch.no_grad(), _intercept(model, on_point):
+        model(x)
+    return got
+
+
+def _take_macs(mode, shape) -> int:
+    """MACs per element of the convolutions since the previous point whose output has ``shape``."""
+    macs = sum(k for s, k in mode.pending_convs if s == shape)
+    mode.pending_convs.clear()
+    return macs
+
+
+def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
+            progress: bool = False) -> list[PointStats]:
+    """Preprocessing stage: per-element mean and variance of every activation point.
+
+    ``batches`` yields input tensors [N, ...] or (inputs, labels) pairs.  Statistics are
+    accumulated per batch in float64 and combined with Chan's update, so the result does not
+    depend on how the images are split into batches (up to float64 rounding).  Raises
+    :class:`VelcroError` on NaN or infinite activations.
+    """
+    model.eval()
+    stats: list[PointStats | None] = []
+
+    def on_point(i, name, out):
+        x = out.detach().to(torch.float64)
+        if not torch.isfinite(x).all():
+            raise VelcroError(f"non-finite (NaN/inf) activations at point {i} '{name}'")
+        n_b = x.shape[0]
+        mean_b = x.mean(dim=0)
+        m2_b = ((x - mean_b) ** 2).sum(dim=0)
+        zeros_b = (out.detach() == 0).sum(dim=0).to(torch.int64)
+        rec = PointStats(name, i, mean_b, m2_b, n_b, _take_macs(mode, tuple(out.shape[1:])), zeros_b)
+        if i < len(stats):
+            stats[i] = stats[i].merge(rec)
+        else:
+            stats.append(rec)
+        return out
+
+    it = batches
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(batches, desc="profile", unit="batch", leave=False)
+    with torch.no_grad(), _intercept(model, on_point) as mode:
+        for batch in it:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            before = len(stats)
+            mode.index = 0
+            mode.names.clear()
+            mode.pending_convs.clear()
+            model(x)
+            if stats and mode.index != len(stats):
+                raise VelcroError(f"model produced {mode.index} activation points, expected "
+                                  f"{len(stats)} (data-dependent control flow?)")
+            del before
+    if not stats:
+        raise VelcroError("no activation points seen (no batches, or no relu/relu6 on 4-D maps)")
+    if skip_first:
+        stats = stats[1:]
+    return stats
+
+
+def merge_profiles(a: Sequence[PointStats], b: Sequence[PointStats]) -> list[PointStats]:
+    """Profile of the union of two disjoint shards."""
+    if len(a) != len(b):
+        raise VelcroError(f"cannot merge profiles with {len(a)} and {len(b)} points")
+    return [x.merge(y) for x, y in zip(a, b)]
+
+
+def check_thresholds(stats: Sequence[PointStats], thresholds: Sequence[float]) -> list[float]:
+    """Validate a threshold tuple (fractions 0 <= T < 1, one per point); return it as floats."""
+    t = [float(v) for v in thresholds]
+    if len(t) != len(stats):
+        raise VelcroError(f"threshold tuple has {len(t)} entries, the model has {len(stats)} "
+                          f"activation points")
+    for i, v in enumerate(t):
+        if not (0.0 <= v < 1.0) or math.isnan(v):
+            raise VelcroError(f"threshold {i} is {v}; thresholds are fractions with 0 <= T < 1")
+    return t
+
+
+def select_lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Bool mask of the floor(fraction * numel) lowest scores (ties broken by flat index).
+
+    This is Algorithm 1's "variance within the T percentile": exactly floor(T*n) elements, so
+    the achieved ratio equals the requested one even when many variances tie (e.g. dead units
+    with variance 0).
+    """
+    flat = scores.reshape(-1)
+    k = int(math.floor(fraction * flat.numel() + 1e-9))
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        order = torch.argsort(flat, stable=True)
+        mask[order[:k]] = True
+    return mask.reshape(scores.shape)
+
+
+def make_masks(stats: Sequence[PointStats], thresholds: Sequence[float]) -> list[torch.Tensor]:
+    """Compression stage, step 6: per point, True where the element is replaced by its mean."""
+    t = check_thresholds(stats, thresholds)
+    return [select_lowest(s.var, ti) for s, ti in zip(stats, t)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Compression:
+    """``elements``: the paper's C, compressed elements over all activation-point elements.
+    ``macs``: the same weighted by each element's MACs (the convolution work actually saved)."""
+
+    elements: float
+    macs: float
+    compressed: int
+    total: int
+
+
+def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> Compression:
+    if len(masks) != len(stats):
+        raise VelcroError(f"{len(masks)} masks for {len(stats)} points")
+    comp = sum(int(m.sum()) for m in masks)
+    total = sum(s.numel for s in stats)
+    mac_comp = sum(int(m.sum()) * s.macs for s, m in zip(stats, masks))
+    mac_total = sum(s.numel * s.macs for s in stats)
+    return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total)
+
+
+def zero_share(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> float:
+    """Table 4: compressed activation elements with value zero over all compressed elements,
+    counted over the profiled images (element x image pairs)."""
+    zeros = sum(int(s.zeros[m].sum()) for s, m in zip(stats, masks))
+    comp = sum(int(m.sum()) * s.count for s, m in zip(stats, masks))
+    return zeros / comp if comp else float("nan")
+
+
+@contextlib.contextmanager
+def compressed(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.Tensor]):
+    """Inside the block, forwards of ``model`` produce the compressed model M_C (step 7).
+
+    Points are matched by forward index (and checked by name); the first point is skipped if
+    the profile was taken with ``skip_first=True``.
+    """
+    if len(masks) != len(stats):
+        raise VelcroError(f"{len(masks)} masks for {len(stats)} points")
+    offset = stats[0].index if stats else 0
+    table = {}
+    for s, m in zip(stats, masks):
+        if tuple(m.shape) != s.shape:
+            raise VelcroError(f"mask of point '{s.name}' has shape {tuple(m.shape)}, expected {s.shape}")
+        table[s.index] = (s.name, m, s.mean.to(torch.float32))
+
+    def on_point(i, name, out):
+        entry = table.get(i)
+        if entry is None:
+            if i >= offset and table:
+                raise VelcroError(f"model produced activation point {i} '{name}' not in the profile")
+            return out
+        pname, m, mean = entry
+        if pname != name:
+            raise VelcroError(f"activation point {i} is '{name}', the profile has '{pname}'")
+        if not m.any():
+            return out
+        return torch.where(m.to(out.device), mean.to(out.dtype).to(out.device), out)
+
+    with _intercept(model, on_point) as mode:
+        orig_call = model.forward
+
+        def forward(*a, **k):
+            mode.index = 0
+            mode.names.clear()
+            return orig_call(*a, **k)
+        model.forward = forward
+        try:
+            yield model
+        finally:
+            del model.forward
+
+
+def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
+             progress: bool = False) -> dict:
+    """Top-1 accuracy (over all of the model's classes) of the original and, given stats and
+    masks, the compressed model on labelled ``batches`` of (inputs, labels)."""
+    model.eval()
+    correct = correct_c = n = 0
+    it = batches
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+    with torch.no_grad():
+        for x, y in it:
+            correct += int((model(x).argmax(1) == y).sum())
+            if masks is not None:
+                with compressed(model, stats, masks):
+                    correct_c += int((model(x).argmax(1) == y).sum())
+            n += len(y)
+    if n == 0:
+        raise VelcroError("no labelled images to evaluate")
+    out = {"images": n, "top1": correct / n}
+    if masks is not None:
+        out["top1_compressed"] = correct_c / n
+        out["compression"] = compression_ratio(stats, masks)
+    return out

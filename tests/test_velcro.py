@@ -1,0 +1,228 @@
+"""VELCRO Algorithm 1 (py_ref/velcro.py): statistics, selection, merging, hooks, substitution."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from py_ref import velcro
+from py_ref.velcro import VelcroError
+
+SEED = 1234
+
+
+class Toy(nn.Module):
+    """conv -> module ReLU; conv -> the same ReLU module again; conv -> functional relu;
+    conv -> ReLU6 (hardtanh); then a linear head with a 2-D relu that is not a point."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 3, 1)
+        self.c4 = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.relu = nn.ReLU(inplace=True)
+        self.act6 = nn.ReLU6()
+        self.fc = nn.Linear(3 * 5 * 5, 4)
+        nn.init.constant_(self.c4.bias, 0.3)   # keep the last point alive at this seed
+
+    def forward(self, x):
+        x = self.relu(self.c1(x))
+        x = self.relu(self.c2(x))
+        x = F.relu(self.c3(x))
+        x = self.act6(self.c4(x))
+        return self.fc(F.relu(x.flatten(1)))   # a relu on a 2-D tensor is not a point
+
+
+def _manual(model, x):
+    """The four activation tensors computed by hand, without the interceptor."""
+    a1 = F.relu(model.c1(x))
+    a2 = F.relu(model.c2(a1))
+    a3 = F.relu(model.c3(a2))
+    a4 = F.hardtanh(model.c4(a3), 0, 6)
+    return [a1, a2, a3, a4]
+
+
+@pytest.fixture
+def toy():
+    torch.manual_seed(SEED)
+    return Toy().eval()
+
+
+def _data(n, seed=SEED):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, 5, 5, generator=g)
+
+
+def test_points_found_with_names_and_macs(toy):
+    stats = velcro.profile(toy, [_data(3)])
+    assert [s.name for s in stats] == ["relu", "relu#2", "c3.relu", "act6"]
+    assert [s.shape for s in stats] == [(4, 5, 5), (4, 5, 5), (3, 5, 5), (3, 5, 5)]
+    assert [s.macs for s in stats] == [2 * 9, 4 * 9, 4, 9]   # depthwise: 1 channel x 3x3
+
+
+def test_profile_matches_direct_statistics(toy):
+    x = _data(37)
+    stats = velcro.profile(toy, [x[:10], x[10:11], x[11:]])   # uneven batches
+    with torch.no_grad():
+        direct = _manual(toy, x)
+    for s, a in zip(stats, direct):
+        a = a.double()
+        assert s.count == 37
+        assert s.mean.dtype == torch.float64 and s.var.dtype == torch.float64
+        torch.testing.assert_close(s.mean, a.mean(0), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(s.var, a.var(0, unbiased=False), rtol=1e-6, atol=1e-6)
+        assert torch.equal(s.zeros, (a == 0).sum(0))
+
+
+def test_merge_of_shards_equals_profile_of_union(toy):
+    x = _data(50)
+    whole = velcro.profile(toy, [x])
+    merged = velcro.merge_profiles(velcro.profile(toy, [x[:13]]), velcro.profile(toy, [x[13:]]))
+    for w, m in zip(whole, merged):
+        assert m.count == 50
+        torch.testing.assert_close(m.mean, w.mean, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(m.var, w.var, rtol=1e-9, atol=1e-12)
+
+
+def test_skip_first(toy):
+    stats = velcro.profile(toy, [_data(4)], skip_first=True)
+    assert [s.name for s in stats] == ["relu#2", "c3.relu", "act6"]
+    assert stats[0].index == 1
+
+
+def test_percentile_selection_picks_lowest_variances(toy):
+    stats = velcro.profile(toy, [_data(40)])
+    t = [0.0, 0.25, 0.5, 0.99]
+    masks = velcro.make_masks(stats, t)
+    for s, m, ti in zip(stats, masks, t):
+        assert m.shape == s.mean.shape and m.dtype == torch.bool
+        assert int(m.sum()) == math.floor(ti * s.numel + 1e-9)
+        if 0 < m.sum() < m.numel():
+            assert s.var[m].max() <= s.var[~m].min()
+
+
+def test_select_lowest_ties_exact_count():
+    scores = torch.zeros(10)
+    m = velcro.select_lowest(scores, 0.3)
+    assert m.tolist() == [True] * 3 + [False] * 7
+
+
+def test_compression_ratio_elements_and_macs(toy):
+    stats = velcro.profile(toy, [_data(8)])
+    masks = velcro.make_masks(stats, [0.5, 0.0, 0.0, 0.0])
+    c = velcro.compression_ratio(stats, masks)
+    total = 100 + 100 + 75 + 75
+    assert c.compressed == 50 and c.total == total
+    assert c.elements == pytest.approx(50 / total)
+    assert c.macs == pytest.approx(50 * 18 / (100 * 18 + 100 * 36 + 75 * 4 + 75 * 9))
+
+
+@pytest.mark.parametrize("bad,msg", [([0.1] * 3, "3 entries"), ([0.1, 0.1, 1.0, 0.1], "0 <= T < 1"),
+                                     ([0.1, -0.1, 0.1, 0.1], "0 <= T < 1"),
+                                     ([0.1, float("nan"), 0.1, 0.1], "0 <= T < 1")])
+def test_bad_thresholds(toy, bad, msg):
+    stats = velcro.profile(toy, [_data(4)])
+    with pytest.raises(VelcroError, match=msg):
+        velcro.make_masks(stats, bad)
+
+
+def test_nan_activations_rejected(toy):
+    x = _data(4)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(VelcroError, match="non-finite"):
+        velcro.profile(toy, [x])
+
+
+def test_compressed_substitutes_means_and_restores(toy):
+    x = _data(30)
+    stats = velcro.profile(toy, [x], skip_first=True)
+    masks = velcro.make_masks(stats, [0.5, 0.4, 0.3])
+    before = [a for _, a in velcro.capture_points(toy, x[:5])]
+    with velcro.compressed(toy, stats, masks):
+        got = velcro.capture_points(toy, x[:5])
+        y_c = toy(x[:5])
+    # first point untouched, every masked element equals its mean
+    assert torch.equal(got[0][1], before[0])
+    for (name, a), s, m in zip(got[1:], stats, masks):
+        assert name == s.name
+        assert torch.allclose(a[:, m], s.mean.float()[m].expand(5, -1))
+    # the second point's unmasked elements are the true activations (later ones see changed inputs)
+    assert torch.equal(got[1][1][:, ~masks[0]], before[1][:, ~masks[0]])
+    # leaving the block restores the original model
+    after = [a for _, a in velcro.capture_points(toy, x[:5])]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert not torch.equal(y_c, toy(x[:5]))
+
+
+def test_zero_threshold_is_identity(toy):
+    x = _data(10)
+    stats = velcro.profile(toy, [x])
+    masks = velcro.make_masks(stats, [0.0] * 4)
+    with velcro.compressed(toy, stats, masks):
+        y = toy(x)
+    assert torch.equal(y, toy(x))
+
+
+def test_evaluate_reports_both(toy):
+    x = _data(20)
+    y = torch.randint(0, 4, (20,), generator=torch.Generator().manual_seed(SEED))
+    stats = velcro.profile(toy, [x])
+    r = velcro.evaluate(toy, [(x, y)], stats, velcro.make_masks(stats, [0.2] * 4))
+    assert r["images"] == 20 and 0 <= r["top1"] <= 1 and 0 <= r["top1_compressed"] <= 1
+
+
+# --- torchvision architectures: reused module ReLU, functional relu, ReLU6 as hardtanh ---
+
+@pytest.fixture(scope="module")
+def tv():
+    from py_ref.tv import import_torchvision
+    return import_torchvision()
+
+
+def test_resnet18_reused_relu(tv):
+    torch.manual_seed(SEED)
+    m = tv.models.resnet18().eval()
+    x = torch.randn(2, 3, 64, 64)
+    stats = velcro.profile(m, [x])
+    names = [s.name for s in stats]
+    assert len(names) == 17
+    assert names[:3] == ["relu", "layer1.0.relu", "layer1.0.relu#2"]
+    assert len(velcro.profile(m, [x], skip_first=True)) == 16
+    # substitution through the in-place, twice-called ReLU module changes the output
+    masks = velcro.make_masks(stats, [0.5] * 17)
+    with torch.no_grad():
+        y0 = m(x)
+        with velcro.compressed(m, stats, masks):
+            got = velcro.capture_points(m, x)
+        assert torch.equal(m(x), y0)
+    s2, m2 = stats[2], masks[2]
+    assert got[2][0] == "layer1.0.relu#2"
+    assert torch.allclose(got[2][1][:, m2], s2.mean.float()[m2].expand(2, -1))
+
+
+def test_googlenet_functional_relu(tv):
+    torch.manual_seed(SEED)
+    m = tv.models.googlenet(aux_logits=False, init_weights=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    stats = velcro.profile(m, [x], skip_first=True)
+    assert len(stats) == 56
+    assert stats[0].name == "conv2.relu" and stats[2].name == "inception3a.branch1.relu"
+    masks = velcro.make_masks(stats, [0.9] * 56)
+    with torch.no_grad(), velcro.compressed(m, stats, masks):
+        got = velcro.capture_points(m, x)
+    for (name, a), s, mk in zip(got[1:], stats, masks):
+        assert torch.allclose(a[:, mk], s.mean.float()[mk].expand(2, -1))
+
+
+def test_mobilenet_v2_relu6_as_hardtanh(tv):
+    torch.manual_seed(SEED)
+    m = tv.models.mobilenet_v2().eval()
+    stats = velcro.profile(m, [torch.randn(2, 3, 64, 64)])
+    assert len(stats) == 35
+    assert stats[0].name == "features.0.2" and stats[-1].name == "features.18.2"
+    assert stats[1].macs == 9   # depthwise 3x3
+
+
