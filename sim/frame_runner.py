@@ -1,0 +1,44 @@
+"""Run one FRAME through the RTL: the Python API behind ``velcro sim``.
+
+    result = run_frame(frame, sim="verilator")   # dict: ofm, compute_cycles, total_cycles, ...
+
+The design is generated to match the frame's shapes and compiled once per configuration
+(see sim/runner.py); every call starts the simulator on that cached model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from py_ref.golden import Frame, config_for_frame
+
+from .runner import Build
+
+
+def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
+              **config_overrides) -> dict:
+    """Simulate ``frame``; returns ofm (uint8 [N,H,W]) and every hardware counter.
+
+    With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
+    """
+    cfg = config_for_frame(frame, **config_overrides)
+    build = Build(cfg, sim, saif=saif_path is not None)
+    with tempfile.TemporaryDirectory(prefix="velcro-sim-") as tmp:
+        tmp = Path(tmp)
+        frame.save(tmp / "frame.npz")
+        run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run",
+                            env={"VELCRO_FRAME": str(tmp / "frame.npz"),
+                                 "VELCRO_RESULT": str(tmp / "result.npz")})
+        with np.load(tmp / "result.npz") as arrays:
+            result = {k: arrays[k] for k in arrays.files}
+        if saif_path is not None:
+            Path(saif_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / "dump.saif", saif_path)
+    result["ofm"] = result["ofm"].astype(np.uint8)
+    for key in ("computed", "skipped"):
+        result[key] = result[key].astype(np.int64)
+    return result

@@ -1,0 +1,28 @@
+"""Shared fixtures: one compiled simulation model per (configuration, simulator), built once per
+session and guarded by a file lock so pytest-xdist workers never build the same folder twice."""
+
+from __future__ import annotations
+
+import pytest
+from filelock import FileLock
+
+from hdl.generate import BUILD
+
+
+_builds = {}
+
+
+def get_build(cfg, sim, **kwargs):
+    from sim.runner import Build
+
+    key = (cfg, sim, tuple(sorted(kwargs.items())))
+    if key not in _builds:
+        BUILD.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(BUILD / f".{sim}-{cfg.tag}.lock")):
+            _builds[key] = Build(cfg, sim, **kwargs)
+    return _builds[key]
+
+
+@pytest.fixture
+def build_for():
+    return get_build
