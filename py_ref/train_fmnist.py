@@ -55,7 +55,7 @@ def main(argv=None) -> int:
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         print(f"epoch {ep}: loss {tot / n:.4f} ({time.time() - t0:.0f} s)", flush=True)
     model.eval()
     xt, yt = load_fmnist("test")
