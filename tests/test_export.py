@@ -1,0 +1,80 @@
+"""Export of conv2 of the committed Fashion-MNIST CNN into a FRAME, against golden and float."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from py_ref import data, export, velcro
+from py_ref.golden import Frame, golden_ofm
+from py_ref.models import load_fmnist_cnn
+
+SEED = 0  # calibration subset seed (data.select)
+T = 0.3
+
+
+@pytest.fixture(scope="module")
+def exported():
+    torch.manual_seed(SEED)
+    model = load_fmnist_cnn()
+    (xc, _), (xv, _) = data.calibration_validation("footwear", n_calib=64, n_valid=8, seed=SEED)
+    stats = velcro.profile(model, [xc])
+    mask = velcro.make_masks([stats[1]], [T])[0]
+    r = export.quantise_layer(model, "conv2", xc, xv[:1], stats[1], mask)
+    return r, stats
+
+
+def test_frame_shapes_and_ranges(exported):
+    r, _ = exported
+    f = r.frame
+    assert f.ifmap.shape == (16, 64, 64) and f.ifmap.dtype == np.int8
+    assert f.weight.shape == (16, 16, 3, 3) and f.weight.dtype == np.int8
+    assert f.bias.shape == (16,) and f.bias.dtype == np.int32
+    assert f.mask.shape == (16, 64, 64) and f.mask.dtype == np.bool_
+    assert f.means.dtype == np.uint8
+    assert ((0 <= f.mult) & (f.mult < 2 ** 16)).all() and ((0 <= f.shift) & (f.shift <= 31)).all()
+    assert int(f.mask.sum()) == math.floor(T * 16 * 64 * 64)
+    assert f.ifmap.min() >= 0          # a post-ReLU map
+    assert np.abs(f.weight).max() == 127
+
+
+def test_golden_matches_float_layer(exported):
+    r, _ = exported
+    chk = export.check_export(r)
+    assert chk["max_err_vs_quantised_float"] <= 0.5 + 1e-9
+    assert chk["within_bound"]
+    assert chk["max_err_vs_float_layer"] <= export.TOLERANCE_STEPS
+    assert chk["share_within_1_step"] > 0.9
+    assert chk["max_err_means"] <= 0.5 + 1e-9
+    assert chk["ok"]
+
+
+def test_masked_outputs_are_means(exported):
+    r, _ = exported
+    g = golden_ofm(r.frame)
+    assert np.array_equal(g[r.frame.mask], r.frame.means[r.frame.mask])
+
+
+def test_roundtrip_npz(exported, tmp_path):
+    r, _ = exported
+    r.frame.save(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as a:
+        f2 = Frame.from_arrays({k: a[k] for k in a.files})
+    assert np.array_equal(golden_ofm(f2), golden_ofm(r.frame))
+
+
+def test_unknown_layer(exported):
+    r, stats = exported
+    with pytest.raises(velcro.VelcroError, match="unknown layer"):
+        export.quantise_layer(load_fmnist_cnn(), "conv9", torch.zeros(1, 1, 28, 28),
+                              torch.zeros(1, 1, 28, 28), stats[1], r.frame.mask)
+
+
+@pytest.mark.slow
+def test_exported_frame_through_rtl(exported):
+    """The exported layer through the RTL (Verilator) equals the golden model bit-exactly."""
+    frame_runner = pytest.importorskip("sim.frame_runner")
+    r, _ = exported
+    out = frame_runner.run_frame(r.frame, sim="verilator")
+    assert np.array_equal(out["ofm"], golden_ofm(r.frame))
