@@ -139,7 +139,7 @@ def cmd_profile(args) -> int:
     torch.set_num_threads(args.threads)
     model = _model(args)
     batches = _labelled_batches(args, "calib")
-    stats = velcro.profile(model, batches, skip_first=_skip_first(args), progress=True)
+    stats = velcro.profile(model, batches, skip_first=_skip_first(args), progress=True, count_zeros=True)
     blob = {"model": args.model, "task": args.task, "skip_first": _skip_first(args),
             "points": [{"name": s.name, "index": s.index, "mean": s.mean, "m2": s.m2,
                         "count": s.count, "macs": s.macs, "zeros": s.zeros} for s in stats]}

@@ -215,53 +215,86 @@ def _take_macs(mode, shape) -> int:
     return macs
 
 
+class _Accumulator:
+    """Per-point running statistics.
+
+    Each batch is reduced in float32 on data shifted by K (the running mean so far, or the
+    first image), which keeps the sums centred, so there is no cancellation even where the
+    variance is tiny next to the mean (the elements VELCRO compresses).  The batch sums
+    become float64 at once and are merged with Chan's update; relative error ~1e-6.  Shift
+    and scratch buffers are reused across batches, which keeps profiling close to plain
+    inference speed (scripts/bench_profile_overhead.py).
+    """
+
+    def __init__(self):
+        self.stats: PointStats | None = None
+        self.k32 = self.buf = self.ones = None
+
+    def add(self, i, name, out, macs, count_zeros):
+        x = out.detach()
+        n_b = x.shape[0]
+        flat = x.reshape(n_b, -1).to(torch.float32)
+        if self.k32 is None:
+            self.k32 = flat[0].clone()
+        if self.buf is None or self.buf.shape != flat.shape:
+            self.buf = torch.empty_like(flat)
+            self.ones = torch.ones(n_b, dtype=torch.float32)
+        torch.sub(flat, self.k32, out=self.buf)
+        s1 = (self.ones @ self.buf).double()
+        self.buf.mul_(self.buf)
+        s2 = (self.ones @ self.buf).double()
+        if not (torch.isfinite(s2).all() and torch.isfinite(s1).all()):
+            raise VelcroError(f"non-finite (NaN/inf) activations at point {i} '{name}'")
+        shape = tuple(x.shape[1:])
+        mean_b = (self.k32.double() + s1 / n_b).reshape(shape)
+        m2_b = torch.clamp(s2 - s1 * s1 / n_b, min=0).reshape(shape)
+        zeros = (x == 0).sum(dim=0) if count_zeros else None
+        rec = PointStats(name, i, mean_b, m2_b, n_b, macs, zeros)
+        self.stats = rec if self.stats is None else self.stats.merge(rec)
+        self.k32 = self.stats.mean.reshape(-1).to(torch.float32)
+
+
 def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
-            progress: bool = False) -> list[PointStats]:
+            progress: bool = False, count_zeros: bool = False) -> list[PointStats]:
     """Preprocessing stage: per-element mean and variance of every activation point.
 
     ``batches`` yields input tensors [N, ...] or (inputs, labels) pairs.  Statistics are
-    accumulated per batch in float64 and combined with Chan's update, so the result does not
-    depend on how the images are split into batches (up to float64 rounding).  Raises
-    :class:`VelcroError` on NaN or infinite activations.
+    float64 (see :class:`_Accumulator`) and do not depend on how the images are split into
+    batches beyond rounding.  ``skip_first`` leaves the first point out (not profiled).
+    ``count_zeros`` also counts, per element, the images where it is exactly 0 (Table 4).
+    Raises :class:`VelcroError` on NaN or infinite activations.
     """
     model.eval()
-    stats: list[PointStats | None] = []
+    accs: list[_Accumulator] = []
+    first = 1 if skip_first else 0
 
     def on_point(i, name, out):
-        x = out.detach().to(torch.float64)
-        if not torch.isfinite(x).all():
-            raise VelcroError(f"non-finite (NaN/inf) activations at point {i} '{name}'")
-        n_b = x.shape[0]
-        mean_b = x.mean(dim=0)
-        m2_b = ((x - mean_b) ** 2).sum(dim=0)
-        zeros_b = (out.detach() == 0).sum(dim=0).to(torch.int64)
-        rec = PointStats(name, i, mean_b, m2_b, n_b, _take_macs(mode, tuple(out.shape[1:])), zeros_b)
-        if i < len(stats):
-            stats[i] = stats[i].merge(rec)
-        else:
-            stats.append(rec)
+        macs = _take_macs(mode, tuple(out.shape[1:]))
+        while len(accs) <= i:
+            accs.append(_Accumulator())
+        if i >= first:
+            accs[i].add(i, name, out, macs, count_zeros)
         return out
 
     it = batches
     if progress:
         from tqdm import tqdm
         it = tqdm(batches, desc="profile", unit="batch", leave=False)
+    seen = None
     with torch.no_grad(), _intercept(model, on_point) as mode:
         for batch in it:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            before = len(stats)
             mode.index = 0
             mode.names.clear()
             mode.pending_convs.clear()
             model(x)
-            if stats and mode.index != len(stats):
+            if seen is not None and mode.index != seen:
                 raise VelcroError(f"model produced {mode.index} activation points, expected "
-                                  f"{len(stats)} (data-dependent control flow?)")
-            del before
-    if not stats:
+                                  f"{seen} (data-dependent control flow?)")
+            seen = mode.index
+    stats = [a.stats for a in accs[first:]]
+    if not stats or any(s is None for s in stats):
         raise VelcroError("no activation points seen (no batches, or no relu/relu6 on 4-D maps)")
-    if skip_first:
-        stats = stats[1:]
     return stats
 
 

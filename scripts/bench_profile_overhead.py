@@ -1,0 +1,66 @@
+"""Profiling overhead of VELCRO's preprocessing against plain inference on the same batches.
+
+    .venv/bin/python scripts/bench_profile_overhead.py [--repeats 5]
+
+Single thread.  Runs are interleaved (plain, profile, plain, profile, ...) and the minimum of
+each is compared, so load from other processes on the machine biases both alike.  Target:
+profile / plain <= 1.3.  Models: the Fashion-MNIST CNN (512 Fashion-MNIST calibration images,
+batch 128, first point skipped) and MobileNetV2 with its real ImageNet weights (16 inputs at
+224x224, batch 8, all 35 points) and ResNet-18 (random init, same inputs, 16 points: Fashion-MNIST images resized to 3x224x224, since no ImageNet
+images are available here; the timing does not depend on the content).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+import torch.nn.functional as F
+
+from py_ref import data, velcro
+from py_ref.models import imagenet_model, load_fmnist_cnn
+
+
+def bench(model, batches, skip_first, repeats):
+    def plain():
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+
+    def prof():
+        velcro.profile(model, batches, skip_first=skip_first)
+    plain(), prof()  # warm up
+    tp, tq = [], []
+    for _ in range(repeats):
+        t = time.perf_counter(); plain(); tp.append(time.perf_counter() - t)
+        t = time.perf_counter(); prof(); tq.append(time.perf_counter() - t)
+    return min(tp), min(tq)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    (xc, _), _ = data.calibration_validation("all", n_calib=512)
+    rows = []
+    fm = load_fmnist_cnn()
+    rows.append(("fmnist CNN, 512 imgs, batch 128, skip first", *bench(fm, data.batches(xc, None, 128), True, a.repeats)))
+    mb = imagenet_model("mobilenet_v2")
+    x = F.interpolate(xc[:16], size=(224, 224), mode="bilinear").expand(-1, 3, -1, -1).contiguous()
+    rows.append(("mobilenet_v2 (ImageNet weights), 16 imgs 224x224, batch 8", *bench(mb, data.batches(x, None, 8), False, a.repeats)))
+    rn = imagenet_model("resnet18", pretrained=False)
+    rows.append(("resnet18 (random init: timing only), 16 imgs 224x224, batch 8", *bench(rn, data.batches(x, None, 8), True, a.repeats)))
+    print(f"{'model':64s} {'plain s':>8s} {'profile s':>9s} {'ratio':>6s}")
+    for name, tp, tq in rows:
+        print(f"{name:64s} {tp:8.3f} {tq:9.3f} {tq / tp:6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
