@@ -1,0 +1,282 @@
+"""cocotb host-flow testbench of the Vitis RTL kernel (hdl/kernel.py), Icarus and Verilator.
+
+The host is an AXI4-Lite master on ``s_axi_control``; HBM is a sparse 1 TB AXI RAM (addresses above 4 GB are real) on
+``m_axi_gmem``. A run writes the buffers (packed with :mod:`hdl.kernel_buffers`), sets the
+pointer arguments, writes ap_start, waits for ap_done (polled, or by interrupt), reads the ofm
+buffer and compares it with ``golden_ofm`` with ``==``. Every AXI channel of both buses runs
+under seeded random stalls; a monitor checks every burst (64-byte aligned, at most 64 beats,
+never across 4 KB, INCR, 64-byte beats) and that nothing outside the ofm buffer is written.
+The configuration arrives as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from hdl.config import AccelConfig
+from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_START,
+                                FLAG_LOAD_CONFIG, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg,
+                                buffer_bytes, counter_names, pack_frame, unpack_ofm)
+from py_ref.golden import Frame, golden_ofm, random_frame
+
+from .tb_accel import stall_generator
+
+CLOCK_NS = 10
+SENTINEL = 0xA5
+GB4 = 1 << 32
+
+
+class KernelTB:
+    """Clock, AXI RAM (HBM), AXI4-Lite host, burst monitor and the host flow."""
+
+    def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
+        self.dut = dut
+        self.cfg = cfg or AccelConfig.from_json(os.environ["VELCRO_CONFIG"])
+        self.seed = int(os.environ.get("VELCRO_SEED", seed if seed is not None else random.randrange(2**31)))
+        dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
+        self.rng = random.Random(self.seed)
+        self.np_rng = np.random.default_rng(self.seed)
+        self.sizes = buffer_bytes(self.cfg)
+        cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
+        dut.ap_rst_n.value = 0
+        self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk,
+                                  dut.ap_rst_n, reset_active_level=False)
+        self.hbm = AxiRam(AxiBus.from_prefix(dut, "m_axi_gmem"), dut.ap_clk, dut.ap_rst_n,
+                          reset_active_level=False, size=2**40)
+        for bus in ("s_axi_control", "m_axi_gmem"):     # one INFO line per transfer otherwise
+            logging.getLogger(f"{dut._log.name}.{bus}").setLevel(logging.WARNING)
+        self.reads, self.writes = [], []      # (addr, beats) of every AR / AW burst
+        cocotb.start_soon(self._monitor())
+
+    # -- stalls ---------------------------------------------------------------------------------
+
+    def _channels(self):
+        return [self.hbm.write_if.aw_channel, self.hbm.write_if.w_channel,
+                self.hbm.write_if.b_channel, self.hbm.read_if.ar_channel,
+                self.hbm.read_if.r_channel, self.host.write_if.aw_channel,
+                self.host.write_if.w_channel, self.host.write_if.b_channel,
+                self.host.read_if.ar_channel, self.host.read_if.r_channel]
+
+    def random_stalls(self, probability=0.3):
+        """Seeded random pauses on all ten channels of both buses."""
+        for ch in self._channels():
+            ch.set_pause_generator(stall_generator(random.Random(self.rng.random()), probability))
+
+    # -- bus monitor ----------------------------------------------------------------------------
+
+    async def _monitor(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.ap_clk)
+            await ReadOnly()
+            if not dut.ap_rst_n.value:
+                continue
+            for kind, log in (("ar", self.reads), ("aw", self.writes)):
+                if getattr(dut, f"m_axi_gmem_{kind}valid").value and getattr(dut, f"m_axi_gmem_{kind}ready").value:
+                    addr = getattr(dut, f"m_axi_gmem_{kind}addr").value.to_unsigned()
+                    n = getattr(dut, f"m_axi_gmem_{kind}len").value.to_unsigned() + 1
+                    size = getattr(dut, f"m_axi_gmem_{kind}size").value.to_unsigned()
+                    burst = getattr(dut, f"m_axi_gmem_{kind}burst").value.to_unsigned()
+                    assert addr % 64 == 0, f"{kind} burst at unaligned {addr:#x}"
+                    assert n <= 64, f"{kind} burst of {n} beats"
+                    assert addr // 4096 == (addr + 64 * n - 1) // 4096, \
+                        f"{kind} burst {addr:#x}+{n} beats crosses a 4 KB boundary"
+                    assert size == 6 and burst == 1, f"{kind} size {size} burst {burst}"
+                    log.append((addr, n))
+
+    # -- host operations ------------------------------------------------------------------------
+
+    async def reset(self, cycles=4):
+        self.dut.ap_rst_n.value = 0
+        await ClockCycles(self.dut.ap_clk, cycles)
+        self.dut.ap_rst_n.value = 1
+        await ClockCycles(self.dut.ap_clk, 2)
+
+    async def write_reg(self, offset, value):
+        await self.host.write_dword(offset, value)
+
+    async def read_reg(self, offset) -> int:
+        return await self.host.read_dword(offset)
+
+    async def set_pointer(self, name, addr):
+        await self.write_reg(Reg.pointer(name), addr & 0xFFFF_FFFF)
+        await self.write_reg(Reg.pointer(name) + 4, addr >> 32)
+
+    def place(self, base: int) -> dict:
+        """Buffer addresses from ``base`` (page-aligned): each buffer of more than one beat
+        starts a random 1..beats-1 beats before a 4 KB boundary, so its bursts must split."""
+        addrs, page = {}, base & ~0xFFF
+        for name in BUFFERS:
+            beats = self.sizes[name] // 64
+            k = self.rng.randrange(1, min(beats, 64)) if beats > 1 else 1
+            addrs[name] = page + 4096 - 64 * k
+            page += (self.sizes[name] + 4095) // 4096 * 4096 + 8192
+        return addrs
+
+    def load(self, frame: Frame, addrs: dict, *, ifmap_only=False):
+        for name, data in pack_frame(self.cfg, frame).items():
+            if not ifmap_only or name == "ifmap":
+                self.hbm.write(addrs[name], data)
+        # sentinel around and in the ofm buffer: catch missing and stray writes
+        self.hbm.write(addrs["ofm"] - 4096, bytes([SENTINEL]) * (self.sizes["ofm"] + 8192))
+
+    async def start(self, addrs: dict, *, load_config=True, interrupt=False):
+        for name in BUFFERS:
+            await self.set_pointer(name, addrs[name])
+        await self.write_reg(Reg.FLAGS, FLAG_LOAD_CONFIG if load_config else 0)
+        await self.write_reg(Reg.GIE, int(interrupt))
+        await self.write_reg(Reg.IER, 1 if interrupt else 0)
+        assert await self.read_reg(Reg.CTRL) & CTRL_IDLE, "kernel not idle before ap_start"
+        self.reads.clear()
+        self.writes.clear()
+        await self.write_reg(Reg.CTRL, CTRL_START)
+
+    async def wait_done(self, *, interrupt=False, timeout_us=2000):
+        if interrupt:
+            if not self.dut.interrupt.value:
+                await with_timeout(RisingEdge(self.dut.interrupt), timeout_us, "us")
+            assert await self.read_reg(Reg.ISR) == 1, "ISR must show ap_done"
+            await self.write_reg(Reg.ISR, 1)                 # toggle-on-write clears it
+            assert await self.read_reg(Reg.ISR) == 0
+            await ReadOnly()
+            assert not self.dut.interrupt.value, "interrupt still high after clearing ISR"
+            await RisingEdge(self.dut.ap_clk)
+            ctrl = await self.read_reg(Reg.CTRL)
+            assert ctrl & CTRL_DONE, f"interrupt without ap_done (CTRL={ctrl:#x})"
+        else:
+            async def poll():
+                while True:
+                    ctrl = await self.read_reg(Reg.CTRL)
+                    if ctrl & CTRL_DONE:
+                        return ctrl
+            ctrl = await with_timeout(poll(), timeout_us, "us")
+        assert ctrl & CTRL_READY and ctrl & CTRL_IDLE and not ctrl & CTRL_START, f"CTRL={ctrl:#x}"
+        after = await self.read_reg(Reg.CTRL)
+        assert not after & (CTRL_DONE | CTRL_READY), f"ap_done/ap_ready not cleared on read ({after:#x})"
+
+    async def counters(self) -> dict:
+        names = counter_names(self.cfg)
+        return {n: await self.read_reg(Reg.COUNTERS + 4 * i) for i, n in enumerate(names)}
+
+    async def run(self, frame: Frame, addrs: dict, *, load_config=True, interrupt=False):
+        """One kernel invocation on ``frame``; checks the ofm, counters, bursts and status."""
+        cfg = self.cfg
+        self.load(frame, addrs, ifmap_only=not load_config)
+        await self.start(addrs, load_config=load_config, interrupt=interrupt)
+        await self.wait_done(interrupt=interrupt)
+        status = await self.read_reg(Reg.STATUS)
+        assert status == 0, f"STATUS={status:#x}"
+        raw = self.hbm.read(addrs["ofm"], self.sizes["ofm"])
+        ofm = unpack_ofm(cfg, raw)
+        expected = golden_ofm(frame)
+        bad = np.argwhere(ofm != expected)
+        assert len(bad) == 0, (f"{len(bad)} outputs differ from the golden model, first at "
+                               f"[n,i,j]={bad[0].tolist()}: got {ofm[tuple(bad[0])]} expected "
+                               f"{expected[tuple(bad[0])]} (seed {self.seed})")
+        around = self.hbm.read(addrs["ofm"] - 4096, 4096) + self.hbm.read(addrs["ofm"] + self.sizes["ofm"], 4096)
+        assert set(around) == {SENTINEL}, "the kernel wrote outside the ofm buffer"
+        # every input byte fetched exactly once, every output byte written exactly once
+        fetched = sum(n for _, n in self.reads) * 64
+        wanted = sum(self.sizes[b] for b in (("params", "mask", "means", "ifmap") if load_config else ("ifmap",)))
+        assert fetched == wanted, f"read {fetched} bytes, expected {wanted}"
+        assert sum(n for _, n in self.writes) * 64 == self.sizes["ofm"]
+        assert min(a for a, _ in self.writes) == addrs["ofm"]
+        for name in (("params", "mask", "means", "ifmap") if load_config else ("ifmap",)):
+            lo, hi = addrs[name], addrs[name] + self.sizes[name]
+            got = sum(n * 64 for a, n in self.reads if lo <= a < hi)
+            assert got == self.sizes[name], f"{name}: read {got} of {self.sizes[name]} bytes"
+        counters = await self.counters()
+        assert [counters[f"computed[{n}]"] for n in range(cfg.instances)] == frame.uncompressed.tolist()
+        cycles = await self.read_reg(Reg.KERNEL_CYCLES)
+        self.dut._log.info("run ok: %d read bursts, %d write bursts, kernel %d cycles, engine "
+                           "compute %d cycles", len(self.reads), len(self.writes), cycles,
+                           counters["compute_cycles"])
+        return ofm
+
+
+def _frame_like(cfg, rng, base: Frame) -> Frame:
+    """Same constants as ``base``, new ifmap."""
+    return Frame(**{**base.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
+
+
+@cocotb.test()
+async def host_flow(dut):
+    """Two runs back to back with different data (polled, then by interrupt), buffers above
+    4 GB and mid-page; then a run reusing the loaded configuration (load_config = 0)."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.3)
+    await tb.reset()
+    cfg = tb.cfg
+    first = random_frame(cfg, tb.np_rng, density=0.4)
+    await tb.run(first, tb.place(0x1000))
+    second = random_frame(cfg, tb.np_rng, density=0.7)
+    high = tb.place(0x3_2000_0000)                # above 4 GB
+    await tb.run(second, high, interrupt=True)
+    assert all(a >= GB4 for a, _ in tb.reads + tb.writes)
+    assert len(tb.writes) >= 2 or cfg.instances * cfg.ofm_words == 1, "ofm not split at 4 KB"
+    await tb.run(_frame_like(cfg, tb.np_rng, second), high, load_config=False, interrupt=True)
+    counters = await tb.counters()
+    assert counters["frames"] == 3
+
+
+@cocotb.test()
+async def unaligned_refused(dut):
+    """A start with any pointer not 64-byte aligned: STATUS.refused, ap_done at once, no AXI
+    traffic, ofm untouched. Then a correct run."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.2)
+    await tb.reset()
+    cfg = tb.cfg
+    frame = random_frame(cfg, tb.np_rng, density=0.5)
+    addrs = tb.place(GB4 - 0x4000)             # the buffers straddle the 4 GB line
+    for i, name in enumerate(BUFFERS):
+        bad = dict(addrs, **{name: addrs[name] + tb.rng.choice([1, 8, 32, 63])})
+        tb.load(frame, addrs)
+        await tb.start(bad, interrupt=(i % 2 == 1))
+        await tb.wait_done(interrupt=(i % 2 == 1))
+        status = await tb.read_reg(Reg.STATUS)
+        assert status == STATUS_REFUSED | (1 << (STATUS_UNALIGNED_SHIFT + i)), f"{name}: STATUS={status:#x}"
+        assert tb.reads == [] and tb.writes == [], f"{name}: AXI traffic on a refused start"
+        assert set(tb.hbm.read(addrs["ofm"], tb.sizes["ofm"])) == {SENTINEL}
+    await tb.run(frame, addrs)
+
+
+@cocotb.test()
+async def reset_mid_run(dut):
+    """ap_rst_n while fetching, computing and writing back; the next run must be correct."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.2)
+    await tb.reset()
+    cfg = tb.cfg
+    frame = random_frame(cfg, tb.np_rng, density=0.3)
+    addrs = tb.place(0x10_0000)
+    # how long a run takes under these stalls, to place the resets inside it
+    await tb.run(frame, addrs)
+    length = await tb.read_reg(Reg.KERNEL_CYCLES)
+    for where in (length // 5, length // 2, length * 9 // 10):
+        nxt = random_frame(cfg, tb.np_rng, density=tb.rng.random())
+        tb.load(nxt, addrs)
+        await tb.start(addrs)
+        await ClockCycles(dut.ap_clk, where)
+        dut._log.info("ap_rst_n at cycle %d of ~%d", where, length)
+        await tb.reset(cycles=tb.rng.randrange(1, 8))
+        assert await tb.read_reg(Reg.CTRL) == CTRL_IDLE, "CTRL after reset"
+        await tb.run(nxt, addrs)
+
+
+@cocotb.test()
+async def full_frame(dut):
+    """One run under light stalls (used for the default 16 x 64x64 configuration)."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.1)
+    await tb.reset()
+    await tb.run(random_frame(tb.cfg, tb.np_rng, density=0.3), tb.place(0x1_0000_0000),
+                 interrupt=True)

@@ -1,0 +1,85 @@
+"""Host-flow tests of the Vitis RTL kernel on Icarus and Verilator (sim/tb_kernel.py), its lint,
+and the host-side buffer sizes.
+
+Seeds are fixed per (simulator, config, case) and printed; VELCRO_SEED=... overrides them.
+"""
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from hdl.config import AccelConfig
+from hdl.kernel_buffers import buffer_beats
+from hdl.protocol import frame_beats, mask_beats, means_beats, weight_beats
+from py_ref.golden import random_frame
+from sim.runner import SIMULATORS
+
+CONFIGS = {
+    # 3 instances, odd sizes, one beat per record
+    "small": AccelConfig(height=9, width=10, in_channels=1, instances=3, bus_width=512),
+    # 20 channels over 3 groups of 8 lanes: two-beat tile and filter records
+    "multichannel": AccelConfig(height=7, width=8, in_channels=20, instances=4, lanes=8,
+                                bus_width=512, mask_lanes=4),
+}
+CASES = ["host_flow", "unaligned_refused", "reset_mid_run"]
+
+
+def seed_for(*parts) -> str:
+    return os.environ.get("VELCRO_SEED", str(zlib.crc32("/".join(parts).encode()) & 0x7FFFFFFF))
+
+
+def kernel_build(get, cfg, sim):
+    from hdl.kernel import KERNEL_NAME, kernel_rtl
+
+    return get(cfg, sim, sources=(str(kernel_rtl(cfg)),), toplevel=KERNEL_NAME,
+               tag=f"kernel_{cfg.tag}")
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_kernel(build_for, sim, config, tmp_path):
+    seed = seed_for("kernel", sim, config)
+    print(f"seed={seed}")
+    kernel_build(build_for, CONFIGS[config], sim).run(
+        "sim.tb_kernel", CASES, env={"VELCRO_SEED": seed}, test_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_kernel_default_config(build_for, tmp_path):
+    """The paper's 16 x 64x64 design as a kernel, one frame (Verilator only: build ~minutes)."""
+    seed = seed_for("kernel", "default")
+    print(f"seed={seed}")
+    kernel_build(build_for, AccelConfig(), "verilator").run(
+        "sim.tb_kernel", ["full_frame"], env={"VELCRO_SEED": seed}, test_dir=tmp_path)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_buffer_beats_match_protocol(config):
+    """The kernel's fixed transfer sizes are the protocol helpers' beats minus the header."""
+    cfg = CONFIGS[config]
+    f = random_frame(cfg, np.random.default_rng(0))
+    beats = buffer_beats(cfg)
+    assert beats["params"] == len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) - 1
+    assert beats["mask"] == len(mask_beats(cfg, f.mask)) - 1
+    assert beats["means"] == len(means_beats(cfg, f.means)) - 1
+    assert beats["ifmap"] == len(frame_beats(cfg, f.ifmap)) - 1
+
+
+def test_kernel_rejects_other_bus_widths():
+    from hdl.kernel import VelcroKernel
+
+    with pytest.raises(ValueError, match="bus_width must be 512, not 128"):
+        VelcroKernel(AccelConfig(height=9, width=10, instances=3, bus_width=128))
+
+
+@pytest.mark.parametrize("config", ["small", "default"])
+def test_kernel_lint(config):
+    """verilator --lint-only -Wall is clean apart from hdl/lint_waivers.vlt."""
+    from hdl.kernel import KERNEL_NAME, kernel_rtl
+    from sim.lint import lint
+
+    cfg = CONFIGS.get(config, AccelConfig())
+    result = lint(kernel_rtl(cfg), KERNEL_NAME)
+    assert result.returncode == 0, result.stdout + result.stderr
