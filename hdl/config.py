@@ -46,7 +46,8 @@ class AccelConfig:
 
     ``lanes`` is L, the number of input channels each instance consumes per cycle (default:
     all of them, up to 16).  ``mask_lanes`` is how many mask bits per instance the skip-list
-    builder consumes per cycle while the mask loads.
+    builder consumes per cycle while the mask loads (default 8, or fewer if N*8 bits do not
+    fit one bus beat).
     """
 
     height: int = 64
@@ -55,7 +56,7 @@ class AccelConfig:
     instances: int = 16
     lanes: int | None = None
     bus_width: int = 512
-    mask_lanes: int = 8
+    mask_lanes: int | None = None
 
     def __post_init__(self):
         _check_range("height", self.height, 4, 256)
@@ -68,6 +69,10 @@ class AccelConfig:
         _check_range("bus_width", self.bus_width, 64, 1024)
         if self.bus_width & (self.bus_width - 1):
             raise ConfigError(f"bus_width={self.bus_width} is not a power of two")
+        if self.mask_lanes is None:
+            # 8 bits per instance per cycle, fewer when one bus beat cannot hold N chunks
+            fit = max(1, self.bus_width // self.instances)
+            object.__setattr__(self, "mask_lanes", min(8, 1 << (fit.bit_length() - 1)))
         _check_range("mask_lanes", self.mask_lanes, 1, 32)
         if self.mask_lanes & (self.mask_lanes - 1):
             raise ConfigError(f"mask_lanes={self.mask_lanes} is not a power of two")

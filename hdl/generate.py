@@ -67,8 +67,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lanes", type=int, default=None,
                         help="input channels consumed per cycle (default min(C_in, 16))")
     parser.add_argument("--bus-width", type=int, default=d.bus_width, help="stream width in bits")
-    parser.add_argument("--mask-lanes", type=int, default=d.mask_lanes,
-                        help="mask bits per instance appended to the skip list per cycle")
+    parser.add_argument("--mask-lanes", type=int, default=None,
+                        help="mask bits per instance appended to the skip list per cycle "
+                             "(default 8, fewer if N*8 exceeds the bus width)")
 
 
 def config_from_args(args) -> AccelConfig:

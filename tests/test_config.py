@@ -1,0 +1,49 @@
+"""AccelConfig: the ranges the generator supports, errors naming the bad value, derived sizes."""
+
+import pytest
+
+from hdl.config import AccelConfig, ConfigError
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"height": 3}, "height=3 is out of range 4..256"),
+    ({"width": 257}, "width=257 is out of range 4..256"),
+    ({"in_channels": 0}, "in_channels=0 is out of range 1..64"),
+    ({"instances": 65}, "instances=65 is out of range 1..64"),
+    ({"in_channels": 4, "lanes": 5}, "lanes=5 is out of range 1..4"),
+    ({"bus_width": 384}, "bus_width=384 is not a power of two"),
+    ({"mask_lanes": 6}, "mask_lanes=6 is not a power of two"),
+    ({"instances": 64, "mask_lanes": 16}, "instances*mask_lanes=1024 exceeds bus_width=512"),
+    ({"height": 4.5}, "height must be an integer, not 4.5"),
+])
+def test_invalid_values_are_named(kwargs, message):
+    with pytest.raises(ConfigError) as exc:
+        AccelConfig(**kwargs)
+    assert str(exc.value).startswith(message)
+
+
+def test_defaults_are_the_papers_design():
+    cfg = AccelConfig()
+    assert (cfg.instances, cfg.height, cfg.width, cfg.in_channels) == (16, 64, 64, 1)
+    assert cfg.bus_width == 512 and cfg.lanes == 1 and cfg.groups == 1
+    assert cfg.tiles == 22 * 22 and cfg.ofm_words == 64
+
+
+def test_widths_cover_the_worst_case():
+    cfg = AccelConfig(in_channels=64)
+    worst_sum = 9 * 64 * (-128) * (-128)
+    assert worst_sum < 2 ** (cfg.sum_bits - 1)
+    assert 2**31 - 1 + worst_sum < 2 ** (cfg.acc_bits - 1)
+    assert (2**31 - 1 + worst_sum) * (2**16 - 1) + 2**30 < 2 ** cfg.scaled_bits
+
+
+def test_mask_lanes_default_fits_the_bus():
+    assert AccelConfig().mask_lanes == 8
+    assert AccelConfig(instances=16, bus_width=64).mask_lanes == 4
+    assert AccelConfig(instances=64, bus_width=64).mask_lanes == 1
+
+
+def test_json_round_trip():
+    cfg = AccelConfig(height=10, width=12, in_channels=20, instances=5, lanes=7)
+    assert AccelConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.groups == 3
