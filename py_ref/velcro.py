@@ -279,7 +279,7 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
     it = batches
     if progress:
         from tqdm import tqdm
-        it = tqdm(batches, desc="profile", unit="batch", leave=False)
+        it = tqdm(batches, desc="profile", unit="batch", leave=False, disable=None)  # off when not a tty
     seen = None
     with torch.no_grad(), _intercept(model, on_point) as mode:
         for batch in it:
@@ -420,7 +420,7 @@ def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
     it = batches
     if progress:
         from tqdm import tqdm
-        it = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+        it = tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=None)
     with torch.no_grad():
         for x, y in it:
             correct += int((model(x).argmax(1) == y).sum())

@@ -76,3 +76,39 @@ def test_bad_input_exit_2_no_output(tmp_path, capsys, argv, msg):
     err = capsys.readouterr().err
     assert err.startswith("velcro: error:") and msg in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_weights_give_one_line_error(tmp_path, capsys):
+    import torch
+    from py_ref.models import load_fmnist_cnn
+    sd = load_fmnist_cnn().state_dict()
+    sd["conv2.weight"][0, 0, 0, 0] = float("nan")
+    w = tmp_path / "nan.pt"
+    torch.save(sd, w)
+    out = tmp_path / "s.pt"
+    assert run(["profile", "--weights", str(w), "--images", "16", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("velcro: error:") and "non-finite" in err
+    assert not out.exists()
+
+
+def test_imagenet_folder_flow(tmp_path, capsys):
+    """A local ImageNet-style folder (class folders named by WordNet id) through profile,
+    compress with the paper's preset, and evaluate, on MobileNetV2 with its real weights."""
+    from PIL import Image
+    from py_ref.presets import IMAGENET_TASKS
+    rng = np.random.default_rng(7)
+    for _, wnid, _ in IMAGENET_TASKS["cats-2"]:
+        d = tmp_path / "val" / wnid
+        d.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / "a.png")
+    (tmp_path / "val" / "n99999999").mkdir()   # an unrelated class folder is ignored
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "val" / "n99999999" / "b.png")
+    st, m = tmp_path / "st.pt", tmp_path / "m.pt"
+    base = ["--model", "mobilenet_v2", "--data", str(tmp_path / "val"), "--task", "cats-2"]
+    assert run(["profile", *base, "--images", "1", "--out", str(st)]) == 0
+    assert "35 activation points" in capsys.readouterr().out
+    assert run(["compress", "--stats", str(st), "--preset", "cats:13.5%", "--out", str(m)]) == 0
+    assert "C = 13.5" in capsys.readouterr().out
+    assert run(["evaluate", *base, "--masks", str(m)]) == 0
+    assert "2 validation images" in capsys.readouterr().out
