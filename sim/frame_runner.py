@@ -30,7 +30,7 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
     with tempfile.TemporaryDirectory(prefix="velcro-sim-") as tmp:
         tmp = Path(tmp)
         frame.save(tmp / "frame.npz")
-        run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run",
+        run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run", quiet=True,
                             env={"VELCRO_FRAME": str(tmp / "frame.npz"),
                                  "VELCRO_RESULT": str(tmp / "result.npz")})
         with np.load(tmp / "result.npz") as arrays:

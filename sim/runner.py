@@ -84,23 +84,35 @@ class Build:
                           build_args=build_args, waves=self.saif, always=not fresh)
         stamp.write_text(digest)
 
-    def run(self, test_module: str, testcases=None, env=None, test_dir=None) -> Path:
-        """Run cocotb ``testcases`` of ``test_module``; raise SimulationFailed if any fails."""
+    def run(self, test_module: str, testcases=None, env=None, test_dir=None, quiet=False) -> Path:
+        """Run cocotb ``testcases`` of ``test_module``; raise SimulationFailed if any fails.
+
+        ``quiet`` sends the simulator's log to ``<test_dir>/sim.log`` instead of stdout; its
+        tail is put in the exception if the run fails.
+        """
         from cocotb_tools.runner import get_results
 
         test_dir = Path(test_dir or self.build_dir / "run")
         test_dir.mkdir(parents=True, exist_ok=True)
         results = test_dir / "results.xml"
         extra_env = {"VELCRO_CONFIG": self.cfg.to_json(), **(env or {})}
+        log = test_dir / "sim.log" if quiet else None
+
+        def tail():
+            if log is None or not log.exists():
+                return "log above"
+            return "log tail:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+
         try:
             self.runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
                              testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
                              extra_env=extra_env, results_xml=str(results.resolve()),
-                             waves=self.saif, timescale=("1ns", "1ps"))
+                             waves=self.saif, timescale=("1ns", "1ps"), log_file=log)
         except SystemExit as exc:
-            raise SimulationFailed(f"{self.sim}: cocotb run of {test_module} failed ({exc.code})") from None
+            raise SimulationFailed(f"{self.sim}: cocotb run of {test_module} failed "
+                                   f"({exc.code}); {tail()}") from None
         tests, failed = get_results(results)
         if tests == 0 or failed:
             raise SimulationFailed(f"{self.sim}: {failed} of {tests} cocotb tests failed "
-                                   f"(log above, results in {results})")
+                                   f"(results in {results}); {tail()}")
         return test_dir
