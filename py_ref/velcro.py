@@ -216,42 +216,50 @@ def _take_macs(mode, shape) -> int:
 
 
 class _Accumulator:
-    """Per-point running statistics.
+    """Running statistics of one point (the shifted-data algorithm).
 
-    Each batch is reduced in float32 on data shifted by K (the running mean so far, or the
-    first image), which keeps the sums centred, so there is no cancellation even where the
-    variance is tiny next to the mean (the elements VELCRO compresses).  The batch sums
-    become float64 at once and are merged with Chan's update; relative error ~1e-6.  Shift
-    and scratch buffers are reused across batches, which keeps profiling close to plain
-    inference speed (scripts/bench_profile_overhead.py).
+    Every image is shifted by K, the point's activation for the first profiled image, so the
+    sums stay centred (no cancellation where the variance is tiny next to the mean: exactly
+    the elements VELCRO compresses).  Each batch's sums of (x - K) and (x - K)^2 are reduced
+    in float32 (over at most one batch of images) and accumulated in float64; mean and M2
+    follow in float64 at the end.  Scratch buffers are reused; per-batch float64 work is two
+    additions per element, which keeps profiling close to plain inference speed even at small
+    batch sizes (scripts/bench_profile_overhead.py).  Relative error ~1e-6.
     """
 
-    def __init__(self):
-        self.stats: PointStats | None = None
-        self.k32 = self.buf = self.ones = None
+    def __init__(self, index, name, macs):
+        self.index, self.name, self.macs = index, name, macs
+        self.n = 0
+        self.k32 = self.buf = self.ones = self.s1 = self.s2 = self.zeros = None
 
-    def add(self, i, name, out, macs, count_zeros):
+    def add(self, out, count_zeros):
         x = out.detach()
         n_b = x.shape[0]
         flat = x.reshape(n_b, -1).to(torch.float32)
         if self.k32 is None:
             self.k32 = flat[0].clone()
+            self.shape = tuple(x.shape[1:])
+            self.s1 = torch.zeros(flat.shape[1], dtype=torch.float64)
+            self.s2 = torch.zeros(flat.shape[1], dtype=torch.float64)
         if self.buf is None or self.buf.shape != flat.shape:
             self.buf = torch.empty_like(flat)
             self.ones = torch.ones(n_b, dtype=torch.float32)
         torch.sub(flat, self.k32, out=self.buf)
-        s1 = (self.ones @ self.buf).double()
+        self.s1 += self.ones @ self.buf
         self.buf.mul_(self.buf)
-        s2 = (self.ones @ self.buf).double()
-        if not (torch.isfinite(s2).all() and torch.isfinite(s1).all()):
-            raise VelcroError(f"non-finite (NaN/inf) activations at point {i} '{name}'")
-        shape = tuple(x.shape[1:])
-        mean_b = (self.k32.double() + s1 / n_b).reshape(shape)
-        m2_b = torch.clamp(s2 - s1 * s1 / n_b, min=0).reshape(shape)
-        zeros = (x == 0).sum(dim=0) if count_zeros else None
-        rec = PointStats(name, i, mean_b, m2_b, n_b, macs, zeros)
-        self.stats = rec if self.stats is None else self.stats.merge(rec)
-        self.k32 = self.stats.mean.reshape(-1).to(torch.float32)
+        self.s2 += self.ones @ self.buf
+        if count_zeros:
+            z = (x == 0).sum(dim=0)
+            self.zeros = z if self.zeros is None else self.zeros + z
+        self.n += n_b
+
+    def result(self) -> PointStats:
+        if not (torch.isfinite(self.s1).all() and torch.isfinite(self.s2).all()):
+            raise VelcroError(f"non-finite (NaN/inf) activations at point {self.index} '{self.name}'")
+        n = self.n
+        mean = (self.k32.double() + self.s1 / n).reshape(self.shape)
+        m2 = torch.clamp(self.s2 - self.s1 * self.s1 / n, min=0).reshape(self.shape)
+        return PointStats(self.name, self.index, mean, m2, n, self.macs, self.zeros)
 
 
 def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
@@ -270,10 +278,12 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
 
     def on_point(i, name, out):
         macs = _take_macs(mode, tuple(out.shape[1:]))
-        while len(accs) <= i:
-            accs.append(_Accumulator())
+        if len(accs) <= i:
+            accs.append(_Accumulator(i, name, macs))
+        elif accs[i].name != name:
+            raise VelcroError(f"activation point {i} is '{name}' in this batch, '{accs[i].name}' before")
         if i >= first:
-            accs[i].add(i, name, out, macs, count_zeros)
+            accs[i].add(out, count_zeros)
         return out
 
     it = batches
@@ -292,10 +302,9 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
                 raise VelcroError(f"model produced {mode.index} activation points, expected "
                                   f"{seen} (data-dependent control flow?)")
             seen = mode.index
-    stats = [a.stats for a in accs[first:]]
-    if not stats or any(s is None for s in stats):
+    if len(accs) <= first or accs[first].n == 0:
         raise VelcroError("no activation points seen (no batches, or no relu/relu6 on 4-D maps)")
-    return stats
+    return [a.result() for a in accs[first:]]
 
 
 def merge_profiles(a: Sequence[PointStats], b: Sequence[PointStats]) -> list[PointStats]:
