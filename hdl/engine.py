@@ -225,20 +225,21 @@ class ConvInstance(wiring.Component):
         # S1: the entry is here; address the nine banks and the filter of group g.
         ent = Signal(entry)
         m.d.comb += ent.eq(Array(rp.data.as_value() for rp in list_rps)[s1_bank])
-        row_sel, col_sel = [], []   # per bank row r / column c: (ky, tile row, in-bounds)
-        for r in range(3):
-            for sel, mod, div, limit, tiles in ((row_sel, ent.ymod, ent.ydiv, cfg.height, None),
-                                                (col_sel, ent.xmod, ent.xdiv, cfg.width, None)):
-                kk = Signal(range(3), name=f"k{'y' if sel is row_sel else 'x'}{r}")
-                t_idx = Signal(signed(10), name=f"t{'y' if sel is row_sel else 'x'}{r}")
-                with m.Switch(mod):
-                    for mv in range(3):
-                        kv = (r - mv + 1) % 3          # window offset landing in bank row r
-                        carry = (mv + kv - 1 - r) // 3  # -1, 0 or +1 tile
-                        with m.Case(mv):
-                            m.d.comb += [kk.eq(kv), t_idx.eq(div + carry)]
-                inb = (t_idx >= 0) & (t_idx * 3 + r < limit)
-                sel.append((kk, t_idx, inb))
+        def bank_axis(axis, r, mod, div, limit):
+            """For bank row (or column) r: the window offset k landing there, the tile index
+            of that pixel, and whether it lies inside the map (else it is zero padding)."""
+            k_off = Signal(range(3), name=f"k{axis}{r}")
+            tile = Signal(signed(10), name=f"t{axis}{r}")
+            with m.Switch(mod):
+                for mv in range(3):
+                    kv = (r - mv + 1) % 3           # window offset whose pixel is in bank r
+                    carry = (mv + kv - 1 - r) // 3   # that pixel is -1, 0 or +1 tile away
+                    with m.Case(mv):
+                        m.d.comb += [k_off.eq(kv), tile.eq(div + carry)]
+            return k_off, tile, (tile >= 0) & (tile * 3 + r < limit)
+
+        row_sel = [bank_axis("y", r, ent.ymod, ent.ydiv, cfg.height) for r in range(3)]
+        col_sel = [bank_axis("x", c, ent.xmod, ent.xdiv, cfg.width) for c in range(3)]
         weight_rp = weights.read_port()
         m.d.comb += weight_rp.addr.eq(s1_g)
 
