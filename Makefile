@@ -51,7 +51,7 @@ lint: verilog
 	$(PY) -m sim.lint build/velcro_accel.v
 
 sim: $(VENV_STAMP)
-	$(PY) scripts/run_default_frame.py
+	$(PY) scripts/sweep.py
 
 test: $(VENV_STAMP)
 	@$(MAKE) --no-print-directory sysdeps
