@@ -178,6 +178,32 @@ def run_point(build, frame: Frame, workdir: Path, keep_saif: Path | None):
     return counters, toggles
 
 
+def run_frames(build, frames: list[Frame], workdir: Path) -> list[dict]:
+    """Run ``frames`` (each after its own configuration) in ONE simulator process, every output
+    checked against the golden model; returns each frame's counters (plus wall_s, sim_cycles)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps = []
+    for i, frame in enumerate(frames):
+        frame.save(workdir / f"frame{i}.npz")
+        steps.append({"frame": str(workdir / f"frame{i}.npz"), "config": True, "run": True,
+                      "result": str(workdir / f"counters{i}.json")})
+    (workdir / "steps.json").write_text(json.dumps(steps))
+    with _stdout_to(workdir / "sim.log"):
+        build.run("sim.tb_sweep", ["sweep_steps"], env={"VELCRO_SWEEP_JOBS": str(workdir / "steps.json")},
+                  test_dir=workdir / "run")
+    return [json.loads((workdir / f"counters{i}.json").read_text()) for i in range(len(frames))]
+
+
+def locked_build(cfg: AccelConfig, sim: str, saif: bool = False):
+    """The cached simulation model, built under the same file lock as tests/conftest.py."""
+    from filelock import FileLock
+    from hdl.generate import BUILD
+    from sim.runner import Build
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(BUILD / f".{sim}-{cfg.tag}.lock")):
+        return Build(cfg, sim, saif=saif)
+
+
 # -- analysis ----------------------------------------------------------------------------------
 
 def analyse(cfg: AccelConfig, points: list[dict], model: EnergyModel) -> list[dict]:
@@ -514,13 +540,10 @@ def main(argv=None) -> int:
     work = REPO / "build" / "sweep" / cfg.tag
     t_start = time.perf_counter()
 
-    from filelock import FileLock
-    from hdl.generate import BUILD
-    from sim.runner import Build, SimulationFailed
-    BUILD.mkdir(parents=True, exist_ok=True)
-    print(f"building / checking the Verilator SAIF model of {cfg.tag} (first build takes minutes)")
-    with FileLock(str(BUILD / f".verilator-{cfg.tag}.lock")):   # same lock as tests/conftest.py
-        build = Build(cfg, "verilator", saif=True)
+    from sim.runner import SimulationFailed
+    print(f"building / checking the Verilator SAIF model of {cfg.tag} (first build takes minutes)",
+          flush=True)
+    build = locked_build(cfg, "verilator", saif=True)
     t_build = time.perf_counter()
 
     frames = {"random": random_frames(cfg, ratios, args.seed)}

@@ -209,5 +209,9 @@ def linear_fit(x, y) -> dict[str, float]:
     pred = intercept + slope * x
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else -math.inf)
+    scale = max(1.0, float(np.sum(y ** 2)))
+    if ss_tot <= 1e-24 * scale:            # constant y: a perfect fit or none
+        return {"slope": float(slope), "intercept": float(intercept),
+                "r2": 1.0 if ss_res <= 1e-20 * scale else -math.inf}
+    r2 = 1.0 - ss_res / ss_tot
     return {"slope": float(slope), "intercept": float(intercept), "r2": r2}

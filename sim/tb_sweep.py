@@ -23,10 +23,11 @@ import time
 import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from hdl.protocol import config_beats
 from py_ref.golden import Frame
-from sim.tb_accel import AccelTB
+from sim.tb_accel import CLOCK_NS, AccelTB
 
 
 def _load(path) -> Frame:
@@ -44,9 +45,10 @@ async def sweep_steps(dut):
     for step in steps:
         frame = _load(step["frame"])
         if step.get("run", True):
-            t0 = time.perf_counter()
+            t0, s0 = time.perf_counter(), get_sim_time("ns")
             _, counters = await tb.run(frame, load_config=step.get("config", True), check=True)
-            counters["wall_s"] = time.perf_counter() - t0
+            counters["wall_s"] = time.perf_counter() - t0     # simulation + golden check
+            counters["sim_cycles"] = round((get_sim_time("ns") - s0) / CLOCK_NS)
             counters["golden_ok"] = True   # tb.run asserts ofm == golden before returning
             with open(step["result"], "w") as f:
                 json.dump(counters, f)
