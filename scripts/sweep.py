@@ -34,16 +34,16 @@ the per-net difference of their toggle counts is the frame's activity (sim/energ
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import csv
 import dataclasses
 import gzip
 import json
-import os
 import shlex
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from hdl.config import AccelConfig  # noqa: E402
 from py_ref.golden import Frame, random_frame  # noqa: E402
-from sim.energy import EnergyModel, TARGET_CLOCK_HZ, frame_energy, frame_toggles, linear_fit, parse_saif  # noqa: E402
+from sim.energy import EnergyModel, TARGET_CLOCK_HZ, frame_energy, linear_fit  # noqa: E402
 
 DEFAULT_RATIOS = [round(0.05 * i, 2) for i in range(19)]   # 0, 0.05, ..., 0.90
 KEEP_SAIF = (0.0, 0.3)
@@ -130,30 +130,42 @@ def velcro_frames(cfg: AccelConfig, ratios, task: str, images: int, seed: int):
     return frames, info
 
 
-@contextlib.contextmanager
-def _stdout_to(path: Path):
-    """Send this process's and its children's stdout (cocotb's log) to ``path``; the progress
-    bar stays on stderr. On a failure the log's tail is printed."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(path, "w") as log:
-        os.dup2(log.fileno(), 1)
-        try:
-            yield
-        except Exception:
-            os.dup2(saved, 1)
-            sys.stderr.write("".join(Path(path).read_text().splitlines(True)[-40:]))
-            raise
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-
-
 # -- one point ---------------------------------------------------------------------------------
+
+def run_steps(build, steps: list[dict], test_dir: Path) -> Path:
+    """Run the tb_sweep steps in one simulator process on ``build``'s compiled model.
+
+    Uses a shallow copy of the build's cocotb runner per call (runners keep per-run state on
+    themselves, and test() reassigns rather than mutates it, so copies can run in parallel threads) and sends the simulator's log to
+    ``test_dir``/sim.log. Raises SimulationFailed (with the log's tail) if the test fails,
+    e.g. on a golden-model mismatch."""
+    from cocotb_tools.runner import get_results
+    from sim.runner import SimulationFailed
+
+    test_dir.mkdir(parents=True, exist_ok=True)
+    jobs = test_dir / "steps.json"
+    jobs.write_text(json.dumps(steps))
+    runner = copy.copy(build.runner)
+    results = test_dir / "results.xml"
+    log = test_dir / "sim.log"
+    try:
+        runner.test(test_module="sim.tb_sweep", hdl_toplevel=build.toplevel, testcase=["sweep_steps"],
+                    build_dir=build.build_dir, test_dir=test_dir, results_xml=str(results.resolve()),
+                    extra_env={"VELCRO_CONFIG": build.cfg.to_json(), "VELCRO_SWEEP_JOBS": str(jobs)},
+                    waves=build.saif, timescale=("1ns", "1ps"), log_file=str(log))
+        tests, failed = get_results(results)
+    except (SystemExit, RuntimeError, FileNotFoundError) as exc:
+        tests, failed = 0, repr(exc)
+    if tests == 0 or failed:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-30:]) if log.exists() else ""
+        raise SimulationFailed(f"{build.sim}: sweep steps failed ({failed}); log {log}:\n{tail}")
+    return test_dir
+
 
 def run_point(build, frame: Frame, workdir: Path, keep_saif: Path | None):
     """Two SAIF processes (config only; config + FRAME). Returns (counters, frame toggles)."""
+    from sim.energy import saif_toggle_vector, vector_toggles
+
     workdir.mkdir(parents=True, exist_ok=True)
     fpath = workdir / "frame.npz"
     frame.save(fpath)
@@ -161,14 +173,9 @@ def run_point(build, frame: Frame, workdir: Path, keep_saif: Path | None):
     run_step = {"frame": str(fpath), "config": False, "run": True, "result": str(workdir / "counters.json")}
     saifs = {}
     for name, steps in (("config", [config_step]), ("frame", [config_step, run_step])):
-        jobs = workdir / f"{name}.json"
-        jobs.write_text(json.dumps(steps))
-        with _stdout_to(workdir / f"{name}.log"):
-            run_dir = build.run("sim.tb_sweep", ["sweep_steps"], env={"VELCRO_SWEEP_JOBS": str(jobs)},
-                                test_dir=workdir / name)
-        saifs[name] = run_dir / "dump.saif"
+        saifs[name] = run_steps(build, steps, workdir / name) / "dump.saif"
     counters = json.loads((workdir / "counters.json").read_text())
-    toggles = frame_toggles(parse_saif(saifs["config"]), parse_saif(saifs["frame"]))
+    toggles = vector_toggles(saif_toggle_vector(saifs["config"]), saif_toggle_vector(saifs["frame"]))
     if keep_saif is not None:
         keep_saif.parent.mkdir(parents=True, exist_ok=True)
         with open(saifs["frame"], "rb") as src, gzip.open(keep_saif, "wb", compresslevel=6) as dst:
@@ -187,10 +194,7 @@ def run_frames(build, frames: list[Frame], workdir: Path) -> list[dict]:
         frame.save(workdir / f"frame{i}.npz")
         steps.append({"frame": str(workdir / f"frame{i}.npz"), "config": True, "run": True,
                       "result": str(workdir / f"counters{i}.json")})
-    (workdir / "steps.json").write_text(json.dumps(steps))
-    with _stdout_to(workdir / "sim.log"):
-        build.run("sim.tb_sweep", ["sweep_steps"], env={"VELCRO_SWEEP_JOBS": str(workdir / "steps.json")},
-                  test_dir=workdir / "run")
+    run_steps(build, steps, workdir / "run")
     return [json.loads((workdir / f"counters{i}.json").read_text()) for i in range(len(frames))]
 
 
@@ -522,6 +526,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--task", default="footwear", help="Fashion-MNIST task of the velcro masks")
     ap.add_argument("--images", type=int, default=256, help="calibration images of the velcro profile")
+    ap.add_argument("--jobs", type=int, default=2, help="simulator processes run in parallel")
     ap.add_argument("--no-check", action="store_true", help="report acceptance failures but exit 0")
     args = ap.parse_args(argv)
 
@@ -556,18 +561,31 @@ def main(argv=None) -> int:
     points = {k: [] for k in kinds}
     saif_files = []
     todo = [(k, c) for k in kinds for c in ratios]
-    for kind, c in tqdm(todo, desc="sweep", unit="point"):
-        keep = None
-        if any(abs(c - kc) < 1e-9 for kc in KEEP_SAIF):
-            keep = out / "saif" / f"{kind}_c{round(c * 100):03d}.saif.gz"
-            saif_files.append(keep)
+
+    def one(item):
+        kind, c = item
+        tag = f"{kind}_c{round(c * 100):03d}"
+        keep = out / "saif" / f"{tag}.saif.gz" if any(abs(c - kc) < 1e-9 for kc in KEEP_SAIF) else None
+        counters, toggles = run_point(build, frames[kind][c], work / tag, keep)
+        return {"kind": kind, "ratio": c, "counters": counters, "toggles": toggles, "saif": keep}
+
+    results = {}
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(one, item): item for item in todo}
         try:
-            counters, toggles = run_point(build, frames[kind][c], work / f"{kind}_c{round(c * 100):03d}", keep)
+            for fut in tqdm(as_completed(futures), total=len(todo), desc="sweep", unit="point"):
+                results[futures[fut]] = fut.result()
         except SimulationFailed as exc:
-            print(f"sweep: {kind} C={c}: {exc} (a golden-model mismatch or counter error fails the "
-                  f"sweep; log in {work})", file=sys.stderr)
+            for f in futures:
+                f.cancel()
+            print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
+                  file=sys.stderr)
             return 1
-        points[kind].append({"kind": kind, "ratio": c, "counters": counters, "toggles": toggles})
+    for item in todo:
+        p = results[item]
+        points[p["kind"]].append(p)
+        if p["saif"] is not None:
+            saif_files.append(p["saif"])
     t_sim = time.perf_counter()
 
     rows_by_kind = {k: analyse(cfg, points[k], model) for k in kinds}

@@ -28,7 +28,7 @@ import numpy as np
 from hdl.config import AccelConfig
 from hdl.engine import entry_layout
 
-__all__ = ["parse_saif", "frame_toggles", "EnergyModel", "HOROWITZ_45NM", "frame_energy",
+__all__ = ["parse_saif", "frame_toggles", "saif_toggle_vector", "vector_toggles", "EnergyModel", "HOROWITZ_45NM", "frame_energy",
            "linear_fit", "TARGET_CLOCK_HZ"]
 
 #: Alveo U280 default kernel clock (Vitis platform ``ap_clk``), see shared/TOOLCHAIN.md.
@@ -77,6 +77,37 @@ def parse_saif(source) -> dict[str, int]:
                     depth_at_scope.pop()
                     stack.pop()
     return nets
+
+
+_TC = re.compile(rb"\(TC (\d+)\)")
+
+
+def saif_toggle_vector(path, *, skip_first_scope: str = "$rootio") -> np.ndarray:
+    """TC of every net bit in file order (int64), leaving out the top-level scope
+    ``skip_first_scope`` when it comes first. Two SAIF files of the same model list the same nets
+    in the same order, so their vectors subtract element-wise; ~5x faster than
+    :func:`parse_saif` on the 300k nets of the default design."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if skip_first_scope:
+        head = data.find(b"(INSTANCE ")
+        if data.startswith(b"(INSTANCE " + skip_first_scope.encode(), head):
+            nxt = data.find(b"\n (INSTANCE ", head + 1)
+            data = data[nxt:] if nxt >= 0 else b""
+    return np.array(_TC.findall(data), dtype=np.int64)
+
+
+def vector_toggles(before: np.ndarray, after: np.ndarray) -> int:
+    """sum(after - before) of two :func:`saif_toggle_vector` results of the same run prefix."""
+    if before.shape != after.shape:
+        raise ValueError(f"the SAIF files list {before.size} and {after.size} nets: not the same model")
+    d = after - before
+    if (d < 0).any():
+        raise ValueError("a net toggled less in the longer run: the two SAIF files are not from "
+                         "the same run prefix")
+    return int(d.sum())
 
 
 def frame_toggles(before: dict[str, int], after: dict[str, int], *,
