@@ -215,6 +215,18 @@ def _take_macs(mode, shape) -> int:
     return macs
 
 
+class _Scratch:
+    """One float32 work buffer shared by all points (sized for the largest batch x point)."""
+
+    def __init__(self):
+        self.buf = torch.empty(0, dtype=torch.float32)
+
+    def get(self, n: int) -> torch.Tensor:
+        if self.buf.numel() < n:
+            self.buf = torch.empty(n, dtype=torch.float32)
+        return self.buf[:n]
+
+
 class _Accumulator:
     """Running statistics of one point (the shifted-data algorithm).
 
@@ -230,9 +242,9 @@ class _Accumulator:
     def __init__(self, index, name, macs):
         self.index, self.name, self.macs = index, name, macs
         self.n = 0
-        self.k32 = self.buf = self.ones = self.s1 = self.s2 = self.zeros = None
+        self.k32 = self.ones = self.s1 = self.s2 = self.zeros = None
 
-    def add(self, out, count_zeros):
+    def add(self, out, count_zeros, scratch: "_Scratch"):
         x = out.detach()
         n_b = x.shape[0]
         flat = x.reshape(n_b, -1).to(torch.float32)
@@ -241,13 +253,13 @@ class _Accumulator:
             self.shape = tuple(x.shape[1:])
             self.s1 = torch.zeros(flat.shape[1], dtype=torch.float64)
             self.s2 = torch.zeros(flat.shape[1], dtype=torch.float64)
-        if self.buf is None or self.buf.shape != flat.shape:
-            self.buf = torch.empty_like(flat)
+        if self.ones is None or self.ones.shape[0] != n_b:
             self.ones = torch.ones(n_b, dtype=torch.float32)
-        torch.sub(flat, self.k32, out=self.buf)
-        self.s1 += self.ones @ self.buf
-        self.buf.mul_(self.buf)
-        self.s2 += self.ones @ self.buf
+        buf = scratch.get(flat.numel()).view(flat.shape)
+        torch.sub(flat, self.k32, out=buf)
+        self.s1 += self.ones @ buf
+        buf.mul_(buf)
+        self.s2 += self.ones @ buf
         if count_zeros:
             z = (x == 0).sum(dim=0)
             self.zeros = z if self.zeros is None else self.zeros + z
@@ -274,6 +286,7 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
     """
     model.eval()
     accs: list[_Accumulator] = []
+    scratch = _Scratch()
     first = 1 if skip_first else 0
 
     def on_point(i, name, out):
@@ -283,7 +296,7 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
         elif accs[i].name != name:
             raise VelcroError(f"activation point {i} is '{name}' in this batch, '{accs[i].name}' before")
         if i >= first:
-            accs[i].add(out, count_zeros)
+            accs[i].add(out, count_zeros, scratch)
         return out
 
     it = batches

@@ -5,7 +5,7 @@
 Single thread.  Runs are interleaved (plain, profile, plain, profile, ...) and the minimum of
 each is compared, so load from other processes on the machine biases both alike.  Target:
 profile / plain <= 1.3.  Models: the Fashion-MNIST CNN (512 Fashion-MNIST calibration images,
-batch 128, first point skipped) and MobileNetV2 with its real ImageNet weights (16 inputs at
+batch 128, first point skipped) and MobileNetV2 with its real ImageNet weights (64 inputs at
 224x224, batch 8, all 35 points) and ResNet-18 (random init, same inputs, 16 points: Fashion-MNIST images resized to 3x224x224, since no ImageNet
 images are available here; the timing does not depend on the content).
 """
@@ -52,10 +52,10 @@ def main(argv=None) -> int:
     fm = load_fmnist_cnn()
     rows.append(("fmnist CNN, 512 imgs, batch 128, skip first", *bench(fm, data.batches(xc, None, 128), True, a.repeats)))
     mb = imagenet_model("mobilenet_v2")
-    x = F.interpolate(xc[:16], size=(224, 224), mode="bilinear").expand(-1, 3, -1, -1).contiguous()
-    rows.append(("mobilenet_v2 (ImageNet weights), 16 imgs 224x224, batch 8", *bench(mb, data.batches(x, None, 8), False, a.repeats)))
+    x = F.interpolate(xc[:64], size=(224, 224), mode="bilinear").expand(-1, 3, -1, -1).contiguous()
+    rows.append(("mobilenet_v2 (ImageNet weights), 64 imgs 224x224, batch 8", *bench(mb, data.batches(x, None, 8), False, a.repeats)))
     rn = imagenet_model("resnet18", pretrained=False)
-    rows.append(("resnet18 (random init: timing only), 16 imgs 224x224, batch 8", *bench(rn, data.batches(x, None, 8), True, a.repeats)))
+    rows.append(("resnet18 (random init: timing only), 64 imgs 224x224, batch 8", *bench(rn, data.batches(x, None, 8), True, a.repeats)))
     print(f"{'model':64s} {'plain s':>8s} {'profile s':>9s} {'ratio':>6s}")
     for name, tp, tq in rows:
         print(f"{name:64s} {tp:8.3f} {tq:9.3f} {tq / tp:6.2f}x")
