@@ -308,18 +308,20 @@ def write_report(out, cfg, var_rows, sw, tasks, searched, paper_rows, mnet, exp,
       "images; the tuned/held-out comparison is in the next section).  Table 4 counts, over the calibration "
       "images, compressed element values that are exactly zero, at the Table 2 operating point.\n")
     a("| task | uncompressed top-1 | VELCRO max lossless C (MAC-weighted) | zeros among compressed | "
-      "S-VELCRO max lossless C | max top-1 gain (VELCRO, at C) |")
-    a("|---|---|---|---|---|---|")
+      "S-VELCRO max lossless C | max top-1 gain, VELCRO (at C) | max top-1 gain, S-VELCRO (at C) |")
+    a("|---|---|---|---|---|---|---|")
     for name in tasks:
         base = tasks[name].base["valid"]
         lv = largest_lossless(sw[name]["velcro"], base)
         ls = largest_lossless(sw[name]["svelcro"], base)
         best = max(sw[name]["velcro"], key=lambda p: p["top1"])
+        bests = max(sw[name]["svelcro"], key=lambda p: p["top1"])
         zs = fmt(lv["zero_share"], d=1) if lv["T"] > 0 else "-"
         a(f"| {name} | {fmt(base, d=1)} | {fmt(lv['C'], d=0)} ({fmt(lv['C_macs'], d=1)}) | {zs} | "
-          f"{fmt(ls['C'], d=1)} | {100 * (best['top1'] - base):+.1f} pts at {fmt(best['C'], d=0)} |")
+          f"{fmt(ls['C'], d=1)} | {100 * (best['top1'] - base):+.1f} pts at {fmt(best['C'], d=0)} | "
+          f"{100 * (bests['top1'] - base):+.1f} pts at {fmt(bests['C'], d=1)} |")
     a("| *paper, ImageNet: ResNet-18 / GoogLeNet / MobileNetV2* | | *20-27.7% / 25.5-30% / 13.5-19.8%* | "
-      "*0.08-0.31% / 0.56-0.64% / 10.5-14.9%* | *S-VELCRO paper: 6-30%* | *+4-13 / +11-20 / +2.5-4.5 pts* |")
+      "*0.08-0.31% / 0.56-0.64% / 10.5-14.9%* | *S-VELCRO paper: 6-30%* | *+4-13 / +11-20 / +2.5-4.5 pts* | |")
     a("")
 
     a("## Automatic threshold search (beyond the paper's trial and error)\n")
@@ -384,29 +386,43 @@ def discussion(tasks, sw, searched, var_rows):
     d.append("Largest lossless uniform C: " + ", ".join(f"{n} {fmt(lossless[n], d=0)}" for n in tasks) +
              ".  The paper reports 13.5-30% for its ImageNet CNNs; this small CNN has few, heavily used "
              "channels (16-32), and the grid is coarse (steps of 5% up to 60%, then 10%), so the numbers are not comparable one "
-             "to one.  Whether specialised tasks compress further than the general use: " +
+             "to one; with a standard error of about 1 point, the lossless point of a flat curve is itself "
+             "noisy (a 0.5-point dip counts as a loss).  Whether specialised tasks compress further than the "
+             "general use (the paper's premise): " +
              ("yes for every specialised task." if all(lossless[n] >= lossless["all"] for n in spec)
               else "not for every task."))
-    d.append("Zeros among compressed elements: far higher here than the paper's ResNet-18/GoogLeNet "
-             "(0.08-0.64%), closer to MobileNetV2 (10-15%) or beyond: the small CNN's ReLU maps are sparse "
+    zs = [largest_lossless(sw[n]["velcro"], tasks[n].base["valid"])["zero_share"] for n in tasks]
+    zs = [z for z in zs if z == z]
+    d.append(f"Zeros among compressed elements: {fmt(min(zs), d=0)}-{fmt(max(zs), d=0)} here at the lossless points, "
+             "far above the paper's ResNet-18/GoogLeNet "
+             "(0.08-0.64%) and MobileNetV2 (10-15%): the small CNN's ReLU maps are sparse "
              "and many dead (always-zero) elements have zero variance, so they are the first picked.  Part of "
              "VELCRO's saving here is what zero-skipping or pruning would also find.")
     gains = {n: max(p["top1"] for p in sw[n]["velcro"]) - tasks[n].base["valid"] for n in tasks}
     d.append("Accuracy gains from moderate compression (Table 5): " + ", ".join(
         f"{n} {100 * g:+.1f} pts" for n, g in gains.items()) +
-        f".  The paper reports +2.5 to +20 points on ImageNet, where a 1000-way classifier often predicts "
-        f"classes outside the task; with 10 classes and a ~{100 * np.mean([tasks[n].base['valid'] for n in spec]):.0f}% "
-        f"accurate model there is much less room, and gains of one standard error "
-        f"(~{100 * se(0.9, len(tasks['all'].valid[1])):.1f} pts) or less are noise; the maximum over a sweep is "
-        "also biased upward.")
+        ".  The paper reports +2.5 to +20 points on ImageNet, where a 1000-way classifier often predicts "
+        "classes outside the task.  Here a gain can only come from images the general model assigns to classes "
+        "outside the task (for shirts: t-shirt/shirt mistaken for pullover/coat/dress); replacing activations by "
+        "the task's means pulls predictions toward the task's classes.  Gains of one standard error "
+        f"(~{100 * se(0.85, len(tasks['all'].valid[1])):.1f} pts) or less are noise, and the maximum over a sweep "
+        "is biased upward.")
     for n, r in searched.items():
-        d.append(f"Search ({n}): searched C {fmt(r['search']['C'], d=1)} vs uniform {fmt(r['uniform']['C'], d=1)} "
-                 f"at no loss on the tuning set; held out, {fmt(r['search']['valid'], d=1)} vs uniform "
-                 f"{fmt(r['uniform']['valid'], d=1)} (uncompressed {fmt(r['base_valid'], d=1)}): a tuple chosen "
-                 "on tuning images can lose a little on new images, which the paper's trial and error on the "
-                 "evaluation images does not show.")
-    d.append("S-VELCRO: trimming whole channels costs accuracy at lower C than VELCRO's element-wise masks "
-             "here, consistent with the S-VELCRO paper's lower range (6-30%) but on a much smaller network.")
+        held = r["search"]["valid"] - r["base_valid"]
+        d.append(f"Search ({n}): searched tuple C {fmt(r['search']['C'], d=1)} against the best uniform tuple's "
+                 f"{fmt(r['uniform']['C'], d=1)}, both at no loss on the tuning images.  On the held-out "
+                 f"validation images: searched {fmt(r['search']['valid'], d=1)}, uniform {fmt(r['uniform']['valid'], d=1)}, "
+                 f"uncompressed {fmt(r['base_valid'], d=1)} ({100 * held:+.1f} pts"
+                 + (", within one standard error" if abs(held) <= se(r['base_valid'], len(tasks[n].valid[1])) else "")
+                 + ("): no loss on new images." if held >= 0 else "): a tuple chosen on tuning images can lose "
+                    "accuracy on new images, which the paper's trial and error on its evaluation images cannot show."))
+    sv_cost = [n for n in tasks if largest_lossless(sw[n]["svelcro"], tasks[n].base["valid"])["C"]
+               < largest_lossless(sw[n]["velcro"], tasks[n].base["valid"])["C"]]
+    sv_gain = {n: max(p["top1"] for p in sw[n]["svelcro"]) - tasks[n].base["valid"] for n in tasks}
+    d.append(f"S-VELCRO: whole-channel trimming reaches a smaller lossless C than VELCRO for "
+             f"{', '.join(sv_cost) or 'no task'} (a coarser choice: a channel is trimmed only if its whole map is "
+             "predictable), in line with the S-VELCRO paper's 6-30%.  Its largest top-1 changes: " + ", ".join(
+                 f"{n} {100 * g:+.1f} pts" for n, g in sv_gain.items()) + ".")
     d.append("Paper transcription: MobileNetV2 'Cars 40%' equals 'Dogs 40%' in the source, and its 'Cars "
              "27.70%' row has no MobileNetV2 entry; kept as printed.")
     return d
