@@ -369,6 +369,10 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind, acceptance, model: 
     L.append(f"- Wall time: {timing['total']:.0f} s for {timing['points']} points "
              f"({timing['build']:.0f} s build/cache check, {timing['frames']:.0f} s mask preparation, "
              f"{timing['sim']:.0f} s simulation + SAIF parsing).")
+    L.append(f"- Throughput counts dense-equivalent conv2d operations: 2 * 9 * C_in (multiply + add) "
+             f"for every one of the N*H*W = {cfg.instances * cfg.positions} outputs of a frame, the "
+             "compressed ones included (they are delivered, as the stored means), per second at the "
+             "target clock. 'compute' uses the compute-phase cycles, 'frame' the whole frame's.")
     L.append("- Every frame's output map was compared with the golden model (`==`), and the "
              "computed/skipped counters with the mask: all passed (`golden_ok` in sweep.csv).\n")
     L.append("## Acceptance (random masks)\n")
