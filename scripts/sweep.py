@@ -178,7 +178,9 @@ def run_point(build, frame: Frame, workdir: Path, keep_saif: Path | None):
     toggles = vector_toggles(saif_toggle_vector(saifs["config"]), saif_toggle_vector(saifs["frame"]))
     if keep_saif is not None:
         keep_saif.parent.mkdir(parents=True, exist_ok=True)
-        with open(saifs["frame"], "rb") as src, gzip.open(keep_saif, "wb", compresslevel=6) as dst:
+        # mtime=0: the same simulation gives a byte-identical file (no churn in git)
+        with open(saifs["frame"], "rb") as src, open(keep_saif, "wb") as raw, \
+                gzip.GzipFile(filename=keep_saif.stem, mode="wb", fileobj=raw, compresslevel=6, mtime=0) as dst:
             shutil.copyfileobj(src, dst)
     for name in saifs:
         saifs[name].unlink()
