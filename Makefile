@@ -10,15 +10,19 @@ VENV_STAMP := $(VENV)/.installed
 APT_PACKAGES := iverilog dataset-fashion-mnist
 JOBS ?= 2
 
-.PHONY: all venv sysdeps sim verilog lint test test-fast bench clean help
+.PHONY: all venv sysdeps sim frame verilog lint test test-fast bench clean help
 all: verilog
 
 help:
-	@echo "make sim      main job: run the default 16 x 64x64 design and print its counters"
+	@echo "make sim      main job: throughput/energy sweep of the 16 x 64x64 design vs C -> results/"
 	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
-	@echo "make bench    compute-cycle and simulation-speed benchmark of the default design"
+	@echo "make bench    compute-cycle and simulation-speed benchmarks of the default design"
+	@echo "make kernel   Vitis RTL kernel folder for the Alveo U280 -> build/kernel/"
+	@echo "make synth    Yosys UltraScale+ resource report -> results/synth/REPORT.md"
+	@echo "make velcro-results  VELCRO / S-VELCRO analyses on real data -> results/velcro/"
+	@echo "make frame    one default frame on Verilator with its counters (quick check)"
 
 sysdeps:
 	@missing=""; \
@@ -53,6 +57,9 @@ lint: verilog
 sim: $(VENV_STAMP)
 	$(PY) scripts/sweep.py
 
+frame: $(VENV_STAMP)
+	$(PY) scripts/run_default_frame.py
+
 test: $(VENV_STAMP)
 	@$(MAKE) --no-print-directory sysdeps
 	$(PY) -m pytest -n $(JOBS) -q
@@ -62,6 +69,7 @@ test-fast: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(PY) scripts/bench_compute.py
+	$(PY) scripts/bench_sim_speed.py
 
 clean:
 	rm -rf build
