@@ -44,14 +44,16 @@ def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP)
     return path
 
 
-def generated_rtl(cfg: AccelConfig) -> Path:
-    """Path of the cached Verilog for ``cfg``, generating it if missing or stale."""
+def generated_rtl(cfg: AccelConfig, component_factory=None, name: str = TOP) -> Path:
+    """Path of the cached Verilog of ``component_factory(cfg)`` (default: the accelerator),
+    ``build/rtl/<tag>/<name>.v``, generated if missing or stale."""
     folder = BUILD / "rtl" / cfg.tag
-    path = folder / f"{TOP}.v"
-    stamp = folder / "generator.sha1"
+    path = folder / f"{name}.v"
+    stamp = folder / f"{name}.sha1"
     digest = _generator_digest()
     if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
-        write_verilog(cfg, path)
+        component = component_factory(cfg) if component_factory is not None else None
+        write_verilog(cfg, path, component=component, name=name)
         (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         stamp.write_text(digest)
     return path

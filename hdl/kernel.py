@@ -54,8 +54,6 @@ every write response is back.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -399,26 +397,11 @@ class VelcroKernel(wiring.Component):
 
 # -- generation ------------------------------------------------------------------------------
 
-def _digest() -> str:
-    h = hashlib.sha1()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def kernel_rtl(cfg: AccelConfig) -> Path:
     """Cached Verilog of the kernel for ``cfg`` (build/rtl/<tag>/velcro_kernel.v)."""
-    from .generate import BUILD, write_verilog
+    from .generate import generated_rtl
 
-    folder = BUILD / "rtl" / cfg.tag
-    path = folder / f"{KERNEL_NAME}.v"
-    stamp = folder / "kernel.sha1"
-    digest = _digest()
-    if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
-        write_verilog(cfg, path, component=VelcroKernel(cfg), name=KERNEL_NAME)
-        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        stamp.write_text(digest)
-    return path
+    return generated_rtl(cfg, VelcroKernel, KERNEL_NAME)
 
 
 def main(argv=None) -> int:

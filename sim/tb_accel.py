@@ -33,8 +33,9 @@ def stall_generator(rng: random.Random, probability: float):
         yield int(rng.random() < probability)
 
 
-class AccelTB:
-    """Clock, reset, a command-stream source and an output-stream sink with stall generators."""
+class SeededTB:
+    """Base of the testbenches: the configuration from ``$VELCRO_CONFIG`` and a seed that is
+    logged and can be replayed with ``$VELCRO_SEED``, feeding ``rng`` and ``np_rng``."""
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
         self.dut = dut
@@ -43,6 +44,13 @@ class AccelTB:
         dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
+
+
+class AccelTB(SeededTB):
+    """Clock, reset, a command-stream source and an output-stream sink with stall generators."""
+
+    def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
+        super().__init__(dut, cfg, seed)
         self.idle = itertools.repeat(0)
         self.backpressure = itertools.repeat(0)
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())

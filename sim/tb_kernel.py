@@ -12,7 +12,6 @@ The configuration arrives as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays 
 from __future__ import annotations
 
 import logging
-import os
 import random
 
 import cocotb
@@ -27,23 +26,18 @@ from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_
                                 buffer_bytes, counter_names, pack_frame, unpack_ofm)
 from py_ref.golden import Frame, golden_ofm, random_frame
 
-from .tb_accel import stall_generator
+from .tb_accel import SeededTB, stall_generator
 
 CLOCK_NS = 10
 SENTINEL = 0xA5
 GB4 = 1 << 32
 
 
-class KernelTB:
+class KernelTB(SeededTB):
     """Clock, AXI RAM (HBM), AXI4-Lite host, burst monitor and the host flow."""
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
-        self.dut = dut
-        self.cfg = cfg or AccelConfig.from_json(os.environ["VELCRO_CONFIG"])
-        self.seed = int(os.environ.get("VELCRO_SEED", seed if seed is not None else random.randrange(2**31)))
-        dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
-        self.rng = random.Random(self.seed)
-        self.np_rng = np.random.default_rng(self.seed)
+        super().__init__(dut, cfg, seed)
         self.sizes = buffer_bytes(self.cfg)
         cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
         dut.ap_rst_n.value = 0
