@@ -396,6 +396,12 @@ class VelcroAccelerator(wiring.Component):
                 m.d.sync += sub.eq(sub + 1)
             return idx == total - 1
 
+        def write_selected(data_port, we_port, value, done):
+            """Offer ``value`` to every instance; only the selected one writes it."""
+            for n, inst in enumerate(insts):
+                m.d.comb += [getattr(inst, data_port).eq(value),
+                             getattr(inst, we_port).eq(done & (inst_sel == n))]
+
         def reset_counters():
             m.d.sync += [idx.eq(0), sub.eq(0), inst_sel.eq(0), beat.eq(0)]
 
@@ -457,9 +463,7 @@ class VelcroAccelerator(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 take_beats(cfg.weight_bits)
                 value, done = record(cfg.weight_bits)
-                for n, inst in enumerate(insts):
-                    m.d.comb += [inst.weight_data.eq(value),
-                                 inst.weight_we.eq(done & (inst_sel == n))]
+                write_selected("weight_data", "weight_we", value, done)
                 with m.If(done):
                     with m.If(next_record(cfg.groups, n_inst * cfg.groups)):
                         reset_counters()
@@ -468,8 +472,7 @@ class VelcroAccelerator(wiring.Component):
             with m.State("QUANT"):
                 m.d.comb += self.i.ready.eq(1)
                 value, done = record(cfg.QUANT_BITS)
-                for n, inst in enumerate(insts):
-                    m.d.comb += [inst.quant_data.eq(value), inst.quant_we.eq(done & (inst_sel == n))]
+                write_selected("quant_data", "quant_we", value, done)
                 with m.If(done):
                     with m.If(next_record(1, n_inst)):
                         m.next = "IDLE"
@@ -488,8 +491,7 @@ class VelcroAccelerator(wiring.Component):
             with m.State("MEANS"):
                 m.d.comb += self.i.ready.eq(1)
                 value, done = record(cfg.bus_width)
-                for n, inst in enumerate(insts):
-                    m.d.comb += [inst.ofm_data.eq(value), inst.ofm_we.eq(done & (inst_sel == n))]
+                write_selected("ofm_data", "ofm_we", value, done)
                 with m.If(done):
                     with m.If(next_record(cfg.ofm_words, n_inst * cfg.ofm_words)):
                         m.next = "IDLE"
