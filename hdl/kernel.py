@@ -1,6 +1,6 @@
 """Vitis RTL kernel (Alveo U280) around :class:`~hdl.engine.VelcroAccelerator`.
 
-Ports (named as Vitis expects; ``python -m hdl.kernel`` writes the Verilog):
+Ports (named as Vitis expects; ``scripts/make_kernel.py`` (``make kernel``) writes the Verilog):
 
 * ``ap_clk``, ``ap_rst_n`` (active low, synchronous), ``interrupt`` (level, active high).
 * ``s_axi_control_*``: AXI4-Lite slave, 12-bit addresses, 32-bit data, the register map below.
@@ -53,15 +53,13 @@ every write response is back.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from amaranth import Array, C, Cat, ClockDomain, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AccelConfig, ConfigError
+from .config import AccelConfig
 from .engine import VelcroAccelerator, counter_layout
 from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, Reg, buffer_beats,
                              STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
@@ -402,25 +400,3 @@ def kernel_rtl(cfg: AccelConfig) -> Path:
     from .generate import generated_rtl
 
     return generated_rtl(cfg, VelcroKernel, KERNEL_NAME)
-
-
-def main(argv=None) -> int:
-    from .generate import add_config_arguments, config_from_args, write_verilog
-
-    parser = argparse.ArgumentParser(prog="python -m hdl.kernel", description=__doc__.splitlines()[0])
-    add_config_arguments(parser)
-    parser.add_argument("--out", type=Path, required=True, help="output .v file")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        component = VelcroKernel(cfg)
-    except (ConfigError, ValueError) as exc:
-        print(f"kernel: error: {exc}", file=sys.stderr)
-        return 2
-    write_verilog(cfg, args.out, component=component, name=KERNEL_NAME)
-    print(f"wrote {args.out} ({cfg.tag})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
