@@ -3,10 +3,23 @@ session and guarded by a file lock so pytest-xdist workers never build the same 
 
 from __future__ import annotations
 
+import os
+import zlib
+
 import pytest
 from filelock import FileLock
 
 from hdl.generate import BUILD
+
+
+def seed_for(*parts) -> int:
+    """The seed of one test case: a stable CRC of its name parts (Python's ``hash()`` is salted
+    per process), or ``$VELCRO_SEED`` to replay a logged run.  Printed, so pytest shows it with
+    a failure."""
+    env = os.environ.get("VELCRO_SEED")
+    seed = int(env) if env else zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+    print(f"seed={seed} ({'/'.join(map(str, parts))})")
+    return seed
 
 
 _builds = {}

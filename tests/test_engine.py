@@ -9,6 +9,8 @@ import random
 
 import numpy as np
 import pytest
+
+from conftest import seed_for
 from amaranth.sim import Simulator
 
 from hdl.config import AccelConfig
@@ -69,8 +71,7 @@ CONFIGS = {
 @pytest.mark.parametrize("stall", [0.0, 0.4])
 def test_engine_matches_golden(name, density, stall):
     cfg = CONFIGS[name]
-    seed = hash((name, density, stall)) & 0xFFFF
-    print(f"seed={seed}")
+    seed = seed_for("engine", name, density, stall)
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=density)
     tb = EngineTB(cfg, seed, stall)

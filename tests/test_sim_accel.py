@@ -4,10 +4,9 @@ Each (configuration, simulator) is compiled once; each cocotb testcase of sim/tb
 as its own pytest item with a fixed, logged seed (override with VELCRO_SEED=...).
 """
 
-import os
-import zlib
-
 import pytest
+
+from conftest import seed_for
 
 from hdl.config import AccelConfig
 from sim.runner import SIMULATORS
@@ -22,16 +21,11 @@ CONFIGS = {
 CASES = ["densities", "structured_masks", "extreme_values", "back_to_back", "reset_mid_frame"]
 
 
-def seed_for(*parts) -> str:
-    return os.environ.get("VELCRO_SEED", str(zlib.crc32("/".join(parts).encode()) & 0x7FFFFFFF))
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_accel(build_for, sim, config, case, tmp_path):
-    seed = seed_for(sim, config, case)
-    print(f"seed={seed}")
+    seed = str(seed_for(sim, config, case))
     build_for(CONFIGS[config], sim).run("sim.tb_accel", [case], env={"VELCRO_SEED": seed},
                                         test_dir=tmp_path)
 
@@ -40,7 +34,6 @@ def test_accel(build_for, sim, config, case, tmp_path):
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_full_default_frame(build_for, sim, tmp_path):
     """The paper's design: 16 instances of 64x64 3x3 conv2d+ReLU, one whole frame."""
-    seed = seed_for(sim, "default")
-    print(f"seed={seed}")
+    seed = str(seed_for(sim, "default"))
     build_for(AccelConfig(), sim).run("sim.tb_accel", ["full_frame"], env={"VELCRO_SEED": seed},
                                       test_dir=tmp_path)

@@ -4,11 +4,10 @@ and the host-side buffer sizes.
 Seeds are fixed per (simulator, config, case) and printed; VELCRO_SEED=... overrides them.
 """
 
-import os
-import zlib
-
 import numpy as np
 import pytest
+
+from conftest import seed_for
 
 from hdl.config import AccelConfig
 from hdl.kernel_buffers import buffer_beats
@@ -26,9 +25,6 @@ CONFIGS = {
 CASES = ["host_flow", "unaligned_refused", "reset_mid_run"]
 
 
-def seed_for(*parts) -> str:
-    return os.environ.get("VELCRO_SEED", str(zlib.crc32("/".join(parts).encode()) & 0x7FFFFFFF))
-
 
 def kernel_build(get, cfg, sim):
     from hdl.kernel import KERNEL_NAME, kernel_rtl
@@ -40,8 +36,7 @@ def kernel_build(get, cfg, sim):
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_kernel(build_for, sim, config, tmp_path):
-    seed = seed_for("kernel", sim, config)
-    print(f"seed={seed}")
+    seed = str(seed_for("kernel", sim, config))
     kernel_build(build_for, CONFIGS[config], sim).run(
         "sim.tb_kernel", CASES, env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
@@ -49,8 +44,7 @@ def test_kernel(build_for, sim, config, tmp_path):
 @pytest.mark.slow
 def test_kernel_default_config(build_for, tmp_path):
     """The paper's 16 x 64x64 design as a kernel, one frame (Verilator only: build ~minutes)."""
-    seed = seed_for("kernel", "default")
-    print(f"seed={seed}")
+    seed = str(seed_for("kernel", "default"))
     kernel_build(build_for, AccelConfig(), "verilator").run(
         "sim.tb_kernel", ["full_frame"], env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
