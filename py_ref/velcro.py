@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["VelcroError", "PointStats", "Compression", "ACTIVATION_FUNCTIONS", "trace_points",
            "capture_points", "profile", "merge_profiles", "select_lowest", "make_masks", "compression_ratio", "compressed",
-           "evaluate", "zero_share", "check_thresholds"]
+           "evaluate", "zero_share", "check_thresholds", "profile_error_bound"]
 
 
 class VelcroError(ValueError):
@@ -227,51 +227,95 @@ class _Scratch:
         return self.buf[:n]
 
 
-class _Accumulator:
-    """Running statistics of one point (the shifted-data algorithm).
+#: float32 unit roundoff (round to nearest): the error unit of the per-batch reductions.
+F32_UNIT = 2.0 ** -24
 
-    Every image is shifted by K, the point's activation for the first profiled image, so the
-    sums stay centred (no cancellation where the variance is tiny next to the mean: exactly
-    the elements VELCRO compresses).  Each batch's sums of (x - K) and (x - K)^2 are reduced
-    in float32 (over at most one batch of images) and accumulated in float64; mean and M2
-    follow in float64 at the end.  Scratch buffers are reused; per-batch float64 work is two
-    additions per element, which keeps profiling close to plain inference speed even at small
-    batch sizes (scripts/bench_profile_overhead.py).  Relative error ~1e-6.
+
+def gamma(n: int, unit: float = F32_UNIT) -> float:
+    """Higham's gamma_n = n*u / (1 - n*u): the relative error bound of an n-term float sum."""
+    if n * unit >= 1:
+        raise VelcroError(f"gamma_{n} is undefined: n*u = {n * unit} >= 1")
+    return n * unit / (1 - n * unit)
+
+
+def profile_error_bound(var: torch.Tensor, mean_abs: torch.Tensor, batch: int):
+    """Worst-case absolute error of :func:`profile`'s (mean, var) of one point, per element.
+
+    ``var`` and ``mean_abs`` are the exact variance and mean of |x| of the element over the
+    profiled images, ``batch`` the largest batch size.  Derivation (u = 2**-24, b = batch,
+    every bound holds for any summation order, so for any BLAS and CPU): a batch's float32
+    mean m' = fl(sum x)/b is off by at most gamma_b * mean|x|; the residuals d = x - m' carry
+    one rounding each; fl(sum d^2) and fl(sum d) are within gamma_{b+2} of sum d^2 and
+    gamma_{b+1} * sum|d|.  The corrected two-pass form M2_b = sum d^2 - (sum d)^2 / b is exact
+    for any m', so only those reduction errors remain, relative to
+    sum d^2 = M2_b + b (m - m')^2 <= b (var + (gamma_b * mean|x|)^2).  The batches are merged
+    in float64 (Chan et al.), whose error (~1e-16 per batch) is covered by a factor 2 margin.
+    Hence, elementwise::
+
+        |var' - var|   <= 2 * gamma_{b+2} * (var + (gamma_b * mean|x|)^2)
+        |mean' - mean| <= 2 * gamma_{b+1} * sqrt(var + (gamma_b * mean|x|)^2) + 2**-52 * mean|x|
+
+    The error does not depend on where the images lie relative to each other or to zero
+    (the shift is each batch's own mean), only on the batch size: 1.55e-5 relative at b = 128 (a worst case; typical errors are
+    ~sqrt(b) u).
+    """
+    b = int(batch)
+    spread = var + (gamma(b) * mean_abs) ** 2
+    return (2 * gamma(b + 1) * spread.sqrt() + 2.0 ** -52 * mean_abs,
+            2 * gamma(b + 2) * spread)
+
+
+class _Accumulator:
+    """Running statistics of one point: per-batch float32 moments, merged in float64.
+
+    Each batch is centred on its own float32 mean m' (so no shift chosen from one image can
+    be far from the data: the old first-image shift lost accuracy like (shift - mean)^2 / var),
+    reduced in float32 (sum d, sum d^2 over the batch, d = x - m', the corrected two-pass
+    form), and the batch's (count, mean, M2) are merged into float64 running moments with
+    Chan et al.'s update.  Float32 work per batch is three reductions over [batch, numel];
+    float64 work is a handful of operations per element, so profiling stays close to plain
+    inference (scripts/bench_profile_overhead.py).  Error bound: :func:`profile_error_bound`.
     """
 
     def __init__(self, index, name, macs):
         self.index, self.name, self.macs = index, name, macs
         self.n = 0
-        self.k32 = self.ones = self.s1 = self.s2 = self.zeros = None
+        self.ones = self.mean = self.m2 = self.zeros = None
+        self.shape = None
 
     def add(self, out, count_zeros, scratch: "_Scratch"):
         x = out.detach()
         n_b = x.shape[0]
         flat = x.reshape(n_b, -1).to(torch.float32)
-        if self.k32 is None:
-            self.k32 = flat[0].clone()
+        if self.shape is None:
             self.shape = tuple(x.shape[1:])
-            self.s1 = torch.zeros(flat.shape[1], dtype=torch.float64)
-            self.s2 = torch.zeros(flat.shape[1], dtype=torch.float64)
         if self.ones is None or self.ones.shape[0] != n_b:
             self.ones = torch.ones(n_b, dtype=torch.float32)
+        m32 = (self.ones @ flat).div_(n_b)
         buf = scratch.get(flat.numel()).view(flat.shape)
-        torch.sub(flat, self.k32, out=buf)
-        self.s1 += self.ones @ buf
+        torch.sub(flat, m32, out=buf)
+        sd = (self.ones @ buf).double()
         buf.mul_(buf)
-        self.s2 += self.ones @ buf
+        sdd = (self.ones @ buf).double()
+        mean_b = m32.double().add_(sd, alpha=1.0 / n_b)
+        m2_b = sdd.sub_(sd.mul_(sd), alpha=1.0 / n_b).clamp_(min=0)
+        if self.n == 0:
+            self.mean, self.m2 = mean_b, m2_b
+        else:
+            n = self.n + n_b
+            delta = mean_b.sub_(self.mean)
+            self.mean.add_(delta, alpha=n_b / n)
+            self.m2.add_(m2_b).add_(delta.mul_(delta), alpha=self.n * n_b / n)
         if count_zeros:
             z = (x == 0).sum(dim=0)
             self.zeros = z if self.zeros is None else self.zeros + z
         self.n += n_b
 
     def result(self) -> PointStats:
-        if not (torch.isfinite(self.s1).all() and torch.isfinite(self.s2).all()):
+        if not (torch.isfinite(self.mean).all() and torch.isfinite(self.m2).all()):
             raise VelcroError(f"non-finite (NaN/inf) activations at point {self.index} '{self.name}'")
-        n = self.n
-        mean = (self.k32.double() + self.s1 / n).reshape(self.shape)
-        m2 = torch.clamp(self.s2 - self.s1 * self.s1 / n, min=0).reshape(self.shape)
-        return PointStats(self.name, self.index, mean, m2, n, self.macs, self.zeros)
+        return PointStats(self.name, self.index, self.mean.reshape(self.shape),
+                          self.m2.reshape(self.shape), self.n, self.macs, self.zeros)
 
 
 def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
@@ -280,7 +324,7 @@ def profile(model: nn.Module, batches: Iterable, *, skip_first: bool = False,
 
     ``batches`` yields input tensors [N, ...] or (inputs, labels) pairs.  Statistics are
     float64 (see :class:`_Accumulator`) and do not depend on how the images are split into
-    batches beyond rounding.  ``skip_first`` leaves the first point out (not profiled).
+    batches beyond rounding, bounded by :func:`profile_error_bound`.  ``skip_first`` leaves the first point out (not profiled).
     ``count_zeros`` also counts, per element, the images where it is exactly 0 (Table 4).
     Raises :class:`VelcroError` on NaN or infinite activations.
     """

@@ -63,29 +63,101 @@ def test_points_found_with_names_and_macs(toy):
     assert [s.macs for s in stats] == [2 * 9, 4 * 9, 4, 9]   # depthwise: 1 channel x 3x3
 
 
+def _direct(model, batches):
+    """Float64 statistics of exactly the activations the profile sees (captured per batch, so
+    float32 differences between batch sizes in the model itself are not counted as profile
+    error): [(mean, var, mean|x|)] per point."""
+    caps = [velcro.capture_points(model, b) for b in batches]
+    out = []
+    for i in range(len(caps[0])):
+        a = torch.cat([c[i][1] for c in caps]).double()
+        out.append((a.mean(0), a.var(0, unbiased=False), a.abs().mean(0)))
+    return out
+
+
+def _assert_within_bound(s, direct, batch, factor=1.0):
+    """|profile - exact| within ``factor`` x velcro.profile_error_bound, element by element."""
+    mean, var, mean_abs = direct
+    tol_mean, tol_var = velcro.profile_error_bound(var, mean_abs, batch)
+    err_mean, err_var = (s.mean - mean).abs(), (s.var - var).abs()
+    worst = int(torch.argmax(err_var - factor * tol_var))
+    assert (err_var <= factor * tol_var).all(), (
+        f"{s.name}: var error {err_var.flatten()[worst]:.3g} > bound "
+        f"{factor * tol_var.flatten()[worst]:.3g} at flat index {worst}")
+    assert (err_mean <= factor * tol_mean).all(), f"{s.name}: mean error beyond its bound"
+
+
 def test_profile_matches_direct_statistics(toy):
     x = _data(37)
-    stats = velcro.profile(toy, [x[:10], x[10:11], x[11:]], count_zeros=True)   # uneven batches
+    batches = [x[:10], x[10:11], x[11:]]   # uneven, one of a single image
+    stats = velcro.profile(toy, batches, count_zeros=True)
     with torch.no_grad():
-        direct = _manual(toy, x)
-    for s, a in zip(stats, direct):
-        a = a.double()
+        manual = _manual(toy, x)
+    for s, d, a in zip(stats, _direct(toy, batches), manual):
         assert s.count == 37
         assert s.mean.dtype == torch.float64 and s.var.dtype == torch.float64
-        # float32 batch sums of shifted data, merged in float64: ~1e-6 relative
-        torch.testing.assert_close(s.mean, a.mean(0), rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(s.var, a.var(0, unbiased=False), rtol=1e-5, atol=1e-7)
-        assert torch.equal(s.zeros, (a == 0).sum(0))
+        _assert_within_bound(s, d, batch=26)
+        # the interceptor sees the same activations as the hand-written forward pass
+        torch.testing.assert_close(d[0], a.double().mean(0), rtol=1e-5, atol=1e-6)
+    caps = [velcro.capture_points(toy, b) for b in batches]
+    for i, s in enumerate(stats):
+        assert torch.equal(s.zeros, sum((c[i][1] == 0).sum(0) for c in caps))
 
 
-def test_merge_of_shards_equals_profile_of_union(toy):
-    x = _data(50)
-    whole = velcro.profile(toy, [x])
-    merged = velcro.merge_profiles(velcro.profile(toy, [x[:13]]), velcro.profile(toy, [x[13:]]))
-    for w, m in zip(whole, merged):
-        assert m.count == 50
-        torch.testing.assert_close(m.mean, w.mean, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(m.var, w.var, rtol=1e-5, atol=1e-7)
+class Elementwise(nn.Module):
+    """relu(scale * x + offset) on a 4-D map: bit-identical whatever the batch split, so shard
+    profiles can be compared with the whole one through the error bound alone."""
+
+    def __init__(self, scale=1.0, offset=0.0):
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x):
+        return F.relu(self.scale * x + self.offset)
+
+
+def test_merge_of_shards_equals_profile_of_union():
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(50, 3, 4, 4, generator=g).abs() * 0.21 + 0.1
+    model = Elementwise()
+    whole = velcro.profile(model, [x])[0]
+    merged = velcro.merge_profiles(velcro.profile(model, [x[:13]]), velcro.profile(model, [x[13:]]))[0]
+    assert merged.count == 50
+    d = _direct(model, [x])[0]
+    _assert_within_bound(whole, d, batch=50)
+    _assert_within_bound(merged, d, batch=37)
+    tol_mean, tol_var = velcro.profile_error_bound(d[1], d[2], 50)   # both within it: differ by <= 2x
+    assert ((merged.var - whole.var).abs() <= 2 * tol_var).all()
+    assert ((merged.mean - whole.mean).abs() <= 2 * tol_mean).all()
+
+
+@pytest.mark.parametrize("first_batch", [1, 8])
+def test_adversarial_first_image(first_batch):
+    """An outlier first image (far from the mean, relative to the spread) must not cost
+    accuracy: the old first-image shift lost ~(shift - mean)^2 / var, here 1e6 x."""
+    g = torch.Generator().manual_seed(SEED)
+    x = 0.095 + 0.21 * torch.randn(600, 2, 3, 3, generator=g)
+    x[0] = 200.0                               # ~1000 standard deviations away
+    model = Elementwise(offset=5.0)            # stays positive: the relu is the identity
+    batches = [x[:first_batch]] + list(x[first_batch:].split(128))
+    s = velcro.profile(model, batches)[0]
+    _assert_within_bound(s, _direct(model, batches)[0], batch=128)
+    # and for the 599 well-behaved images alone
+    s2 = velcro.profile(model, [x[1:2]] + list(x[2:].split(128)))[0]
+    d2 = _direct(model, [x[1:]])[0]
+    _assert_within_bound(s2, d2, batch=128)
+    assert ((s2.var - d2[1]).abs() / d2[1]).max() < 2 * velcro.gamma(130) * (1 + 1e-6)
+
+
+def test_error_bound_values():
+    """The stated bound: 2 gamma_{b+2} relative to the variance when the mean is moderate."""
+    var, mean_abs = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])
+    tol_mean, tol_var = velcro.profile_error_bound(var, mean_abs, 128)
+    assert tol_var[0] == pytest.approx(2 * velcro.gamma(130) * (1 + velcro.gamma(128) ** 2))
+    assert tol_var[1] == 0 and tol_mean[1] == 0      # a dead element is exact
+    assert 1.5e-5 < float(tol_var[0]) < 1.6e-5
+    with pytest.raises(VelcroError):
+        velcro.gamma(2 ** 24)
 
 
 def test_small_variance_on_large_mean_is_exact():
@@ -95,9 +167,10 @@ def test_small_variance_on_large_mean_is_exact():
             return F.relu(1000.0 + 1e-3 * x)
     g = torch.Generator().manual_seed(SEED)
     x = torch.randn(64, 1, 2, 2, generator=g)
-    s = velcro.profile(Const(), [x[:20], x[20:]])[0]
-    direct = (1000.0 + 1e-3 * x.double())[:, 0]
-    torch.testing.assert_close(s.var[0], direct.var(0, unbiased=False), rtol=2e-2, atol=0)
+    batches = [x[:20], x[20:]]
+    s = velcro.profile(Const(), batches)[0]
+    # against the float32 activations themselves: within the derived bound
+    _assert_within_bound(s, _direct(Const(), batches)[0], batch=44)
 
 
 def test_skip_first(toy):
