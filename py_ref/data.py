@@ -16,7 +16,8 @@ import torch
 from .velcro import VelcroError
 
 __all__ = ["FMNIST_DIR", "FMNIST_CLASSES", "FMNIST_TASKS", "load_fmnist", "task_classes",
-           "select", "batches", "calibration_validation", "imagenet_folder"]
+           "select", "batches", "calibration", "validation", "calibration_validation",
+           "imagenet_folder"]
 
 FMNIST_DIR = Path(os.environ.get("VELCRO_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -61,31 +62,67 @@ def task_classes(task: str) -> list[int]:
     return FMNIST_TASKS[task]
 
 
+def _count(value, what: str) -> int:
+    """``value`` as a positive int, or VelcroError/TypeError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    if value <= 0:
+        raise VelcroError(f"{what} must be at least 1, not {value!r}")
+    return int(value)
+
+
 def select(x, y, classes, limit=None, seed=0):
-    """Images of ``classes``; if ``limit``, a seeded random subset of that many."""
+    """Images of ``classes``; if ``limit``, a seeded random subset of exactly that many.
+
+    Raises VelcroError if ``limit`` is not positive or more than the images there are
+    (never a silently smaller set)."""
     idx = torch.nonzero(torch.isin(y, torch.tensor(classes))).flatten()
-    if limit is not None and limit < len(idx):
-        g = torch.Generator().manual_seed(seed)
-        idx = idx[torch.randperm(len(idx), generator=g)[:limit]].sort().values
+    if limit is not None:
+        limit = _count(limit, "the number of images")
+        if limit > len(idx):
+            raise VelcroError(f"only {len(idx)} images of classes {list(classes)} are available, "
+                              f"{limit} requested")
+        if limit < len(idx):
+            g = torch.Generator().manual_seed(seed)
+            idx = idx[torch.randperm(len(idx), generator=g)[:limit]].sort().values
     return x[idx], y[idx]
 
 
 def batches(x, y=None, batch_size=128):
     """List of (x, y) batches (or x batches if y is None)."""
+    batch_size = _count(batch_size, "batch_size")
     out = []
     for i in range(0, len(x), batch_size):
         out.append(x[i:i + batch_size] if y is None else (x[i:i + batch_size], y[i:i + batch_size]))
     return out
 
 
-def calibration_validation(task: str, n_calib: int = 256, n_valid: int | None = None, seed: int = 0):
-    """Disjoint calibration (from unused train images) and validation (test set) images of a task."""
+def calibration(task: str, n: int = 256, seed: int = 0):
+    """``n`` calibration images of a task (a seeded subset of the train images >= TRAIN_END,
+    never used for training); VelcroError unless 1 <= n <= the images the task has there."""
     classes = task_classes(task)
-    xtr, ytr = load_fmnist("train")
-    xc, yc = select(xtr[TRAIN_END:], ytr[TRAIN_END:], classes, n_calib, seed)
-    xte, yte = load_fmnist("test")
-    xv, yv = select(xte, yte, classes, n_valid, seed)
-    return (xc, yc), (xv, yv)
+    x, y = load_fmnist("train")
+    try:
+        return select(x[TRAIN_END:], y[TRAIN_END:], classes, _count(n, "the number of images"), seed)
+    except VelcroError as e:
+        raise VelcroError(f"calibration images of task '{task}': {e}") from None
+
+
+def validation(task: str, n: int | None = None, seed: int = 0):
+    """Validation images of a task (the test set): all of them, or a seeded subset of ``n``;
+    VelcroError unless 1 <= n <= the images the task has."""
+    classes = task_classes(task)
+    x, y = load_fmnist("test")
+    try:
+        return select(x, y, classes, None if n is None else _count(n, "the number of images"), seed)
+    except VelcroError as e:
+        raise VelcroError(f"validation images of task '{task}': {e}") from None
+
+
+def calibration_validation(task: str, n_calib: int = 256, n_valid: int | None = None, seed: int = 0):
+    """Disjoint calibration (from unused train images) and validation (test set) images of a
+    task: :func:`calibration` and :func:`validation` (nothing is clamped)."""
+    return calibration(task, n_calib, seed), validation(task, n_valid, seed)
 
 
 def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
@@ -100,7 +137,19 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
     T = tv.transforms
     tf = T.Compose([T.Resize(256 if size == 224 else size), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    ds = tv.datasets.ImageFolder(str(path), transform=tf)
+    if limit_per_class is not None:
+        limit_per_class = _count(limit_per_class, "limit_per_class")
+
+    def load(p):
+        try:
+            return tv.datasets.folder.default_loader(p)
+        except Exception as e:          # PIL's UnidentifiedImageError, truncated files, ...
+            raise VelcroError(f"cannot read image {p}: {type(e).__name__}") from None
+    try:
+        ds = tv.datasets.ImageFolder(str(path), transform=tf, loader=load)
+    except FileNotFoundError as e:      # no class folders, or a class folder without images
+        first = str(e).splitlines()[0] if str(e) else "no images"
+        raise VelcroError(f"ImageNet folder {path}: {first}") from None
     wnids = sorted(ds.class_to_idx)
     if classes is not None:
         want = {w: i for i, w, _ in classes}
@@ -117,6 +166,13 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
         if c in remap and (limit_per_class is None or per.get(c, 0) < limit_per_class):
             per[c] = per.get(c, 0) + 1
             samples.append((p, remap[c]))
+    if limit_per_class is not None:
+        short = {wnids[c]: per.get(c, 0) for c in remap if per.get(c, 0) < limit_per_class}
+        if short:
+            w, k = next(iter(short.items()))
+            raise VelcroError(f"class folder {path / w} has {k} image{'' if k == 1 else 's'}, fewer than the "
+                              f"{limit_per_class} per class requested"
+                              + (f" ({len(short) - 1} more classes short)" if len(short) > 1 else ""))
     ds.samples = ds.imgs = samples
     ds.targets = [c for _, c in samples]
     return ds

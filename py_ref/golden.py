@@ -13,6 +13,7 @@ Everything is computed in int64: |acc| < 2**33 and r*mult < 2**49, so nothing ca
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -37,9 +38,42 @@ class FrameError(ValueError):
     """A frame's arrays are missing, of the wrong dtype or shape, or out of range."""
 
 
+def _check_arrays(arrays: dict) -> None:
+    """The one validation of a frame's arrays (dtypes, ranges, shapes); raise FrameError.
+
+    ``arrays`` maps every name of :data:`FRAME_ARRAYS` to a numpy array of exactly that
+    dtype in native byte order (:meth:`Frame.from_arrays` converts what it can first).
+    """
+    for name, (dtype, lo, hi) in FRAME_ARRAYS.items():
+        a = arrays[name]
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"array '{name}' must be a numpy array, not {type(a).__name__}")
+        if a.dtype != np.dtype(dtype) or not a.dtype.isnative:
+            raise FrameError(f"array '{name}' has dtype {a.dtype}, expected {np.dtype(dtype)}")
+        if a.size and name != "mask" and (a.min() < lo or a.max() > hi):
+            raise FrameError(f"array '{name}' has values outside {lo}..{hi} "
+                             f"(min {a.min()}, max {a.max()})")
+    ifmap = arrays["ifmap"]
+    if ifmap.ndim != 3 or 0 in ifmap.shape:
+        raise FrameError(f"array 'ifmap' has shape {list(ifmap.shape)}, expected [C_in, H, W] "
+                         "with every size at least 1")
+    c_in, h, w = ifmap.shape
+    weight = arrays["weight"]
+    if weight.ndim != 4 or weight.shape[1:] != (c_in, 3, 3) or weight.shape[0] == 0:
+        raise FrameError(f"array 'weight' has shape {list(weight.shape)}, expected [N, {c_in}, 3, 3] "
+                         "with N at least 1")
+    n = weight.shape[0]
+    expect = {"bias": (n,), "mult": (n,), "shift": (n,), "mask": (n, h, w), "means": (n, h, w)}
+    for name, shape in expect.items():
+        if arrays[name].shape != shape:
+            raise FrameError(f"array '{name}' has shape {list(arrays[name].shape)}, "
+                             f"expected {list(shape)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One layer invocation: the arrays of the arithmetic contract, validated."""
+    """One layer invocation: the arrays of the arithmetic contract, validated at construction
+    (``Frame(...)`` raises :class:`FrameError` on a wrong dtype, range or shape)."""
 
     ifmap: np.ndarray   # int8  [C_in, H, W]
     weight: np.ndarray  # int8  [N, C_in, 3, 3]
@@ -49,37 +83,32 @@ class Frame:
     mult: np.ndarray    # int64 [N], 0 <= mult < 2**16
     shift: np.ndarray   # int64 [N], 0..31
 
+    def __post_init__(self):
+        _check_arrays({name: getattr(self, name) for name in FRAME_ARRAYS})
+
     @classmethod
     def from_arrays(cls, arrays) -> "Frame":
-        """Validate a mapping of arrays (e.g. an opened .npz); raise FrameError naming the problem."""
+        """Validate a mapping of arrays (e.g. an opened .npz); raise FrameError naming the problem.
+
+        More lenient than ``Frame(...)`` in two conversions only: byte-swapped (big-endian)
+        arrays are converted to native order, and ``mult``/``shift`` of any integer dtype
+        become int64 (after their range is checked, so nothing wraps).
+        """
         out = {}
         for name, (dtype, lo, hi) in FRAME_ARRAYS.items():
             if name not in arrays:
                 raise FrameError(f"missing array '{name}'")
             a = np.asarray(arrays[name])
-            if name == "mask":
-                if a.dtype != np.bool_:
-                    raise FrameError(f"array 'mask' has dtype {a.dtype}, expected bool")
-            elif name in ("mult", "shift"):
-                if not np.issubdtype(a.dtype, np.integer):
+            if not a.dtype.isnative:
+                a = a.astype(a.dtype.newbyteorder("="))
+            if name in ("mult", "shift") and a.dtype != np.dtype(dtype):
+                if not np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_:
                     raise FrameError(f"array '{name}' has dtype {a.dtype}, expected an integer dtype")
-            elif a.dtype != dtype:
-                raise FrameError(f"array '{name}' has dtype {a.dtype}, expected {np.dtype(dtype)}")
-            if a.size and name not in ("mask",) and (a.min() < lo or a.max() > hi):
-                raise FrameError(f"array '{name}' has values outside {lo}..{hi}")
-            out[name] = a.astype(dtype) if name in ("mult", "shift") else a
-        ifmap = out["ifmap"]
-        if ifmap.ndim != 3:
-            raise FrameError(f"array 'ifmap' has shape {ifmap.shape}, expected [C_in, H, W]")
-        c_in, h, w = ifmap.shape
-        weight = out["weight"]
-        if weight.ndim != 4 or weight.shape[1:] != (c_in, 3, 3):
-            raise FrameError(f"array 'weight' has shape {weight.shape}, expected [N, {c_in}, 3, 3]")
-        n = weight.shape[0]
-        expect = {"bias": (n,), "mult": (n,), "shift": (n,), "mask": (n, h, w), "means": (n, h, w)}
-        for name, shape in expect.items():
-            if out[name].shape != shape:
-                raise FrameError(f"array '{name}' has shape {out[name].shape}, expected {list(shape)}")
+                if a.size and (a.min() < lo or a.max() > hi):
+                    raise FrameError(f"array '{name}' has values outside {lo}..{hi} "
+                                     f"(min {a.min()}, max {a.max()})")
+                a = a.astype(dtype)
+            out[name] = a
         return cls(**out)
 
     def save(self, path) -> None:
@@ -147,8 +176,17 @@ def random_frame(cfg: AccelConfig, rng: np.random.Generator, *, density: float |
     """A random frame for ``cfg``. ``density`` is the compressed fraction of the mask.
 
     Biases and requantisation are drawn so outputs spread over 0..255 rather than saturating;
-    ``extreme=True`` draws from the corners of every range instead.
+    ``extreme=True`` draws from the corners of every range instead.  ``mask`` (bool [N,H,W])
+    fixes the mask instead of drawing one; a ``density`` outside 0..1 (or NaN) raises
+    ValueError, a mask of the wrong shape or dtype FrameError.
     """
+    if density is not None:
+        if isinstance(density, bool) or not isinstance(density, numbers.Real):
+            raise TypeError(f"density must be a number, not {density!r}")
+        if not 0 <= density <= 1:        # also refuses NaN
+            raise ValueError(f"density must be a fraction 0..1, not {density!r}")
+        if mask is not None:
+            raise ValueError("give density or mask, not both")
     n, c, h, w = cfg.instances, cfg.in_channels, cfg.height, cfg.width
     if extreme:
         ifmap = rng.choice(np.array([-128, 127, -128, 0], np.int8), size=(c, h, w))
@@ -166,8 +204,13 @@ def random_frame(cfg: AccelConfig, rng: np.random.Generator, *, density: float |
     if mask is None:
         d = rng.random() if density is None else density
         mask = rng.random((n, h, w)) < d
+    else:
+        mask = np.asarray(mask)
+        if mask.dtype != np.bool_ or mask.shape != (n, h, w):
+            raise FrameError(f"mask must be bool [{n}, {h}, {w}] for this configuration, "
+                             f"not {mask.dtype} {list(mask.shape)}")
     means = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
-    return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=np.asarray(mask, bool), means=means,
+    return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=mask, means=means,
                  mult=mult, shift=shift)
 
 

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from .velcro import VelcroError
 
 __all__ = ["FmnistCNN", "FMNIST_WEIGHTS", "load_fmnist_cnn", "imagenet_model", "MODELS",
-           "mobilenet_v2_weights_path", "load_model"]
+           "mobilenet_v2_weights_path", "load_model", "read_pt", "load_weights", "state_digest",
+           "tensor_bytes"]
 
 FMNIST_WEIGHTS = Path(__file__).with_name("weights") / "fmnist_cnn.pt"
 
@@ -48,13 +49,79 @@ class FmnistCNN(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+def read_pt(path, what: str = "a PyTorch file"):
+    """``torch.load(path, weights_only=True)`` on the CPU, with every failure a one-line
+    VelcroError naming the file: missing, a folder, unreadable, truncated or corrupt, or
+    holding objects other than tensors and plain containers.  ``what`` names the expected
+    content in the message (e.g. "a `velcro profile` output")."""
+    import warnings
+    path = Path(path)
+    if not path.exists():
+        raise VelcroError(f"file {path} not found ({what} expected)")
+    if not path.is_file():
+        raise VelcroError(f"{path} is not a file ({what} expected)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # e.g. "Detected pickle protocol 4"
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise VelcroError(f"cannot read {path}: permission denied") from None
+    except Exception as e:                        # zip/pickle/EOF/OSError: all mean corrupt
+        raise VelcroError(f"cannot read {path}: not {what}, or truncated or corrupt "
+                          f"({type(e).__name__})") from None
+
+
+def load_weights(model: nn.Module, path, *, skip_prefixes: tuple[str, ...] = ()) -> nn.Module:
+    """Load a state_dict file into ``model`` (strictly: every tensor, no extra ones apart from
+    names starting with ``skip_prefixes``); VelcroError, naming the file, if it cannot be
+    read, is not a state_dict, does not fit the model or holds NaN/inf."""
+    sd = read_pt(path, "a state_dict file")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in sd.items()):
+        raise VelcroError(f"{path} is not a state_dict (a dict of named tensors)")
+    sd = {k: v for k, v in sd.items() if not k.startswith(skip_prefixes)} if skip_prefixes else sd
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise VelcroError(f"weights {path} hold non-finite (NaN/inf) values in '{k}'")
+    own = model.state_dict()
+    problems = {"missing": [k for k in own if k not in sd],
+                "unexpected": [k for k in sd if k not in own],
+                "wrong shape": [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]}
+    if any(problems.values()):
+        what = "; ".join(f"{name}: {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''}"
+                         for name, ks in problems.items() if ks)
+        raise VelcroError(f"weights {path} do not fit {type(model).__name__} ({what})")
+    model.load_state_dict(sd)
+    return model
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of a model's state_dict (names, dtypes, shapes and values, little-endian):
+    identifies the weights by content, whichever file they came from."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, t in sorted(model.state_dict().items()):
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(tensor_bytes(t))
+    return h.hexdigest()
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's values as little-endian bytes (the same on every machine)."""
+    import sys
+    t = t.detach().cpu().contiguous()
+    a = t.numpy() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy()
+    if sys.byteorder == "big":
+        a = a.byteswap()
+    return a.tobytes()
+
+
 def load_fmnist_cnn(path: Path | str | None = None) -> FmnistCNN:
     path = Path(path) if path else FMNIST_WEIGHTS
     if not path.exists():
-        raise VelcroError(f"weights {path} not found (run `make train-fmnist`)")
-    m = FmnistCNN()
-    m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return m.eval()
+        raise VelcroError(f"weights {path} not found"
+                          + (" (run `make train-fmnist`)" if path == FMNIST_WEIGHTS else ""))
+    return load_weights(FmnistCNN(), path).eval()
 
 
 def mobilenet_v2_weights_path() -> Path:
@@ -87,8 +154,8 @@ def imagenet_model(name: str, weights: str | Path | None = None, pretrained: boo
     else:
         raise VelcroError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
     if weights is not None:
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-        m.load_state_dict(sd, strict=name != "googlenet")
+        # torchvision's GoogLeNet checkpoint also holds the auxiliary classifiers
+        load_weights(m, weights, skip_prefixes=("aux1.", "aux2.") if name == "googlenet" else ())
     elif pretrained:
         raise VelcroError(f"no offline ImageNet weights for {name}; pass --weights FILE")
     return m.eval()

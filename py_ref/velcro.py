@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["VelcroError", "PointStats", "Compression", "ACTIVATION_FUNCTIONS", "trace_points",
            "capture_points", "profile", "merge_profiles", "select_lowest", "make_masks", "compression_ratio", "compressed",
-           "evaluate", "zero_share", "check_thresholds", "profile_error_bound"]
+           "evaluate", "zero_share", "check_thresholds", "check_masks", "profile_error_bound"]
 
 
 class VelcroError(ValueError):
@@ -371,9 +371,32 @@ def merge_profiles(a: Sequence[PointStats], b: Sequence[PointStats]) -> list[Poi
     return [x.merge(y) for x, y in zip(a, b)]
 
 
+def _real(value):
+    """``value`` as a float if it is a real number (Python, numpy or a 0-d tensor), else None."""
+    import numbers
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype != torch.bool \
+            and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def check_thresholds(stats: Sequence[PointStats], thresholds: Sequence[float]) -> list[float]:
-    """Validate a threshold tuple (fractions 0 <= T < 1, one per point); return it as floats."""
-    t = [float(v) for v in thresholds]
+    """Validate a threshold tuple (fractions 0 <= T < 1, one per point); return it as floats.
+
+    Raises VelcroError naming the first bad entry (not a number, NaN, out of range) or the
+    count mismatch; TypeError if ``thresholds`` is not a sequence.
+    """
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__len__") \
+            or not hasattr(thresholds, "__iter__"):
+        raise TypeError(f"thresholds must be a sequence of numbers, not {thresholds!r}")
+    t = []
+    for i, v in enumerate(thresholds):
+        f = _real(v)
+        if f is None:
+            raise VelcroError(f"threshold {i} must be a number, not {v!r}")
+        t.append(f)
     if len(t) != len(stats):
         raise VelcroError(f"threshold tuple has {len(t)} entries, the model has {len(stats)} "
                           f"activation points")
@@ -388,10 +411,22 @@ def select_lowest(scores: torch.Tensor, fraction: float) -> torch.Tensor:
 
     This is Algorithm 1's "variance within the T percentile": exactly floor(T*n) elements, so
     the achieved ratio equals the requested one even when many variances tie (e.g. dead units
-    with variance 0).
+    with variance 0).  ``fraction`` must be a number with 0 <= fraction < 1 (VelcroError
+    otherwise, TypeError if it is not a number); ``scores`` a real tensor without NaN.
     """
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"scores must be a torch.Tensor, not {type(scores).__name__}")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise VelcroError(f"scores must be real numbers, not {scores.dtype}")
+    f = _real(fraction)
+    if f is None:
+        raise TypeError(f"fraction must be a number, not {fraction!r}")
+    if not 0.0 <= f < 1.0:            # also refuses NaN
+        raise VelcroError(f"fraction must be 0 <= T < 1, not {fraction!r}")
     flat = scores.reshape(-1)
-    k = int(math.floor(fraction * flat.numel() + 1e-9))
+    if flat.is_floating_point() and bool(torch.isnan(flat).any()):
+        raise VelcroError("scores contain NaN; the lowest ones are undefined")
+    k = int(math.floor(f * flat.numel() + 1e-9))
     mask = torch.zeros(flat.numel(), dtype=torch.bool)
     if k > 0:
         order = torch.argsort(flat, stable=True)
@@ -416,11 +451,29 @@ class Compression:
     total: int
 
 
-def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> Compression:
+def check_masks(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> None:
+    """Raise unless ``masks`` holds one bool tensor per point of ``stats``, of the point's shape."""
+    if isinstance(masks, torch.Tensor) or not hasattr(masks, "__len__"):
+        raise TypeError(f"masks must be a sequence of bool tensors, not {type(masks).__name__}")
     if len(masks) != len(stats):
         raise VelcroError(f"{len(masks)} masks for {len(stats)} points")
-    comp = sum(int(m.sum()) for m in masks)
+    for i, (s, m) in enumerate(zip(stats, masks)):
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"mask {i} must be a torch.Tensor, not {type(m).__name__}")
+        if m.dtype != torch.bool:
+            raise VelcroError(f"mask {i} (point '{s.name}') must be bool, not {m.dtype}")
+        if tuple(m.shape) != s.shape:
+            raise VelcroError(f"mask {i} (point '{s.name}') has shape {tuple(m.shape)}, "
+                              f"expected {s.shape}")
+
+
+def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> Compression:
+    """The compression of ``masks`` over the points of ``stats`` (see :class:`Compression`)."""
+    check_masks(stats, masks)
     total = sum(s.numel for s in stats)
+    if total == 0:
+        raise VelcroError("no activation elements: the profile has no points")
+    comp = sum(int(m.sum()) for m in masks)
     mac_comp = sum(int(m.sum()) * s.macs for s, m in zip(stats, masks))
     mac_total = sum(s.numel * s.macs for s in stats)
     return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total)
@@ -429,6 +482,9 @@ def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]
 def zero_share(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> float:
     """Table 4: compressed activation elements with value zero over all compressed elements,
     counted over the profiled images (element x image pairs)."""
+    check_masks(stats, masks)
+    if any(s.zeros is None for s in stats):
+        raise VelcroError("the profile has no zero counts (profile with count_zeros=True)")
     zeros = sum(int(s.zeros[m].sum()) for s, m in zip(stats, masks))
     comp = sum(int(m.sum()) * s.count for s, m in zip(stats, masks))
     return zeros / comp if comp else float("nan")
@@ -441,13 +497,10 @@ def compressed(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[to
     Points are matched by forward index (and checked by name); the first point is skipped if
     the profile was taken with ``skip_first=True``.
     """
-    if len(masks) != len(stats):
-        raise VelcroError(f"{len(masks)} masks for {len(stats)} points")
+    check_masks(stats, masks)
     offset = stats[0].index if stats else 0
     table = {}
     for s, m in zip(stats, masks):
-        if tuple(m.shape) != s.shape:
-            raise VelcroError(f"mask of point '{s.name}' has shape {tuple(m.shape)}, expected {s.shape}")
         table[s.index] = (s.name, m, s.mean.to(torch.float32))
 
     def on_point(i, name, out):

@@ -83,3 +83,86 @@ def test_frame_validation_names_the_problem():
         Frame.from_arrays({**arrays, "means": arrays["means"].astype(np.int16)})
     with pytest.raises(FrameError, match="missing array 'shift'"):
         Frame.from_arrays({k: v for k, v in arrays.items() if k != "shift"})
+
+
+def _arrays(cfg=AccelConfig(height=4, width=5, in_channels=2, instances=3)):
+    f = random_frame(cfg, np.random.default_rng(SEED))
+    return {k: getattr(f, k) for k in ("ifmap", "weight", "bias", "mask", "means", "mult", "shift")}
+
+
+@pytest.mark.parametrize("name,value,msg", [
+    ("shift", lambda a: np.full_like(a["shift"], 70), "'shift' has values outside 0..31"),
+    ("mult", lambda a: np.full_like(a["mult"], 2**40), "'mult' has values outside 0..65535"),
+    ("mult", lambda a: np.full_like(a["mult"], -1), "'mult' has values outside"),
+    ("weight", lambda a: np.full(a["weight"].shape, np.nan), "'weight' has dtype float64, expected int8"),
+    ("means", lambda a: np.full(a["means"].shape, 999, np.int16), "'means' has dtype int16, expected uint8"),
+    ("mask", lambda a: a["mask"][:1], "'mask' has shape [1, 4, 5], expected [3, 4, 5]"),
+    ("mask", lambda a: a["mask"].astype(np.uint8), "'mask' has dtype uint8, expected bool"),
+    ("ifmap", lambda a: a["ifmap"][None], "'ifmap' has shape"),
+    ("ifmap", lambda a: a["ifmap"][:, :0], "'ifmap' has shape"),
+    ("weight", lambda a: a["weight"][:, :, :2], "'weight' has shape"),
+    ("bias", lambda a: a["bias"].astype(np.int64), "'bias' has dtype int64, expected int32"),
+    ("mult", lambda a: a["mult"].astype(np.int32), "'mult' has dtype int32, expected int64"),
+])
+def test_frame_validates_at_construction(name, value, msg):
+    """Frame(...) runs the same checks as from_arrays: no invalid frame can exist."""
+    arrays = _arrays()
+    bad = {**arrays, name: value(arrays)}
+    with pytest.raises(FrameError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        Frame(**bad)
+    if name != "mult" or "int32" not in msg:   # from_arrays converts integer mult/shift only
+        with pytest.raises(FrameError):
+            Frame.from_arrays(bad)
+
+
+def test_frame_refuses_non_arrays_and_stays_frozen():
+    import dataclasses
+    arrays = _arrays()
+    with pytest.raises(TypeError, match="'bias' must be a numpy array, not list"):
+        Frame(**{**arrays, "bias": arrays["bias"].tolist()})
+    f = Frame(**arrays)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.shift = np.zeros(3, np.int64)
+    with pytest.raises(FrameError, match="'shift' has values outside"):
+        dataclasses.replace(f, shift=np.full(3, 32, np.int64))
+
+
+def test_from_arrays_converts_byte_order_and_integer_mult_shift():
+    arrays = _arrays()
+    big = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in arrays.items()}
+    big["mult"] = arrays["mult"].astype(">u2")
+    big["shift"] = arrays["shift"].astype(np.uint8)
+    f = Frame.from_arrays(big)
+    for k, v in arrays.items():
+        got = getattr(f, k)
+        assert got.dtype == v.dtype and got.dtype.isnative
+        np.testing.assert_array_equal(got, v)
+    np.testing.assert_array_equal(golden_ofm(f), golden_ofm(Frame(**arrays)))
+    with pytest.raises(FrameError, match="'bias' has dtype >i4"):     # Frame(...) itself is strict
+        Frame(**{**arrays, "bias": big["bias"]})
+    with pytest.raises(FrameError, match="'mult' has values outside 0..65535"):   # no wrap-around
+        Frame.from_arrays({**arrays, "mult": np.full(3, 2**64 - 1, np.uint64)})
+    with pytest.raises(FrameError, match="'shift' has dtype float64, expected an integer dtype"):
+        Frame.from_arrays({**arrays, "shift": arrays["shift"].astype(np.float64)})
+
+
+@pytest.mark.parametrize("density,exc", [(1.5, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
+                                         (float("inf"), ValueError), ("0.5", TypeError), (True, TypeError)])
+def test_random_frame_refuses_bad_density(density, exc):
+    cfg = AccelConfig(height=4, width=4, instances=2)
+    with pytest.raises(exc, match="density must be"):
+        random_frame(cfg, np.random.default_rng(SEED), density=density)
+
+
+def test_random_frame_refuses_a_mask_of_the_wrong_shape():
+    cfg = AccelConfig(height=4, width=4, instances=2)
+    with pytest.raises(FrameError, match=r"mask must be bool \[2, 4, 4\]"):
+        random_frame(cfg, np.random.default_rng(SEED), mask=np.zeros((1, 4, 4), bool))
+    with pytest.raises(FrameError, match="mask must be bool"):
+        random_frame(cfg, np.random.default_rng(SEED), mask=np.zeros((2, 4, 4), np.float64))
+    with pytest.raises(ValueError, match="density or mask"):
+        random_frame(cfg, np.random.default_rng(SEED), density=0.5, mask=np.zeros((2, 4, 4), bool))
+    f = random_frame(cfg, np.random.default_rng(SEED), mask=np.ones((2, 4, 4), bool))
+    assert f.mask.all() and (golden_ofm(f) == f.means).all()
+    assert random_frame(cfg, np.random.default_rng(SEED), density=1.0).mask.all()
+    assert not random_frame(cfg, np.random.default_rng(SEED), density=0.0).mask.any()

@@ -312,3 +312,65 @@ def test_mobilenet_v2_relu6_as_hardtanh(tv):
     assert stats[1].macs == 9   # depthwise 3x3
 
 
+
+
+# ---------------------------------------------------------------------------- refusing bad input
+
+@pytest.mark.parametrize("fraction,exc,msg", [
+    (1.0, VelcroError, "0 <= T < 1"), (-0.1, VelcroError, "0 <= T < 1"), (float("nan"), VelcroError, "0 <= T < 1"),
+    (float("inf"), VelcroError, "0 <= T < 1"), ("0.3", TypeError, "must be a number"),
+    (None, TypeError, "must be a number"), (True, TypeError, "must be a number"),
+])
+def test_select_lowest_refuses_bad_fractions(fraction, exc, msg):
+    with pytest.raises(exc, match=msg):
+        velcro.select_lowest(torch.arange(10.0), fraction)
+
+
+def test_select_lowest_refuses_bad_scores_and_accepts_numbers():
+    with pytest.raises(VelcroError, match="NaN"):
+        velcro.select_lowest(torch.tensor([0.1, float("nan"), 0.3]), 0.5)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        velcro.select_lowest([0.1, 0.2], 0.5)
+    import numpy as np
+    for f in (0.5, np.float32(0.5), torch.tensor(0.5), 0):
+        assert int(velcro.select_lowest(torch.arange(10.0), f).sum()) == int(float(f) * 10)
+
+
+@pytest.mark.parametrize("bad,msg", [(["abc", 0.1, 0.1, 0.1], "threshold 0 must be a number, not 'abc'"),
+                                     ([0.1, None, 0.1, 0.1], "threshold 1 must be a number, not None"),
+                                     ([0.1, 0.1, [0.2], 0.1], "threshold 2 must be a number"),
+                                     ([0.1, 0.1, 0.1, True], "threshold 3 must be a number")])
+def test_check_thresholds_names_a_non_number(toy, bad, msg):
+    stats = velcro.profile(toy, [_data(4)])
+    with pytest.raises(VelcroError, match=msg.replace("[", r"\[")):
+        velcro.make_masks(stats, bad)
+    with pytest.raises(TypeError, match="sequence of numbers"):
+        velcro.check_thresholds(stats, "0.1,0.1,0.1,0.1")
+    with pytest.raises(TypeError, match="sequence of numbers"):
+        velcro.check_thresholds(stats, 0.1)
+
+
+def test_compression_ratio_refuses_masks_that_do_not_fit(toy):
+    stats = velcro.profile(toy, [_data(4)], count_zeros=True)
+    masks = velcro.make_masks(stats, [0.2] * 4)
+    with pytest.raises(VelcroError, match="3 masks for 4 points"):
+        velcro.compression_ratio(stats, masks[:3])
+    wrong = masks[:1] + [masks[1][:2]] + masks[2:]
+    with pytest.raises(VelcroError, match=r"mask 1 \(point 'relu#2'\) has shape \(2, 5, 5\), expected \(4, 5, 5\)"):
+        velcro.compression_ratio(stats, wrong)
+    for dtype in (torch.float32, torch.uint8):
+        as_num = masks[:3] + [masks[3].to(dtype)]
+        with pytest.raises(VelcroError, match=f"mask 3 .* must be bool, not {dtype}"):
+            velcro.compression_ratio(stats, as_num)
+        with pytest.raises(VelcroError, match="must be bool"):
+            velcro.zero_share(stats, as_num)
+        with pytest.raises(VelcroError, match="must be bool"):
+            with velcro.compressed(toy, stats, as_num):
+                pass
+    with pytest.raises(TypeError, match="mask 0 must be a torch.Tensor"):
+        velcro.compression_ratio(stats, [m.numpy() for m in masks])
+    with pytest.raises(VelcroError, match="no activation elements"):
+        velcro.compression_ratio([], [])
+    no_zeros = velcro.profile(toy, [_data(4)])
+    with pytest.raises(VelcroError, match="count_zeros=True"):
+        velcro.zero_share(no_zeros, masks)
