@@ -4,7 +4,9 @@
     python -m hdl.generate --instances 4 --height 32 --width 32 --in-channels 8 --out build/x.v
 
 Each configuration is generated once into ``build/rtl/<tag>/`` (``velcro_accel.v`` plus
-``config.json``) and reused until the generator's sources change.
+``config.json``) and reused until the generator's sources change.  Generation is safe to run
+from several processes at once: one file lock per folder, and every file is written under a
+unique temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .config import AccelConfig, ConfigError
@@ -38,24 +41,52 @@ def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP)
     component = component if component is not None else VelcroAccelerator(cfg)
     text = verilog.convert(component, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)           # never leave a partial file behind
+    _write_atomic(path, text)
     return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` under a unique temporary name in the same folder, then rename:
+    never a partial file, and two writers never share a temporary name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)             # mkstemp makes 0600; these are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def rtl_is_current(cfg: AccelConfig, name: str = TOP) -> bool:
+    """True if ``generated_rtl(cfg, ..., name)`` would reuse its cached file (no generation)."""
+    folder = BUILD / "rtl" / cfg.tag
+    stamp = folder / f"{name}.sha1"
+    return ((folder / f"{name}.v").exists() and stamp.exists()
+            and stamp.read_text() == _generator_digest())
 
 
 def generated_rtl(cfg: AccelConfig, component_factory=None, name: str = TOP) -> Path:
     """Path of the cached Verilog of ``component_factory(cfg)`` (default: the accelerator),
     ``build/rtl/<tag>/<name>.v``, generated if missing or stale."""
+    from filelock import FileLock
+
     folder = BUILD / "rtl" / cfg.tag
     path = folder / f"{name}.v"
     stamp = folder / f"{name}.sha1"
     digest = _generator_digest()
-    if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
-        component = component_factory(cfg) if component_factory is not None else None
-        write_verilog(cfg, path, component=component, name=name)
-        (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        stamp.write_text(digest)
+    folder.mkdir(parents=True, exist_ok=True)
+    # One generator per folder at a time; a second process waits, then finds the stamp fresh.
+    with FileLock(str(folder / ".lock")):
+        if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
+            stamp.unlink(missing_ok=True)          # an interrupted generation is never "fresh"
+            component = component_factory(cfg) if component_factory is not None else None
+            write_verilog(cfg, path, component=component, name=name)
+            _write_atomic(folder / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+            _write_atomic(stamp, digest)
     return path
 
 
@@ -94,7 +125,7 @@ def main(argv=None) -> int:
         return 2
     out = args.out or (BUILD / f"{TOP}.v" if cfg == AccelConfig() else BUILD / "rtl" / cfg.tag / f"{TOP}.v")
     write_verilog(cfg, out)
-    out.with_suffix(".json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    _write_atomic(out.with_suffix(".json"), json.dumps(cfg.to_dict(), indent=2) + "\n")
     print(f"wrote {out} ({cfg.tag})")
     return 0
 

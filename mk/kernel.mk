@@ -1,10 +1,12 @@
 # Vitis RTL kernel for the Alveo U280 and its Yosys resource report (issue 5).
 # Included by the main Makefile (-include mk/*.mk); uses its $(PY) and $(VENV_STAMP).
+# ARGS passes a configuration to scripts/make_kernel.py, e.g. the one of an exported layer:
+#   make kernel ARGS="--in-channels 16 --instances 16 --height 64 --width 64"
 
 .PHONY: kernel synth
 
 kernel: $(VENV_STAMP)
-	$(PY) scripts/make_kernel.py
+	$(PY) scripts/make_kernel.py $(ARGS)
 
 synth: $(VENV_STAMP)
 	$(PY) scripts/synth.py

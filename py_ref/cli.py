@@ -24,7 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CliError", "check_output", "atomic_write", "main_guard", "Terminated", "one_line"]
+__all__ = ["CliError", "check_output", "atomic_write", "main_guard", "Terminated", "one_line",
+           "new_file_mode"]
 
 
 class CliError(Exception):
@@ -84,12 +85,20 @@ def atomic_write(path, write) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, new_file_mode())  # mkstemp makes 0600; the result is an ordinary file
         write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def new_file_mode() -> int:
+    """The permissions ``open(path, "w")`` would give a new file (0666 minus the umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _on_sigterm(signum, frame):

@@ -3,11 +3,13 @@
     result = run_frame(frame, sim="verilator")   # dict: ofm, compute_cycles, total_cycles, ...
 
 The design is generated to match the frame's shapes and compiled once per configuration
-(see sim/runner.py); every call starts the simulator on that cached model.
+(see sim/runner.py); every call starts the simulator on that cached model, in a private
+temporary folder (``velcro-sim-*`` in $TMPDIR) that is removed however the call ends.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,23 +18,39 @@ import numpy as np
 
 from py_ref.golden import Frame, config_for_frame
 
-from .runner import Build
+from .runner import Build, SimulationFailed, ticking
+
+#: A failed run's simulator log is kept here, in the build folder (the temporary folder goes).
+FAILED_LOG = "failed-run.log"
 
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
-              **config_overrides) -> dict:
+              build: Build | None = None, progress=None, **config_overrides) -> dict:
     """Simulate ``frame``; returns ofm (uint8 [N,H,W]) and every hardware counter.
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
+    ``build`` is the model to use (default: the cached one for the frame's configuration);
+    ``progress(message)`` hears about generation, compilation and simulation.
+    On a failed run, SimulationFailed.log names a copy of the simulator log (FAILED_LOG in the
+    build folder).
     """
-    cfg = config_for_frame(frame, **config_overrides)
-    build = Build(cfg, sim, saif=saif_path is not None)
+    say = progress or (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="velcro-sim-") as tmp:
         tmp = Path(tmp)
+        if build is None:
+            cfg = config_for_frame(frame, **config_overrides)
+            build = Build(cfg, sim, saif=saif_path is not None, defer=True)
+        build.build(progress=say)
         frame.save(tmp / "frame.npz")
-        run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run", quiet=True,
-                            env={"VELCRO_FRAME": str(tmp / "frame.npz"),
-                                 "VELCRO_RESULT": str(tmp / "result.npz")})
+        say("simulating")
+        try:
+            with ticking(say, "simulating"):
+                run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run",
+                                    quiet=True, env={"VELCRO_FRAME": str(tmp / "frame.npz"),
+                                                     "VELCRO_RESULT": str(tmp / "result.npz")})
+        except SimulationFailed as exc:
+            exc.log = _keep_log(exc.log, build.build_dir / FAILED_LOG)
+            raise
         with np.load(tmp / "result.npz") as arrays:
             result = {k: arrays[k] for k in arrays.files}
         if saif_path is not None:
@@ -42,3 +60,18 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
     for key in ("computed", "skipped"):
         result[key] = result[key].astype(np.int64)
     return result
+
+
+def _keep_log(log: Path | None, keep: Path) -> Path | None:
+    """Copy ``log`` to ``keep`` (atomically: concurrent failures each leave a whole file)."""
+    if log is None or not Path(log).exists():
+        return None
+    fd, tmp = tempfile.mkstemp(dir=keep.parent, prefix=f".{keep.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(log, tmp)
+        os.replace(tmp, keep)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return keep

@@ -1,33 +1,121 @@
 """Build the generated Verilog for one configuration on one simulator (once) and run cocotb tests.
 
-Builds are cached in ``build/sim/<sim>/<config tag>[-saif]/`` and reused until the Verilog
-changes; cocotb is driven through ``cocotb_tools.runner`` (cocotb 2.1).
+Builds are cached in ``build/sim/<sim>/<config tag>[-saif]/`` and reused until the Verilog (or
+the build arguments) change; cocotb is driven through ``cocotb_tools.runner`` (cocotb 2.1).
+
+Several processes may use the cache at once (pytest-xdist workers, two ``velcro sim`` runs):
+:class:`Build` holds a file lock on its folder (``build.lock``) while it checks the stamp and
+builds, so a second process waits and then reuses the model instead of compiling into the same
+folder (Verilator's precompiled headers break when two compilers share a folder).  Every
+``run()`` gets its own test folder.  The compiler's output goes to ``<build folder>/build.log``
+(``verbose=True``: to stdout instead); a failed build raises :class:`BuildFailed` naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hdl.config import AccelConfig
-from hdl.generate import BUILD, REPO, TOP, generated_rtl
+from hdl.generate import BUILD, REPO, TOP, generated_rtl, rtl_is_current
 
 from . import toolchain
 
 SIMULATORS = ("icarus", "verilator")
 LINT_WAIVERS = REPO / "hdl" / "lint_waivers.vlt"
 CLOCK_NS = 10
+HEARTBEAT_S = 30            # a progress callback hears from a long step this often
 
 
 class SimulationFailed(AssertionError):
-    pass
+    """A cocotb run failed; ``log`` is the simulator's log file when there is one."""
+
+    def __init__(self, message, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
 
 
-def _fast_verilator():
-    from cocotb_tools.runner import Verilator
+class BuildFailed(toolchain.ToolchainError):
+    """The simulator build failed; ``log`` is the file with the compiler's output."""
 
-    class FastVerilator(Verilator):
+    def __init__(self, message, log: Path | None = None):
+        super().__init__(message)
+        self.log = log
+
+
+class _RunnerMixin:
+    """Changes to cocotb's runners shared by both simulators.
+
+    * ``skip_build``: ``build()`` sets up the runner's state but runs no command (the cached
+      model is current); cocotb's Verilator runner would otherwise re-verilate every time.
+    * Commands run in their own session and the whole process group is killed if this process
+      is interrupted (Ctrl-C, SIGTERM turned into an exception by py_ref/cli.py): ``make``'s
+      compilers never outlive us and keep writing into the build folder.
+    """
+
+    skip_build = False
+
+    def _build_command(self):
+        return [] if self.skip_build else super()._build_command()
+
+    def _execute_cmds(self, cmds, cwd, stdout=None):
+        for cmd in cmds:
+            stderr = None if stdout is None else subprocess.STDOUT
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr,
+                                    start_new_session=True)
+            try:
+                returncode = proc.wait()
+            except BaseException:
+                _kill_group(proc)
+                raise
+            if returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {returncode}")
+
+
+@contextmanager
+def ticking(say, what: str):
+    """Call ``say("still <what> (N s so far)")`` every HEARTBEAT_S while the block runs."""
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def tick():
+        while not stop.wait(HEARTBEAT_S):
+            say(f"still {what} ({time.monotonic() - start:.0f} s so far)")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` and everything it started (its own session), then reap it."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _make_runner(sim: str):
+    from cocotb_tools.runner import Icarus, Verilator
+
+    class FastVerilator(_RunnerMixin, Verilator):
         """cocotb's Verilator runner with two changes to its build commands:
 
         * ``--public-flat-rw`` makes every net of the 16-instance design VPI-visible and
@@ -39,60 +127,165 @@ def _fast_verilator():
         """
 
         def _build_command(self):
-            verilate, make = super()._build_command()
+            cmds = super()._build_command()
+            if not cmds:
+                return cmds
+            verilate, make = cmds
             verilate = [("--public-depth" if a == "--public-flat-rw" else a) for a in verilate]
             i = verilate.index("--public-depth")
             verilate[i + 1:i + 1] = ["1"]
             return [verilate, make + ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0"]]
 
-    return FastVerilator()
+    class QuietIcarus(_RunnerMixin, Icarus):
+        pass
+
+    return FastVerilator() if sim == "verilator" else QuietIcarus()
 
 
 class Build:
-    """One compiled simulation model: ``Build(cfg, sim).run(test_module, testcases, env)``."""
+    """One compiled simulation model: ``Build(cfg, sim).run(test_module, testcases, env)``.
+
+    The constructor generates the Verilog and builds the model unless ``defer=True``; then
+    :meth:`is_current` says whether :meth:`build` has work to do (``velcro sim`` uses it to
+    announce a first build before starting it).
+    """
 
     def __init__(self, cfg: AccelConfig, sim: str, *, saif: bool = False, sources=None,
-                 toplevel: str = TOP, tag: str | None = None):
+                 toplevel: str = TOP, tag: str | None = None, verbose: bool = False,
+                 defer: bool = False):
         if sim not in SIMULATORS:
             raise toolchain.ToolchainError(f"unknown simulator {sim!r} (expected one of {SIMULATORS})")
         if saif and sim != "verilator":
             raise toolchain.ToolchainError("SAIF switching activity needs --sim verilator")
         self.cfg, self.sim, self.saif, self.toplevel = cfg, sim, saif, toplevel
+        self.verbose = verbose
         toolchain.setup(sim)
-        self.sources = [Path(s) for s in (sources or [generated_rtl(cfg)])]
-        name = (tag or cfg.tag) + ("-saif" if saif else "")
-        self.build_dir = BUILD / "sim" / sim / name
-        self._build()
+        self._sources = [Path(s) for s in sources] if sources else None
+        self.name = (tag or cfg.tag) + ("-saif" if saif else "")
+        self.build_dir = BUILD / "sim" / sim / self.name
+        self.log = self.build_dir / "build.log"
+        self.runner = None
+        if not defer:
+            self.build()
 
-    def _build(self):
-        from cocotb_tools.runner import get_runner
+    # -- cache state ---------------------------------------------------------------------------
 
-        digest = hashlib.sha1(b"".join(p.read_bytes() for p in self.sources)).hexdigest()
-        stamp = self.build_dir / "sources.sha1"
-        self.runner = _fast_verilator() if self.sim == "verilator" else get_runner(self.sim)
-        # Yosys' Verilog wakes its `always @*` blocks at time 0 through a declaration
-        # initialiser, which Icarus honours as an event in Verilog-2005 mode only.
-        build_args = ["-g2005"] if self.sim == "icarus" else []
+    @property
+    def sources(self) -> list[Path]:
+        """The Verilog files, generated on first use (the accelerator's, by default)."""
+        if self._sources is None:
+            self._sources = [generated_rtl(self.cfg)]
+        return self._sources
+
+    def needs_generation(self) -> bool:
+        return self._sources is None and not rtl_is_current(self.cfg)
+
+    def _build_args(self, jobs: bool = True) -> list[str]:
+        if self.sim == "icarus":
+            # Yosys' Verilog wakes its `always @*` blocks at time 0 through a declaration
+            # initialiser, which Icarus honours as an event in Verilog-2005 mode only.
+            return ["-g2005"]
+        args = [str(LINT_WAIVERS), "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast"]
+        args += ["-j", str(os.cpu_count() or 1)] if jobs else []
+        return args + (["--trace-saif"] if self.saif else [])
+
+    def _digest(self) -> str:
+        h = hashlib.sha1()
+        for p in self.sources:
+            h.update(p.read_bytes())
+        # the arguments too, minus -j (the core count does not change the model)
+        h.update(json.dumps([self.toplevel, self._build_args(jobs=False), self.saif]).encode())
         if self.sim == "verilator":
-            build_args = [str(LINT_WAIVERS), "-Wno-fatal", "--x-assign", "fast",
-                          "--x-initial", "fast", "-j", str(os.cpu_count() or 1)]
-            if self.saif:
-                build_args += ["--trace-saif"]
-        fresh = stamp.exists() and stamp.read_text() == digest
-        self.runner.build(sources=self.sources, hdl_toplevel=self.toplevel,
-                          build_dir=self.build_dir, timescale=("1ns", "1ps"),
-                          build_args=build_args, waves=self.saif, always=not fresh)
-        stamp.write_text(digest)
+            h.update(LINT_WAIVERS.read_bytes())
+        return h.hexdigest()
+
+    @property
+    def _stamp(self) -> Path:
+        return self.build_dir / "sources.sha1"
+
+    @property
+    def _product(self) -> Path:
+        return self.build_dir / (self.toplevel if self.sim == "verilator" else "sim.vvp")
+
+    def _stamp_matches(self) -> bool:
+        return (self._stamp.exists() and self._product.exists()
+                and self._stamp.read_text() == self._digest())
+
+    def is_current(self) -> bool:
+        """True if the cached model can be used as is: no generation and no compilation."""
+        return not self.needs_generation() and self._stamp_matches()
+
+    # -- build ---------------------------------------------------------------------------------
+
+    def build(self, progress=None) -> None:
+        """Generate (if needed) and compile (if needed) under the folder's file lock.
+
+        ``progress(message)`` hears about each step and, every HEARTBEAT_S, that it still
+        runs.  Raises BuildFailed naming the log file if the simulator build fails."""
+        from filelock import FileLock, Timeout
+
+        say = progress or (lambda message: None)
+        if self.needs_generation():
+            say(f"generating the Verilog of {self.cfg.tag}")
+            with ticking(say, "generating"):
+                self.sources
+        sources = self.sources
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.build_dir / "build.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            say(f"waiting for another process to finish building {self.name}")
+            with ticking(say, "waiting"):
+                lock.acquire()
+        try:
+            self.runner = self._build_locked(sources, say)
+        finally:
+            lock.release()
+
+    def _build_locked(self, sources, say):
+        fresh = self._stamp_matches()
+        runner = _make_runner(self.sim)
+        runner.skip_build = fresh
+        if not fresh:
+            self._stamp.unlink(missing_ok=True)    # an interrupted build is never "fresh"
+            say(f"compiling {self.name} for {self.sim}"
+                + ("" if self.verbose else f" (log: {self.log})"))
+        try:
+            with ticking(say, "compiling") if not fresh else suppress():
+                runner.build(sources=sources, hdl_toplevel=self.toplevel,
+                             build_dir=self.build_dir, timescale=("1ns", "1ps"),
+                             build_args=self._build_args(), waves=self.saif, always=True,
+                             log_file=None if (fresh or self.verbose) else self.log)
+        except (RuntimeError, subprocess.CalledProcessError, SystemExit, OSError) as exc:
+            where = "the output above" if self.verbose else str(self.log)
+            raise BuildFailed(f"{self.sim} build of {self.name} failed ({exc}); see {where}",
+                              None if self.verbose else self.log) from None
+        runner.skip_build = False
+        if not fresh:
+            fd, tmp = tempfile.mkstemp(dir=self.build_dir, prefix=".sources.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(self._digest())
+            os.replace(tmp, self._stamp)
+        return runner
+
+    # -- run -----------------------------------------------------------------------------------
 
     def run(self, test_module: str, testcases=None, env=None, test_dir=None, quiet=False) -> Path:
         """Run cocotb ``testcases`` of ``test_module``; raise SimulationFailed if any fails.
 
+        ``test_dir`` defaults to a new private folder ``<build folder>/run-XXXXXXXX`` (returned;
+        the caller may delete it), so concurrent runs of one model never share files.
         ``quiet`` sends the simulator's log to ``<test_dir>/sim.log`` instead of stdout; its
         tail is put in the exception if the run fails.
         """
         from cocotb_tools.runner import get_results
 
-        test_dir = Path(test_dir or self.build_dir / "run")
+        if self.runner is None:
+            self.build()
+        if test_dir is None:
+            test_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.build_dir))
+        test_dir = Path(test_dir)
         test_dir.mkdir(parents=True, exist_ok=True)
         results = test_dir / "results.xml"
         extra_env = {"VELCRO_CONFIG": self.cfg.to_json(), **(env or {})}
@@ -108,11 +301,83 @@ class Build:
                              testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
                              extra_env=extra_env, results_xml=str(results.resolve()),
                              waves=self.saif, timescale=("1ns", "1ps"), log_file=log)
-        except SystemExit as exc:
+        except (SystemExit, RuntimeError) as exc:
+            code = exc.code if isinstance(exc, SystemExit) else exc
             raise SimulationFailed(f"{self.sim}: cocotb run of {test_module} failed "
-                                   f"({exc.code}); {tail()}") from None
-        tests, failed = get_results(results)
+                                   f"({code}); {tail()}", log) from None
+        try:
+            tests, failed = get_results(results)
+        except RuntimeError as exc:                   # no or unreadable results.xml
+            raise SimulationFailed(f"{self.sim}: no cocotb results ({exc}); {tail()}", log) from None
         if tests == 0 or failed:
             raise SimulationFailed(f"{self.sim}: {failed} of {tests} cocotb tests failed "
-                                   f"(results in {results}); {tail()}")
+                                   f"(results in {results}); {tail()}", log)
         return test_dir
+
+
+# -- first-build estimate ----------------------------------------------------------------------
+#
+# A first build generates the Verilog (Amaranth, one process) and compiles it; both grow with
+# the multipliers (N*L: instances x lanes) and with the memory words (N*P: instances x output
+# positions -- the Verilog initialises every memory word on its own line).  Measured on the
+# development machine (2 cores, 23 GB, 2026-11-23; Amaranth 0.5.10, Verilator 5.048 at -O1,
+# Icarus 11), wall seconds and peak resident MB of each step:
+#
+#   N  L    P      N*L  N*P     generate s/MB   verilator s/MB   icarus s/MB
+#   2  1    30     2    60      10.6 /  73      23.1 /  308       0.8 /   37
+#   4  1    32x32  4    4096     6.9 / 105      45.8 / <308       3.6 /   80
+#   16 1    16x16  16   4096    22.3 / 242      63.8 /  480       8.7 /  250
+#   16 1    64x64  16   65536   35.5 / 265      86.2 /  611      22.9 /  463   (the default)
+#   16 16   64x64  256  65536  362.2 / 506     305.0 / 1242      51.3 /  643   (an exported layer)
+#   16 1  128x128  16   262144  95.4 / <506    187.1 / 1721      74.8 / 1151
+#   64 1    64x64  64   262144 138.0 / 885     328.6 / 2392      61.6 / 1826
+#
+# (the machine was shared, so the times carry some noise).  Least-squares fit of
+# value = a + b*N*L + c*N*P  to these rows: each step within 30% of its measured time when that
+# took over 20 s, whole first builds (generate + Verilator) within 15% (tests/test_cli.py keeps
+# them within 30%).  The largest legal configuration (N=64, L=16, 256x256) is a 16-fold
+# extrapolation in N*P: read its estimate as an order of magnitude.
+BUILD_MODEL = {          #  (a, b per N*L, c per N*P)  seconds          peak MB
+    "generate":  {"seconds": (2.55, 1.34, 2.31e-4), "megabytes": (116.0, 1.15, 2.02e-3)},
+    "verilator": {"seconds": (31.1, 0.927, 7.16e-4), "megabytes": (284.0, 2.36, 6.32e-3)},
+    "icarus":    {"seconds": (3.82, 0.12, 2.29e-4), "megabytes": (87.5, 1.12, 5.15e-3)},
+}
+
+
+class BuildEstimate:
+    """Predicted wall time and peak memory of a first build (see BUILD_MODEL)."""
+
+    def __init__(self, seconds: float, megabytes: float, machine_megabytes: float):
+        self.seconds, self.megabytes, self.machine_megabytes = seconds, megabytes, machine_megabytes
+
+    @property
+    def too_big(self) -> bool:
+        """More memory than the machine has: the build would fail or swap for hours."""
+        return self.megabytes > self.machine_megabytes
+
+    def __str__(self) -> str:
+        s = self.seconds
+        text = f"about {s:.0f} s" if s < 180 else f"about {s / 60:.0f} min"
+        if self.megabytes >= 1024:
+            text += f" and {self.megabytes / 1024:.1f} GB of memory"
+        return text
+
+
+def machine_megabytes() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError):
+        return float("inf")
+
+
+def estimate_build(cfg: AccelConfig, sim: str, *, generate: bool = True) -> BuildEstimate:
+    """Time and memory of building ``cfg`` for ``sim`` from scratch (``generate=False``: the
+    Verilog is already generated)."""
+    x = (1, cfg.instances * cfg.lanes, cfg.instances * cfg.positions)
+
+    def model(step, what):
+        return sum(k * v for k, v in zip(BUILD_MODEL[step][what], x))
+
+    steps = (["generate"] if generate else []) + [sim]
+    return BuildEstimate(sum(model(s, "seconds") for s in steps),
+                         max(model(s, "megabytes") for s in steps), machine_megabytes())

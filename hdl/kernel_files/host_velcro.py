@@ -8,7 +8,8 @@ against the integer golden model.
 The frame is random (seed 1) unless ``--frame`` names a FRAME.npz (``velcro export`` writes
 one). Buffers are packed with hdl/kernel_buffers.py: the protocol helpers' beats without their
 header beat, 64 bytes per beat. The configuration the kernel was built for is config.json next
-to this script.
+to this script; a frame of other shapes is refused before the device is touched (the kernel's
+sizes are fixed when it is built: see docs/KERNEL.md for building the matching one).
 """
 
 import argparse
@@ -16,30 +17,93 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyxrt
 
-from hdl.config import AccelConfig
-from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
-                                pack_frame, unpack_ofm)
-from py_ref.golden import Frame, golden_ofm, random_frame
+from hdl.config import AccelConfig, ConfigError
 
 HERE = Path(__file__).resolve().parent
 KERNEL = "velcro_kernel"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("xclbin", type=Path)
-    parser.add_argument("--frame", type=Path, help="FRAME.npz (default: random, seed 1)")
-    parser.add_argument("--device", type=int, default=0)
-    args = parser.parse_args()
+class HostError(Exception):
+    """A problem found before the device is used: printed as one line, exit status 2."""
 
-    cfg = AccelConfig.from_json((HERE / "config.json").read_text())
+
+def load_kernel_config(path: Path) -> AccelConfig:
+    """The configuration ``make kernel`` wrote next to the kernel (config.json)."""
+    try:
+        return AccelConfig.from_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise HostError(f"{path} not found: run host_velcro.py from the folder `make kernel` "
+                        f"wrote (it holds config.json), or pass --config") from None
+    except (OSError, ValueError, TypeError, ConfigError) as exc:
+        raise HostError(f"{path} is not a kernel config.json: {exc}") from None
+
+
+def check_frame(cfg: AccelConfig, frame) -> None:
+    """Raise HostError if ``frame``'s shapes are not those the kernel was built for.
+
+    The kernel's C_in, H, W and N are fixed in its hardware; packing another frame into its
+    buffers would fail (or, worse, run on misread data) after the hours-long xclbin link."""
+    c_in, h, w = frame.ifmap.shape
+    n = frame.weight.shape[0]
+    got = {"C_in": c_in, "H": h, "W": w, "N": n}
+    want = {"C_in": cfg.in_channels, "H": cfg.height, "W": cfg.width, "N": cfg.instances}
+    if got == want:
+        return
+    differ = ", ".join(f"{k}={got[k]} (kernel: {want[k]})" for k in got if got[k] != want[k])
+    raise HostError(
+        f"the frame does not fit this kernel: {differ}; the kernel was built for "
+        f"C_in={cfg.in_channels} H={cfg.height} W={cfg.width} N={cfg.instances} ({cfg.tag}). "
+        f"Build the matching one with: make kernel ARGS=\"--in-channels {c_in} --height {h} "
+        f"--width {w} --instances {n}\" (docs/KERNEL.md)")
+
+
+def prepare(args):
+    """Everything that can go wrong before the device: config, frame, shapes, the xclbin."""
+    from py_ref.cli import CliError
+    from py_ref.frame_file import read_frame
+    from py_ref.golden import random_frame
+
+    cfg = load_kernel_config(args.config)
     if args.frame:
-        with np.load(args.frame) as arrays:
-            frame = Frame.from_arrays(arrays)
+        try:
+            frame = read_frame(args.frame)
+        except CliError as exc:
+            raise HostError(str(exc)) from None
+        check_frame(cfg, frame)
     else:
         frame = random_frame(cfg, np.random.default_rng(1), density=0.5)
+    if not args.xclbin.is_file():
+        raise HostError(f"{args.xclbin} not found (the xclbin v++ --link wrote)")
+    return cfg, frame
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("xclbin", type=Path, help="the linked kernel, e.g. velcro.xclbin")
+    parser.add_argument("--frame", type=Path, help="FRAME.npz (default: random, seed 1)")
+    parser.add_argument("--device", type=int, default=0, help="XRT device index (default 0)")
+    parser.add_argument("--config", type=Path, default=HERE / "config.json",
+                        help="the kernel's configuration (default: config.json next to this script)")
+    args = parser.parse_args(argv)
+    try:
+        cfg, frame = prepare(args)
+    except HostError as exc:
+        print(f"host_velcro: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import pyxrt
+    except ImportError:
+        print("host_velcro: error: pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
+              file=sys.stderr)
+        return 2
+    return run(pyxrt, args, cfg, frame)
+
+
+def run(pyxrt, args, cfg, frame) -> int:
+    from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
+                                    pack_frame, unpack_ofm)
+    from py_ref.golden import golden_ofm
 
     device = pyxrt.device(args.device)
     uuid = device.load_xclbin(str(args.xclbin))
