@@ -124,14 +124,17 @@ def _cmd_sim(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
-    parser = argparse.ArgumentParser(prog="velcro", description=__doc__.splitlines()[0])
+    from py_ref.cli import one_line_errors
+
+    parser = one_line_errors(argparse.ArgumentParser(prog="velcro",
+                                                     description=__doc__.splitlines()[0]))
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sim", help="run one FRAME.npz through the RTL simulation",
+    p = one_line_errors(sub.add_parser("sim", help="run one FRAME.npz through the RTL simulation",
                        description="Run one FRAME.npz through the generated Verilog (built once "
                                    "per frame shape, cached in build/sim/) and write its output "
-                                   "map and hardware counters.")
+                                   "map and hardware counters."))
     p.add_argument("frame", help="FRAME.npz with ifmap, weight, bias, mask, means, mult, shift "
                                  "(np.savez or `velcro export` writes one)")
     p.add_argument("--out", required=True,

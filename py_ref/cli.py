@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CliError", "check_output", "atomic_write", "main_guard", "Terminated", "one_line",
+__all__ = ["one_line_errors", "CliError", "check_output", "atomic_write", "main_guard", "Terminated", "one_line",
            "new_file_mode"]
 
 
@@ -42,6 +42,19 @@ def one_line(text) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def one_line_errors(parser):
+    """Make ``parser``'s own errors (bad int, missing option, unknown argument) one line
+    ``velcro: error: ...`` with exit status 2, like every other error; returns the parser."""
+    def error(message):
+        name = parser.prog.split()[-1]
+        where = "" if name == "velcro" else f"{name}: "
+        print(f"velcro: error: {where}{one_line(message)} (see {parser.prog} --help)",
+              file=sys.stderr)
+        sys.exit(2)
+    parser.error = error
+    return parser
 
 
 def check_output(path, *, inputs=(), suffix: str | None = None) -> Path:

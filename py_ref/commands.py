@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import CliError, atomic_write, check_output, main_guard, one_line
+from .cli import CliError, atomic_write, check_output, main_guard, one_line, one_line_errors
 
 __all__ = ["register", "STATS_FORMAT", "MASKS_FORMAT"]
 
@@ -490,16 +490,6 @@ def cmd_export(args) -> int:
 
 # ---------------------------------------------------------------------------- parsers
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """argparse errors of this subcommand (bad int, missing --out, ...) as one line, status 2."""
-    def error(message):
-        print(f"velcro: error: {parser.prog.split()[-1]}: {one_line(message)} "
-              f"(see {parser.prog} --help)", file=sys.stderr)
-        sys.exit(2)
-    parser.error = error
-    return parser
-
-
 def _model_options(p, *, data: bool = True, model_help: str | None = None,
                    task_default: str | None = None) -> None:
     p.add_argument("--model", help=model_help or "fmnist (default), resnet18, googlenet or mobilenet_v2")
@@ -521,7 +511,7 @@ def _model_options(p, *, data: bool = True, model_help: str | None = None,
 
 def register(subparsers) -> None:
     """Add the profile, compress, evaluate and export subcommands."""
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "profile", help="VELCRO preprocessing: per-element mean/variance of every activation point"))
     _model_options(p)
     p.add_argument("--images", type=int, default=256, metavar="N",
@@ -536,7 +526,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output statistics file (.pt)")
     p.set_defaults(func=_guarded(cmd_profile))
 
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "compress", help="VELCRO / S-VELCRO masks from a threshold tuple"))
     p.add_argument("--stats", required=True, metavar="FILE", help="statistics: output of `velcro profile`")
     p.add_argument("--thresholds", metavar="T,T,...",
@@ -551,7 +541,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output masks file (.pt)")
     p.set_defaults(func=_guarded(cmd_compress))
 
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "evaluate", help="top-1 of the original and compressed model on the validation images"))
     _model_options(p, model_help="fmnist, resnet18, googlenet or mobilenet_v2 (default: the "
                                  "masks' model, else fmnist)",
@@ -567,7 +557,7 @@ def register(subparsers) -> None:
                         "their means; checked against the masks' record)")
     p.set_defaults(func=_guarded(cmd_evaluate))
 
-    p = _one_line_errors(subparsers.add_parser(
+    p = one_line_errors(subparsers.add_parser(
         "export", help="quantise one compressed conv layer into FRAME.npz for `velcro sim`"))
     _model_options(p, data=False, model_help="fmnist (the only exportable model)")
     p.add_argument("--images", type=int, default=256, metavar="N",

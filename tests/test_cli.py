@@ -247,6 +247,19 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == "velcro 0.1.0", (r.stdout, r.stderr)
 
 
+@pytest.mark.parametrize("args, message", [
+    ((), "the following arguments are required: command"),
+    (("bogus",), "invalid choice: 'bogus'"),
+    (("sim",), "sim: the following arguments are required: frame, --out"),
+    (("sim", "f.npz", "--out", "r.npz", "--no-such-flag"), "unrecognized arguments: --no-such-flag"),
+])
+def test_parser_errors_are_one_line(args, message):
+    r = velcro(*args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("velcro: error:") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr
+
+
 def test_every_option_has_help():
     import velcro_cli
 
