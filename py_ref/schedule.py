@@ -58,6 +58,8 @@ class Schedule:
     first_channel: np.ndarray    # int64 [P]: channel of slot 0 (0 for an empty run)
     span: np.ndarray             # int64 [P]: channels the run touches (0 for an empty run)
     compact_flat: np.ndarray     # int64 [sum U]: flat index into [N*H*W] of compact output c
+    work_flat: np.ndarray        # int64 [sum U]: flat index of each work-list entry (ascending)
+    work_compact: np.ndarray     # int64 [sum U]: compact position of each work-list entry
 
     # -- sizes ----------------------------------------------------------------------------------
 
@@ -117,7 +119,9 @@ class Schedule:
         if means.shape != self.shape:
             raise ValueError(f"means must have shape {self.shape!r}, not {means.shape!r}")
         out = means.copy()
-        out.reshape(-1)[self.compact_flat] = values
+        # Gather into work-list order, then scatter to ascending addresses: the direct scatter
+        # out[compact_flat] = values strides by ~H*W bytes per write and is 2x slower at C = 0.
+        out.reshape(-1)[self.work_flat] = values[self.work_compact]
         return out
 
 
@@ -166,12 +170,13 @@ def deal(mask: np.ndarray, instances: int) -> Schedule:
     span[nonempty] = channel[starts[1:][nonempty] - 1] - first[nonempty] + 1
 
     # compact output c = k*P + p is entry k of instance p, i.e. work-list index starts[p] + k
-    c = np.arange(total)
-    k, p = np.divmod(c, p_count)
+    k, p = np.divmod(np.arange(total), p_count)
     compact_flat = flat[starts[p] + k]
+    run = np.repeat(np.arange(p_count), counts)
+    work_compact = (np.arange(total) - starts[run]) * p_count + run
 
     arrays = dict(channel=channel, y=y, x=x, starts=starts, first_channel=first, span=span,
-                  compact_flat=compact_flat)
+                  compact_flat=compact_flat, work_flat=flat, work_compact=work_compact)
     for a in arrays.values():
         a.setflags(write=False)
     return Schedule(shape=(n, h, w), instances=p_count, **arrays)
