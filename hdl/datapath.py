@@ -11,7 +11,8 @@ Pieces, each a :class:`wiring.Component` with grouped ports:
   ``g*tiles + (y//3)*ceil(W/3) + x//3`` (the engine's layout): any 3x3 window reads each bank
   once, and one 3x3 tile of one channel group is written in one cycle. (Held inside the datapath
   for now; the double-buffered loader replaces it.)
-* :class:`Datapath`: work entries in, ``(value, index)`` results out, both valid/ready streams.
+* :class:`Datapath`: work entries in, ``(value, index)`` results out, both valid/ready streams;
+  ``load`` (:class:`LoadSignature`) writes ifmap tiles, filters and quant records.
 
 Pipeline (every stage advances together when the result register can take a value, so a stall
 on ``result`` freezes it and a stall on ``work`` inserts bubbles)::
@@ -31,16 +32,14 @@ the golden contract of :mod:`py_ref.golden`; widths come from :class:`~hdl.confi
 
 from __future__ import annotations
 
-import math
-
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, SHIFT_BITS
 
-__all__ = ["Datapath", "IfmapBanks", "WriteSignature", "BankReadSignature", "work_layout",
-           "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
+__all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
+           "work_layout", "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
 
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive.
 LATENCY = 7
@@ -84,6 +83,18 @@ class WriteSignature(wiring.Signature):
 
     def __init__(self, addr_shape, data_shape):
         super().__init__({"en": Out(1), "addr": Out(addr_shape), "data": Out(data_shape)})
+
+
+class LoadSignature(wiring.Signature):
+    """What a frame and the deployment load into one datapath, seen from the loader: ifmap tiles
+    (address ``g*tiles + tile``), filters (address ``slot*G + g``) and quant records (``slot``)."""
+
+    def __init__(self, cfg: AccelConfig, slots: int):
+        super().__init__({
+            "ifmap": Out(WriteSignature(range(cfg.groups * cfg.tiles), cfg.tile_bits)),
+            "weights": Out(WriteSignature(_index_shape(slots * cfg.groups), cfg.weight_bits)),
+            "quant": Out(WriteSignature(_index_shape(slots), quant_layout())),
+        })
 
 
 class BankReadSignature(wiring.Signature):
@@ -146,8 +157,9 @@ class Datapath(wiring.Component):
     """One instance: work entries ``(slot, y, x, index)`` in, ``(value, index)`` out.
 
     ``slots`` is how many channels the instance can hold (at least the schedule's ``max_span``).
-    ``ifmap``, ``weights`` (address ``slot*G + g``, the protocol's filter record of one channel
-    group) and ``quant`` (address ``slot``) are write ports; load them between frames.
+    ``load`` groups the write ports (:class:`LoadSignature`): the ifmap tiles, the filters
+    (the protocol's filter record of one channel group) and the quant records; write them
+    between frames.
     """
 
     def __init__(self, cfg: AccelConfig, slots: int):
@@ -162,15 +174,13 @@ class Datapath(wiring.Component):
         super().__init__({
             "work": In(stream.Signature(work_layout(cfg, slots))),
             "result": Out(stream.Signature(result_layout(cfg))),
-            "ifmap": In(WriteSignature(range(cfg.groups * cfg.tiles), cfg.tile_bits)),
-            "weights": In(WriteSignature(_index_shape(slots * cfg.groups), cfg.weight_bits)),
-            "quant": In(WriteSignature(_index_shape(slots), quant_layout())),
+            "load": In(LoadSignature(cfg, slots)),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.banks = banks = IfmapBanks(self.cfg)
-        wiring.connect(m, wiring.flipped(self.ifmap), banks.write)
+        wiring.connect(m, wiring.flipped(self.load.ifmap), banks.write)
         weights = self._memory(m, "weights", self.cfg.weight_bits, self.slots * self.cfg.groups)
         quant = self._memory(m, "quant", quant_layout(), self.slots)
 
@@ -186,16 +196,16 @@ class Datapath(wiring.Component):
         return m
 
     def _memory(self, m, name, shape, depth):
-        """A memory written through the like-named port; returns its read port (enable = adv)."""
+        """A memory written through the like-named load port; returns its read port."""
         mem = memory.Memory(shape=shape, depth=depth, init=[])
         m.submodules[name] = mem
         wp = mem.write_port()
-        port = getattr(self, name)
+        port = getattr(self.load, name)
         m.d.comb += [wp.en.eq(port.en), wp.addr.eq(port.addr), wp.data.eq(port.data)]
         return mem.read_port()
 
     def _stage(self, m, adv, name, fields, values):
-        """Registers ``fields`` (name -> shape) loaded with ``values`` whenever the pipeline moves."""
+        """Registers for ``fields`` (name -> shape), loaded from ``values`` on every advance."""
         regs = {k: Signal(shape, name=f"{name}_{k}") for k, shape in fields.items()}
         with m.If(adv):
             m.d.sync += [regs[k].eq(values[k]) for k in fields]

@@ -64,7 +64,7 @@ def simulate(cfg, frame, channels, entries, *, seed, stall):
 
     async def bench(ctx):
         for name, addr, value in writes:
-            port = getattr(dut, name)
+            port = getattr(dut.load, name)
             ctx.set(port.en, 1)
             ctx.set(port.addr, addr)
             ctx.set(port.data.as_value() if name == "quant" else port.data, value)
