@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, SHIFT_BITS
 
 __all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
-           "work_layout", "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
+           "TilePairSignature", "ifmap_addr_shape", "work_layout", "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
 
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive.
 LATENCY = 7
@@ -64,6 +64,7 @@ def work_layout(cfg: AccelConfig, slots: int) -> data.StructLayout:
         "y": range(cfg.height),
         "x": range(cfg.width),
         "index": range(entries_per_instance(cfg)),
+        "buf": 1,       # which ifmap buffer holds the entry's image (double buffering)
     })
 
 
@@ -85,13 +86,23 @@ class WriteSignature(wiring.Signature):
         super().__init__({"en": Out(1), "addr": Out(addr_shape), "data": Out(data_shape)})
 
 
+class TilePairSignature(wiring.Signature):
+    """Two consecutive ifmap tiles written in one cycle, seen from the writer: ``data[0]`` at
+    ``addr`` if ``en[0]``, ``data[1]`` at ``addr + 1`` if ``en[1]``."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({"en": Out(2), "addr": Out(ifmap_addr_shape(cfg)),
+                          "data": Out(data.ArrayLayout(cfg.tile_bits, 2))})
+
+
 class LoadSignature(wiring.Signature):
     """What a frame and the deployment load into one datapath, seen from the loader: ifmap tiles
-    (address ``g*tiles + tile``), filters (address ``slot*G + g``) and quant records (``slot``)."""
+    (address ``buf*G*tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
+    (``slot``)."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
         super().__init__({
-            "ifmap": Out(WriteSignature(range(cfg.groups * cfg.tiles), cfg.tile_bits)),
+            "ifmap": Out(TilePairSignature(cfg)),
             "weights": Out(WriteSignature(_index_shape(slots * cfg.groups), cfg.weight_bits)),
             "quant": Out(WriteSignature(_index_shape(slots), quant_layout())),
         })
@@ -103,33 +114,58 @@ class BankReadSignature(wiring.Signature):
     def __init__(self, cfg: AccelConfig):
         super().__init__({
             "en": Out(1),
-            "addr": Out(data.ArrayLayout(range(cfg.groups * cfg.tiles), 9)),
+            "addr": Out(data.ArrayLayout(ifmap_addr_shape(cfg), 9)),
             "data": In(data.ArrayLayout(cfg.pixel_bits, 9)),
         })
 
 
+def ifmap_addr_shape(cfg: AccelConfig) -> range:
+    """Tile address in the double-buffered ifmap: ``buf*G*tiles + g*tiles + tile``."""
+    return range(2 * cfg.groups * cfg.tiles)
+
+
 class IfmapBanks(wiring.Component):
-    """The ifmap of one frame in nine banks: ``write`` stores one 3x3 tile of one channel group
-    (tile pixel ``s = r*3 + c`` into bank s) at address ``g*tiles + ty*tile_cols + tx``."""
+    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles,
+    each of one channel group
+    (tile pixel ``s = r*3 + c`` into bank s) at address ``buf*G*tiles + g*tiles + tile``.
+
+    Each bank is two memories split by address parity (address a in half ``a % 2`` at ``a // 2``),
+    so two *consecutive* tiles can be stored in the same cycle (they always land
+    in different halves): the loader writes two tiles per cycle, fast enough to hide the load
+    under compute up to C = 0.9. A read reads both halves at ``a // 2`` and keeps the half of
+    ``a``'s parity."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__({
-            "write": In(WriteSignature(range(cfg.groups * cfg.tiles), cfg.tile_bits)),
+            "write": In(TilePairSignature(cfg)),
             "read": In(BankReadSignature(cfg)),
         })
 
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
+        depth = cfg.groups * cfg.tiles     # per half: ceil(2*G*tiles / 2)
         for b in range(9):
-            mem = memory.Memory(shape=cfg.pixel_bits, depth=cfg.groups * cfg.tiles, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr),
-                         wp.data.eq(self.write.data.word_select(b, cfg.pixel_bits)),
-                         rp.en.eq(self.read.en), rp.addr.eq(self.read.addr[b]),
-                         self.read.data[b].eq(rp.data)]
+            odd = Signal(name=f"odd{b}")   # parity of the address read last
+            with m.If(self.read.en):
+                m.d.sync += odd.eq(self.read.addr[b][0])
+            halves = []
+            for h in range(2):
+                mem = memory.Memory(shape=cfg.pixel_bits, depth=depth, init=[])
+                m.submodules[f"bank{b}_{h}"] = mem
+                wp, rp = mem.write_port(), mem.read_port()
+                # tile 0 (at a) lands here if a has parity h, else tile 1 (at a + 1) does
+                w = self.write
+                first = w.addr[0] == h
+                m.d.comb += [
+                    wp.en.eq(Mux(first, w.en[0], w.en[1])),
+                    wp.addr.eq(Mux(first, w.addr >> 1, (w.addr + 1) >> 1)),
+                    wp.data.eq(Mux(first, w.data[0].word_select(b, cfg.pixel_bits),
+                                   w.data[1].word_select(b, cfg.pixel_bits))),
+                    rp.en.eq(self.read.en), rp.addr.eq(self.read.addr[b] >> 1)]
+                halves.append(rp.data)
+            m.d.comb += self.read.data[b].eq(Mux(odd, halves[1], halves[0]))
         return m
 
 
@@ -175,6 +211,7 @@ class Datapath(wiring.Component):
             "work": In(stream.Signature(work_layout(cfg, slots))),
             "result": Out(stream.Signature(result_layout(cfg))),
             "load": In(LoadSignature(cfg, slots)),
+            "active": Out(1),   # an entry's group is being multiplied this cycle
         })
 
     def elaborate(self, platform):
@@ -225,9 +262,10 @@ class Datapath(wiring.Component):
         xdiv, xmod = _divmod3(m, wk.payload.x, cfg.width, "x")
         ent = {k: Signal(v.shape(), name=f"e_{k}")
                for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, ydiv=ydiv,
-                                ymod=ymod, xdiv=xdiv, xmod=xmod).items()}
+                                ymod=ymod, xdiv=xdiv, xmod=xmod, buf=wk.payload.buf).items()}
         with m.If(wk.valid & wk.ready):
             m.d.sync += [valid.eq(1), g.eq(0), ent["slot"].eq(wk.payload.slot),
+                         ent["buf"].eq(wk.payload.buf),
                          ent["index"].eq(wk.payload.index), ent["ydiv"].eq(ydiv),
                          ent["ymod"].eq(ymod), ent["xdiv"].eq(xdiv), ent["xmod"].eq(xmod)]
         with m.Elif(adv & valid):
@@ -258,9 +296,11 @@ class Datapath(wiring.Component):
         for r in range(3):
             for c in range(3):
                 (ky, ty, yin), (kx, tx, xin) = rows[r], cols[c]
-                addr = g * cfg.tiles + ty * cfg.tile_cols + tx
+                addr = (ent["buf"] * (cfg.groups * cfg.tiles) + g * cfg.tiles
+                        + ty * cfg.tile_cols + tx)
                 m.d.comb += [read.addr[r * 3 + c].eq(addr[:len(read.addr[0])]),
                              tap[r * 3 + c].eq(ky * 3 + kx), inside[r * 3 + c].eq(yin & xin)]
+        m.d.comb += self.active.eq(adv & ent["valid"])
         m.d.comb += [read.en.eq(adv), weights.en.eq(adv),
                      weights.addr.eq(ent["slot"] * cfg.groups + g)]
         return self._stage(m, adv, "s1",

@@ -70,14 +70,14 @@ def run_frame(cfg, frame, *, seed, stall):
                 port = getattr(dut.load[p], name)
                 ctx.set(port.en, 1)
                 ctx.set(port.addr, addr)
-                ctx.set(port.data.as_value() if name == "quant" else port.data, value)
+                ctx.set(port.data.as_value() if name in ("quant", "ifmap") else port.data, value)
                 await ctx.tick()
                 ctx.set(port.en, 0)
         ctx.set(dut.total, s.total)
         sources = []
         for p in range(cfg.instances):
             _, y, x = s.entries(p)
-            sources.append((dut.work[p], [dict(slot=sl, y=yy, x=xx, index=k) for k, (sl, yy, xx)
+            sources.append((dut.work[p], [dict(slot=sl, y=yy, x=xx, index=k, buf=0) for k, (sl, yy, xx)
                                           in enumerate(zip(s.slots(p).tolist(), y.tolist(),
                                                            x.tolist()))]))
         got, = await run_streams(ctx, sources=sources,

@@ -67,10 +67,10 @@ def simulate(cfg, frame, channels, entries, *, seed, stall):
             port = getattr(dut.load, name)
             ctx.set(port.en, 1)
             ctx.set(port.addr, addr)
-            ctx.set(port.data.as_value() if name == "quant" else port.data, value)
+            ctx.set(port.data.as_value() if name in ("quant", "ifmap") else port.data, value)
             await ctx.tick()
             ctx.set(port.en, 0)
-        payloads = [dict(slot=s, y=y, x=x, index=i) for s, y, x, i in entries]
+        payloads = [dict(slot=s, y=y, x=x, index=i, buf=0) for s, y, x, i in entries]
         got, = await run_streams(ctx, sources=[(dut.work, payloads)],
                                  sinks=[(dut.result, len(entries))],
                                  rng=random.Random(seed), stall=stall)
