@@ -63,6 +63,7 @@ class OutputPacker(wiring.Component):
             "results": In(stream.Signature(result_layout(cfg))).array(cfg.instances),
             "total": In(range(cfg.instances * cfg.positions + 1)),
             "o": Out(stream.Signature(beat_layout(cfg))),
+            "image_end": Out(1),   # the last step of an image is taken this cycle
         })
 
     def elaborate(self, platform):
@@ -88,6 +89,7 @@ class OutputPacker(wiring.Component):
             m.d.comb += r.ready.eq(step & present[p])
         new = Cat(Mux(present[p], r.payload.value, 0) for p, r in enumerate(self.results))
 
+        m.d.comb += self.image_end.eq(step & final)
         with m.If(step):
             m.d.sync += [done.eq(Mux(final, 0, done + p_count)),
                          slot.eq(Mux(completes, 0, slot + 1))]

@@ -36,7 +36,10 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "config_beats", "frame_beats", "decode_ofm", "output_beats"]
+__all__ = ["Opcode", "config_beats", "frame_beats", "decode_ofm", "output_beats",
+           "schedule_entry_layout", "schedule_beats", "tiles_per_beat", "beats_per_tile",
+           "image_beats", "batch_frame_beats", "compact_beats_per_image", "decode_compact",
+           "decode_batch", "stream_counter_layout", "decode_stream_counters", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
@@ -44,6 +47,7 @@ class Opcode(enum.IntEnum):
     MASK = 2
     MEANS = 3
     FRAME = 4
+    SCHEDULE = 5      # the streaming engine's work lists (see below)
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
@@ -122,3 +126,178 @@ def decode_ofm(cfg: AccelConfig, beats) -> np.ndarray:
     raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
     ofm = np.frombuffer(raw, np.uint8).reshape(cfg.instances, cfg.ofm_words * cfg.bus_bytes)
     return ofm[:, :cfg.positions].reshape(cfg.instances, cfg.height, cfg.width).copy()
+
+
+# -- the streaming, balanced engine (issue 9) ----------------------------------------------------
+#
+# =========  ====================================================================================
+# opcode     header bits / records after the header
+# =========  ====================================================================================
+# WEIGHTS    as above; every instance stores every channel's filters and quant record (slot n
+#            = channel n), independent of the mask.
+# SCHEDULE   header: steps = ceil(sum U / P) at bits 8..31, total = sum U at bits 32..63. Then
+#            ``steps`` records of P work entries: entry p (``schedule_entry_layout``, at bit
+#            p * entry_bits) = entry k of instance p's dealt run (py_ref.schedule.deal), zero
+#            when instance p has fewer than k + 1 entries. Replaces MASK and MEANS.
+# FRAME      header: B (images, >= 1) at bits 8..23. Then B images, each a whole number of beats:
+#            tiles in the order above, ``tiles_per_beat`` tiles per beat (tile i of a beat at
+#            bit i * tile_bits) or, when a tile is wider than the bus, one tile over
+#            ``beats_per_tile`` beats. The engine answers with B images of compact output
+#            (``compact_beats_per_image`` beats each: computed outputs in compact order, byte c
+#            of the image = byte c % (bus/8) of beat c // (bus/8), zero padded), ``last`` on
+#            the final beat of each image; an image with nothing computed sends no beat.
+# =========  ====================================================================================
+
+MAX_BATCH = (1 << 16) - 1
+
+
+def schedule_entry_layout(cfg: AccelConfig):
+    """One work entry of the SCHEDULE command: compute output (y, x) of ``channel``."""
+    from amaranth.lib import data
+    return data.StructLayout({"channel": range(max(cfg.instances, 2)), "y": range(cfg.height),
+                              "x": range(cfg.width)})
+
+
+def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
+    """The SCHEDULE command for a py_ref.schedule.Schedule dealt over ``cfg.instances``."""
+    if schedule.instances != cfg.instances or schedule.shape != (cfg.instances, cfg.height,
+                                                                  cfg.width):
+        raise ValueError(f"schedule must be dealt for {cfg.instances} instances of "
+                         f"{cfg.height}x{cfg.width} channels, not {schedule!r}")
+    layout = schedule_entry_layout(cfg)
+    bits = layout.size
+    f = {name: layout[name].offset for name in ("channel", "y", "x")}
+    p_count, steps = cfg.instances, schedule.steps
+    words = np.zeros((steps, p_count), dtype=object)
+    for p in range(p_count):
+        ch, y, x = schedule.entries(p)
+        words[:len(ch), p] = (ch.astype(object) << f["channel"]) | (y.astype(object) << f["y"]) \
+            | (x.astype(object) << f["x"])
+    shifts = np.array([p * bits for p in range(p_count)], dtype=object)
+    records = [int(np.sum(row << shifts)) if p_count else 0 for row in words]
+    per = cfg.beats(p_count * bits)
+    mask = (1 << cfg.bus_width) - 1
+    beats = [int(Opcode.SCHEDULE) | (steps << 8) | (schedule.total << 32)]
+    for r in records:
+        beats += [(r >> (cfg.bus_width * i)) & mask for i in range(per)]
+    return beats
+
+
+def tiles_per_beat(cfg: AccelConfig) -> int:
+    """Tiles packed into one input beat (0 when a tile needs several beats)."""
+    return cfg.bus_width // cfg.tile_bits
+
+
+def beats_per_tile(cfg: AccelConfig) -> int:
+    return cfg.beats(cfg.tile_bits)
+
+
+def image_beats(cfg: AccelConfig) -> int:
+    """Input beats of one image of a FRAME command."""
+    tiles = cfg.groups * cfg.tiles
+    tpb = tiles_per_beat(cfg)
+    return -(-tiles // tpb) if tpb else tiles * beats_per_tile(cfg)
+
+
+def _ifmap_batch(cfg: AccelConfig, ifmaps) -> np.ndarray:
+    x = np.asarray(ifmaps)
+    if x.ndim == 3:
+        x = x[None]
+    shape = (cfg.in_channels, cfg.height, cfg.width)
+    if x.ndim != 4 or x.shape[1:] != shape or x.shape[0] < 1:
+        raise ValueError(f"ifmaps must have shape [B, {', '.join(map(str, shape))}] or "
+                         f"[{', '.join(map(str, shape))}], not {np.shape(ifmaps)!r}")
+    if x.shape[0] > MAX_BATCH:
+        raise ValueError(f"a FRAME command holds at most {MAX_BATCH} images, not {x.shape[0]}")
+    return x
+
+
+def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
+    """The FRAME command of the streaming engine for int8 ifmaps [B, C_in, H, W] (or one
+    [C_in, H, W] image): header with B, then each image's tiles packed into whole beats."""
+    x = _ifmap_batch(cfg, ifmaps)
+    beats = [int(Opcode.FRAME) | (x.shape[0] << 8)]
+    tpb = tiles_per_beat(cfg)
+    n_tiles = cfg.groups * cfg.tiles
+    for image in x:
+        records = _tile_records(cfg, image)            # [tiles, tile_bytes]
+        if tpb:
+            bits = cfg.tile_bits
+            for first in range(0, n_tiles, tpb):
+                value = 0
+                for i, rec in enumerate(records[first:first + tpb]):
+                    value |= int.from_bytes(rec.tobytes(), "little") << (i * bits)
+                beats.append(value)
+        else:
+            beats += _records_to_beats(cfg, records)
+    return beats
+
+
+def _tile_records(cfg: AccelConfig, ifmap) -> np.ndarray:
+    """uint8 [G*tiles, 9*L]: the ifmap's tile records (group-major, tile row, tile column)."""
+    lanes, g_count = cfg.lanes, cfg.groups
+    ty, tx = cfg.tile_rows, cfg.tile_cols
+    x = np.zeros((g_count * lanes, ty * 3, tx * 3), np.int8)
+    x[:cfg.in_channels, :cfg.height, :cfg.width] = ifmap
+    x = x.reshape(g_count, lanes, ty, 3, tx, 3).transpose(0, 2, 4, 3, 5, 1)
+    return x.reshape(g_count * ty * tx, 9 * lanes).view(np.uint8)
+
+
+def compact_beats_per_image(cfg: AccelConfig, total: int) -> int:
+    """Output beats of one image whose schedule computes ``total`` outputs."""
+    return -(-int(total) // cfg.bus_bytes)
+
+
+def decode_compact(cfg: AccelConfig, beats, total: int, images: int = 1) -> np.ndarray:
+    """Compact output beats of ``images`` images -> uint8 [images, total] (compact order)."""
+    per = compact_beats_per_image(cfg, total)
+    if len(beats) != per * images:
+        raise ValueError(f"beats must be {per * images} for {images} images of {total} outputs, "
+                         f"not {len(beats)}")
+    raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
+    return np.frombuffer(raw, np.uint8).reshape(images, per * cfg.bus_bytes)[:, :total].copy()
+
+
+def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> np.ndarray:
+    """Compact output beats -> uint8 [images, N, H, W] through ``schedule.expand``."""
+    values = decode_compact(cfg, beats, schedule.total, images)
+    return np.stack([schedule.expand(v, means) for v in values])
+
+
+def stream_counter_layout(cfg: AccelConfig):
+    """Performance counters of the streaming engine: the batch (since its FRAME header) and the
+    last completed image. Cycle counters are 32 bits; outputs per channel are counted per image
+    (at most H*W each)."""
+    from amaranth.lib import data
+    per_channel = data.ArrayLayout(range(cfg.positions + 1), cfg.instances)
+    per_instance = data.ArrayLayout(range(cfg.positions + 1), cfg.instances)
+    return data.StructLayout({
+        "batches": 32,            # FRAME commands completed since reset
+        "images": 32,             # images completed since reset
+        # batch (FRAME header accepted .. last image completed, inclusive)
+        "batch_cycles": 32,
+        "load_cycles": 32,        # the loader accepting or writing tiles
+        "compute_cycles": 32,     # any work entry in any datapath
+        "overlap_cycles": 32,     # loading and computing in the same cycle
+        "drain_cycles": 32,       # output beats waiting or leaving, nothing computing
+        "mac_active_cycles": 32,  # cycles in which at least one instance multiplied
+        # the last completed image
+        "image_cycles": 32,       # its first work entry offered .. its last result, less stalls
+        "image_computed": per_channel,    # outputs computed per channel
+        "image_instance": per_instance,   # outputs computed per instance
+    })
+
+
+def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
+    """The ``counters`` port's raw bits -> {name: int or list of int}."""
+    from amaranth import Shape
+    from amaranth.lib import data
+    out = {}
+    for name, field in stream_counter_layout(cfg):
+        raw = (value >> field.offset) & ((1 << field.width) - 1)
+        if isinstance(field.shape, data.ArrayLayout):
+            w = Shape.cast(field.shape.elem_shape).width
+            out[name] = [(raw >> (w * n)) & ((1 << w) - 1) for n in range(field.shape.length)]
+        else:
+            out[name] = raw
+    return out
