@@ -23,12 +23,19 @@ def _cmd_sim(args) -> int:
     import numpy as np
 
     from hdl.config import ConfigError
-    from py_ref.golden import Frame, FrameError, config_for_frame
+    from hdl.contract import config_for_frame
+    from py_ref.golden import Frame, FrameError
 
     path = Path(args.frame)
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            frame = Frame.from_arrays({k: arrays[k] for k in arrays.files})
+            arrays = {k: arrays[k] for k in arrays.files}
+        # ifmap [B, C_in, H, W]: a batch of B images sharing the other arrays
+        batch = arrays["ifmap"] if getattr(arrays.get("ifmap"), "ndim", 0) == 4 else None
+        if batch is not None and len(batch) == 0:
+            raise FrameError("array 'ifmap' holds no image")
+        for image in (batch if batch is not None else [None]):
+            frame = Frame.from_arrays(arrays if image is None else {**arrays, "ifmap": image})
     except FrameError as exc:
         raise CliError(f"{path}: {exc}") from None
     except (OSError, ValueError, EOFError) as exc:
@@ -46,11 +53,11 @@ def _cmd_sim(args) -> int:
 
     print(f"velcro sim: {cfg.tag} on {args.sim}", file=sys.stderr)
     try:
-        result = run_frame(frame, args.sim)
+        result = run_frame(frame, args.sim, batch=batch)
     except ToolchainError as exc:
         raise CliError(str(exc)) from None
-    keep = ("ofm", "compute_cycles", "total_cycles", "load_cycles", "drain_cycles",
-            "mac_active_cycles", "computed", "skipped")
+    keep = ("ofm", "compute_cycles", "total_cycles", "batch_cycles", "load_cycles",
+            "drain_cycles", "mac_active_cycles", "computed", "skipped")
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -59,7 +66,7 @@ def _cmd_sim(args) -> int:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    print(f"compute_cycles={int(result['compute_cycles'])} total_cycles={int(result['total_cycles'])} "
+    print(f"compute_cycles={np.max(result['compute_cycles'])} total_cycles={int(result['total_cycles'])} "
           f"max_uncompressed={int(frame.uncompressed.max())} -> {out}")
     return 0
 

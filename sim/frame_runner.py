@@ -1,27 +1,33 @@
-"""Run one FRAME through the RTL: the Python API behind ``velcro sim``.
+"""Run one FRAME (one image or a batch) through the RTL: the Python API behind ``velcro sim``.
 
     result = run_frame(frame, sim="verilator")   # dict: ofm, compute_cycles, total_cycles, ...
+    result = run_frame(frame, batch=ifmaps)      # ifmaps int8 [B, C_in, H, W]: per-image arrays
 
 The design is generated to match the frame's shapes and compiled once per configuration
-(see sim/runner.py); every call starts the simulator on that cached model.
+(see sim/runner.py); every call starts the simulator on that cached model. A batch is sent as
+one FRAME command of B images after the constants (WEIGHTS, SCHEDULE); ``batch_cycles`` counts
+from the first input beat of the first image to the last output beat of the last image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from py_ref.golden import Frame, config_for_frame
+from hdl.contract import config_for_frame
+from py_ref.golden import Frame
 
 from .runner import Build
 
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
-              **config_overrides) -> dict:
-    """Simulate ``frame``; returns ofm (uint8 [N,H,W]) and every hardware counter.
+              batch=None, **config_overrides) -> dict:
+    """Simulate ``frame`` (or ``batch``, ifmaps [B, C_in, H, W] with ``frame``'s constants);
+    returns ofm (uint8 [N,H,W], or [B,N,H,W] for a batch) and every hardware counter.
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
     """
@@ -29,7 +35,10 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
     build = Build(cfg, sim, saif=saif_path is not None)
     with tempfile.TemporaryDirectory(prefix="velcro-sim-") as tmp:
         tmp = Path(tmp)
-        frame.save(tmp / "frame.npz")
+        arrays = dataclasses.asdict(frame)
+        if batch is not None:
+            arrays["ifmap"] = np.asarray(batch, np.int8)
+        np.savez(tmp / "frame.npz", **arrays)
         run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run", quiet=True,
                             env={"VELCRO_FRAME": str(tmp / "frame.npz"),
                                  "VELCRO_RESULT": str(tmp / "result.npz")})
