@@ -105,8 +105,9 @@ class OutputPacker(wiring.Component):
         with m.If(step):
             m.d.sync += fill.word_select(slot, width).eq(new)
         # Step lane j of the beat: earlier steps from the buffer, this one new, later ones zero.
+        # (no `slot > lanes - 1` term: it is constant, and lint rejects constant comparisons)
         beat = Cat(Mux(slot > j, fill.word_select(j, width), Mux(slot == j, new, 0))
-                   for j in range(lanes))
+                   if j < lanes - 1 else Mux(slot == j, new, 0) for j in range(lanes))
         with m.If(step & completes):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.data.eq(beat),
                          self.o.payload.last.eq(final)]

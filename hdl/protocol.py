@@ -37,9 +37,10 @@ import numpy as np
 from .config import AccelConfig
 
 __all__ = ["Opcode", "config_beats", "frame_beats", "decode_ofm", "output_beats",
-           "schedule_entry_layout", "schedule_beats", "tiles_per_beat", "beats_per_tile",
+           "schedule_entry_fields", "schedule_entry_layout", "schedule_beats", "tiles_per_beat", "beats_per_tile",
            "image_beats", "batch_frame_beats", "compact_beats_per_image", "decode_compact",
-           "decode_batch", "stream_counter_layout", "decode_stream_counters", "MAX_BATCH"]
+           "decode_batch", "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
+           "decode_stream_counters", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
@@ -151,11 +152,18 @@ def decode_ofm(cfg: AccelConfig, beats) -> np.ndarray:
 MAX_BATCH = (1 << 16) - 1
 
 
+def schedule_entry_fields(cfg: AccelConfig) -> dict:
+    """Field -> bit width of one SCHEDULE work entry, low bits first (plain Python, so host code
+    needs no Amaranth): compute output (y, x) of ``channel``."""
+    def bits(count):
+        return max(count - 1, 1).bit_length()
+    return {"channel": bits(cfg.instances), "y": bits(cfg.height), "x": bits(cfg.width)}
+
+
 def schedule_entry_layout(cfg: AccelConfig):
-    """One work entry of the SCHEDULE command: compute output (y, x) of ``channel``."""
+    """The work entry as an Amaranth layout (the walkers' memory)."""
     from amaranth.lib import data
-    return data.StructLayout({"channel": range(max(cfg.instances, 2)), "y": range(cfg.height),
-                              "x": range(cfg.width)})
+    return data.StructLayout({k: w for k, w in schedule_entry_fields(cfg).items()})
 
 
 def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
@@ -164,9 +172,9 @@ def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
                                                                   cfg.width):
         raise ValueError(f"schedule must be dealt for {cfg.instances} instances of "
                          f"{cfg.height}x{cfg.width} channels, not {schedule!r}")
-    layout = schedule_entry_layout(cfg)
-    bits = layout.size
-    f = {name: layout[name].offset for name in ("channel", "y", "x")}
+    widths = schedule_entry_fields(cfg)
+    bits = sum(widths.values())
+    f = {"channel": 0, "y": widths["channel"], "x": widths["channel"] + widths["y"]}
     p_count, steps = cfg.instances, schedule.steps
     words = np.zeros((steps, p_count), dtype=object)
     for p in range(p_count):
@@ -264,28 +272,42 @@ def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> n
     return np.stack([schedule.expand(v, means) for v in values])
 
 
+#: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
+#: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
+#: counts of one image (at most H*W each). Batch counters cover a FRAME command (header
+#: accepted .. last image completed); image_* describe the last completed image.
+STREAM_COUNTERS = (
+    ("batches", "cycles", "FRAME commands completed since reset"),
+    ("images", "cycles", "images completed since reset"),
+    ("batch_cycles", "cycles", "FRAME header accepted .. last image completed, inclusive"),
+    ("load_cycles", "cycles", "the loader accepting or writing tiles"),
+    ("compute_cycles", "cycles", "work entries in flight in any datapath"),
+    ("overlap_cycles", "cycles", "loading and computing in the same cycle"),
+    ("drain_cycles", "cycles", "output beats waiting or leaving while nothing computes"),
+    ("mac_active_cycles", "cycles", "at least one instance multiplied"),
+    ("image_cycles", "cycles", "the image's first work entry .. its last result, less cycles "
+                               "in which output backpressure held instance 0"),
+    ("image_computed", "channel", "outputs computed per output channel"),
+    ("image_instance", "instance", "outputs computed per instance"),
+)
+
+
+def counter_words(cfg: AccelConfig) -> list[str]:
+    """The counters one 32-bit word each (arrays element by element): the kernel's register
+    layout from Reg.COUNTERS on."""
+    words = []
+    for name, kind, _ in STREAM_COUNTERS:
+        words += [name] if kind == "cycles" else [f"{name}[{i}]" for i in range(cfg.instances)]
+    return words
+
+
 def stream_counter_layout(cfg: AccelConfig):
-    """Performance counters of the streaming engine: the batch (since its FRAME header) and the
-    last completed image. Cycle counters are 32 bits; outputs per channel are counted per image
-    (at most H*W each)."""
+    """The ``counters`` port of the engine, built from :data:`STREAM_COUNTERS`."""
     from amaranth.lib import data
-    per_channel = data.ArrayLayout(range(cfg.positions + 1), cfg.instances)
-    per_instance = data.ArrayLayout(range(cfg.positions + 1), cfg.instances)
-    return data.StructLayout({
-        "batches": 32,            # FRAME commands completed since reset
-        "images": 32,             # images completed since reset
-        # batch (FRAME header accepted .. last image completed, inclusive)
-        "batch_cycles": 32,
-        "load_cycles": 32,        # the loader accepting or writing tiles
-        "compute_cycles": 32,     # any work entry in any datapath
-        "overlap_cycles": 32,     # loading and computing in the same cycle
-        "drain_cycles": 32,       # output beats waiting or leaving, nothing computing
-        "mac_active_cycles": 32,  # cycles in which at least one instance multiplied
-        # the last completed image
-        "image_cycles": 32,       # its first work entry offered .. its last result, less stalls
-        "image_computed": per_channel,    # outputs computed per channel
-        "image_instance": per_instance,   # outputs computed per instance
-    })
+    shapes = {"cycles": 32,
+              "channel": data.ArrayLayout(range(cfg.positions + 1), cfg.instances),
+              "instance": data.ArrayLayout(range(cfg.positions + 1), cfg.instances)}
+    return data.StructLayout({name: shapes[kind] for name, kind, _ in STREAM_COUNTERS})
 
 
 def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:

@@ -30,7 +30,7 @@ def test_generate_cli_rejects_bad_configuration(tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [AccelConfig(), AccelConfig(height=7, width=9, in_channels=5,
-                                                            instances=3, lanes=2)],
+                                                            instances=4, lanes=2)],
                          ids=["default", "multichannel"])
 def test_lint_clean_with_documented_waivers(cfg):
     result = lint(generated_rtl(cfg), "velcro_accel")
