@@ -1,31 +1,37 @@
 """The accelerator's stream protocol: how a host turns FRAME arrays into input beats and output
-beats back into an output map.
+beats back into output maps. The one definition of every format and of the counters.
 
 The engine has one input stream and one output stream, both ``bus_width`` bits wide. The input
-carries *commands*: a header beat whose low 8 bits are an opcode, followed by a fixed number of
-records whose size the configuration determines. A record of R bits is sent little-endian over
+carries *commands*: a header beat whose low 8 bits are an opcode, followed by records whose size
+the configuration determines. A record of R bits is sent little-endian over
 ``ceil(R / bus_width)`` beats.
 
 =========  =====================================================================================
-opcode     records after the header
+opcode     header bits / records after the header
 =========  =====================================================================================
-WEIGHTS    N*G filter records (instance-major, then channel group g): byte ``(ky*3+kx)*L + l`` =
+WEIGHTS    N*G filter records (channel-major, then channel group g): byte ``(ky*3+kx)*L + l`` =
            weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
-           mult << 32 | shift << 48.
-MASK       ceil(H*W/K) chunk records, K = mask_lanes: bit ``n*K + t`` = mask[n, chunk*K + t]
-           (1 = compressed); positions past H*W are sent as 1. Builds each instance's skip list.
-MEANS      N*ceil(H*W/P) records of P = bus_width/8 bytes (instance-major): byte b =
-           means[n, word*P + b]. Must follow every MASK: means live in the output buffer and
-           compressed positions are simply never overwritten.
-FRAME      G*ceil(H/3)*ceil(W/3) tile records (group-major, then tile row, tile column): pixel
-           slot ``s = r*3 + c`` holds lanes l = ifmap[g*L+l, 3*ty+r, 3*tx+c] (0 off the map).
-           Then the engine computes and sends N*ceil(H*W/P) output beats (instance-major, byte b
-           = ofm[n, word*P + b]) with ``last`` on the final one.
+           mult << 32 | shift << 48. Every instance stores every channel's (slot n = channel n),
+           so WEIGHTS does not depend on the mask.
+SCHEDULE   header: steps = ceil(sum U / P) at bits 8..31, total = sum U at bits 32..63. Then
+           ``steps`` records of P work entries: entry p (``schedule_entry_fields``, at bit
+           p * entry_bits) = entry k of instance p's dealt run (:func:`py_ref.schedule.deal`),
+           zero when instance p has fewer than k + 1 entries. The host deals the work list when
+           the mask changes; the means stay on the host.
+FRAME      header: B (images, >= 1) at bits 8..23. Then B images, each a whole number of beats:
+           tiles (group-major, then tile row, tile column; pixel slot ``s = r*3 + c`` holds lanes
+           l = ifmap[g*L+l, 3*ty+r, 3*tx+c], 0 off the map), ``tiles_per_beat`` tiles per beat
+           (tile i of a beat at bit i * tile_bits) or, when a tile is wider than the bus, one
+           tile over ``beats_per_tile`` beats. The engine answers with B images of compact
+           output (``compact_beats_per_image`` beats each: the computed outputs in the
+           schedule's compact order, byte c of the image = byte c % (bus/8) of beat
+           c // (bus/8), zero padded), ``last`` on the final beat of each image; an image with
+           nothing computed sends no beat. :func:`decode_batch` expands them with the means.
 =========  =====================================================================================
 
-WEIGHTS, MASK and MEANS are the deployment's constants: they stay loaded across frames, so a
-stream of images sends them once and then only FRAME commands. After a reset they must be sent
-again.
+WEIGHTS and SCHEDULE are the deployment's constants: they stay loaded across frames and survive
+a reset (unless it hit their load), so a stream of images sends them once and then only FRAME
+commands.
 """
 
 from __future__ import annotations
@@ -36,19 +42,17 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "config_beats", "frame_beats", "decode_ofm", "output_beats",
-           "schedule_entry_fields", "schedule_entry_layout", "schedule_beats", "tiles_per_beat", "beats_per_tile",
-           "image_beats", "batch_frame_beats", "compact_beats_per_image", "decode_compact",
-           "decode_batch", "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
+__all__ = ["Opcode", "weight_beats", "schedule_entry_fields", "schedule_entry_layout",
+           "schedule_beats", "tiles_per_beat", "beats_per_tile", "image_beats", "tile_records",
+           "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
+           "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
            "decode_stream_counters", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
     WEIGHTS = 1
-    MASK = 2
-    MEANS = 3
     FRAME = 4
-    SCHEDULE = 5      # the streaming engine's work lists (see below)
+    SCHEDULE = 5      # (2 and 3 were MASK and MEANS of the skip-list engine)
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
@@ -76,78 +80,6 @@ def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
         beats.append((int(b) & 0xFFFF_FFFF) | (int(m) << 32) | (int(s) << 48))
     return beats
 
-
-def mask_beats(cfg: AccelConfig, mask) -> list[int]:
-    k = cfg.mask_lanes
-    bits = np.ones((cfg.instances, cfg.mask_chunks * k), np.uint8)
-    bits[:, :cfg.positions] = np.asarray(mask, bool).reshape(cfg.instances, -1)
-    # chunk-major, then instance, then lane t
-    bits = bits.reshape(cfg.instances, cfg.mask_chunks, k).transpose(1, 0, 2)
-    beats = [_header(Opcode.MASK)]
-    weights = 1 << np.arange(cfg.instances * k, dtype=object)
-    for chunk in bits.reshape(cfg.mask_chunks, -1):
-        beats.append(int(np.sum(weights[chunk.astype(bool)])))
-    return beats
-
-
-def means_beats(cfg: AccelConfig, means) -> list[int]:
-    p = cfg.bus_bytes
-    m = np.zeros((cfg.instances, cfg.ofm_words * p), np.uint8)
-    m[:, :cfg.positions] = np.asarray(means, np.uint8).reshape(cfg.instances, -1)
-    return [_header(Opcode.MEANS)] + _records_to_beats(cfg, m.reshape(-1, p))
-
-
-def config_beats(cfg: AccelConfig, frame) -> list[int]:
-    """WEIGHTS, MASK and MEANS commands for ``frame``'s constants."""
-    return (weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
-            + mask_beats(cfg, frame.mask) + means_beats(cfg, frame.means))
-
-
-def frame_beats(cfg: AccelConfig, ifmap) -> list[int]:
-    """The FRAME command for one int8 [C_in, H, W] input feature map."""
-    lanes, g_count = cfg.lanes, cfg.groups
-    ty, tx = cfg.tile_rows, cfg.tile_cols
-    x = np.zeros((g_count * lanes, ty * 3, tx * 3), np.int8)
-    x[:cfg.in_channels, :cfg.height, :cfg.width] = ifmap
-    # [g, l, ty, r, tx, c] -> [g, ty, tx, r, c, l]
-    x = x.reshape(g_count, lanes, ty, 3, tx, 3).transpose(0, 2, 4, 3, 5, 1)
-    records = x.reshape(g_count * ty * tx, 9 * lanes).view(np.uint8)
-    return [_header(Opcode.FRAME)] + _records_to_beats(cfg, records)
-
-
-def output_beats(cfg: AccelConfig) -> int:
-    """Output beats per frame."""
-    return cfg.instances * cfg.ofm_words
-
-
-def decode_ofm(cfg: AccelConfig, beats) -> np.ndarray:
-    """Output beats -> uint8 [N, H, W]."""
-    if len(beats) != output_beats(cfg):
-        raise ValueError(f"expected {output_beats(cfg)} output beats, got {len(beats)}")
-    raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
-    ofm = np.frombuffer(raw, np.uint8).reshape(cfg.instances, cfg.ofm_words * cfg.bus_bytes)
-    return ofm[:, :cfg.positions].reshape(cfg.instances, cfg.height, cfg.width).copy()
-
-
-# -- the streaming, balanced engine (issue 9) ----------------------------------------------------
-#
-# =========  ====================================================================================
-# opcode     header bits / records after the header
-# =========  ====================================================================================
-# WEIGHTS    as above; every instance stores every channel's filters and quant record (slot n
-#            = channel n), independent of the mask.
-# SCHEDULE   header: steps = ceil(sum U / P) at bits 8..31, total = sum U at bits 32..63. Then
-#            ``steps`` records of P work entries: entry p (``schedule_entry_layout``, at bit
-#            p * entry_bits) = entry k of instance p's dealt run (py_ref.schedule.deal), zero
-#            when instance p has fewer than k + 1 entries. Replaces MASK and MEANS.
-# FRAME      header: B (images, >= 1) at bits 8..23. Then B images, each a whole number of beats:
-#            tiles in the order above, ``tiles_per_beat`` tiles per beat (tile i of a beat at
-#            bit i * tile_bits) or, when a tile is wider than the bus, one tile over
-#            ``beats_per_tile`` beats. The engine answers with B images of compact output
-#            (``compact_beats_per_image`` beats each: computed outputs in compact order, byte c
-#            of the image = byte c % (bus/8) of beat c // (bus/8), zero padded), ``last`` on
-#            the final beat of each image; an image with nothing computed sends no beat.
-# =========  ====================================================================================
 
 MAX_BATCH = (1 << 16) - 1
 
@@ -228,7 +160,7 @@ def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
     tpb = tiles_per_beat(cfg)
     n_tiles = cfg.groups * cfg.tiles
     for image in x:
-        records = _tile_records(cfg, image)            # [tiles, tile_bytes]
+        records = tile_records(cfg, image)            # [tiles, tile_bytes]
         if tpb:
             bits = cfg.tile_bits
             for first in range(0, n_tiles, tpb):
@@ -241,7 +173,7 @@ def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
     return beats
 
 
-def _tile_records(cfg: AccelConfig, ifmap) -> np.ndarray:
+def tile_records(cfg: AccelConfig, ifmap) -> np.ndarray:
     """uint8 [G*tiles, 9*L]: the ifmap's tile records (group-major, tile row, tile column)."""
     lanes, g_count = cfg.lanes, cfg.groups
     ty, tx = cfg.tile_rows, cfg.tile_cols

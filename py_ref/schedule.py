@@ -1,6 +1,6 @@
 """The work-list schedule: uncompressed outputs dealt evenly over the accelerator's instances.
 
-The masks are deployment constants, so the host computes the schedule once, when it sends MASK,
+The masks are deployment constants, so the host computes the schedule once, when it sends SCHEDULE,
 and every frame reuses it. Pure numpy; imports nothing from ``hdl`` (py_ref is the bottom layer).
 
 Work list

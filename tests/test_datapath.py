@@ -15,7 +15,7 @@ from conftest import seed_for
 from stream_sim import run_streams
 from hdl.config import AccelConfig
 from hdl.datapath import LATENCY, Datapath
-from hdl.protocol import frame_beats, weight_beats
+from hdl.protocol import tile_records, weight_beats
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
@@ -41,8 +41,7 @@ def records(beats, bits, bus_width, count):
 def load_ports(cfg, frame, channels):
     """(port name, address, data) writes loading ``frame``'s ifmap and the filters and quant
     parameters of ``channels`` into slots 0, 1, ..."""
-    tiles = records(frame_beats(cfg, frame.ifmap)[1:], cfg.tile_bits, cfg.bus_width,
-                    cfg.groups * cfg.tiles)
+    tiles = [int.from_bytes(t.tobytes(), "little") for t in tile_records(cfg, frame.ifmap)]
     wb = weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)[1:]
     n_filters = cfg.instances * cfg.groups
     filters = records(wb, cfg.weight_bits, cfg.bus_width, n_filters)
