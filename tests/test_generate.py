@@ -17,7 +17,7 @@ def test_generate_cli_writes_any_configuration(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert "module velcro_accel(" in text and text.count("instance1") > 0
+    assert "module velcro_accel(" in text and text.count("datapath1") > 0
     assert '"in_channels": 3' in out.with_suffix(".json").read_text()
 
 
