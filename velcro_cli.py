@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 DIST = "velcro-accel"
-RESULT_ARRAYS = ("ofm", "compute_cycles", "total_cycles", "load_cycles", "drain_cycles",
-                 "mac_active_cycles", "computed", "skipped")
+RESULT_ARRAYS = ("ofm", "compute_cycles", "total_cycles", "batch_cycles", "load_cycles",
+                 "drain_cycles", "mac_active_cycles", "computed", "skipped")
 
 
 def version() -> str:
@@ -66,14 +66,14 @@ def _cmd_sim(args) -> int:
 
     from hdl.config import ConfigError
     from py_ref.cli import CliError, atomic_write, check_output
-    from py_ref.frame_file import read_frame
-    from py_ref.golden import config_for_frame
+    from hdl.contract import config_for_frame
+    from py_ref.frame_file import read_batch
 
     # Everything the user gave is checked before anything is generated, built or simulated.
     out = check_output(args.out, inputs=[args.frame])
     if not os.access(out.parent, os.W_OK):
         raise CliError(f"output folder {out.parent} is not writable")
-    frame = read_frame(args.frame)
+    frame, batch = read_batch(args.frame)
     try:
         cfg = config_for_frame(frame)
     except ConfigError as exc:
@@ -98,7 +98,7 @@ def _cmd_sim(args) -> int:
                                f"build anyway)")
             _progress(f"building {cfg.tag} for {args.sim} (first time, {est})")
         with _stdout_to_stderr():
-            result = run_frame(frame, build=build, progress=_progress)
+            result = run_frame(frame, build=build, progress=_progress, batch=batch)
     except BuildFailed as exc:
         raise CliError(f"{args.sim} build failed, see {exc.log or 'the output above'}") from None
     except SimulationFailed as exc:
@@ -116,7 +116,9 @@ def _cmd_sim(args) -> int:
         atomic_write(out, write)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
-    print(f"compute_cycles={int(result['compute_cycles'])} total_cycles={int(result['total_cycles'])} "
+    images = "" if batch is None else f"images={len(batch)} batch_cycles={int(result['batch_cycles'])} "
+    print(f"{images}compute_cycles={int(np.max(result['compute_cycles']))} "
+          f"total_cycles={int(result['total_cycles'])} "
           f"max_uncompressed={int(frame.uncompressed.max())} -> {out}")
     return 0
 

@@ -4,51 +4,55 @@ Ports (named as Vitis expects; ``scripts/make_kernel.py`` (``make kernel``) writ
 
 * ``ap_clk``, ``ap_rst_n`` (active low, synchronous), ``interrupt`` (level, active high).
 * ``s_axi_control_*``: AXI4-Lite slave, 12-bit addresses, 32-bit data, the register map below.
-* ``m_axi_gmem_*``: AXI4 master, 64-bit addresses, 512-bit data, 1-bit IDs (always 0). All five
+* ``m_axi_gmem_*``: AXI4 master, 64-bit addresses, 512-bit data, 1-bit IDs (always 0). All four
   buffers go through this one port: INCR bursts of at most 64 beats that never cross a 4 KB
   boundary, fully-strobed writes, one read and one write stream in flight at a time.
 
 Register map (byte offsets; all registers 32 bits)
 ==================================================
 
-======  =========  ====  ===================================================================
-offset  name       acc.  bits
-======  =========  ====  ===================================================================
-0x00    CTRL       RW    0 ap_start (W1 starts; cleared by the kernel at ap_ready),
-                         1 ap_done (RO, clear on read), 2 ap_idle (RO),
-                         3 ap_ready (RO, clear on read), 7 auto_restart (RW)
-0x04    GIE        RW    0 global interrupt enable
-0x08    IER        RW    0 ap_done interrupt enable, 1 ap_ready interrupt enable
-0x0C    ISR        RTOW  0 ap_done, 1 ap_ready (set when the event happens and its IER bit is
-                         set; writing 1 toggles the bit). interrupt = GIE & (ISR != 0)
-0x10    ifmap      RW    64-bit pointer (low word at 0x10, high word at 0x14)
-0x18    params     RW    64-bit pointer: filter + bias/mult/shift records
-0x20    mask       RW    64-bit pointer
-0x28    means      RW    64-bit pointer
-0x30    ofm        RW    64-bit pointer (output)
-0x38    flags      RW    0 load_config: fetch params, mask and means before the ifmap. 0 reuses
-                         the ones loaded by an earlier run (they survive ap_rst_n unless the
-                         reset hit a run that was loading them)
-0x40    STATUS     RO    of the last start: 0 refused (an unaligned pointer, nothing was read
-                         or written, ap_done raised at once), 1 AXI error (a response was not
-                         OKAY), 8+i pointer i was unaligned (i: 0 ifmap, 1 params, 2 mask,
-                         3 means, 4 ofm)
-0x44    CYCLES     RO    ap_clk cycles from ap_start to ap_done of the last run
-0x80..  counters   RO    the engine's counters of the last frame, one 32-bit word each:
-                         frames, total_cycles, load_cycles, compute_cycles, drain_cycles,
-                         mac_active_cycles, computed[0..N-1], skipped[0..N-1]
-======  =========  ====  ===================================================================
+======  ===============  ====  =============================================================
+offset  name             acc.  bits
+======  ===============  ====  =============================================================
+0x00    CTRL             RW    0 ap_start (W1 starts; cleared by the kernel at ap_ready),
+                               1 ap_done (RO, clear on read), 2 ap_idle (RO),
+                               3 ap_ready (RO, clear on read), 7 auto_restart (RW)
+0x04    GIE              RW    0 global interrupt enable
+0x08    IER              RW    0 ap_done interrupt enable, 1 ap_ready interrupt enable
+0x0C    ISR              RTOW  0 ap_done, 1 ap_ready (set when the event happens and its IER
+                               bit is set; writing 1 toggles the bit).
+                               interrupt = GIE & (ISR != 0)
+0x10    ifmap            RW    64-bit pointer (low word at 0x10, high word at 0x14): B images
+0x18    params           RW    64-bit pointer: every channel's filters + bias/mult/shift
+0x20    schedule         RW    64-bit pointer: the SCHEDULE command (host-dealt work lists)
+0x28    ofm              RW    64-bit pointer (output: B images of compact output)
+0x38    flags            RW    0 load_config: fetch params and schedule before the ifmap. 0
+                               reuses the ones loaded by an earlier run (they survive
+                               ap_rst_n unless the reset hit a run that was loading them)
+0x40    STATUS           RO    of the last start: 0 refused (an unaligned pointer, nothing
+                               was read or written, ap_done raised at once), 1 AXI error (a
+                               response was not OKAY), 8+i pointer i was unaligned (i: 0
+                               ifmap, 1 params, 2 schedule, 3 ofm)
+0x44    CYCLES           RO    ap_clk cycles from ap_start to ap_done of the last run
+0x48    FRAMES           RW    B, images per start (0 counts as 1)
+0x4C    SCHEDULE_BEATS   RW    beats of the schedule buffer
+0x50    OUT_BEATS        RO    ofm beats written by the last run
+0x80..  counters         RO    the engine's counters (hdl.protocol.STREAM_COUNTERS), one
+                               32-bit word each, arrays element by element
+                               (hdl.kernel_buffers.counter_names)
+======  ===============  ====  =============================================================
 
 Every pointer must be 64-byte aligned; above 4 GB is fine (64-bit addresses). The buffer
-formats are in :mod:`hdl.kernel_buffers`: each input buffer holds the protocol helpers' beats
-without the header beat, and the kernel inserts the opcodes.
+formats are in :mod:`hdl.kernel_buffers`.
 
-Datapath: a read sequencer issues bursts for params, mask, means (if load_config) and ifmap in
+Datapath: a read sequencer issues bursts for params, schedule (if load_config) and ifmap in
 that order into a 256-beat FIFO (it only asks for data the FIFO has room for, so R never
-backs up into the interconnect); a header inserter feeds the engine the opcode, then that
-buffer's beats. The engine's output map goes through a 128-beat FIFO; a write burst's address
-is issued only once its data is in the FIFO, so W never stalls mid-burst. ap_done rises once
-every write response is back.
+backs up into the interconnect); a header inserter feeds the engine the WEIGHTS and FRAME
+headers (the schedule buffer carries its own), then that buffer's beats. The engine's compact
+output goes through a 128-beat FIFO; a write burst's address is issued only once its data is in
+the FIFO, so W never stalls mid-burst: full bursts up to the next 4 KB page while the engine
+runs, then whatever is left once it is idle (the output length depends on the schedule).
+ap_done rises once every write response is back.
 """
 
 from __future__ import annotations
@@ -60,10 +64,10 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .engine import VelcroAccelerator, counter_layout
-from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, Reg, buffer_beats,
+from .engine import VelcroAccelerator
+from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, Reg,
                              STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
-from .protocol import Opcode
+from .protocol import STREAM_COUNTERS, Opcode, counter_words, image_beats
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "axil_members", "axi_members"]
 
@@ -74,8 +78,6 @@ AXI_DATA_BITS = 8 * BEAT_BYTES
 BURST_BEATS = 64            # AXI4 allows 256; 64 x 64 B = 4 KB, one page
 READ_FIFO_DEPTH = 256
 WRITE_FIFO_DEPTH = 128
-_OPCODES = {"params": Opcode.WEIGHTS, "mask": Opcode.MASK, "means": Opcode.MEANS,
-            "ifmap": Opcode.FRAME}
 
 
 def axil_members(prefix: str, addr_bits: int = AXIL_ADDR_BITS) -> dict:
@@ -126,7 +128,7 @@ class VelcroKernel(wiring.Component):
             raise ValueError(f"the kernel streams {AXI_DATA_BITS}-bit AXI beats into the engine: "
                              f"bus_width must be {AXI_DATA_BITS}, not {cfg.bus_width}")
         self.cfg = cfg
-        n_counters = counter_layout(cfg).size // 32
+        n_counters = len(counter_words(cfg))
         if Reg.COUNTERS + 4 * n_counters > 1 << AXIL_ADDR_BITS:
             raise ValueError(f"{n_counters} counters do not fit the {AXIL_ADDR_BITS}-bit map")
         super().__init__({
@@ -147,7 +149,6 @@ class VelcroKernel(wiring.Component):
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=WRITE_FIFO_DEPTH)
         s = _Prefixed(self, "s_axi_control")
         g = _Prefixed(self, "m_axi_gmem")
-        beats = buffer_beats(cfg)
 
         # -- registers ---------------------------------------------------------------------------
         ap_start = Signal()
@@ -159,6 +160,9 @@ class VelcroKernel(wiring.Component):
         isr = Signal(2)
         pointers = [Signal(64, name=f"arg_{b}") for b in BUFFERS]
         flags = Signal(32)
+        frames = Signal(16)
+        schedule_beats = Signal(32)
+        out_beats = Signal(32)
         status = Signal(32)
         kernel_cycles = Signal(32)
         running = Signal()
@@ -196,6 +200,10 @@ class VelcroKernel(wiring.Component):
                         m.d.sync += ier.eq(s.wdata[:2])
                 with m.Case(Reg.FLAGS >> 2):
                     m.d.sync += flags.eq(merge(flags))
+                with m.Case(Reg.FRAMES >> 2):
+                    m.d.sync += frames.eq(merge(frames))
+                with m.Case(Reg.SCHEDULE_BEATS >> 2):
+                    m.d.sync += schedule_beats.eq(merge(schedule_beats))
                 for i, ptr in enumerate(pointers):
                     for half in range(2):
                         with m.Case((Reg.IFMAP >> 2) + 2 * i + half):
@@ -216,7 +224,10 @@ class VelcroKernel(wiring.Component):
             m.d.sync += s.rvalid.eq(0)
         rd = Signal()
         m.d.comb += rd.eq(s.arvalid & s.arready)
-        counter_bits = engine.counters.as_value()
+        counter_words = []
+        for name, kind, _ in STREAM_COUNTERS:
+            field = engine.counters[name]
+            counter_words += [field] if kind == "cycles" else [field[i] for i in range(cfg.instances)]
         read_clears = Signal()
         with m.If(rd):
             m.d.sync += s.rvalid.eq(1)
@@ -237,13 +248,19 @@ class VelcroKernel(wiring.Component):
                     m.d.sync += s.rdata.eq(status)
                 with m.Case(Reg.KERNEL_CYCLES >> 2):
                     m.d.sync += s.rdata.eq(kernel_cycles)
+                with m.Case(Reg.FRAMES >> 2):
+                    m.d.sync += s.rdata.eq(frames)
+                with m.Case(Reg.SCHEDULE_BEATS >> 2):
+                    m.d.sync += s.rdata.eq(schedule_beats)
+                with m.Case(Reg.OUT_BEATS >> 2):
+                    m.d.sync += s.rdata.eq(out_beats)
                 for i, ptr in enumerate(pointers):
                     for half in range(2):
                         with m.Case((Reg.IFMAP >> 2) + 2 * i + half):
                             m.d.sync += s.rdata.eq(ptr[32 * half:32 * half + 32])
-                for i in range(len(counter_bits) // 32):
+                for i, word in enumerate(counter_words):
                     with m.Case((Reg.COUNTERS >> 2) + i):
-                        m.d.sync += s.rdata.eq(counter_bits[32 * i:32 * i + 32])
+                        m.d.sync += s.rdata.eq(word)
                 with m.Default():
                     m.d.sync += s.rdata.eq(0)
 
@@ -260,9 +277,16 @@ class VelcroKernel(wiring.Component):
         # -- the run's arguments, latched at start ----------------------------------------------
         base = {b: Signal(64, name=f"base_{b}") for b in BUFFERS}
         load_config = Signal()
+        images = Signal(16)                       # B of this run
+        n_params = cfg.instances * cfg.groups * cfg.beats(cfg.weight_bits) + cfg.instances
+        run_sched_beats = Signal(32)
         seg_base = Array(base[b] for b in INPUT_BUFFERS)
-        seg_beats = Array(C(beats[b], 32) for b in INPUT_BUFFERS)
-        seg_opcode = Array(C(int(_OPCODES[b]), 8) for b in INPUT_BUFFERS)
+        seg_beats = Array([C(n_params, 32), run_sched_beats, images * image_beats(cfg)])
+        # the schedule buffer carries its own header; WEIGHTS and FRAME get one inserted
+        seg_head = Array([C(1, 1), C(0, 1), C(1, 1)])
+        seg_opcode = Array([C(int(Opcode.WEIGHTS), 32), C(0, 32),
+                            C(int(Opcode.FRAME), 32) | (images << 8)])
+        assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
         first_seg = Mux(load_config, 0, len(INPUT_BUFFERS) - 1)
         last_seg = len(INPUT_BUFFERS) - 1
         launch = Signal()   # one cycle: start the read, feed and write sequencers
@@ -308,7 +332,7 @@ class VelcroKernel(wiring.Component):
         popped = fed & ~f_head
         m.d.sync += credits.eq(credits + Mux(ar_done, r_len, 0) - popped)
         with m.If(launch):
-            m.d.sync += [f_busy.eq(1), f_seg.eq(first_seg), f_head.eq(1),
+            m.d.sync += [f_busy.eq(1), f_seg.eq(first_seg), f_head.eq(seg_head[first_seg]),
                          f_left.eq(seg_beats[first_seg])]
         with m.Elif(fed):
             with m.If(f_head):
@@ -319,23 +343,28 @@ class VelcroKernel(wiring.Component):
                     with m.If(f_seg == last_seg):
                         m.d.sync += f_busy.eq(0)
                     with m.Else():
-                        m.d.sync += [f_seg.eq(f_seg + 1), f_head.eq(1),
+                        m.d.sync += [f_seg.eq(f_seg + 1), f_head.eq(seg_head[f_seg + 1]),
                                      f_left.eq(seg_beats[f_seg + 1])]
 
         # -- write: engine output -> FIFO -> bursts ----------------------------------------------
         m.d.comb += [wfifo.w_data.eq(engine.o.payload.data), wfifo.w_en.eq(engine.o.valid),
                      engine.o.ready.eq(wfifo.w_rdy)]
+        # The output length depends on the schedule: full bursts (to the next 4 KB page) while
+        # the engine runs, the rest once it is idle with its input all fed.
         w_busy = Signal()
         w_addr = Signal(64)
-        w_left = Signal(32)
         w_len = Signal(range(BURST_BEATS + 1))
         w_count = Signal(range(BURST_BEATS + 1))
         w_data_phase = Signal()
-        b_pending = Signal(range(beats["ofm"] + 1))
-        m.d.comb += [w_len.eq(_burst_len(w_addr, w_left)),
+        b_pending = Signal(16)
+        out_done = Signal()
+        to_page = Signal(range(BURST_BEATS + 1))
+        m.d.comb += [out_done.eq(~f_busy & engine.idle),
+                     to_page.eq(BURST_BEATS - w_addr[6:12]),
+                     w_len.eq(Mux(out_done & (wfifo.level < to_page), wfifo.level, to_page)),
                      g.awaddr.eq(w_addr), g.awlen.eq(w_len - 1), g.awid.eq(0),
                      g.awsize.eq(6), g.awburst.eq(1),
-                     g.awvalid.eq(w_busy & ~w_data_phase & (wfifo.level >= w_len)),
+                     g.awvalid.eq(w_busy & ~w_data_phase & (w_len != 0) & (wfifo.level >= w_len)),
                      g.wdata.eq(wfifo.r_data), g.wstrb.eq(C(-1, AXI_DATA_BITS // 8)),
                      g.wlast.eq(w_count == 1),
                      g.wvalid.eq(w_data_phase & wfifo.r_rdy),
@@ -349,16 +378,15 @@ class VelcroKernel(wiring.Component):
             m.d.sync += axi_error.eq(1)
         with m.If(launch):
             m.d.sync += [w_busy.eq(1), w_data_phase.eq(0), w_addr.eq(base["ofm"]),
-                         w_left.eq(beats["ofm"])]
+                         out_beats.eq(0)]
         with m.Elif(aw_done):
-            m.d.sync += [w_data_phase.eq(1), w_count.eq(w_len), w_addr.eq(w_addr + (w_len << 6)),
-                         w_left.eq(w_left - w_len)]
+            m.d.sync += [w_data_phase.eq(1), w_count.eq(w_len), w_addr.eq(w_addr + (w_len << 6))]
         with m.Elif(w_beat):
-            m.d.sync += w_count.eq(w_count - 1)
+            m.d.sync += [w_count.eq(w_count - 1), out_beats.eq(out_beats + 1)]
             with m.If(w_count == 1):
                 m.d.sync += w_data_phase.eq(0)
-                with m.If(w_left == 0):
-                    m.d.sync += w_busy.eq(0)
+        with m.Elif(w_busy & ~w_data_phase & out_done & (wfifo.level == 0)):
+            m.d.sync += w_busy.eq(0)
 
         # -- control: ap_start -> check pointers -> run -> ap_done -------------------------------
         unaligned = Signal(len(BUFFERS))
@@ -376,7 +404,8 @@ class VelcroKernel(wiring.Component):
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [status.eq(0), axi_error.eq(0), running.eq(1),
-                                     load_config.eq(flags[0])]
+                                     load_config.eq(flags[0]), run_sched_beats.eq(schedule_beats),
+                                     images.eq(Mux(frames == 0, 1, frames))]
                         m.d.sync += [base[b].eq(ptr) for b, ptr in zip(BUFFERS, pointers)]
                         m.next = "LAUNCH"
             with m.State("LAUNCH"):

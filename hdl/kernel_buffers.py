@@ -6,22 +6,23 @@ only numpy installed.
 Buffer format
 =============
 Every buffer is a sequence of 64-byte *beats* (one 512-bit AXI data word each), beat ``k`` at
-byte offset ``64*k``, each beat little-endian. The beats are exactly what the command-stream
-helpers of :mod:`hdl.protocol` produce **without their header beat**: the kernel inserts the
-opcode headers itself.
+byte offset ``64*k``, each beat little-endian. The beats are what the command-stream helpers of
+:mod:`hdl.protocol` produce; the kernel inserts the WEIGHTS and FRAME headers itself (the FRAME
+header with the FRAMES register's B), while the schedule buffer holds the whole SCHEDULE command,
+header included (its header carries the work-list length).
 
 =========  ===================================================  =================================
 buffer     contents                                             beats
 =========  ===================================================  =================================
 params     ``weight_beats(cfg, weight, bias, mult, shift)[1:]``  N*G*ceil(9*L*8/512) + N
-           (filter records, then one bias|mult|shift record
-           per instance)
-mask       ``mask_beats(cfg, mask)[1:]``                         ceil(H*W/K)
-means      ``means_beats(cfg, means)[1:]``                       N*ceil(H*W/64)
-ifmap      ``frame_beats(cfg, ifmap)[1:]``                       G*ceil(H/3)*ceil(W/3)*ceil(72L/512)
-ofm        written by the kernel: instance-major, byte ``b`` of   N*ceil(H*W/64)
-           instance ``n``'s ``word`` = ofm[n, word*64 + b]
-           (:func:`unpack_ofm`)
+           (every channel's filter records, then one
+           bias|mult|shift record per channel)
+schedule   ``schedule_beats(cfg, deal(mask, N))``                1 + ceil(sum U / N) *
+           (SCHEDULE_BEATS register = its beat count)            ceil(N*entry_bits/512)
+ifmap      ``batch_frame_beats(cfg, ifmaps)[1:]``: B images      B * image_beats(cfg)
+ofm        written by the kernel: B images of compact output     B * ceil(sum U / 64)
+           (:func:`unpack_ofm` expands them with the schedule
+           and the means, which stay on the host)
 =========  ===================================================  =================================
 
 Every buffer address must be a multiple of 64 (XRT's allocations are 4 KB aligned); a start
@@ -33,20 +34,21 @@ from __future__ import annotations
 import numpy as np
 
 from .config import AccelConfig
-from .protocol import frame_beats, mask_beats, means_beats, weight_beats
+from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
+                       image_beats, schedule_beats, weight_beats)
 
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
-           "buffer_bytes", "pack_beats", "pack_params", "pack_mask", "pack_means", "pack_ifmap",
+           "buffer_bytes", "pack_beats", "pack_params", "pack_schedule", "pack_ifmap",
            "pack_frame", "unpack_ofm", "counter_names"]
 
 BEAT_BYTES = 64       # 512-bit AXI data
 ALIGN = 64            # required alignment of every buffer address
 
 #: Buffer arguments in register-map order (0x10, 0x18, ... 64-bit pointers).
-BUFFERS = ("ifmap", "params", "mask", "means", "ofm")
-#: The order the kernel fetches its inputs in (params, mask and means only if FLAGS.load_config).
-INPUT_BUFFERS = ("params", "mask", "means", "ifmap")
+BUFFERS = ("ifmap", "params", "schedule", "ofm")
+#: The order the kernel fetches its inputs in (params and schedule only if FLAGS.load_config).
+INPUT_BUFFERS = ("params", "schedule", "ifmap")
 
 
 class Reg:
@@ -57,12 +59,14 @@ class Reg:
     ISR = 0x0C
     IFMAP = 0x10
     PARAMS = 0x18
-    MASK = 0x20
-    MEANS = 0x28
-    OFM = 0x30
+    SCHEDULE = 0x20
+    OFM = 0x28
     FLAGS = 0x38
     STATUS = 0x40
     KERNEL_CYCLES = 0x44
+    FRAMES = 0x48           # B: images per start (0 counts as 1)
+    SCHEDULE_BEATS = 0x4C   # beats of the schedule buffer (its SCHEDULE command)
+    OUT_BEATS = 0x50        # RO: ofm beats written by the last run
     COUNTERS = 0x80
 
     @staticmethod
@@ -77,20 +81,19 @@ STATUS_AXI_ERROR = 0x2        # a read or write response of the last run was not
 STATUS_UNALIGNED_SHIFT = 8    # bit 8+i: pointer BUFFERS[i] was unaligned at the refused start
 
 
-def buffer_beats(cfg: AccelConfig) -> dict:
-    """Beats of each buffer for ``cfg`` (the kernel's fixed transfer sizes)."""
+def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:
+    """Beats of each buffer for ``cfg``, the dealt ``schedule`` and B = ``images``."""
     n, g = cfg.instances, cfg.groups
     return {
         "params": n * g * cfg.beats(cfg.weight_bits) + n,
-        "mask": cfg.mask_chunks * cfg.beats(n * cfg.mask_lanes),
-        "means": n * cfg.ofm_words,
-        "ifmap": g * cfg.tiles * cfg.beats(cfg.tile_bits),
-        "ofm": n * cfg.ofm_words,
+        "schedule": len(schedule_beats(cfg, schedule)),
+        "ifmap": images * image_beats(cfg),
+        "ofm": images * compact_beats_per_image(cfg, schedule.total),
     }
 
 
-def buffer_bytes(cfg: AccelConfig) -> dict:
-    return {k: v * BEAT_BYTES for k, v in buffer_beats(cfg).items()}
+def buffer_bytes(cfg: AccelConfig, schedule, images: int = 1) -> dict:
+    return {k: v * BEAT_BYTES for k, v in buffer_beats(cfg, schedule, images).items()}
 
 
 def _check(cfg: AccelConfig):
@@ -107,40 +110,34 @@ def pack_params(cfg: AccelConfig, frame) -> bytes:
     return pack_beats(weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)[1:])
 
 
-def pack_mask(cfg: AccelConfig, frame) -> bytes:
+def pack_schedule(cfg: AccelConfig, schedule) -> bytes:
     _check(cfg)
-    return pack_beats(mask_beats(cfg, frame.mask)[1:])
+    return pack_beats(schedule_beats(cfg, schedule))
 
 
-def pack_means(cfg: AccelConfig, frame) -> bytes:
+def pack_ifmap(cfg: AccelConfig, ifmaps) -> bytes:
+    """ifmaps int8 [B, C_in, H, W] or [C_in, H, W]."""
     _check(cfg)
-    return pack_beats(means_beats(cfg, frame.means)[1:])
+    return pack_beats(batch_frame_beats(cfg, ifmaps)[1:])
 
 
-def pack_ifmap(cfg: AccelConfig, ifmap) -> bytes:
-    _check(cfg)
-    return pack_beats(frame_beats(cfg, ifmap)[1:])
+def pack_frame(cfg: AccelConfig, frame, schedule, ifmaps=None) -> dict:
+    """{buffer name: bytes} of every input buffer: ``frame``'s constants, its ``schedule``
+    (``deal(frame.mask, N)``) and ``ifmaps`` (default: ``frame.ifmap``)."""
+    return {"params": pack_params(cfg, frame), "schedule": pack_schedule(cfg, schedule),
+            "ifmap": pack_ifmap(cfg, frame.ifmap if ifmaps is None else ifmaps)}
 
 
-def pack_frame(cfg: AccelConfig, frame) -> dict:
-    """{buffer name: bytes} of every input buffer of ``frame``."""
-    return {"params": pack_params(cfg, frame), "mask": pack_mask(cfg, frame),
-            "means": pack_means(cfg, frame), "ifmap": pack_ifmap(cfg, frame.ifmap)}
-
-
-def unpack_ofm(cfg: AccelConfig, raw: bytes) -> np.ndarray:
-    """The ofm buffer's bytes -> uint8 [N, H, W]."""
-    size = buffer_bytes(cfg)["ofm"]
+def unpack_ofm(cfg: AccelConfig, raw: bytes, schedule, means, images: int = 1) -> np.ndarray:
+    """The ofm buffer's bytes -> uint8 [images, N, H, W] (compact outputs expanded)."""
+    size = buffer_bytes(cfg, schedule, images)["ofm"]
     if len(raw) < size:
         raise ValueError(f"ofm buffer holds {len(raw)} bytes, expected {size}")
-    ofm = np.frombuffer(bytes(raw[:size]), np.uint8).reshape(cfg.instances, -1)
-    return ofm[:, :cfg.positions].reshape(cfg.instances, cfg.height, cfg.width).copy()
+    raw = bytes(raw[:size])
+    beats = [int.from_bytes(raw[i:i + BEAT_BYTES], "little") for i in range(0, size, BEAT_BYTES)]
+    return decode_batch(cfg, beats, schedule, means, images)
 
 
 def counter_names(cfg: AccelConfig) -> list:
     """Names of the 32-bit read-only counters from Reg.COUNTERS on, one per word."""
-    names = ["frames", "total_cycles", "load_cycles", "compute_cycles", "drain_cycles",
-             "mac_active_cycles"]
-    names += [f"computed[{n}]" for n in range(cfg.instances)]
-    names += [f"skipped[{n}]" for n in range(cfg.instances)]
-    return names
+    return counter_words(cfg)

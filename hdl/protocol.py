@@ -1,31 +1,37 @@
 """The accelerator's stream protocol: how a host turns FRAME arrays into input beats and output
-beats back into an output map.
+beats back into output maps. The one definition of every format and of the counters.
 
 The engine has one input stream and one output stream, both ``bus_width`` bits wide. The input
-carries *commands*: a header beat whose low 8 bits are an opcode, followed by a fixed number of
-records whose size the configuration determines. A record of R bits is sent little-endian over
+carries *commands*: a header beat whose low 8 bits are an opcode, followed by records whose size
+the configuration determines. A record of R bits is sent little-endian over
 ``ceil(R / bus_width)`` beats.
 
 =========  =====================================================================================
-opcode     records after the header
+opcode     header bits / records after the header
 =========  =====================================================================================
-WEIGHTS    N*G filter records (instance-major, then channel group g): byte ``(ky*3+kx)*L + l`` =
+WEIGHTS    N*G filter records (channel-major, then channel group g): byte ``(ky*3+kx)*L + l`` =
            weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
-           mult << 32 | shift << 48.
-MASK       ceil(H*W/K) chunk records, K = mask_lanes: bit ``n*K + t`` = mask[n, chunk*K + t]
-           (1 = compressed); positions past H*W are sent as 1. Builds each instance's skip list.
-MEANS      N*ceil(H*W/P) records of P = bus_width/8 bytes (instance-major): byte b =
-           means[n, word*P + b]. Must follow every MASK: means live in the output buffer and
-           compressed positions are simply never overwritten.
-FRAME      G*ceil(H/3)*ceil(W/3) tile records (group-major, then tile row, tile column): pixel
-           slot ``s = r*3 + c`` holds lanes l = ifmap[g*L+l, 3*ty+r, 3*tx+c] (0 off the map).
-           Then the engine computes and sends N*ceil(H*W/P) output beats (instance-major, byte b
-           = ofm[n, word*P + b]) with ``last`` on the final one.
+           mult << 32 | shift << 48. Every instance stores every channel's (slot n = channel n),
+           so WEIGHTS does not depend on the mask.
+SCHEDULE   header: steps = ceil(sum U / P) at bits 8..31, total = sum U at bits 32..63. Then
+           ``steps`` records of P work entries: entry p (``schedule_entry_fields``, at bit
+           p * entry_bits) = entry k of instance p's dealt run (:func:`py_ref.schedule.deal`),
+           zero when instance p has fewer than k + 1 entries. The host deals the work list when
+           the mask changes; the means stay on the host.
+FRAME      header: B (images, >= 1) at bits 8..23. Then B images, each a whole number of beats:
+           tiles (group-major, then tile row, tile column; pixel slot ``s = r*3 + c`` holds lanes
+           l = ifmap[g*L+l, 3*ty+r, 3*tx+c], 0 off the map), ``tiles_per_beat`` tiles per beat
+           (tile i of a beat at bit i * tile_bits) or, when a tile is wider than the bus, one
+           tile over ``beats_per_tile`` beats. The engine answers with B images of compact
+           output (``compact_beats_per_image`` beats each: the computed outputs in the
+           schedule's compact order, byte c of the image = byte c % (bus/8) of beat
+           c // (bus/8), zero padded), ``last`` on the final beat of each image; an image with
+           nothing computed sends no beat. :func:`decode_batch` expands them with the means.
 =========  =====================================================================================
 
-WEIGHTS, MASK and MEANS are the deployment's constants: they stay loaded across frames, so a
-stream of images sends them once and then only FRAME commands. After a reset they must be sent
-again.
+WEIGHTS and SCHEDULE are the deployment's constants: they stay loaded across frames and survive
+a reset (unless it hit their load), so a stream of images sends them once and then only FRAME
+commands.
 """
 
 from __future__ import annotations
@@ -36,14 +42,17 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "config_beats", "frame_beats", "decode_ofm", "output_beats"]
+__all__ = ["Opcode", "weight_beats", "schedule_entry_fields", "schedule_entry_layout",
+           "schedule_beats", "tiles_per_beat", "beats_per_tile", "image_beats", "tile_records",
+           "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
+           "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
+           "decode_stream_counters", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
     WEIGHTS = 1
-    MASK = 2
-    MEANS = 3
     FRAME = 4
+    SCHEDULE = 5      # (2 and 3 were MASK and MEANS of the skip-list engine)
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
@@ -72,53 +81,177 @@ def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
     return beats
 
 
-def mask_beats(cfg: AccelConfig, mask) -> list[int]:
-    k = cfg.mask_lanes
-    bits = np.ones((cfg.instances, cfg.mask_chunks * k), np.uint8)
-    bits[:, :cfg.positions] = np.asarray(mask, bool).reshape(cfg.instances, -1)
-    # chunk-major, then instance, then lane t
-    bits = bits.reshape(cfg.instances, cfg.mask_chunks, k).transpose(1, 0, 2)
-    beats = [_header(Opcode.MASK)]
-    weights = 1 << np.arange(cfg.instances * k, dtype=object)
-    for chunk in bits.reshape(cfg.mask_chunks, -1):
-        beats.append(int(np.sum(weights[chunk.astype(bool)])))
+MAX_BATCH = (1 << 16) - 1
+
+
+def schedule_entry_fields(cfg: AccelConfig) -> dict:
+    """Field -> bit width of one SCHEDULE work entry, low bits first (plain Python, so host code
+    needs no Amaranth): compute output (y, x) of ``channel``."""
+    def bits(count):
+        return max(count - 1, 1).bit_length()
+    return {"channel": bits(cfg.instances), "y": bits(cfg.height), "x": bits(cfg.width)}
+
+
+def schedule_entry_layout(cfg: AccelConfig):
+    """The work entry as an Amaranth layout (the walkers' memory)."""
+    from amaranth.lib import data
+    return data.StructLayout({k: w for k, w in schedule_entry_fields(cfg).items()})
+
+
+def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
+    """The SCHEDULE command for a py_ref.schedule.Schedule dealt over ``cfg.instances``."""
+    if schedule.instances != cfg.instances or schedule.shape != (cfg.instances, cfg.height,
+                                                                  cfg.width):
+        raise ValueError(f"schedule must be dealt for {cfg.instances} instances of "
+                         f"{cfg.height}x{cfg.width} channels, not {schedule!r}")
+    widths = schedule_entry_fields(cfg)
+    bits = sum(widths.values())
+    f = {"channel": 0, "y": widths["channel"], "x": widths["channel"] + widths["y"]}
+    p_count, steps = cfg.instances, schedule.steps
+    words = np.zeros((steps, p_count), dtype=object)
+    for p in range(p_count):
+        ch, y, x = schedule.entries(p)
+        words[:len(ch), p] = (ch.astype(object) << f["channel"]) | (y.astype(object) << f["y"]) \
+            | (x.astype(object) << f["x"])
+    shifts = np.array([p * bits for p in range(p_count)], dtype=object)
+    records = [int(np.sum(row << shifts)) if p_count else 0 for row in words]
+    per = cfg.beats(p_count * bits)
+    mask = (1 << cfg.bus_width) - 1
+    beats = [int(Opcode.SCHEDULE) | (steps << 8) | (schedule.total << 32)]
+    for r in records:
+        beats += [(r >> (cfg.bus_width * i)) & mask for i in range(per)]
     return beats
 
 
-def means_beats(cfg: AccelConfig, means) -> list[int]:
-    p = cfg.bus_bytes
-    m = np.zeros((cfg.instances, cfg.ofm_words * p), np.uint8)
-    m[:, :cfg.positions] = np.asarray(means, np.uint8).reshape(cfg.instances, -1)
-    return [_header(Opcode.MEANS)] + _records_to_beats(cfg, m.reshape(-1, p))
+def tiles_per_beat(cfg: AccelConfig) -> int:
+    """Tiles packed into one input beat (0 when a tile needs several beats)."""
+    return cfg.bus_width // cfg.tile_bits
 
 
-def config_beats(cfg: AccelConfig, frame) -> list[int]:
-    """WEIGHTS, MASK and MEANS commands for ``frame``'s constants."""
-    return (weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
-            + mask_beats(cfg, frame.mask) + means_beats(cfg, frame.means))
+def beats_per_tile(cfg: AccelConfig) -> int:
+    return cfg.beats(cfg.tile_bits)
 
 
-def frame_beats(cfg: AccelConfig, ifmap) -> list[int]:
-    """The FRAME command for one int8 [C_in, H, W] input feature map."""
+def image_beats(cfg: AccelConfig) -> int:
+    """Input beats of one image of a FRAME command."""
+    tiles = cfg.groups * cfg.tiles
+    tpb = tiles_per_beat(cfg)
+    return -(-tiles // tpb) if tpb else tiles * beats_per_tile(cfg)
+
+
+def _ifmap_batch(cfg: AccelConfig, ifmaps) -> np.ndarray:
+    x = np.asarray(ifmaps)
+    if x.ndim == 3:
+        x = x[None]
+    shape = (cfg.in_channels, cfg.height, cfg.width)
+    if x.ndim != 4 or x.shape[1:] != shape or x.shape[0] < 1:
+        raise ValueError(f"ifmaps must have shape [B, {', '.join(map(str, shape))}] or "
+                         f"[{', '.join(map(str, shape))}], not {np.shape(ifmaps)!r}")
+    if x.shape[0] > MAX_BATCH:
+        raise ValueError(f"a FRAME command holds at most {MAX_BATCH} images, not {x.shape[0]}")
+    return x
+
+
+def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
+    """The FRAME command of the streaming engine for int8 ifmaps [B, C_in, H, W] (or one
+    [C_in, H, W] image): header with B, then each image's tiles packed into whole beats."""
+    x = _ifmap_batch(cfg, ifmaps)
+    beats = [int(Opcode.FRAME) | (x.shape[0] << 8)]
+    tpb = tiles_per_beat(cfg)
+    n_tiles = cfg.groups * cfg.tiles
+    for image in x:
+        records = tile_records(cfg, image)            # [tiles, tile_bytes]
+        if tpb:
+            bits = cfg.tile_bits
+            for first in range(0, n_tiles, tpb):
+                value = 0
+                for i, rec in enumerate(records[first:first + tpb]):
+                    value |= int.from_bytes(rec.tobytes(), "little") << (i * bits)
+                beats.append(value)
+        else:
+            beats += _records_to_beats(cfg, records)
+    return beats
+
+
+def tile_records(cfg: AccelConfig, ifmap) -> np.ndarray:
+    """uint8 [G*tiles, 9*L]: the ifmap's tile records (group-major, tile row, tile column)."""
     lanes, g_count = cfg.lanes, cfg.groups
     ty, tx = cfg.tile_rows, cfg.tile_cols
     x = np.zeros((g_count * lanes, ty * 3, tx * 3), np.int8)
     x[:cfg.in_channels, :cfg.height, :cfg.width] = ifmap
-    # [g, l, ty, r, tx, c] -> [g, ty, tx, r, c, l]
     x = x.reshape(g_count, lanes, ty, 3, tx, 3).transpose(0, 2, 4, 3, 5, 1)
-    records = x.reshape(g_count * ty * tx, 9 * lanes).view(np.uint8)
-    return [_header(Opcode.FRAME)] + _records_to_beats(cfg, records)
+    return x.reshape(g_count * ty * tx, 9 * lanes).view(np.uint8)
 
 
-def output_beats(cfg: AccelConfig) -> int:
-    """Output beats per frame."""
-    return cfg.instances * cfg.ofm_words
+def compact_beats_per_image(cfg: AccelConfig, total: int) -> int:
+    """Output beats of one image whose schedule computes ``total`` outputs."""
+    return -(-int(total) // cfg.bus_bytes)
 
 
-def decode_ofm(cfg: AccelConfig, beats) -> np.ndarray:
-    """Output beats -> uint8 [N, H, W]."""
-    if len(beats) != output_beats(cfg):
-        raise ValueError(f"expected {output_beats(cfg)} output beats, got {len(beats)}")
+def decode_compact(cfg: AccelConfig, beats, total: int, images: int = 1) -> np.ndarray:
+    """Compact output beats of ``images`` images -> uint8 [images, total] (compact order)."""
+    per = compact_beats_per_image(cfg, total)
+    if len(beats) != per * images:
+        raise ValueError(f"beats must be {per * images} for {images} images of {total} outputs, "
+                         f"not {len(beats)}")
     raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
-    ofm = np.frombuffer(raw, np.uint8).reshape(cfg.instances, cfg.ofm_words * cfg.bus_bytes)
-    return ofm[:, :cfg.positions].reshape(cfg.instances, cfg.height, cfg.width).copy()
+    return np.frombuffer(raw, np.uint8).reshape(images, per * cfg.bus_bytes)[:, :total].copy()
+
+
+def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> np.ndarray:
+    """Compact output beats -> uint8 [images, N, H, W] through ``schedule.expand``."""
+    values = decode_compact(cfg, beats, schedule.total, images)
+    return np.stack([schedule.expand(v, means) for v in values])
+
+
+#: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
+#: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
+#: counts of one image (at most H*W each). Batch counters cover a FRAME command (header
+#: accepted .. last image completed); image_* describe the last completed image.
+STREAM_COUNTERS = (
+    ("batches", "cycles", "FRAME commands completed since reset"),
+    ("images", "cycles", "images completed since reset"),
+    ("batch_cycles", "cycles", "FRAME header accepted .. last image completed, inclusive"),
+    ("load_cycles", "cycles", "the loader accepting or writing tiles"),
+    ("compute_cycles", "cycles", "work entries in flight in any datapath"),
+    ("overlap_cycles", "cycles", "loading and computing in the same cycle"),
+    ("drain_cycles", "cycles", "output beats waiting or leaving while nothing computes"),
+    ("mac_active_cycles", "cycles", "at least one instance multiplied"),
+    ("image_cycles", "cycles", "the image's first work entry .. its last result, less cycles "
+                               "in which output backpressure held instance 0"),
+    ("image_computed", "channel", "outputs computed per output channel"),
+    ("image_instance", "instance", "outputs computed per instance"),
+)
+
+
+def counter_words(cfg: AccelConfig) -> list[str]:
+    """The counters one 32-bit word each (arrays element by element): the kernel's register
+    layout from Reg.COUNTERS on."""
+    words = []
+    for name, kind, _ in STREAM_COUNTERS:
+        words += [name] if kind == "cycles" else [f"{name}[{i}]" for i in range(cfg.instances)]
+    return words
+
+
+def stream_counter_layout(cfg: AccelConfig):
+    """The ``counters`` port of the engine, built from :data:`STREAM_COUNTERS`."""
+    from amaranth.lib import data
+    shapes = {"cycles": 32,
+              "channel": data.ArrayLayout(range(cfg.positions + 1), cfg.instances),
+              "instance": data.ArrayLayout(range(cfg.positions + 1), cfg.instances)}
+    return data.StructLayout({name: shapes[kind] for name, kind, _ in STREAM_COUNTERS})
+
+
+def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
+    """The ``counters`` port's raw bits -> {name: int or list of int}."""
+    from amaranth import Shape
+    from amaranth.lib import data
+    out = {}
+    for name, field in stream_counter_layout(cfg):
+        raw = (value >> field.offset) & ((1 << field.width) - 1)
+        if isinstance(field.shape, data.ArrayLayout):
+            w = Shape.cast(field.shape.elem_shape).width
+            out[name] = [(raw >> (w * n)) & ((1 << w) - 1) for n in range(field.shape.length)]
+        else:
+            out[name] = raw
+    return out

@@ -1,6 +1,7 @@
 """Read a FRAME.npz from a user: any unreadable or wrong file becomes one :class:`CliError` line.
 
     frame = read_frame(path)          # py_ref.golden.Frame, validated
+    frame, ifmaps = read_batch(path)  # ifmap [C_in,H,W] or a batch [B,C_in,H,W]: frame + [B,...]
 
 Used by ``velcro sim`` and the U280 host example.  A missing file, a folder, a .npy file, a text
 file, a truncated or bit-flipped archive (zip, CRC and zlib errors), an array of Python objects:
@@ -18,7 +19,7 @@ import numpy as np
 from .cli import CliError, one_line
 from .golden import FRAME_ARRAYS, Frame, FrameError
 
-__all__ = ["read_frame", "read_frame_arrays"]
+__all__ = ["read_frame", "read_batch", "read_frame_arrays"]
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")     # a zip member, an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
@@ -32,6 +33,27 @@ def read_frame(path) -> Frame:
         return Frame.from_arrays(arrays)
     except FrameError as exc:
         raise CliError(f"{path}: {exc}") from None
+
+
+def read_batch(path) -> tuple[Frame, np.ndarray | None]:
+    """Load a frame whose ``ifmap`` may be one image [C_in, H, W] or a batch [B, C_in, H, W]
+    sharing the other arrays.  Returns the validated frame of the first image and the batch
+    (int8 [B, C_in, H, W], every image validated), or ``(frame, None)`` for one image."""
+    arrays = read_frame_arrays(path)
+    ifmap = arrays.get("ifmap")
+    if ifmap is None or ifmap.ndim != 4:
+        try:
+            return Frame.from_arrays(arrays), None
+        except FrameError as exc:
+            raise CliError(f"{path}: {exc}") from None
+    if len(ifmap) == 0:
+        raise CliError(f"{path}: array 'ifmap' holds a batch of no image, expected [B, C_in, H, W] "
+                       "with B at least 1")
+    try:
+        frames = [Frame.from_arrays({**arrays, "ifmap": image}) for image in ifmap]
+    except FrameError as exc:
+        raise CliError(f"{path}: {exc} (in the batch [B, C_in, H, W])") from None
+    return frames[0], np.stack([f.ifmap for f in frames])
 
 
 def read_frame_arrays(path) -> dict[str, np.ndarray]:

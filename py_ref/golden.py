@@ -17,10 +17,9 @@ import numbers
 
 import numpy as np
 
-from hdl.config import AccelConfig
 
 __all__ = ["FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
-           "random_frame", "config_for_frame", "compute_cycle_bound"]
+           "random_frame"]
 
 #: name -> (dtype, low, high) of every array a FRAME.npz holds.
 FRAME_ARRAYS = {
@@ -120,13 +119,6 @@ class Frame:
         return (~self.mask).reshape(self.mask.shape[0], -1).sum(axis=1)
 
 
-def config_for_frame(frame: Frame, **overrides) -> AccelConfig:
-    """The accelerator configuration whose shapes match ``frame``."""
-    c_in, h, w = frame.ifmap.shape
-    return AccelConfig(height=h, width=w, in_channels=c_in, instances=frame.weight.shape[0],
-                       **overrides)
-
-
 def conv_acc(frame: Frame) -> np.ndarray:
     """int64 [N,H,W]: bias + 3x3 zero-padded convolution."""
     c_in, h, w = frame.ifmap.shape
@@ -171,9 +163,11 @@ def float_reference(frame: Frame) -> np.ndarray:
     return np.where(frame.mask, frame.means.astype(np.float64), y)
 
 
-def random_frame(cfg: AccelConfig, rng: np.random.Generator, *, density: float | None = None,
+def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
                  mask: np.ndarray | None = None, extreme: bool = False) -> Frame:
-    """A random frame for ``cfg``. ``density`` is the compressed fraction of the mask.
+    """A random frame of ``cfg``'s shapes (anything with ``instances``, ``in_channels``,
+    ``height`` and ``width``, e.g. hdl.config.AccelConfig). ``density`` is the compressed
+    fraction of the mask.
 
     Biases and requantisation are drawn so outputs spread over 0..255 rather than saturating;
     ``extreme=True`` draws from the corners of every range instead.  ``mask`` (bool [N,H,W])
@@ -213,7 +207,3 @@ def random_frame(cfg: AccelConfig, rng: np.random.Generator, *, density: float |
     return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=mask, means=means,
                  mult=mult, shift=shift)
 
-
-def compute_cycle_bound(cfg: AccelConfig, frame: Frame) -> int:
-    """The engine's contract: compute phase <= max_n(U_n) * ceil(C_in / L) + 64 cycles."""
-    return int(frame.uncompressed.max()) * cfg.groups + 64

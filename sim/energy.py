@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig
-from hdl.engine import entry_layout
+from hdl.protocol import schedule_entry_layout as entry_layout
 
 __all__ = ["parse_saif", "frame_toggles", "saif_toggle_vector", "vector_toggles", "EnergyModel", "HOROWITZ_45NM", "frame_energy",
            "linear_fit", "TARGET_CLOCK_HZ"]

@@ -1,14 +1,18 @@
-"""Run one FRAME through the RTL: the Python API behind ``velcro sim``.
+"""Run one FRAME (one image or a batch) through the RTL: the Python API behind ``velcro sim``.
 
     result = run_frame(frame, sim="verilator")   # dict: ofm, compute_cycles, total_cycles, ...
+    result = run_frame(frame, batch=ifmaps)      # ifmaps int8 [B, C_in, H, W]: per-image arrays
 
 The design is generated to match the frame's shapes and compiled once per configuration
 (see sim/runner.py); every call starts the simulator on that cached model, in a private
-temporary folder (``velcro-sim-*`` in $TMPDIR) that is removed however the call ends.
+temporary folder (``velcro-sim-*`` in $TMPDIR) that is removed however the call ends. A batch
+is sent as one FRAME command of B images after the constants (WEIGHTS, SCHEDULE); ``batch_cycles`` counts
+from the first input beat of the first image to the last output beat of the last image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from py_ref.golden import Frame, config_for_frame
+from hdl.contract import config_for_frame
+from py_ref.golden import Frame
 
 from .runner import Build, SimulationFailed, ticking
 
@@ -25,8 +30,10 @@ FAILED_LOG = "failed-run.log"
 
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
-              build: Build | None = None, progress=None, **config_overrides) -> dict:
-    """Simulate ``frame``; returns ofm (uint8 [N,H,W]) and every hardware counter.
+              build: Build | None = None, progress=None, batch=None,
+              **config_overrides) -> dict:
+    """Simulate ``frame`` (or ``batch``, ifmaps [B, C_in, H, W] with ``frame``'s constants);
+    returns ofm (uint8 [N,H,W], or [B,N,H,W] for a batch) and every hardware counter.
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
     ``build`` is the model to use (default: the cached one for the frame's configuration);
@@ -41,7 +48,10 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
             cfg = config_for_frame(frame, **config_overrides)
             build = Build(cfg, sim, saif=saif_path is not None, defer=True)
         build.build(progress=say)
-        frame.save(tmp / "frame.npz")
+        arrays = dataclasses.asdict(frame)
+        if batch is not None:
+            arrays["ifmap"] = np.asarray(batch, np.int8)
+        np.savez(tmp / "frame.npz", **arrays)
         say("simulating")
         try:
             with ticking(say, "simulating"):

@@ -1,9 +1,10 @@
 """cocotb testbench of the generated accelerator Verilog (Icarus and Verilator).
 
-Every output is compared with the integer golden model with ``==``; every stream runs under
-seeded random stalls; every frame's compute phase is checked against the cycle bound
-``max_n(U_n) * ceil(C_in/L) + 64``. The configuration arrives as JSON in ``VELCRO_CONFIG``;
-``VELCRO_SEED`` replays a run (the seed is logged either way).
+Every output is compared with the integer golden model with ``==`` (compact beats decoded with
+the protocol helpers and expanded with ``Schedule.expand``); every stream runs under seeded random
+stalls; every image's compute cycles are checked against the balance bound
+``ceil(sum U / P) * G + IMAGE_LATENCY`` (exact when nothing stalls). The configuration arrives
+as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run (the seed is logged either way).
 
 Run through pytest (tests/test_sim_accel.py) or ``velcro sim`` (testcase ``run_frame_file``).
 """
@@ -20,9 +21,11 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from hdl.config import AccelConfig
-from hdl.engine import decode_counters
-from hdl.protocol import config_beats, decode_ofm, frame_beats, output_beats
-from py_ref.golden import Frame, compute_cycle_bound, golden_ofm, random_frame
+from hdl.contract import compute_cycle_bound
+from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
+                          decode_stream_counters, schedule_beats, weight_beats)
+from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.schedule import deal
 
 CLOCK_NS = 10
 
@@ -31,6 +34,12 @@ def stall_generator(rng: random.Random, probability: float):
     """1 = stall this cycle. probability 0 never stalls."""
     while True:
         yield int(rng.random() < probability)
+
+
+def config_beats(cfg: AccelConfig, frame) -> list[int]:
+    """WEIGHTS and SCHEDULE commands for ``frame``'s constants."""
+    return (weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
+            + schedule_beats(cfg, deal(frame.mask, cfg.instances)))
 
 
 class SeededTB:
@@ -77,16 +86,17 @@ class AccelTB(SeededTB):
         await RisingEdge(self.dut.clk)
 
     def counters(self) -> dict:
-        return decode_counters(self.cfg, self.dut.counters.value.to_unsigned())
+        return decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
 
     async def transfer(self, beats, n_out: int, *, stop_after: int | None = None):
         """Send ``beats`` on ``i`` while collecting ``n_out`` beats from ``o``.
 
-        Returns the output beats as (data, last) pairs. ``stop_after`` returns early after
+        Returns (output beats as (data, last, cycle), per-image counters sampled at each
+        ``image_done``, cycle of every accepted input beat). ``stop_after`` returns early after
         that many cycles (used to reset in the middle of a frame).
         """
         dut = self.dut
-        out, pos, cycles = [], 0, 0
+        out, pos, cycles, images, taken = [], 0, 0, [], []
         bus_mask = (1 << self.cfg.bus_width) - 1
         while len(out) < n_out or pos < len(beats):
             if stop_after is not None and cycles >= stop_after:
@@ -100,48 +110,93 @@ class AccelTB(SeededTB):
             await ReadOnly()
             if valid and dut.i__ready.value:
                 pos += 1
+                taken.append(cycles)
             if ready and dut.o__valid.value:
                 word = dut.o__payload.value.to_unsigned()
-                out.append((word & bus_mask, word >> self.cfg.bus_width))
+                out.append((word & bus_mask, word >> self.cfg.bus_width, cycles))
+            if dut.image_done.value:
+                images.append(self.counters())
             await RisingEdge(dut.clk)
             cycles += 1
         dut.i__valid.value = 0
         dut.o__ready.value = 0
-        return out
+        return out, images, taken
 
-    async def run(self, frame: Frame, *, load_config=True, check=True):
-        """One FRAME (after its configuration unless ``load_config`` is false).
-
-        Returns (ofm, counters); with ``check`` asserts ofm == golden and the cycle bound.
-        """
-        cfg = self.cfg
-        beats = (config_beats(cfg, frame) if load_config else []) + frame_beats(cfg, frame.ifmap)
-        out = await self.transfer(beats, output_beats(cfg))
-        assert [last for _, last in out] == [0] * (len(out) - 1) + [1], "TLAST not on the last beat only"
-        await ReadOnly()
+    async def finish(self, images, expected: int, timeout=200):
+        """Wait (streams idle) until ``expected`` images have reported their counters and the
+        engine is idle."""
+        for _ in range(timeout):
+            await ReadOnly()
+            if self.dut.image_done.value:
+                images.append(self.counters())
+            if len(images) >= expected and self.dut.idle.value:
+                break
+            await RisingEdge(self.dut.clk)
+        assert len(images) == expected, f"{len(images)} of {expected} images reported"
         counters = self.counters()
         await RisingEdge(self.dut.clk)
-        ofm = decode_ofm(cfg, [d for d, _ in out])
-        if check:
-            self.check(frame, ofm, counters)
-        return ofm, counters
+        return counters
 
-    def check(self, frame: Frame, ofm, counters):
+    async def run_batch(self, frames, *, load_config=True, check=True):
+        """One FRAME command of ``len(frames)`` images sharing ``frames[0]``'s constants (after
+        those constants unless ``load_config`` is false).
+
+        Returns (ofm uint8 [B, N, H, W], per-image counters, batch counters, batch cycles from
+        the first image beat to the last output beat); with ``check`` asserts ofm == golden and
+        every image's counters.
+        """
+        cfg = self.cfg
+        schedule = deal(frames[0].mask, cfg.instances)
+        head = config_beats(cfg, frames[0]) if load_config else []
+        beats = head + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames]))
+        n_out = compact_beats_per_image(cfg, schedule.total) * len(frames)
+        out, images, taken = await self.transfer(beats, n_out)
+        batch = await self.finish(images, len(frames))
+        per = compact_beats_per_image(cfg, schedule.total)
+        lasts = [last for _, last, _ in out]
+        assert lasts == ([0] * (per - 1) + [1] if per else []) * len(frames), \
+            "TLAST not on the last beat of each image only"
+        ofm = decode_batch(cfg, [d for d, _, _ in out], schedule, frames[0].means, len(frames))
+        first = taken[len(head) + 1] if len(taken) > len(head) + 1 else taken[-1]
+        end = out[-1][2] if out else taken[-1]
+        if check:
+            for k, f in enumerate(frames):
+                self.check(f, ofm[k], images[k], schedule, k)
+        return ofm, images, batch, end - first + 1
+
+    async def run(self, frame: Frame, *, load_config=True, check=True):
+        """One image: returns (ofm [N, H, W], counters as a flat dict of the old names)."""
+        ofm, images, batch, cycles = await self.run_batch([frame], load_config=load_config,
+                                                          check=check)
+        return ofm[0], single_image_counters(self.cfg, images[0], batch, cycles)
+
+    def check(self, frame: Frame, ofm, counters, schedule, k=0):
         expected = golden_ofm(frame)
         mismatches = np.argwhere(ofm != expected)
         assert len(mismatches) == 0, (
-            f"{len(mismatches)} outputs differ from the golden model, first at [n,i,j]="
-            f"{mismatches[0].tolist()}: got {ofm[tuple(mismatches[0])]} expected "
+            f"image {k}: {len(mismatches)} outputs differ from the golden model, first at "
+            f"[n,i,j]={mismatches[0].tolist()}: got {ofm[tuple(mismatches[0])]} expected "
             f"{expected[tuple(mismatches[0])]} (seed {self.seed})")
-        assert counters["computed"] == frame.uncompressed.tolist()
-        assert counters["skipped"] == (self.cfg.positions - frame.uncompressed).tolist()
-        bound = compute_cycle_bound(self.cfg, frame)
-        assert counters["compute_cycles"] <= bound, (
-            f"compute phase took {counters['compute_cycles']} cycles, bound {bound}")
-        self.dut._log.info("frame ok: max U_n=%d compute=%d (bound %d) load=%d drain=%d total=%d",
-                           frame.uncompressed.max(), counters["compute_cycles"], bound,
-                           counters["load_cycles"], counters["drain_cycles"],
-                           counters["total_cycles"])
+        assert counters["image_computed"] == frame.uncompressed.tolist(), f"image {k}"
+        assert counters["image_instance"] == schedule.counts.tolist(), f"image {k}"
+        bound = compute_cycle_bound(self.cfg, schedule)
+        if schedule.total:
+            assert counters["image_cycles"] <= bound, (
+                f"image {k}: compute took {counters['image_cycles']} cycles, bound {bound}")
+        self.dut._log.info("image %d ok: sum U=%d compute=%d (bound %d)", k, schedule.total,
+                           counters["image_cycles"], bound)
+
+
+def single_image_counters(cfg: AccelConfig, image: dict, batch: dict, cycles: int) -> dict:
+    """One image's counters under the names RESULT.npz has always used."""
+    computed = image["image_computed"]
+    return {"frames": batch["batches"], "total_cycles": batch["batch_cycles"],
+            "batch_cycles": cycles, "load_cycles": batch["load_cycles"],
+            "compute_cycles": image["image_cycles"], "drain_cycles": batch["drain_cycles"],
+            "overlap_cycles": batch["overlap_cycles"],
+            "mac_active_cycles": batch["mac_active_cycles"], "computed": computed,
+            "computed_per_instance": image["image_instance"],
+            "skipped": [cfg.positions - c for c in computed]}
 
 
 def _structured_masks(cfg: AccelConfig):
@@ -162,15 +217,38 @@ def _structured_masks(cfg: AccelConfig):
         yield name, np.broadcast_to(p, (n, h, w)).copy()
 
 
+def skewed_mask(rng, shape, ratio):
+    """Channel 0 fully compressed, channel 1 fully kept, the rest point-wide: one percentile
+    threshold over [N,H,W] of variances whose per-channel scales span three decades."""
+    n = shape[0]
+    scale = np.logspace(0, 3, n)[rng.permutation(n)]
+    variance = rng.random(shape) * scale[:, None, None]
+    mask = variance < np.quantile(variance, ratio)
+    mask[0] = True
+    if n > 1:
+        mask[1] = False
+    return mask
+
+
+def _same_constants(cfg, rng, first: Frame, count: int) -> list:
+    """``first`` and ``count - 1`` more images with its constants and new ifmaps."""
+    return [first] + [Frame(**{**first.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
+                      for _ in range(count - 1)]
+
+
 @cocotb.test()
 async def densities(dut):
-    """Mask densities 0, 0.3, 0.9, 1 and random ones, under random stalls."""
+    """Mask densities 0, 0.3, 0.9, 1, random ones and channel-skewed masks, under random
+    stalls."""
     tb = AccelTB(dut)
     tb.random_stalls(0.3)
     await tb.reset()
+    cfg = tb.cfg
     for density in [0.0, 0.3, 0.9, 1.0, None, None]:
-        frame = random_frame(tb.cfg, tb.np_rng, density=density)
-        await tb.run(frame)
+        await tb.run(random_frame(cfg, tb.np_rng, density=density))
+    shape = (cfg.instances, cfg.height, cfg.width)
+    for ratio in (0.3, 0.8):
+        await tb.run(random_frame(cfg, tb.np_rng, mask=skewed_mask(tb.np_rng, shape, ratio)))
 
 
 @cocotb.test()
@@ -208,31 +286,34 @@ async def extreme_values(dut):
 
 @cocotb.test()
 async def back_to_back(dut):
-    """Several frames with no idle cycle between them; the configuration is loaded once."""
+    """Batches of 1..8 images streamed back to back after one set of constants, stalls on both
+    streams in the middle of each batch; then without stalls, where every image's compute
+    takes exactly the balance bound."""
     tb = AccelTB(dut)
-    tb.set_backpressure_generator(stall_generator(tb.rng, 0.1))
+    tb.random_stalls(0.2)
     await tb.reset()
     cfg = tb.cfg
     first = random_frame(cfg, tb.np_rng, density=0.5)
-    frames = [first] + [Frame(**{**first.__dict__, "ifmap": random_frame(cfg, tb.np_rng).ifmap})
-                        for _ in range(2)]
-    beats = config_beats(cfg, first) + [b for f in frames for b in frame_beats(cfg, f.ifmap)]
-    out = await tb.transfer(beats, len(frames) * output_beats(cfg))
-    per = output_beats(cfg)
-    for k, f in enumerate(frames):
-        chunk = out[k * per:(k + 1) * per]
-        assert chunk[-1][1] == 1 and all(last == 0 for _, last in chunk[:-1])
-        assert np.array_equal(decode_ofm(cfg, [d for d, _ in chunk]), golden_ofm(f)), f"frame {k}"
-    await ReadOnly()
-    assert tb.counters()["frames"] == len(frames)
+    loaded = False
+    for count in (1, 2, 3, 8):
+        await tb.run_batch(_same_constants(cfg, tb.np_rng, first, count), load_config=not loaded)
+        loaded = True
+    tb.set_idle_generator()
+    tb.set_backpressure_generator()
+    skewed = random_frame(cfg, tb.np_rng, mask=skewed_mask(
+        tb.np_rng, (cfg.instances, cfg.height, cfg.width), 0.5))
+    _, images, batch, _ = await tb.run_batch(_same_constants(cfg, tb.np_rng, skewed, 5))
+    bound = compute_cycle_bound(cfg, deal(skewed.mask, cfg.instances))
+    assert [c["image_cycles"] for c in images] == [bound] * 5, (images, bound)
+    assert batch["batches"] == 5 and batch["images"] == 19
 
 
 @cocotb.test()
 async def reset_mid_frame(dut):
-    """Reset while loading, computing and draining; the next frame must be correct.
+    """Reset while loading, computing and draining a batch; the next batch must be correct.
 
-    The configuration survives a reset, so after a reset during a FRAME the next FRAME needs
-    no reload; after a reset during a configuration load the configuration is sent again.
+    The constants survive a reset, so after a reset during a FRAME the next FRAME needs no
+    reload; after a reset during a constants load they are sent again.
     """
     tb = AccelTB(dut)
     tb.random_stalls(0.2)
@@ -240,13 +321,15 @@ async def reset_mid_frame(dut):
     cfg = tb.cfg
     frame = random_frame(cfg, tb.np_rng, density=0.4)
     await tb.run(frame)
-    frame_len = len(frame_beats(cfg, frame.ifmap))
-    for where in [frame_len // 2, frame_len + 8, frame_len + int(frame.uncompressed.max()) + 40]:
-        nxt = Frame(**{**frame.__dict__, "ifmap": random_frame(cfg, tb.np_rng).ifmap})
-        await tb.transfer(frame_beats(cfg, nxt.ifmap), output_beats(cfg), stop_after=where)
+    schedule = deal(frame.mask, cfg.instances)
+    batch_len = len(batch_frame_beats(cfg, np.stack([frame.ifmap] * 3)))
+    for where in [batch_len // 3, batch_len + 4, batch_len + schedule.steps * cfg.groups]:
+        nxt = _same_constants(cfg, tb.np_rng, frame, 3)
+        await tb.transfer(batch_frame_beats(cfg, np.stack([f.ifmap for f in nxt])), 1 << 30,
+                          stop_after=where)
         await tb.reset()
-        await tb.run(nxt, load_config=False)
-    # reset in the middle of a configuration load: reload everything
+        await tb.run_batch(nxt, load_config=False)
+    # reset in the middle of a constants load: reload everything
     new = random_frame(cfg, tb.np_rng, density=0.6)
     await tb.transfer(config_beats(cfg, new), 0, stop_after=len(config_beats(cfg, new)) // 2)
     await tb.reset()
@@ -264,11 +347,25 @@ async def full_frame(dut):
 
 @cocotb.test()
 async def run_frame_file(dut):
-    """``velcro sim``: run the frame in $VELCRO_FRAME, save ofm and counters to $VELCRO_RESULT."""
+    """``velcro sim``: run the frame in $VELCRO_FRAME (ifmap [C_in, H, W] or [B, C_in, H, W]),
+    save ofm and counters to $VELCRO_RESULT."""
     tb = AccelTB(dut, seed=0)
     await tb.reset()
     with np.load(os.environ["VELCRO_FRAME"]) as arrays:
-        frame = Frame.from_arrays(arrays)
-    ofm, counters = await tb.run(frame, check=False)
-    np.savez(os.environ["VELCRO_RESULT"], ofm=ofm,
-             **{k: np.asarray(v) for k, v in counters.items()})
+        arrays = {k: arrays[k] for k in arrays.files}
+    ifmaps = arrays["ifmap"]
+    frames = [Frame.from_arrays({**arrays, "ifmap": x})
+              for x in (ifmaps if ifmaps.ndim == 4 else ifmaps[None])]
+    ofm, images, batch, cycles = await tb.run_batch(frames, check=False)
+    if ifmaps.ndim == 3:
+        result = single_image_counters(tb.cfg, images[0], batch, cycles)
+        result["ofm"] = ofm[0]
+    else:
+        per = [single_image_counters(tb.cfg, c, batch, cycles) for c in images]
+        result = {k: np.asarray([p[k] for p in per]) for k in
+                  ("compute_cycles", "computed", "computed_per_instance", "skipped")}
+        result.update({k: per[0][k] for k in ("frames", "total_cycles", "batch_cycles",
+                                               "load_cycles", "drain_cycles", "overlap_cycles",
+                                               "mac_active_cycles")})
+        result["ofm"] = ofm
+    np.savez(os.environ["VELCRO_RESULT"], **{k: np.asarray(v) for k, v in result.items()})

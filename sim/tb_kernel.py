@@ -25,12 +25,14 @@ from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_
                                 FLAG_LOAD_CONFIG, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg,
                                 buffer_bytes, counter_names, pack_frame, unpack_ofm)
 from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.schedule import deal
 
 from .tb_accel import SeededTB, stall_generator
 
 CLOCK_NS = 10
 SENTINEL = 0xA5
 GB4 = 1 << 32
+MAX_IMAGES = 4
 
 
 class KernelTB(SeededTB):
@@ -38,7 +40,11 @@ class KernelTB(SeededTB):
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
         super().__init__(dut, cfg, seed)
-        self.sizes = buffer_bytes(self.cfg)
+        cfg = self.cfg
+        # room for the largest schedule and output (nothing compressed) of MAX_IMAGES images
+        everything = deal(np.zeros((cfg.instances, cfg.height, cfg.width), bool), cfg.instances)
+        self.room = buffer_bytes(cfg, everything, MAX_IMAGES)
+        self.sizes = dict(self.room)
         cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
         dut.ap_rst_n.value = 0
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk,
@@ -109,23 +115,31 @@ class KernelTB(SeededTB):
         starts a random 1..beats-1 beats before a 4 KB boundary, so its bursts must split."""
         addrs, page = {}, base & ~0xFFF
         for name in BUFFERS:
-            beats = self.sizes[name] // 64
+            beats = self.room[name] // 64
             k = self.rng.randrange(1, min(beats, 64)) if beats > 1 else 1
             addrs[name] = page + 4096 - 64 * k
-            page += (self.sizes[name] + 4095) // 4096 * 4096 + 8192
+            page += (self.room[name] + 4095) // 4096 * 4096 + 8192
         return addrs
 
-    def load(self, frame: Frame, addrs: dict, *, ifmap_only=False):
-        for name, data in pack_frame(self.cfg, frame).items():
+    def load(self, frames, addrs: dict, *, ifmap_only=False):
+        """Write the buffers of a batch (``frames`` share ``frames[0]``'s constants)."""
+        frame = frames[0]
+        self.schedule = deal(frame.mask, self.cfg.instances)
+        self.images = len(frames)
+        self.sizes = buffer_bytes(self.cfg, self.schedule, self.images)
+        data = pack_frame(self.cfg, frame, self.schedule, np.stack([f.ifmap for f in frames]))
+        for name, raw in data.items():
             if not ifmap_only or name == "ifmap":
-                self.hbm.write(addrs[name], data)
+                self.hbm.write(addrs[name], raw)
         # sentinel around and in the ofm buffer: catch missing and stray writes
-        self.hbm.write(addrs["ofm"] - 4096, bytes([SENTINEL]) * (self.sizes["ofm"] + 8192))
+        self.hbm.write(addrs["ofm"] - 4096, bytes([SENTINEL]) * (self.room["ofm"] + 8192))
 
     async def start(self, addrs: dict, *, load_config=True, interrupt=False):
         for name in BUFFERS:
             await self.set_pointer(name, addrs[name])
         await self.write_reg(Reg.FLAGS, FLAG_LOAD_CONFIG if load_config else 0)
+        await self.write_reg(Reg.FRAMES, getattr(self, "images", 1))
+        await self.write_reg(Reg.SCHEDULE_BEATS, self.sizes["schedule"] // 64)
         await self.write_reg(Reg.GIE, int(interrupt))
         await self.write_reg(Reg.IER, 1 if interrupt else 0)
         assert await self.read_reg(Reg.CTRL) & CTRL_IDLE, "kernel not idle before ap_start"
@@ -160,39 +174,49 @@ class KernelTB(SeededTB):
         names = counter_names(self.cfg)
         return {n: await self.read_reg(Reg.COUNTERS + 4 * i) for i, n in enumerate(names)}
 
-    async def run(self, frame: Frame, addrs: dict, *, load_config=True, interrupt=False):
-        """One kernel invocation on ``frame``; checks the ofm, counters, bursts and status."""
+    async def run(self, frame: Frame, addrs: dict, *, load_config=True, interrupt=False,
+                  images=1):
+        """One kernel invocation on a batch of ``images`` images sharing ``frame``'s constants
+        (``frame`` first); checks the ofm, counters, bursts and status."""
         cfg = self.cfg
-        self.load(frame, addrs, ifmap_only=not load_config)
+        frames = [frame] + [_frame_like(cfg, self.np_rng, frame) for _ in range(images - 1)]
+        self.load(frames, addrs, ifmap_only=not load_config)
         await self.start(addrs, load_config=load_config, interrupt=interrupt)
         await self.wait_done(interrupt=interrupt)
         status = await self.read_reg(Reg.STATUS)
         assert status == 0, f"STATUS={status:#x}"
         raw = self.hbm.read(addrs["ofm"], self.sizes["ofm"])
-        ofm = unpack_ofm(cfg, raw)
-        expected = golden_ofm(frame)
-        bad = np.argwhere(ofm != expected)
-        assert len(bad) == 0, (f"{len(bad)} outputs differ from the golden model, first at "
-                               f"[n,i,j]={bad[0].tolist()}: got {ofm[tuple(bad[0])]} expected "
-                               f"{expected[tuple(bad[0])]} (seed {self.seed})")
-        around = self.hbm.read(addrs["ofm"] - 4096, 4096) + self.hbm.read(addrs["ofm"] + self.sizes["ofm"], 4096)
+        ofm = unpack_ofm(cfg, raw, self.schedule, frame.means, images)
+        for k, f in enumerate(frames):
+            expected = golden_ofm(f)
+            bad = np.argwhere(ofm[k] != expected)
+            assert len(bad) == 0, (f"image {k}: {len(bad)} outputs differ from the golden model, "
+                                   f"first at [n,i,j]={bad[0].tolist()}: got "
+                                   f"{ofm[k][tuple(bad[0])]} expected {expected[tuple(bad[0])]} "
+                                   f"(seed {self.seed})")
+        around = (self.hbm.read(addrs["ofm"] - 4096, 4096)
+                  + self.hbm.read(addrs["ofm"] + self.sizes["ofm"], 4096))
         assert set(around) == {SENTINEL}, "the kernel wrote outside the ofm buffer"
+        assert await self.read_reg(Reg.OUT_BEATS) * 64 == self.sizes["ofm"]
         # every input byte fetched exactly once, every output byte written exactly once
+        inputs = ("params", "schedule", "ifmap") if load_config else ("ifmap",)
         fetched = sum(n for _, n in self.reads) * 64
-        wanted = sum(self.sizes[b] for b in (("params", "mask", "means", "ifmap") if load_config else ("ifmap",)))
+        wanted = sum(self.sizes[b] for b in inputs)
         assert fetched == wanted, f"read {fetched} bytes, expected {wanted}"
         assert sum(n for _, n in self.writes) * 64 == self.sizes["ofm"]
-        assert min(a for a, _ in self.writes) == addrs["ofm"]
-        for name in (("params", "mask", "means", "ifmap") if load_config else ("ifmap",)):
+        if self.writes:
+            assert min(a for a, _ in self.writes) == addrs["ofm"]
+        for name in inputs:
             lo, hi = addrs[name], addrs[name] + self.sizes[name]
             got = sum(n * 64 for a, n in self.reads if lo <= a < hi)
             assert got == self.sizes[name], f"{name}: read {got} of {self.sizes[name]} bytes"
         counters = await self.counters()
-        assert [counters[f"computed[{n}]"] for n in range(cfg.instances)] == frame.uncompressed.tolist()
+        assert ([counters[f"image_computed[{n}]"] for n in range(cfg.instances)]
+                == frame.uncompressed.tolist())
         cycles = await self.read_reg(Reg.KERNEL_CYCLES)
-        self.dut._log.info("run ok: %d read bursts, %d write bursts, kernel %d cycles, engine "
-                           "compute %d cycles", len(self.reads), len(self.writes), cycles,
-                           counters["compute_cycles"])
+        self.dut._log.info("run ok: %d images, %d read bursts, %d write bursts, kernel %d cycles, "
+                           "engine compute %d cycles per image", images, len(self.reads),
+                           len(self.writes), cycles, counters["image_cycles"])
         return ofm
 
 
@@ -203,8 +227,8 @@ def _frame_like(cfg, rng, base: Frame) -> Frame:
 
 @cocotb.test()
 async def host_flow(dut):
-    """Two runs back to back with different data (polled, then by interrupt), buffers above
-    4 GB and mid-page; then a run reusing the loaded configuration (load_config = 0)."""
+    """Two runs back to back with different data (polled; then 3 images by interrupt), buffers
+    above 4 GB and mid-page; then 2 images reusing the loaded configuration (load_config = 0)."""
     tb = KernelTB(dut)
     tb.random_stalls(0.3)
     await tb.reset()
@@ -213,12 +237,12 @@ async def host_flow(dut):
     await tb.run(first, tb.place(0x1000))
     second = random_frame(cfg, tb.np_rng, density=0.7)
     high = tb.place(0x3_2000_0000)                # above 4 GB
-    await tb.run(second, high, interrupt=True)
+    await tb.run(second, high, interrupt=True, images=3)
     assert all(a >= GB4 for a, _ in tb.reads + tb.writes)
-    assert len(tb.writes) >= 2 or cfg.instances * cfg.ofm_words == 1, "ofm not split at 4 KB"
-    await tb.run(_frame_like(cfg, tb.np_rng, second), high, load_config=False, interrupt=True)
+    await tb.run(_frame_like(cfg, tb.np_rng, second), high, load_config=False, interrupt=True,
+                 images=2)
     counters = await tb.counters()
-    assert counters["frames"] == 3
+    assert counters["batches"] == 3 and counters["images"] == 6
 
 
 @cocotb.test()
@@ -233,13 +257,13 @@ async def unaligned_refused(dut):
     addrs = tb.place(GB4 - 0x4000)             # the buffers straddle the 4 GB line
     for i, name in enumerate(BUFFERS):
         bad = dict(addrs, **{name: addrs[name] + tb.rng.choice([1, 8, 32, 63])})
-        tb.load(frame, addrs)
+        tb.load([frame], addrs)
         await tb.start(bad, interrupt=(i % 2 == 1))
         await tb.wait_done(interrupt=(i % 2 == 1))
         status = await tb.read_reg(Reg.STATUS)
         assert status == STATUS_REFUSED | (1 << (STATUS_UNALIGNED_SHIFT + i)), f"{name}: STATUS={status:#x}"
         assert tb.reads == [] and tb.writes == [], f"{name}: AXI traffic on a refused start"
-        assert set(tb.hbm.read(addrs["ofm"], tb.sizes["ofm"])) == {SENTINEL}
+        assert set(tb.hbm.read(addrs["ofm"], tb.room["ofm"])) == {SENTINEL}
     await tb.run(frame, addrs)
 
 
@@ -257,7 +281,7 @@ async def reset_mid_run(dut):
     length = await tb.read_reg(Reg.KERNEL_CYCLES)
     for where in (length // 5, length // 2, length * 9 // 10):
         nxt = random_frame(cfg, tb.np_rng, density=tb.rng.random())
-        tb.load(nxt, addrs)
+        tb.load([nxt], addrs)
         await tb.start(addrs)
         await ClockCycles(dut.ap_clk, where)
         dut._log.info("ap_rst_n at cycle %d of ~%d", where, length)

@@ -4,7 +4,7 @@ One simulator process runs a list of *steps* read from the JSON file named by
 ``VELCRO_SWEEP_JOBS``; each step is ``{"frame": <Frame .npz>, "config": bool, "run": bool,
 "result": <.json>}``:
 
-* ``config``: send the frame's WEIGHTS/MASK/MEANS commands (the deployment constants);
+* ``config``: send the frame's WEIGHTS/SCHEDULE commands (the deployment constants);
 * ``run``: send its FRAME command, collect the output map, compare it with the golden model
   (``==``, through :meth:`AccelTB.run`, which also checks the computed/skipped counters and the
   compute-cycle bound) and write the hardware counters to ``result``.
@@ -25,9 +25,8 @@ import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from hdl.protocol import config_beats
 from py_ref.golden import Frame
-from sim.tb_accel import CLOCK_NS, AccelTB
+from sim.tb_accel import CLOCK_NS, AccelTB, config_beats
 
 
 def _load(path) -> Frame:

@@ -1,85 +1,136 @@
-"""Fast Amaranth-simulator tests of the engine against the golden model (small configurations).
-
-The cocotb regressions in tests/test_sim_accel.py run the generated Verilog on Icarus and
-Verilator; these run the same Python model of the hardware in seconds and are the first stop
-when changing hdl/engine.py.
+"""The streaming, balanced engine (hdl/engine.py) in the Amaranth simulator: WEIGHTS,
+SCHEDULE and FRAME batches through the protocol encoders, outputs decoded with the protocol's
+compact decoder and Schedule.expand, compared with the golden model with ==; every image's
+counters checked (outputs per channel and per instance, and the balance bound
+ceil(sum U / P) * G + IMAGE_LATENCY, exact without stalls); random stalls on both streams.
 """
 
 import random
 
 import numpy as np
 import pytest
-
-from conftest import seed_for
 from amaranth.sim import Simulator
 
+from conftest import seed_for
+from stream_sim import run_streams
 from hdl.config import AccelConfig
-from hdl.engine import VelcroAccelerator
-from hdl.protocol import config_beats, decode_ofm, frame_beats, output_beats
-from py_ref.golden import compute_cycle_bound, golden_ofm, random_frame
-
-
-class EngineTB:
-    """Drives command beats into ``i`` and collects ``o``, with seeded random stalls on both."""
-
-    def __init__(self, cfg, seed, stall=0.0):
-        self.cfg = cfg
-        self.dut = VelcroAccelerator(cfg)
-        self.rng = random.Random(seed)
-        self.stall = stall
-
-    def run(self, beats, frames):
-        dut, rng, stall = self.dut, self.rng, self.stall
-        out = []
-        counters = []
-
-        async def bench(ctx):
-            pos = 0
-            while len(out) < frames * output_beats(self.cfg):
-                valid = pos < len(beats) and rng.random() >= stall
-                ready = rng.random() >= stall
-                ctx.set(dut.i.valid, valid)
-                if valid:
-                    ctx.set(dut.i.payload, beats[pos])
-                ctx.set(dut.o.ready, ready)
-                took = valid and ctx.get(dut.i.ready)
-                gave = ready and ctx.get(dut.o.valid)
-                if gave:
-                    out.append((ctx.get(dut.o.payload.data), ctx.get(dut.o.payload.last)))
-                await ctx.tick()
-                pos += took
-                if gave and out[-1][1]:
-                    counters.append(ctx.get(dut.counters))
-            await ctx.tick()
-
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(bench)
-        sim.run()
-        return out, counters
-
+from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
+                          decode_stream_counters, image_beats, schedule_beats, weight_beats)
+from hdl.engine import IMAGE_LATENCY, StreamEngine
+from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.schedule import deal
+from test_schedule import skewed_mask
 
 CONFIGS = {
-    "tiny": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
-    "multichannel": AccelConfig(height=6, width=4, in_channels=5, instances=3, lanes=2,
-                                bus_width=128, mask_lanes=8),
+    # a tile wider than the bus: two beats per tile
+    "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
+    # three channel groups, the last half empty; multi-beat filter records
+    "c5l2p4": AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2, bus_width=64,
+                          mask_lanes=4),
+    # three tiles per beat, tiles cut by the border
+    "c1p4": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=256),
 }
 
 
-@pytest.mark.parametrize("density", [0.0, 0.3, 0.9, 1.0])
+def constants_beats(cfg, frame, schedule):
+    return (weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
+            + schedule_beats(cfg, schedule))
+
+
+def run_engine(cfg, commands, n_out, *, seed, stall):
+    """Stream ``commands`` in, ``n_out`` beats out; returns (beats [(cycle, data, last)],
+    per-image counters [dict], final counters)."""
+    dut = StreamEngine(cfg)
+    beats, images, final = [], [], {}
+
+    async def bench(ctx):
+        got, = await run_streams(ctx, sources=[(dut.i, commands)], sinks=[(dut.o, n_out)],
+                                 rng=random.Random(seed), stall=stall, drain=40)
+        beats.extend((c, b.data, b.last) for c, b in got)
+        final.update(decode_stream_counters(cfg, ctx.get(dut.counters.as_value())))
+        assert ctx.get(dut.idle)
+
+    async def monitor(ctx):
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.image_done):
+                images.append(decode_stream_counters(cfg, ctx.get(dut.counters.as_value())))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    return beats, images, final
+
+
+def check_batch(cfg, frames, schedule, beats, images, *, stall, seed):
+    b_count = len(frames)
+    per = compact_beats_per_image(cfg, schedule.total)
+    assert len(beats) == per * b_count
+    assert [last for _, _, last in beats] == ([0] * (per - 1) + [1] if per else []) * b_count, \
+        f"seed={seed}"
+    got = decode_batch(cfg, [d for _, d, _ in beats], schedule, frames[0].means, b_count)
+    for k, f in enumerate(frames):
+        np.testing.assert_array_equal(got[k], golden_ofm(f), err_msg=f"image {k} seed={seed}")
+    assert len(images) == b_count, f"seed={seed}"
+    bound = schedule.steps * cfg.groups + IMAGE_LATENCY
+    for k, c in enumerate(images):
+        assert c["image_computed"] == frames[0].uncompressed.tolist(), f"image {k} seed={seed}"
+        assert c["image_instance"] == schedule.counts.tolist(), f"image {k} seed={seed}"
+        if schedule.total:
+            if stall:
+                assert c["image_cycles"] <= bound, f"image {k}: {c['image_cycles']} > {bound}"
+            else:
+                assert c["image_cycles"] == bound, f"image {k}: {c['image_cycles']} != {bound}"
+
+
+def batch_of(cfg, rng, first, count):
+    return [first] + [Frame(**{**first.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
+                      for _ in range(count - 1)]
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+@pytest.mark.parametrize("density", [0.0, 0.3, 0.9, 1.0, "skewed"])
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("stall", [0.0, 0.4])
-def test_engine_matches_golden(name, density, stall):
+def test_batch_matches_golden(name, density, stall):
     cfg = CONFIGS[name]
-    seed = seed_for("engine", name, density, stall)
+    seed = seed_for("stream-engine", name, density, stall)
     rng = np.random.default_rng(seed)
-    frame = random_frame(cfg, rng, density=density)
-    tb = EngineTB(cfg, seed, stall)
-    out, counters = tb.run(config_beats(cfg, frame) + frame_beats(cfg, frame.ifmap), frames=1)
-    assert [last for _, last in out] == [0] * (len(out) - 1) + [1]
-    got = decode_ofm(cfg, [d for d, _ in out])
-    np.testing.assert_array_equal(got, golden_ofm(frame))
-    c = counters[0]
-    assert list(c["computed"]) == list(frame.uncompressed)
-    assert list(c["skipped"]) == list(cfg.positions - frame.uncompressed)
-    assert c["compute_cycles"] <= compute_cycle_bound(cfg, frame)
+    shape = (cfg.instances, cfg.height, cfg.width)
+    if density == "skewed":
+        first = random_frame(cfg, rng, mask=skewed_mask(rng, shape, 0.4))
+    else:
+        first = random_frame(cfg, rng, density=density)
+    frames = batch_of(cfg, rng, first, 3)
+    s = deal(first.mask, cfg.instances)
+    commands = constants_beats(cfg, first, s) + batch_frame_beats(
+        cfg, np.stack([f.ifmap for f in frames]))
+    n_out = compact_beats_per_image(cfg, s.total) * len(frames)
+    beats, images, final = run_engine(cfg, commands, n_out, seed=seed, stall=stall)
+    check_batch(cfg, frames, s, beats, images, stall=stall, seed=seed)
+    assert final["batches"] == 1 and final["images"] == len(frames)
+
+
+@pytest.mark.parametrize("name", ["c1p2", "c1p4"])
+def test_two_batches_extreme(name):
+    """Extreme values; two FRAME commands (B = 1, then B = 4) after one set of constants."""
+    cfg = CONFIGS[name]
+    seed = seed_for("stream-engine-two", name)
+    rng = np.random.default_rng(seed)
+    first = random_frame(cfg, rng, density=0.2, extreme=True)
+    s = deal(first.mask, cfg.instances)
+    frames = batch_of(cfg, rng, first, 5)
+    commands = (constants_beats(cfg, first, s) + batch_frame_beats(cfg, frames[0].ifmap)
+                + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames[1:]])))
+    n_out = compact_beats_per_image(cfg, s.total) * len(frames)
+    beats, images, final = run_engine(cfg, commands, n_out, seed=seed, stall=0.2)
+    check_batch(cfg, frames, s, beats, images, stall=0.2, seed=seed)
+    assert final["batches"] == 2 and final["images"] == 5
+
+
+def test_image_beats_fill_the_bus():
+    """Default design: 7 tiles per 512-bit beat, 70 beats per image (>= 85 % pixels)."""
+    cfg = AccelConfig()
+    assert image_beats(cfg) == 70
+    assert cfg.groups * cfg.tiles * cfg.tile_bits / (image_beats(cfg) * cfg.bus_width) >= 0.85

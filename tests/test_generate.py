@@ -17,7 +17,7 @@ def test_generate_cli_writes_any_configuration(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert "module velcro_accel(" in text and text.count("instance1") > 0
+    assert "module velcro_accel(" in text and text.count("datapath1") > 0
     assert '"in_channels": 3' in out.with_suffix(".json").read_text()
 
 
@@ -30,7 +30,7 @@ def test_generate_cli_rejects_bad_configuration(tmp_path):
 
 
 @pytest.mark.parametrize("cfg", [AccelConfig(), AccelConfig(height=7, width=9, in_channels=5,
-                                                            instances=3, lanes=2)],
+                                                            instances=4, lanes=2)],
                          ids=["default", "multichannel"])
 def test_lint_clean_with_documented_waivers(cfg):
     result = lint(generated_rtl(cfg), "velcro_accel")

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from hdl.config import AccelConfig
-from hdl.protocol import config_beats, decode_ofm, frame_beats, output_beats
+from hdl.protocol import (batch_frame_beats, decode_batch, image_beats, schedule_beats,
+                          weight_beats)
+from py_ref.schedule import deal
 from py_ref.golden import Frame, FrameError, float_reference, golden_ofm, random_frame
 
 SEED = 11
@@ -53,24 +55,37 @@ def test_golden_within_half_a_step_of_float_pytorch():
 
 
 def test_protocol_round_trip_of_output_beats():
-    cfg = AccelConfig(height=7, width=9, instances=3, bus_width=64)
-    ofm = np.random.default_rng(SEED).integers(0, 256, (3, 7, 9), dtype=np.uint8)
-    flat = np.zeros((3, cfg.ofm_words * 8), np.uint8)
-    flat[:, :63] = ofm.reshape(3, -1)
-    beats = [int.from_bytes(row.tobytes(), "little") for row in flat.reshape(-1, 8)]
-    assert len(beats) == output_beats(cfg)
-    np.testing.assert_array_equal(decode_ofm(cfg, beats), ofm)
+    """Compact beats of two images -> decode_batch -> the means with the outputs in place."""
+    cfg = AccelConfig(height=7, width=9, instances=4, bus_width=64)
+    rng = np.random.default_rng(SEED)
+    mask = rng.random((4, 7, 9)) < 0.4
+    s = deal(mask, 4)
+    means = rng.integers(0, 256, (4, 7, 9), dtype=np.uint8)
+    ofm = rng.integers(0, 256, (2, 4, 7, 9), dtype=np.uint8)
+    compact = [o.reshape(-1)[s.compact_flat] for o in ofm]
+    per = -(-s.total // 8)
+    beats = []
+    for values in compact:
+        flat = np.zeros(per * 8, np.uint8)
+        flat[:s.total] = values
+        beats += [int.from_bytes(row.tobytes(), "little") for row in flat.reshape(-1, 8)]
+    got = decode_batch(cfg, beats, s, means, 2)
+    np.testing.assert_array_equal(got, np.where(mask, means, ofm))
 
 
 def test_protocol_beat_counts():
     cfg = AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2, bus_width=64)
     f = random_frame(cfg, np.random.default_rng(SEED))
+    s = deal(f.mask, 4)
     # header + N*G filter records of 9*2 bytes (3 beats of 8 bytes) + N quant records
-    # + header + ceil(56/K) mask chunks + header + N*ceil(56/8) means words
-    expect = (1 + 4 * 3 * 3 + 4) + (1 + cfg.mask_chunks) + (1 + 4 * 7)
-    assert len(config_beats(cfg, f)) == expect
-    assert len(frame_beats(cfg, f.ifmap)) == 1 + cfg.groups * cfg.tiles * 3
-    assert all(0 <= b < 2**64 for b in config_beats(cfg, f) + frame_beats(cfg, f.ifmap))
+    assert len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) == 1 + 4 * 3 * 3 + 4
+    # header + steps records of 4 entries of 2+3+3 bits (one beat each)
+    assert len(schedule_beats(cfg, s)) == 1 + s.steps
+    # tiles of 18 bytes need 3 beats of 8: header + B * G * tiles * 3
+    assert image_beats(cfg) == 3 * 9 * 3
+    assert len(batch_frame_beats(cfg, np.stack([f.ifmap] * 2))) == 1 + 2 * image_beats(cfg)
+    # default: 7 tiles per 512-bit beat, 70 beats per image (>= 85 % pixels)
+    assert image_beats(AccelConfig()) == 70
 
 
 def test_frame_validation_names_the_problem():

@@ -11,13 +11,14 @@ from conftest import seed_for
 
 from hdl.config import AccelConfig
 from hdl.kernel_buffers import buffer_beats
-from hdl.protocol import frame_beats, mask_beats, means_beats, weight_beats
+from hdl.protocol import batch_frame_beats, schedule_beats, weight_beats
 from py_ref.golden import random_frame
+from py_ref.schedule import deal
 from sim.runner import SIMULATORS
 
 CONFIGS = {
-    # 3 instances, odd sizes, one beat per record
-    "small": AccelConfig(height=9, width=10, in_channels=1, instances=3, bus_width=512),
+    # 4 instances, odd sizes, one beat per record
+    "small": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=512),
     # 20 channels over 3 groups of 8 lanes: two-beat tile and filter records
     "multichannel": AccelConfig(height=7, width=8, in_channels=20, instances=4, lanes=8,
                                 bus_width=512, mask_lanes=4),
@@ -51,14 +52,17 @@ def test_kernel_default_config(build_for, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_buffer_beats_match_protocol(config):
-    """The kernel's fixed transfer sizes are the protocol helpers' beats minus the header."""
+    """The kernel's transfer sizes are the protocol helpers' beats (minus the inserted
+    headers) for batches of 1 and 3 images."""
     cfg = CONFIGS[config]
     f = random_frame(cfg, np.random.default_rng(0))
-    beats = buffer_beats(cfg)
-    assert beats["params"] == len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) - 1
-    assert beats["mask"] == len(mask_beats(cfg, f.mask)) - 1
-    assert beats["means"] == len(means_beats(cfg, f.means)) - 1
-    assert beats["ifmap"] == len(frame_beats(cfg, f.ifmap)) - 1
+    s = deal(f.mask, cfg.instances)
+    for images in (1, 3):
+        beats = buffer_beats(cfg, s, images)
+        assert beats["params"] == len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) - 1
+        assert beats["schedule"] == len(schedule_beats(cfg, s))
+        assert beats["ifmap"] == len(batch_frame_beats(cfg, np.stack([f.ifmap] * images))) - 1
+        assert beats["ofm"] == images * -(-s.total // 64)
 
 
 def test_kernel_rejects_other_bus_widths():

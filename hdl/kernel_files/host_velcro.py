@@ -6,10 +6,12 @@ against the integer golden model.
     PYTHONPATH=<velcro checkout> python3 host_velcro.py velcro.xclbin [--frame FRAME.npz]
 
 The frame is random (seed 1) unless ``--frame`` names a FRAME.npz (``velcro export`` writes
-one). Buffers are packed with hdl/kernel_buffers.py: the protocol helpers' beats without their
-header beat, 64 bytes per beat. The configuration the kernel was built for is config.json next
-to this script; a frame of other shapes is refused before the device is touched (the kernel's
-sizes are fixed when it is built: see docs/KERNEL.md for building the matching one).
+one; its ifmap may be [B, C_in, H, W], a batch of B images). The host deals the work list
+(py_ref.schedule.deal) and packs the buffers with hdl/kernel_buffers.py; the kernel returns the
+computed outputs only, which unpack_ofm expands with the schedule and the means. The
+configuration the kernel was built for is config.json next to this script; a frame of other
+shapes is refused before the device is touched (the kernel's sizes are fixed when it is
+built: see docs/KERNEL.md for building the matching one).
 """
 
 import argparse
@@ -59,23 +61,27 @@ def check_frame(cfg: AccelConfig, frame) -> None:
 
 
 def prepare(args):
-    """Everything that can go wrong before the device: config, frame, shapes, the xclbin."""
+    """Everything that can go wrong before the device: config, frame (or batch), shapes, the
+    xclbin. Returns the configuration, the frame of the first image and the ifmaps [B, ...]."""
     from py_ref.cli import CliError
-    from py_ref.frame_file import read_frame
+    from py_ref.frame_file import read_batch
     from py_ref.golden import random_frame
 
     cfg = load_kernel_config(args.config)
     if args.frame:
         try:
-            frame = read_frame(args.frame)
+            frame, ifmaps = read_batch(args.frame)
         except CliError as exc:
             raise HostError(str(exc)) from None
         check_frame(cfg, frame)
+        if ifmaps is None:
+            ifmaps = frame.ifmap[None]
     else:
         frame = random_frame(cfg, np.random.default_rng(1), density=0.5)
+        ifmaps = frame.ifmap[None]
     if not args.xclbin.is_file():
         raise HostError(f"{args.xclbin} not found (the xclbin v++ --link wrote)")
-    return cfg, frame
+    return cfg, frame, ifmaps
 
 
 def main(argv=None) -> int:
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
                         help="the kernel's configuration (default: config.json next to this script)")
     args = parser.parse_args(argv)
     try:
-        cfg, frame = prepare(args)
+        cfg, frame, ifmaps = prepare(args)
     except HostError as exc:
         print(f"host_velcro: error: {exc}", file=sys.stderr)
         return 2
@@ -97,34 +103,42 @@ def main(argv=None) -> int:
         print("host_velcro: error: pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
               file=sys.stderr)
         return 2
-    return run(pyxrt, args, cfg, frame)
+    return run(pyxrt, args, cfg, frame, ifmaps)
 
 
-def run(pyxrt, args, cfg, frame) -> int:
+def run(pyxrt, args, cfg, frame, ifmaps) -> int:
+    import dataclasses
+
     from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
                                     pack_frame, unpack_ofm)
     from py_ref.golden import golden_ofm
+    from py_ref.schedule import deal
+
+    images = len(ifmaps)
+    frames = [dataclasses.replace(frame, ifmap=x) for x in ifmaps]
+    schedule = deal(frame.mask, cfg.instances)
 
     device = pyxrt.device(args.device)
     uuid = device.load_xclbin(str(args.xclbin))
     # exclusive access: needed to read the performance counters with read_register
     kernel = pyxrt.kernel(device, uuid, KERNEL, pyxrt.kernel.cu_access_mode.exclusive)
 
-    sizes = buffer_bytes(cfg)
-    data = pack_frame(cfg, frame)
+    sizes = buffer_bytes(cfg, schedule, images)
+    data = pack_frame(cfg, frame, schedule, ifmaps)
     bos = {}
-    for i, name in enumerate(BUFFERS):                 # argument i = BUFFERS[i], then flags
-        bos[name] = pyxrt.bo(device, sizes[name], pyxrt.bo.normal, kernel.group_id(i))
+    for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then flags, frames, beats
+        bos[name] = pyxrt.bo(device, max(sizes[name], 64), pyxrt.bo.normal, kernel.group_id(i))
         if name in data:
             bos[name].write(np.frombuffer(data[name], np.uint8), 0)
             bos[name].sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, sizes[name], 0)
 
-    run = kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG)
+    run = kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG, images,
+                 sizes["schedule"] // 64)
     state = run.wait()
     print(f"kernel finished: {state}")
 
     bos["ofm"].sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, sizes["ofm"], 0)
-    ofm = unpack_ofm(cfg, bytes(bos["ofm"].read(sizes["ofm"], 0)))
+    ofm = unpack_ofm(cfg, bytes(bos["ofm"].read(sizes["ofm"], 0)), schedule, frame.means, images)
     status = kernel.read_register(Reg.STATUS)
     cycles = kernel.read_register(Reg.KERNEL_CYCLES)
     counters = {n: kernel.read_register(Reg.COUNTERS + 4 * i)
@@ -132,12 +146,13 @@ def run(pyxrt, args, cfg, frame) -> int:
     print(f"STATUS={status:#x} kernel cycles={cycles} engine: " +
           ", ".join(f"{k}={v}" for k, v in counters.items() if "[" not in k))
 
-    expected = golden_ofm(frame)
-    bad = np.argwhere(ofm != expected)
-    if len(bad):
-        print(f"FAIL: {len(bad)} of {ofm.size} outputs differ from the golden model, first at "
-              f"[n,i,j]={bad[0].tolist()}", file=sys.stderr)
-        return 1
+    for k, f in enumerate(frames):
+        expected = golden_ofm(f)
+        bad = np.argwhere(ofm[k] != expected)
+        if len(bad):
+            print(f"FAIL: image {k}: {len(bad)} of {expected.size} outputs differ from the golden "
+                  f"model, first at [n,i,j]={bad[0].tolist()}", file=sys.stderr)
+            return 1
     print(f"PASS: {ofm.size} outputs match the golden model bit for bit")
     return 0
 

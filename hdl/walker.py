@@ -1,0 +1,71 @@
+"""Per-instance work-list walker of the streaming engine.
+
+The SCHEDULE command writes instance p's dealt run (:func:`py_ref.schedule.deal`) into the
+walker's memory, entry k at address k. For every image the engine pulses ``start``; the walker
+then offers entries k = 0, 1, ... while its compact index ``k*P + p`` is below ``total`` (the
+first ``total % P`` instances hold one entry more), each tagged with its index k and the image's
+ifmap buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
+the output register moves), so entries leave back to back, one per cycle at most.
+
+Timing: ``start`` in cycle t, the first entry is offered in cycle t + 2; ``running`` falls once
+the last entry has been read (it may still sit in the output register).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .datapath import WriteSignature, entries_per_instance, work_layout
+from .protocol import schedule_entry_layout
+
+__all__ = ["WorkWalker"]
+
+
+class WorkWalker(wiring.Component):
+    """Instance ``instance``'s work list: ``write`` stores entries, ``work`` streams them."""
+
+    def __init__(self, cfg: AccelConfig, instance: int):
+        if not isinstance(instance, int) or not 0 <= instance < cfg.instances:
+            raise ValueError(f"instance must be an integer in 0..{cfg.instances - 1}, "
+                             f"not {instance!r}")
+        self.cfg, self.instance = cfg, instance
+        super().__init__({
+            "write": In(WriteSignature(range(entries_per_instance(cfg)),
+                                       schedule_entry_layout(cfg))),
+            "total": In(range(cfg.instances * cfg.positions + 1)),
+            "start": In(1),
+            "buf": In(1),
+            "running": Out(1),
+            "work": Out(stream.Signature(work_layout(cfg, cfg.instances))),
+        })
+
+    def elaborate(self, platform):
+        cfg, p_count = self.cfg, self.cfg.instances
+        m = Module()
+        mem = memory.Memory(shape=schedule_entry_layout(cfg), depth=entries_per_instance(cfg),
+                            init=[])
+        m.submodules.entries = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr),
+                     wp.data.eq(self.write.data)]
+
+        k = Signal(range(entries_per_instance(cfg) + 1))
+        c = Signal(range(p_count * (cfg.positions + 1)))   # compact index k*P + p
+        buf = Signal()
+        wk = self.work
+        adv = Signal()
+        m.d.comb += [adv.eq(~wk.valid | wk.ready), rp.en.eq(adv), rp.addr.eq(k),
+                     wk.payload.slot.eq(rp.data.channel), wk.payload.y.eq(rp.data.y),
+                     wk.payload.x.eq(rp.data.x)]
+        with m.If(adv):
+            m.d.sync += [wk.valid.eq(self.running & (c < self.total)),
+                         wk.payload.index.eq(k), wk.payload.buf.eq(buf),
+                         k.eq(k + 1), c.eq(c + p_count)]
+            with m.If(c + p_count >= self.total):
+                m.d.sync += self.running.eq(0)
+        with m.If(self.start):
+            m.d.sync += [self.running.eq(1), k.eq(0), c.eq(self.instance), buf.eq(self.buf)]
+        return m

@@ -1,0 +1,41 @@
+"""Golden model of the compact (VELCRO) output stream and the balanced cycle model.
+
+The balanced engine emits only the computed outputs, in the schedule's compact order (see
+:mod:`py_ref.schedule`); the host expands them with :meth:`Schedule.expand`. These functions are
+the golden side of that contract. They live beside :mod:`py_ref.golden` rather than in it only
+to keep edits apart; they import nothing from ``hdl``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .golden import Frame, golden_ofm
+from .schedule import Schedule
+
+__all__ = ["golden_compact", "compute_cycles_balanced"]
+
+
+def golden_compact(frame: Frame, schedule: Schedule) -> np.ndarray:
+    """uint8 [sum U]: the computed outputs of ``frame`` in ``schedule``'s compact order, exactly
+    the bytes the balanced engine streams out."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, not {schedule!r}")
+    if schedule.shape != frame.mask.shape:
+        raise ValueError(f"schedule must be dealt for a mask of shape {frame.mask.shape!r}, "
+                         f"not {schedule.shape!r}")
+    if schedule.total != int((~frame.mask).sum()) or frame.mask.reshape(-1)[
+            schedule.compact_flat].any():
+        raise ValueError("schedule must be dealt from the frame's mask, not another mask")
+    return golden_ofm(frame).reshape(-1)[schedule.compact_flat]
+
+
+def compute_cycles_balanced(schedule: Schedule, groups: int, latency: int) -> int:
+    """Compute cycles per frame of P instances sharing the work list: ceil(sum U / P) * G + latency
+    (an instance takes G cycles per entry, the busiest holds ceil(sum U / P) entries)."""
+    for name, value, low in (("groups", groups, 1), ("latency", latency, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, not {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, not {value!r}")
+    return schedule.steps * int(groups) + int(latency)

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Streaming benchmark of the default design on Verilator: steady-state cycles per image.
+
+steady = (batch_cycles(B = 8) - batch_cycles(B = 2)) / 6, from the first input beat of the first
+image to the last output beat of the last image (constants excluded), at C = 0, 0.3, 0.6, 0.9
+for random masks and point-wide masks (one percentile threshold over [N, H, W] of variances
+whose per-channel scales spread over three decades). Printed: steady, the balanced work
+ceil(sum U / P) * G and their difference (target <= 16), and the speedup over C = 0 with its
+ratio to the ideal 1 / (1 - C) (target >= 0.95). Every output is checked against the golden
+model.
+
+    python scripts/bench_stream.py [--ratios 0,0.3,0.6,0.9] [--seed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hdl.config import DEFAULT  # noqa: E402
+from py_ref.golden import Frame, golden_ofm, random_frame  # noqa: E402
+from py_ref.schedule import deal  # noqa: E402
+from sim.frame_runner import run_frame  # noqa: E402
+
+
+def point_wide_mask(rng, shape, ratio):
+    scale = np.logspace(0, 3, shape[0])[rng.permutation(shape[0])]
+    variance = rng.random(shape) * scale[:, None, None]
+    return variance < np.quantile(variance, ratio) if ratio > 0 else np.zeros(shape, bool)
+
+
+def batch_cycles(frame: Frame, ifmaps) -> int:
+    res = run_frame(frame, "verilator", batch=ifmaps)
+    for k, x in enumerate(ifmaps):
+        expected = golden_ofm(Frame(**{**frame.__dict__, "ifmap": x}))
+        if not np.array_equal(res["ofm"][k], expected):
+            raise SystemExit(f"image {k}: output differs from the golden model")
+    return int(res["batch_cycles"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ratios", default="0,0.3,0.6,0.9")
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args(argv)
+    cfg = DEFAULT
+    ratios = [float(c) for c in args.ratios.split(",")]
+    rng = np.random.default_rng(args.seed)
+    shape = (cfg.instances, cfg.height, cfg.width)
+    ifmaps = rng.integers(-128, 128, (8, cfg.in_channels, cfg.height, cfg.width), dtype=np.int8)
+    t0 = time.perf_counter()
+    print(f"default config {cfg.tag}, Verilator, P = {cfg.instances}, G = {cfg.groups}")
+    print(f"{'mask':>10} {'C':>5} {'sum U':>6} {'work':>6} {'steady':>8} {'excess':>7} "
+          f"{'speedup':>8} {'ideal':>7} {'ratio':>6}")
+    for kind in ("random", "pointwide"):
+        base = None
+        for c in ratios:
+            mask = (rng.random(shape) < c) if kind == "random" else point_wide_mask(rng, shape, c)
+            frame = random_frame(cfg, rng, mask=mask)
+            s = deal(mask, cfg.instances)
+            work = s.steps * cfg.groups
+            steady = (batch_cycles(frame, ifmaps) - batch_cycles(frame, ifmaps[:2])) / 6
+            base = steady if base is None else base
+            speedup = base / steady
+            ideal = 1 / (1 - float(mask.mean()))
+            print(f"{kind:>10} {mask.mean():5.2f} {s.total:6d} {work:6d} {steady:8.1f} "
+                  f"{steady - work:7.1f} {speedup:8.3f} {ideal:7.3f} {speedup / ideal:6.3f}")
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""py_ref.compact: the compact output stream's golden model and the balanced cycle model."""
+
+import numpy as np
+import pytest
+
+from conftest import seed_for
+from py_ref.compact import compute_cycles_balanced, golden_compact
+from py_ref.golden import golden_ofm
+from py_ref.schedule import deal
+from test_schedule import frame_for, reference_compact, reference_deal, skewed_mask
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.9, 1.0])
+@pytest.mark.parametrize("p_count", [1, 4, 7])
+def test_golden_compact_round_trip(ratio, p_count):
+    seed = seed_for("compact", ratio, p_count)
+    rng = np.random.default_rng(seed)
+    mask = rng.random((5, 6, 7)) < ratio
+    frame = frame_for(mask, rng)
+    s = deal(mask, p_count)
+    compact = golden_compact(frame, s)
+    golden = golden_ofm(frame)
+    order = reference_compact(reference_deal(mask, p_count))
+    assert compact.dtype == np.uint8
+    assert compact.tolist() == [int(golden[c, i, j]) for c, i, j in order]
+    np.testing.assert_array_equal(s.expand(compact, frame.means), golden)
+
+
+def test_golden_compact_skewed():
+    rng = np.random.default_rng(seed_for("compact-skewed"))
+    mask = skewed_mask(rng, (8, 9, 10), 0.5)
+    frame = frame_for(mask, rng)
+    s = deal(mask, 5)
+    np.testing.assert_array_equal(s.expand(golden_compact(frame, s), frame.means),
+                                  golden_ofm(frame))
+
+
+def test_golden_compact_rejects_other_schedule():
+    rng = np.random.default_rng(seed_for("compact-reject"))
+    mask = rng.random((3, 4, 5)) < 0.5
+    frame = frame_for(mask, rng)
+    with pytest.raises(TypeError, match="schedule must be a Schedule"):
+        golden_compact(frame, "schedule")
+    with pytest.raises(ValueError, match="dealt for a mask of shape"):
+        golden_compact(frame, deal(np.zeros((3, 4, 6), bool), 2))
+    with pytest.raises(ValueError, match="dealt from the frame's mask"):
+        golden_compact(frame, deal(~mask, 2))
+
+
+def test_compute_cycles_balanced():
+    mask = np.zeros((3, 4, 5), bool)          # 60 outputs
+    assert compute_cycles_balanced(deal(mask, 7), groups=3, latency=6) == 9 * 3 + 6
+    assert compute_cycles_balanced(deal(mask, 6), groups=1, latency=0) == 10
+    assert compute_cycles_balanced(deal(np.ones((2, 4, 4), bool), 4), 2, 5) == 5
+    # the default image at C = 0: 16 instances, 4096 steps
+    assert compute_cycles_balanced(deal(np.zeros((16, 64, 64), bool), 16), 1, 8) == 4104
+    with pytest.raises(ValueError, match="groups must be at least 1, not 0"):
+        compute_cycles_balanced(deal(mask, 2), 0, 1)
+    with pytest.raises(TypeError, match="latency must be an integer, not 1.5"):
+        compute_cycles_balanced(deal(mask, 2), 1, 1.5)
