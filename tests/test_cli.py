@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import seed_for
+
 from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
 from py_ref.golden import golden_ofm, random_frame
@@ -79,6 +81,48 @@ def test_sim_frame(tmp_path, frame, sim):
     umask = os.umask(0o022)
     os.umask(umask)
     assert (tmp_path / "result.npz").stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_sim_batch(tmp_path, frame, sim):
+    """ifmap [B, C_in, H, W]: B images through one FRAME command, per-image results."""
+    import dataclasses
+    rng = np.random.default_rng(seed_for("cli-batch", sim))
+    ifmaps = rng.integers(-128, 128, size=(3, *frame.ifmap.shape), dtype=np.int8)
+    arrays = {**_arrays(frame), "ifmap": ifmaps}
+    np.savez(tmp_path / "frame.npz", **arrays)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", "--sim", sim)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith("images=3 batch_cycles="), r.stdout
+    bound = compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
+    with np.load(tmp_path / "result.npz") as res:
+        assert res["ofm"].shape == (3, *frame.mask.shape) and res["ofm"].dtype == np.uint8
+        for k in range(3):
+            np.testing.assert_array_equal(res["ofm"][k],
+                                          golden_ofm(dataclasses.replace(frame, ifmap=ifmaps[k])),
+                                          err_msg=f"image {k}")
+        assert res["compute_cycles"].tolist() == [bound] * 3
+        assert res["computed"].shape == (3, CFG.instances)
+        assert (res["computed"] == frame.uncompressed).all()
+        assert int(res["batch_cycles"]) >= 3 * (bound - 7)
+
+
+def test_sim_refuses_an_empty_batch(tmp_path, frame, no_build):
+    arrays = {**_arrays(frame), "ifmap": np.zeros((0, *frame.ifmap.shape), np.int8)}
+    np.savez(tmp_path / "frame.npz", **arrays)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", env=no_build)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "batch of no image" in r.stderr
+    assert not (tmp_path / "result.npz").exists()
+
+
+def test_sim_refuses_a_bad_image_in_a_batch(tmp_path, frame, no_build):
+    arrays = {**_arrays(frame), "ifmap": np.zeros((2, 1, *frame.ifmap.shape[1:]), np.int8)}
+    np.savez(tmp_path / "frame.npz", **arrays)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", env=no_build)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "array 'weight' has shape" in r.stderr and "batch" in r.stderr
+    assert not (tmp_path / "result.npz").exists()
 
 
 def _arrays(frame):
