@@ -18,7 +18,7 @@ help:
 	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
-	@echo "make bench    compute-cycle and simulation-speed benchmarks of the default design"
+	@echo "make bench    streaming, compute-cycle, expansion and simulation-speed benchmarks (default design)"
 	@echo "make kernel   Vitis RTL kernel folder for the Alveo U280 -> build/kernel/"
 	@echo "make synth    Yosys UltraScale+ resource report -> results/synth/REPORT.md"
 	@echo "make velcro-results  VELCRO / S-VELCRO analyses on real data -> results/velcro/"
@@ -68,6 +68,8 @@ test-fast: $(VENV_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV_STAMP)
+	$(PY) scripts/bench_stream.py
+	$(PY) scripts/bench_expand.py
 	$(PY) scripts/bench_compute.py
 	$(PY) scripts/bench_sim_speed.py
 
