@@ -3,44 +3,16 @@
 Ports (named as Vitis expects; ``scripts/make_kernel.py`` (``make kernel``) writes the Verilog):
 
 * ``ap_clk``, ``ap_rst_n`` (active low, synchronous), ``interrupt`` (level, active high).
-* ``s_axi_control_*``: AXI4-Lite slave, 12-bit addresses, 32-bit data, the register map below.
-* ``m_axi_gmem_*``: AXI4 master, 64-bit addresses, 512-bit data, 1-bit IDs (always 0). All four
-  buffers go through this one port: INCR bursts of at most 64 beats that never cross a 4 KB
-  boundary, fully-strobed writes, one read and one write stream in flight at a time.
+* ``s_axi_control_*``: AXI4-Lite slave, 12-bit addresses, 32-bit data. The register map is the
+  table in :mod:`hdl.regmap`; the read and write decode below is generated from it.
+* ``m_axi_gmem_in_*``: AXI4 master, 64-bit addresses, 512-bit data, 1-bit IDs (always 0), that
+  reads the input buffers (params, schedule, ifmap); its write channels are tied off (AWVALID
+  and WVALID low, BREADY high).
+* ``m_axi_gmem_out_*``: the same for the ofm, write channels only used (ARVALID low, RREADY
+  high). Two masters let v++ put inputs and output on different HBM pseudo-channels.
 
-Register map (byte offsets; all registers 32 bits)
-==================================================
-
-======  ===============  ====  =============================================================
-offset  name             acc.  bits
-======  ===============  ====  =============================================================
-0x00    CTRL             RW    0 ap_start (W1 starts; cleared by the kernel at ap_ready),
-                               1 ap_done (RO, clear on read), 2 ap_idle (RO),
-                               3 ap_ready (RO, clear on read), 7 auto_restart (RW)
-0x04    GIE              RW    0 global interrupt enable
-0x08    IER              RW    0 ap_done interrupt enable, 1 ap_ready interrupt enable
-0x0C    ISR              RTOW  0 ap_done, 1 ap_ready (set when the event happens and its IER
-                               bit is set; writing 1 toggles the bit).
-                               interrupt = GIE & (ISR != 0)
-0x10    ifmap            RW    64-bit pointer (low word at 0x10, high word at 0x14): B images
-0x18    params           RW    64-bit pointer: every channel's filters + bias/mult/shift
-0x20    schedule         RW    64-bit pointer: the SCHEDULE command (host-dealt work lists)
-0x28    ofm              RW    64-bit pointer (output: B images of compact output)
-0x38    flags            RW    0 load_config: fetch params and schedule before the ifmap. 0
-                               reuses the ones loaded by an earlier run (they survive
-                               ap_rst_n unless the reset hit a run that was loading them)
-0x40    STATUS           RO    of the last start: 0 refused (an unaligned pointer, nothing
-                               was read or written, ap_done raised at once), 1 AXI error (a
-                               response was not OKAY), 8+i pointer i was unaligned (i: 0
-                               ifmap, 1 params, 2 schedule, 3 ofm)
-0x44    CYCLES           RO    ap_clk cycles from ap_start to ap_done of the last run
-0x48    FRAMES           RW    B, images per start (0 counts as 1)
-0x4C    SCHEDULE_BEATS   RW    beats of the schedule buffer
-0x50    OUT_BEATS        RO    ofm beats written by the last run
-0x80..  counters         RO    the engine's counters (hdl.protocol.STREAM_COUNTERS), one
-                               32-bit word each, arrays element by element
-                               (hdl.kernel_buffers.counter_names)
-======  ===============  ====  =============================================================
+Both masters issue INCR bursts of at most 64 beats that never cross a 4 KB boundary; writes
+are fully strobed; one read and one write stream in flight at a time.
 
 Every pointer must be 64-byte aligned; above 4 GB is fine (64-bit addresses). The buffer
 formats are in :mod:`hdl.kernel_buffers`.
@@ -58,6 +30,7 @@ ap_done rises once every write response is back.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from amaranth import Array, C, Cat, ClockDomain, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
@@ -65,19 +38,20 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
-from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, Reg,
-                             STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
+from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, STATUS_AXI_ERROR,
+                             STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
 from .protocol import STREAM_COUNTERS, Opcode, counter_words, image_beats
+from .regmap import ADDR_BITS as AXIL_ADDR_BITS, GMEM_IN, GMEM_OUT, REGISTER, REGISTERS
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "axil_members", "axi_members"]
 
 KERNEL_NAME = "velcro_kernel"
-AXIL_ADDR_BITS = 12
 AXI_ADDR_BITS = 64
 AXI_DATA_BITS = 8 * BEAT_BYTES
 BURST_BEATS = 64            # AXI4 allows 256; 64 x 64 B = 4 KB, one page
 READ_FIFO_DEPTH = 256
 WRITE_FIFO_DEPTH = 128
+LOAD_CONFIG_BIT = REGISTER["FLAGS"].field("load_config").bit
 
 
 def axil_members(prefix: str, addr_bits: int = AXIL_ADDR_BITS) -> dict:
@@ -120,8 +94,71 @@ def _burst_len(addr, left):
     return Mux(left < to_page, left, to_page)
 
 
+def _words(register, value) -> list:
+    """The 32-bit words the host reads for ``register`` (``value``: a signal or, for an array,
+    a list of them)."""
+    if register.array:
+        return list(value)
+    return [value[32 * i:32 * i + 32] for i in range(register.words)]
+
+
+def register_file(m, s, storage: dict, readback: dict, on_write: dict, on_read: dict):
+    """AXI4-Lite slave decode generated from :data:`hdl.regmap.REGISTERS`.
+
+    ``storage``: {name: Signal} of the plain RW registers (host writes merge by byte strobe);
+    ``readback``: {name: value} of the others (RO, RTOW, CTRL); ``on_write``: {name: f(wdata,
+    wstrb)} called inside the register's write case instead of storing; ``on_read``: {name:
+    strobe} driven high in the cycle the register is read. Every register of the table must
+    be in ``storage`` or ``readback``."""
+    missing = {r.name for r in REGISTERS} - set(storage) - set(readback)
+    if missing:
+        raise ValueError(f"registers without a value: {sorted(missing)}")
+    # write: take AW and W together, answer on B
+    wr = Signal()
+    m.d.comb += [s.bresp.eq(0), wr.eq(s.awvalid & s.wvalid & ~s.bvalid),
+                 s.awready.eq(wr), s.wready.eq(wr)]
+    with m.If(s.bvalid & s.bready):
+        m.d.sync += s.bvalid.eq(0)
+    strobe = Cat(*(s.wstrb[i].replicate(8) for i in range(4)))
+    with m.If(wr):
+        m.d.sync += s.bvalid.eq(1)
+        with m.Switch(s.awaddr[2:]):
+            for r in REGISTERS:
+                if r.access == "RO":
+                    continue
+                for i in range(r.words):
+                    with m.Case((r.offset >> 2) + i):
+                        if r.name in on_write:
+                            on_write[r.name](s.wdata, s.wstrb)
+                        else:
+                            word = storage[r.name][32 * i:32 * i + 32]
+                            m.d.sync += word.eq((word & ~strobe) | (s.wdata & strobe))
+    # read: registered data
+    m.d.comb += [s.rresp.eq(0), s.arready.eq(~s.rvalid)]
+    with m.If(s.rvalid & s.rready):
+        m.d.sync += s.rvalid.eq(0)
+    with m.If(s.arvalid & s.arready):
+        m.d.sync += s.rvalid.eq(1)
+        with m.Switch(s.araddr[2:]):
+            for r in REGISTERS:
+                for i, word in enumerate(_words(r, readback.get(r.name, storage.get(r.name)))):
+                    with m.Case((r.offset >> 2) + i):
+                        m.d.sync += s.rdata.eq(word)
+                        if r.name in on_read:
+                            m.d.comb += on_read[r.name].eq(1)
+            with m.Default():
+                m.d.sync += s.rdata.eq(0)
+
+
+def _fields(m, register, values: dict) -> Signal:
+    """A word of ``register`` with each field ``values[field name]`` at its bits."""
+    word = Signal(register.width, name=f"{register.name.lower()}_word")
+    m.d.comb += [word[f.bit:f.bit + f.width].eq(values[f.name]) for f in register.fields]
+    return word
+
+
 class VelcroKernel(wiring.Component):
-    """The accelerator as a Vitis RTL kernel (ap_ctrl_hs); see the module docstring for the map."""
+    """The accelerator as a Vitis RTL kernel (ap_ctrl_hs); see the module docstring."""
 
     def __init__(self, cfg: AccelConfig = AccelConfig()):
         if cfg.bus_width != AXI_DATA_BITS:
@@ -129,170 +166,100 @@ class VelcroKernel(wiring.Component):
                              f"bus_width must be {AXI_DATA_BITS}, not {cfg.bus_width}")
         self.cfg = cfg
         n_counters = len(counter_words(cfg))
-        if Reg.COUNTERS + 4 * n_counters > 1 << AXIL_ADDR_BITS:
+        if REGISTER["COUNTERS"].offset + 4 * n_counters > 1 << AXIL_ADDR_BITS:
             raise ValueError(f"{n_counters} counters do not fit the {AXIL_ADDR_BITS}-bit map")
         super().__init__({
             "ap_clk": In(1),
             "ap_rst_n": In(1),
             **axil_members("s_axi_control"),
-            **axi_members("m_axi_gmem"),
+            **axi_members(GMEM_IN),
+            **axi_members(GMEM_OUT),
             "interrupt": Out(1),
         })
 
     def elaborate(self, platform):
-        cfg = self.cfg
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.engine = engine = VelcroAccelerator(cfg)
-        m.submodules.rfifo = rfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=READ_FIFO_DEPTH)
-        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=WRITE_FIFO_DEPTH)
-        s = _Prefixed(self, "s_axi_control")
-        g = _Prefixed(self, "m_axi_gmem")
+        m.submodules.engine = engine = VelcroAccelerator(self.cfg)
+        k = SimpleNamespace(
+            regs={r.name: Signal(r.width, name=f"reg_{r.name.lower()}")
+                  for r in REGISTERS if r.access == "RW" and r.name != "CTRL"},
+            status=Signal(32), kernel_cycles=Signal(32), out_beats=Signal(32),
+            running=Signal(), done_event=Signal(), launch=Signal(), axi_error=Signal(),
+            base={b: Signal(64, name=f"base_{b}") for b in BUFFERS},
+            load_config=Signal(), images=Signal(16), sched_beats=Signal(32))
+        self._registers(m, k, engine)
+        self._read_and_feed(m, k, engine)
+        self._write(m, k, engine)
+        self._control(m, k, engine)
+        return m
 
-        # -- registers ---------------------------------------------------------------------------
-        ap_start = Signal()
-        ap_done = Signal()
-        ap_ready = Signal()
-        auto_restart = Signal()
-        gie = Signal()
-        ier = Signal(2)
+    def _registers(self, m, k, engine):
+        """The s_axi_control registers, ap_ctrl_hs handshake and interrupt."""
+        ap_start, ap_done, ap_ready, auto_restart = Signal(), Signal(), Signal(), Signal()
         isr = Signal(2)
-        pointers = [Signal(64, name=f"arg_{b}") for b in BUFFERS]
-        flags = Signal(32)
-        frames = Signal(16)
-        schedule_beats = Signal(32)
-        out_beats = Signal(32)
-        status = Signal(32)
-        kernel_cycles = Signal(32)
-        running = Signal()
-        idle = Signal()
-        done_event = Signal()
-        m.d.comb += [idle.eq(~running), self.interrupt.eq(gie & isr.any())]
-
-        # -- AXI4-Lite write: take AW and W together, answer on B --------------------------------
-        m.d.comb += s.bresp.eq(0)
-        wr = Signal()
-        m.d.comb += wr.eq(s.awvalid & s.wvalid & ~s.bvalid)
-        m.d.comb += [s.awready.eq(wr), s.wready.eq(wr)]
-        with m.If(s.bvalid & s.bready):
-            m.d.sync += s.bvalid.eq(0)
-        with m.If(wr):
-            m.d.sync += s.bvalid.eq(1)
-        waddr = s.awaddr[2:]
-        strobe = Cat(*(s.wstrb[i].replicate(8) for i in range(4)))
-
-        def merge(old):
-            return (old & ~strobe) | (s.wdata & strobe)
-
-        host_start = Signal()
-        with m.If(wr):
-            with m.Switch(waddr):
-                with m.Case(Reg.CTRL >> 2):
-                    with m.If(s.wstrb[0]):
-                        m.d.comb += host_start.eq(s.wdata[0])
-                        m.d.sync += auto_restart.eq(s.wdata[7])
-                with m.Case(Reg.GIE >> 2):
-                    with m.If(s.wstrb[0]):
-                        m.d.sync += gie.eq(s.wdata[0])
-                with m.Case(Reg.IER >> 2):
-                    with m.If(s.wstrb[0]):
-                        m.d.sync += ier.eq(s.wdata[:2])
-                with m.Case(Reg.FLAGS >> 2):
-                    m.d.sync += flags.eq(merge(flags))
-                with m.Case(Reg.FRAMES >> 2):
-                    m.d.sync += frames.eq(merge(frames))
-                with m.Case(Reg.SCHEDULE_BEATS >> 2):
-                    m.d.sync += schedule_beats.eq(merge(schedule_beats))
-                for i, ptr in enumerate(pointers):
-                    for half in range(2):
-                        with m.Case((Reg.IFMAP >> 2) + 2 * i + half):
-                            word = ptr[32 * half:32 * half + 32]
-                            m.d.sync += word.eq(merge(word))
-
-        # ISR: set by events (if enabled), toggled by host writes of 1
+        host_start, read_clears = Signal(), Signal()
         isr_toggle = Signal(2)
-        with m.If(wr & (waddr == Reg.ISR >> 2) & s.wstrb[0]):
-            m.d.comb += isr_toggle.eq(s.wdata[:2])
-        isr_set = Signal(2)
-        m.d.comb += isr_set.eq(Cat(done_event, done_event) & ier)
-        m.d.sync += isr.eq((isr ^ isr_toggle) | isr_set)
+        ctrl = REGISTER["CTRL"]
 
-        # -- AXI4-Lite read: registered data, clear-on-read of ap_done/ap_ready -----------------
-        m.d.comb += [s.rresp.eq(0), s.arready.eq(~s.rvalid)]
-        with m.If(s.rvalid & s.rready):
-            m.d.sync += s.rvalid.eq(0)
-        rd = Signal()
-        m.d.comb += rd.eq(s.arvalid & s.arready)
-        counter_words = []
+        def write_ctrl(wdata, wstrb):
+            with m.If(wstrb[0]):
+                m.d.comb += host_start.eq(wdata[ctrl.field("ap_start").bit])
+                m.d.sync += auto_restart.eq(wdata[ctrl.field("auto_restart").bit])
+
+        def write_isr(wdata, wstrb):
+            with m.If(wstrb[0]):
+                m.d.comb += isr_toggle.eq(wdata[:2])
+
+        counters = []
         for name, kind, _ in STREAM_COUNTERS:
             field = engine.counters[name]
-            counter_words += [field] if kind == "cycles" else [field[i] for i in range(cfg.instances)]
-        read_clears = Signal()
-        with m.If(rd):
-            m.d.sync += s.rvalid.eq(1)
-            with m.Switch(s.araddr[2:]):
-                with m.Case(Reg.CTRL >> 2):
-                    m.d.sync += s.rdata.eq(Cat(ap_start, ap_done, idle, ap_ready, C(0, 3),
-                                               auto_restart))
-                    m.d.comb += read_clears.eq(1)
-                with m.Case(Reg.GIE >> 2):
-                    m.d.sync += s.rdata.eq(gie)
-                with m.Case(Reg.IER >> 2):
-                    m.d.sync += s.rdata.eq(ier)
-                with m.Case(Reg.ISR >> 2):
-                    m.d.sync += s.rdata.eq(isr)
-                with m.Case(Reg.FLAGS >> 2):
-                    m.d.sync += s.rdata.eq(flags)
-                with m.Case(Reg.STATUS >> 2):
-                    m.d.sync += s.rdata.eq(status)
-                with m.Case(Reg.KERNEL_CYCLES >> 2):
-                    m.d.sync += s.rdata.eq(kernel_cycles)
-                with m.Case(Reg.FRAMES >> 2):
-                    m.d.sync += s.rdata.eq(frames)
-                with m.Case(Reg.SCHEDULE_BEATS >> 2):
-                    m.d.sync += s.rdata.eq(schedule_beats)
-                with m.Case(Reg.OUT_BEATS >> 2):
-                    m.d.sync += s.rdata.eq(out_beats)
-                for i, ptr in enumerate(pointers):
-                    for half in range(2):
-                        with m.Case((Reg.IFMAP >> 2) + 2 * i + half):
-                            m.d.sync += s.rdata.eq(ptr[32 * half:32 * half + 32])
-                for i, word in enumerate(counter_words):
-                    with m.Case((Reg.COUNTERS >> 2) + i):
-                        m.d.sync += s.rdata.eq(word)
-                with m.Default():
-                    m.d.sync += s.rdata.eq(0)
-
+            counters += [field] if kind == "cycles" else [field[i] for i in range(self.cfg.instances)]
+        ctrl_word = _fields(m, ctrl, {"ap_start": ap_start, "ap_done": ap_done,
+                                      "ap_idle": ~k.running, "ap_ready": ap_ready,
+                                      "auto_restart": auto_restart})
+        register_file(m, _Prefixed(self, "s_axi_control"), k.regs,
+                      readback={"CTRL": ctrl_word, "ISR": isr, "STATUS": k.status,
+                                "KERNEL_CYCLES": k.kernel_cycles, "OUT_BEATS": k.out_beats,
+                                "COUNTERS": counters},
+                      on_write={"CTRL": write_ctrl, "ISR": write_isr},
+                      on_read={"CTRL": read_clears})
+        # ISR: set by events (if enabled), toggled by host writes of 1
+        m.d.sync += isr.eq((isr ^ isr_toggle) | (k.done_event.replicate(2) & k.regs["IER"]))
+        m.d.comb += self.interrupt.eq(k.regs["GIE"] & isr.any())
         # ap_start: set by the host, cleared at ap_ready unless auto_restart
+        k.ap_start = ap_start
         with m.If(host_start):
             m.d.sync += ap_start.eq(1)
-        with m.Elif(done_event & ~auto_restart):
+        with m.Elif(k.done_event & ~auto_restart):
             m.d.sync += ap_start.eq(0)
-        with m.If(done_event):
+        with m.If(k.done_event):
             m.d.sync += [ap_done.eq(1), ap_ready.eq(1)]
         with m.Elif(read_clears):
             m.d.sync += [ap_done.eq(0), ap_ready.eq(0)]
 
-        # -- the run's arguments, latched at start ----------------------------------------------
-        base = {b: Signal(64, name=f"base_{b}") for b in BUFFERS}
-        load_config = Signal()
-        images = Signal(16)                       # B of this run
+    def _read_and_feed(self, m, k, engine):
+        """Bursts over params, schedule, ifmap on m_axi_gmem_in into a FIFO; the feed puts
+        the WEIGHTS/FRAME headers and then each segment's beats into the engine."""
+        cfg = self.cfg
+        g = _Prefixed(self, GMEM_IN)
+        m.d.comb += [g.awvalid.eq(0), g.wvalid.eq(0), g.bready.eq(1)]     # never writes
+        m.submodules.rfifo = rfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS,
+                                                           depth=READ_FIFO_DEPTH)
         n_params = cfg.instances * cfg.groups * cfg.beats(cfg.weight_bits) + cfg.instances
-        run_sched_beats = Signal(32)
-        seg_base = Array(base[b] for b in INPUT_BUFFERS)
-        seg_beats = Array([C(n_params, 32), run_sched_beats, images * image_beats(cfg)])
+        seg_base = Array(k.base[b] for b in INPUT_BUFFERS)
+        seg_beats = Array([C(n_params, 32), k.sched_beats, k.images * image_beats(cfg)])
         # the schedule buffer carries its own header; WEIGHTS and FRAME get one inserted
         seg_head = Array([C(1, 1), C(0, 1), C(1, 1)])
         seg_opcode = Array([C(int(Opcode.WEIGHTS), 32), C(0, 32),
-                            C(int(Opcode.FRAME), 32) | (images << 8)])
+                            C(int(Opcode.FRAME), 32) | (k.images << 8)])
         assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
-        first_seg = Mux(load_config, 0, len(INPUT_BUFFERS) - 1)
+        first_seg = Mux(k.load_config, 0, len(INPUT_BUFFERS) - 1)
         last_seg = len(INPUT_BUFFERS) - 1
-        launch = Signal()   # one cycle: start the read, feed and write sequencers
 
-        # -- read sequencer: bursts over params, mask, means, ifmap -------------------------------
-        r_busy = Signal()
+        # read sequencer
+        k.r_busy = r_busy = Signal()
         r_seg = Signal(range(len(INPUT_BUFFERS)))
         r_addr = Signal(64)
         r_left = Signal(32)
@@ -303,7 +270,7 @@ class VelcroKernel(wiring.Component):
                      g.arsize.eq(6), g.arburst.eq(1),
                      g.arvalid.eq(r_busy & (credits + r_len <= READ_FIFO_DEPTH))]
         ar_done = g.arvalid & g.arready
-        with m.If(launch):
+        with m.If(k.launch):
             m.d.sync += [r_busy.eq(1), r_seg.eq(first_seg), r_addr.eq(seg_base[first_seg]),
                          r_left.eq(seg_beats[first_seg])]
         with m.Elif(ar_done):
@@ -314,14 +281,12 @@ class VelcroKernel(wiring.Component):
                 with m.Else():
                     m.d.sync += [r_seg.eq(r_seg + 1), r_addr.eq(seg_base[r_seg + 1]),
                                  r_left.eq(seg_beats[r_seg + 1])]
-
-        axi_error = Signal()
         m.d.comb += [rfifo.w_data.eq(g.rdata), rfifo.w_en.eq(g.rvalid), g.rready.eq(rfifo.w_rdy)]
         with m.If(g.rvalid & g.rready & (g.rresp != 0)):
-            m.d.sync += axi_error.eq(1)
+            m.d.sync += k.axi_error.eq(1)
 
-        # -- feed: opcode header, then the segment's beats from the read FIFO --------------------
-        f_busy = Signal()
+        # feed: opcode header, then the segment's beats from the read FIFO
+        k.f_busy = f_busy = Signal()
         f_seg = Signal(range(len(INPUT_BUFFERS)))
         f_head = Signal()
         f_left = Signal(32)
@@ -329,9 +294,8 @@ class VelcroKernel(wiring.Component):
                      engine.i.payload.eq(Mux(f_head, seg_opcode[f_seg], rfifo.r_data)),
                      rfifo.r_en.eq(f_busy & ~f_head & engine.i.ready)]
         fed = engine.i.valid & engine.i.ready
-        popped = fed & ~f_head
-        m.d.sync += credits.eq(credits + Mux(ar_done, r_len, 0) - popped)
-        with m.If(launch):
+        m.d.sync += credits.eq(credits + Mux(ar_done, r_len, 0) - (fed & ~f_head))
+        with m.If(k.launch):
             m.d.sync += [f_busy.eq(1), f_seg.eq(first_seg), f_head.eq(seg_head[first_seg]),
                          f_left.eq(seg_beats[first_seg])]
         with m.Elif(fed):
@@ -346,20 +310,25 @@ class VelcroKernel(wiring.Component):
                         m.d.sync += [f_seg.eq(f_seg + 1), f_head.eq(seg_head[f_seg + 1]),
                                      f_left.eq(seg_beats[f_seg + 1])]
 
-        # -- write: engine output -> FIFO -> bursts ----------------------------------------------
+    def _write(self, m, k, engine):
+        """Engine output -> FIFO -> bursts on m_axi_gmem_out. The output length depends on the
+        schedule: full bursts (to the next 4 KB page) while the engine runs, the rest once it
+        is idle with its input all fed."""
+        g = _Prefixed(self, GMEM_OUT)
+        m.d.comb += [g.arvalid.eq(0), g.rready.eq(1)]                    # never reads
+        m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS,
+                                                           depth=WRITE_FIFO_DEPTH)
         m.d.comb += [wfifo.w_data.eq(engine.o.payload.data), wfifo.w_en.eq(engine.o.valid),
                      engine.o.ready.eq(wfifo.w_rdy)]
-        # The output length depends on the schedule: full bursts (to the next 4 KB page) while
-        # the engine runs, the rest once it is idle with its input all fed.
-        w_busy = Signal()
+        k.w_busy = w_busy = Signal()
         w_addr = Signal(64)
         w_len = Signal(range(BURST_BEATS + 1))
         w_count = Signal(range(BURST_BEATS + 1))
         w_data_phase = Signal()
-        b_pending = Signal(16)
+        k.b_pending = b_pending = Signal(16)
         out_done = Signal()
         to_page = Signal(range(BURST_BEATS + 1))
-        m.d.comb += [out_done.eq(~f_busy & engine.idle),
+        m.d.comb += [out_done.eq(~k.f_busy & engine.idle),
                      to_page.eq(BURST_BEATS - w_addr[6:12]),
                      w_len.eq(Mux(out_done & (wfifo.level < to_page), wfifo.level, to_page)),
                      g.awaddr.eq(w_addr), g.awlen.eq(w_len - 1), g.awid.eq(0),
@@ -371,55 +340,59 @@ class VelcroKernel(wiring.Component):
                      wfifo.r_en.eq(w_data_phase & g.wready),
                      g.bready.eq(1)]
         aw_done = g.awvalid & g.awready
-        w_beat = g.wvalid & g.wready
         b_done = g.bvalid & g.bready
         m.d.sync += b_pending.eq(b_pending + aw_done - b_done)
         with m.If(b_done & (g.bresp != 0)):
-            m.d.sync += axi_error.eq(1)
-        with m.If(launch):
-            m.d.sync += [w_busy.eq(1), w_data_phase.eq(0), w_addr.eq(base["ofm"]),
-                         out_beats.eq(0)]
+            m.d.sync += k.axi_error.eq(1)
+        with m.If(k.launch):
+            m.d.sync += [w_busy.eq(1), w_data_phase.eq(0), w_addr.eq(k.base["ofm"]),
+                         k.out_beats.eq(0)]
         with m.Elif(aw_done):
             m.d.sync += [w_data_phase.eq(1), w_count.eq(w_len), w_addr.eq(w_addr + (w_len << 6))]
-        with m.Elif(w_beat):
-            m.d.sync += [w_count.eq(w_count - 1), out_beats.eq(out_beats + 1)]
+        with m.Elif(g.wvalid & g.wready):
+            m.d.sync += [w_count.eq(w_count - 1), k.out_beats.eq(k.out_beats + 1)]
             with m.If(w_count == 1):
                 m.d.sync += w_data_phase.eq(0)
         with m.Elif(w_busy & ~w_data_phase & out_done & (wfifo.level == 0)):
             m.d.sync += w_busy.eq(0)
 
-        # -- control: ap_start -> check pointers -> run -> ap_done -------------------------------
+    def _control(self, m, k, engine):
+        """ap_start -> check pointers -> latch the arguments -> run -> ap_done."""
+        pointers = [k.regs[b.upper()] for b in BUFFERS]
         unaligned = Signal(len(BUFFERS))
         m.d.comb += unaligned.eq(Cat(ptr[:6].any() for ptr in pointers))
         assert ALIGN == 64
-        with m.If(running):
-            m.d.sync += kernel_cycles.eq(kernel_cycles + 1)
+        frames = k.regs["FRAMES"]
+        with m.If(k.running):
+            m.d.sync += k.kernel_cycles.eq(k.kernel_cycles + 1)
         with m.FSM(name="control"):
             with m.State("IDLE"):
-                with m.If(ap_start):
-                    m.d.sync += kernel_cycles.eq(1)
+                with m.If(k.ap_start):
+                    m.d.sync += k.kernel_cycles.eq(1)
                     with m.If(unaligned.any()):
-                        m.d.comb += done_event.eq(1)
-                        m.d.sync += status.eq(STATUS_REFUSED | (unaligned << STATUS_UNALIGNED_SHIFT))
+                        m.d.comb += k.done_event.eq(1)
+                        m.d.sync += k.status.eq(STATUS_REFUSED
+                                                | (unaligned << STATUS_UNALIGNED_SHIFT))
                         m.next = "DONE"
                     with m.Else():
-                        m.d.sync += [status.eq(0), axi_error.eq(0), running.eq(1),
-                                     load_config.eq(flags[0]), run_sched_beats.eq(schedule_beats),
-                                     images.eq(Mux(frames == 0, 1, frames))]
-                        m.d.sync += [base[b].eq(ptr) for b, ptr in zip(BUFFERS, pointers)]
+                        m.d.sync += [k.status.eq(0), k.axi_error.eq(0), k.running.eq(1),
+                                     k.load_config.eq(k.regs["FLAGS"][LOAD_CONFIG_BIT]),
+                                     k.sched_beats.eq(k.regs["SCHEDULE_BEATS"]),
+                                     k.images.eq(Mux(frames == 0, 1, frames))]
+                        m.d.sync += [k.base[b].eq(ptr) for b, ptr in zip(BUFFERS, pointers)]
                         m.next = "LAUNCH"
             with m.State("LAUNCH"):
-                m.d.comb += launch.eq(1)
+                m.d.comb += k.launch.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~r_busy & ~f_busy & ~w_busy & (b_pending == 0) & engine.idle):
-                    m.d.comb += done_event.eq(1)
-                    m.d.sync += [running.eq(0), status.eq(Mux(axi_error, STATUS_AXI_ERROR, 0))]
+                with m.If(~k.r_busy & ~k.f_busy & ~k.w_busy & (k.b_pending == 0) & engine.idle):
+                    m.d.comb += k.done_event.eq(1)
+                    m.d.sync += [k.running.eq(0),
+                                 k.status.eq(Mux(k.axi_error, STATUS_AXI_ERROR, 0))]
                     m.next = "DONE"
             with m.State("DONE"):
                 # one cycle so ap_start (cleared at done_event) is seen low before a restart
                 m.next = "IDLE"
-        return m
 
 
 # -- generation ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Host side of the Vitis kernel (:mod:`hdl.kernel`): buffer formats and the register map.
 
-No Amaranth here: a host program (``pyxrt``, the cocotb testbench) imports this module with
+The register map (:data:`Reg`, the CTRL/FLAGS/STATUS bits) comes from the table in
+:mod:`hdl.regmap`. No Amaranth here: a host program (``pyxrt``, the cocotb testbench) imports this module with
 only numpy installed.
 
 Buffer format
@@ -26,7 +27,7 @@ ofm        written by the kernel: B images of compact output     B * ceil(sum U 
 =========  ===================================================  =================================
 
 Every buffer address must be a multiple of 64 (XRT's allocations are 4 KB aligned); a start
-with any other address is refused (see the register map in :mod:`hdl.kernel`).
+with any other address is refused (STATUS in :mod:`hdl.regmap`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import AccelConfig
+from .regmap import REGISTER, Reg, field_mask, pointers
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
                        image_beats, schedule_beats, weight_beats)
 
@@ -46,39 +48,16 @@ BEAT_BYTES = 64       # 512-bit AXI data
 ALIGN = 64            # required alignment of every buffer address
 
 #: Buffer arguments in register-map order (0x10, 0x18, ... 64-bit pointers).
-BUFFERS = ("ifmap", "params", "schedule", "ofm")
+BUFFERS = tuple(pointers())
 #: The order the kernel fetches its inputs in (params and schedule only if FLAGS.load_config).
 INPUT_BUFFERS = ("params", "schedule", "ifmap")
 
-
-class Reg:
-    """Byte offsets of the s_axi_control registers (see :mod:`hdl.kernel` for the bits)."""
-    CTRL = 0x00
-    GIE = 0x04
-    IER = 0x08
-    ISR = 0x0C
-    IFMAP = 0x10
-    PARAMS = 0x18
-    SCHEDULE = 0x20
-    OFM = 0x28
-    FLAGS = 0x38
-    STATUS = 0x40
-    KERNEL_CYCLES = 0x44
-    FRAMES = 0x48           # B: images per start (0 counts as 1)
-    SCHEDULE_BEATS = 0x4C   # beats of the schedule buffer (its SCHEDULE command)
-    OUT_BEATS = 0x50        # RO: ofm beats written by the last run
-    COUNTERS = 0x80
-
-    @staticmethod
-    def pointer(name: str) -> int:
-        return Reg.IFMAP + 8 * BUFFERS.index(name)
-
-
-CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_AUTO_RESTART = 0x1, 0x2, 0x4, 0x8, 0x80
-FLAG_LOAD_CONFIG = 0x1
-STATUS_REFUSED = 0x1          # the last start was refused (an unaligned pointer), nothing done
-STATUS_AXI_ERROR = 0x2        # a read or write response of the last run was not OKAY
-STATUS_UNALIGNED_SHIFT = 8    # bit 8+i: pointer BUFFERS[i] was unaligned at the refused start
+CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_AUTO_RESTART = (
+    field_mask("CTRL", f) for f in ("ap_start", "ap_done", "ap_idle", "ap_ready", "auto_restart"))
+FLAG_LOAD_CONFIG = field_mask("FLAGS", "load_config")
+STATUS_REFUSED = field_mask("STATUS", "refused")        # nothing was done
+STATUS_AXI_ERROR = field_mask("STATUS", "axi_error")    # a response was not OKAY
+STATUS_UNALIGNED_SHIFT = REGISTER["STATUS"].field("unaligned").bit   # + i: BUFFERS[i] unaligned
 
 
 def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:

@@ -1,11 +1,14 @@
 """cocotb host-flow testbench of the Vitis RTL kernel (hdl/kernel.py), Icarus and Verilator.
 
-The host is an AXI4-Lite master on ``s_axi_control``; HBM is a sparse 1 TB AXI RAM (addresses above 4 GB are real) on
-``m_axi_gmem``. A run writes the buffers (packed with :mod:`hdl.kernel_buffers`), sets the
-pointer arguments, writes ap_start, waits for ap_done (polled, or by interrupt), reads the ofm
-buffer and compares it with ``golden_ofm`` with ``==``. Every AXI channel of both buses runs
-under seeded random stalls; a monitor checks every burst (64-byte aligned, at most 64 beats,
-never across 4 KB, INCR, 64-byte beats) and that nothing outside the ofm buffer is written.
+The host is an AXI4-Lite master on ``s_axi_control``; HBM is one sparse 1 TB memory (addresses
+above 4 GB are real) behind two AXI RAM front ends, one on each master: ``m_axi_gmem_in``
+(inputs, read only) and ``m_axi_gmem_out`` (the ofm, write only). A run writes the buffers
+(packed with :mod:`hdl.kernel_buffers`), sets the pointer arguments, writes ap_start, waits for
+ap_done (polled, or by interrupt), reads the ofm buffer and compares it with ``golden_ofm``
+with ``==``. Every channel of the three buses runs
+under seeded random stalls; a monitor on both masters checks every burst (64-byte aligned, at
+most 64 beats, never across 4 KB, INCR, 64-byte beats), that the input master never writes and
+the output master never reads, and that nothing outside the ofm buffer is written.
 The configuration arrives as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run.
 """
 
@@ -21,6 +24,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from hdl.config import AccelConfig
+from hdl.regmap import GMEM_IN, GMEM_OUT, REGISTERS
 from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_START,
                                 FLAG_LOAD_CONFIG, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg,
                                 buffer_bytes, counter_names, pack_frame, unpack_ofm)
@@ -36,7 +40,7 @@ MAX_IMAGES = 4
 
 
 class KernelTB(SeededTB):
-    """Clock, AXI RAM (HBM), AXI4-Lite host, burst monitor and the host flow."""
+    """Clock, AXI RAM (HBM) on both masters, AXI4-Lite host, burst monitor and the host flow."""
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
         super().__init__(dut, cfg, seed)
@@ -49,9 +53,12 @@ class KernelTB(SeededTB):
         dut.ap_rst_n.value = 0
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk,
                                   dut.ap_rst_n, reset_active_level=False)
-        self.hbm = AxiRam(AxiBus.from_prefix(dut, "m_axi_gmem"), dut.ap_clk, dut.ap_rst_n,
+        # one memory (self.hbm.mem) seen through both masters
+        self.hbm = AxiRam(AxiBus.from_prefix(dut, GMEM_IN), dut.ap_clk, dut.ap_rst_n,
                           reset_active_level=False, size=2**40)
-        for bus in ("s_axi_control", "m_axi_gmem"):     # one INFO line per transfer otherwise
+        self.hbm_out = AxiRam(AxiBus.from_prefix(dut, GMEM_OUT), dut.ap_clk, dut.ap_rst_n,
+                              reset_active_level=False, mem=self.hbm.mem)
+        for bus in ("s_axi_control", GMEM_IN, GMEM_OUT):   # one INFO line per transfer otherwise
             logging.getLogger(f"{dut._log.name}.{bus}").setLevel(logging.WARNING)
         self.reads, self.writes = [], []      # (addr, beats) of every AR / AW burst
         cocotb.start_soon(self._monitor())
@@ -59,14 +66,14 @@ class KernelTB(SeededTB):
     # -- stalls ---------------------------------------------------------------------------------
 
     def _channels(self):
-        return [self.hbm.write_if.aw_channel, self.hbm.write_if.w_channel,
-                self.hbm.write_if.b_channel, self.hbm.read_if.ar_channel,
-                self.hbm.read_if.r_channel, self.host.write_if.aw_channel,
-                self.host.write_if.w_channel, self.host.write_if.b_channel,
-                self.host.read_if.ar_channel, self.host.read_if.r_channel]
+        channels = []
+        for bus in (self.hbm, self.hbm_out, self.host):
+            channels += [bus.write_if.aw_channel, bus.write_if.w_channel, bus.write_if.b_channel,
+                         bus.read_if.ar_channel, bus.read_if.r_channel]
+        return channels
 
     def random_stalls(self, probability=0.3):
-        """Seeded random pauses on all ten channels of both buses."""
+        """Seeded random pauses on all fifteen channels of the three buses."""
         for ch in self._channels():
             ch.set_pause_generator(stall_generator(random.Random(self.rng.random()), probability))
 
@@ -74,22 +81,30 @@ class KernelTB(SeededTB):
 
     async def _monitor(self):
         dut = self.dut
+
+        def sig(port, name):
+            return getattr(dut, f"{port}_{name}").value
+
         while True:
             await RisingEdge(dut.ap_clk)
             await ReadOnly()
             if not dut.ap_rst_n.value:
                 continue
-            for kind, log in (("ar", self.reads), ("aw", self.writes)):
-                if getattr(dut, f"m_axi_gmem_{kind}valid").value and getattr(dut, f"m_axi_gmem_{kind}ready").value:
-                    addr = getattr(dut, f"m_axi_gmem_{kind}addr").value.to_unsigned()
-                    n = getattr(dut, f"m_axi_gmem_{kind}len").value.to_unsigned() + 1
-                    size = getattr(dut, f"m_axi_gmem_{kind}size").value.to_unsigned()
-                    burst = getattr(dut, f"m_axi_gmem_{kind}burst").value.to_unsigned()
-                    assert addr % 64 == 0, f"{kind} burst at unaligned {addr:#x}"
-                    assert n <= 64, f"{kind} burst of {n} beats"
+            assert not sig(GMEM_IN, "awvalid") and not sig(GMEM_IN, "wvalid"), \
+                f"{GMEM_IN} must never write"
+            assert not sig(GMEM_OUT, "arvalid"), f"{GMEM_OUT} must never read"
+            for port, kind, log in ((GMEM_IN, "ar", self.reads), (GMEM_OUT, "aw", self.writes)):
+                if sig(port, f"{kind}valid") and sig(port, f"{kind}ready"):
+                    addr = sig(port, f"{kind}addr").to_unsigned()
+                    n = sig(port, f"{kind}len").to_unsigned() + 1
+                    size = sig(port, f"{kind}size").to_unsigned()
+                    burst = sig(port, f"{kind}burst").to_unsigned()
+                    where = f"{port} {kind}"
+                    assert addr % 64 == 0, f"{where} burst at unaligned {addr:#x}"
+                    assert n <= 64, f"{where} burst of {n} beats"
                     assert addr // 4096 == (addr + 64 * n - 1) // 4096, \
-                        f"{kind} burst {addr:#x}+{n} beats crosses a 4 KB boundary"
-                    assert size == 6 and burst == 1, f"{kind} size {size} burst {burst}"
+                        f"{where} burst {addr:#x}+{n} beats crosses a 4 KB boundary"
+                    assert size == 6 and burst == 1, f"{where} size {size} burst {burst}"
                     log.append((addr, n))
 
     # -- host operations ------------------------------------------------------------------------
@@ -298,3 +313,44 @@ async def full_frame(dut):
     await tb.reset()
     await tb.run(random_frame(tb.cfg, tb.np_rng, density=0.3), tb.place(0x1_0000_0000),
                  interrupt=True)
+
+
+@cocotb.test()
+async def register_map(dut):
+    """Every register of hdl.regmap's table behaves as its access says: RW registers hold what
+    is written (their width's bits, byte strobes honoured), RO ones ignore writes, ISR toggles,
+    offsets outside the table read 0. Then a run."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.2)
+    await tb.reset()
+    used = set()
+    for r in REGISTERS:
+        words = len(counter_names(tb.cfg)) if r.array else r.words
+        used |= {r.offset + 4 * i for i in range(words)}
+        for i in range(words):
+            at = r.offset + 4 * i
+            mask = (1 << min(32, r.width - 32 * i)) - 1 if not r.array else 0xFFFF_FFFF
+            before = await tb.read_reg(at)
+            if r.name == "CTRL":            # writing ap_start would start a run
+                assert before == CTRL_IDLE, f"CTRL={before:#x}"
+            elif r.access == "RW":
+                value = tb.rng.getrandbits(32)
+                await tb.write_reg(at, value)
+                got = await tb.read_reg(at)
+                assert got == value & mask, f"{r.name}+{4 * i}: wrote {value:#x}, read {got:#x}"
+                await tb.host.write(at, bytes([0x5A]))          # one byte: strobe 0001
+                expect = (value & ~0xFF | 0x5A) & mask
+                got = await tb.read_reg(at)
+                assert got == expect, f"{r.name}+{4 * i}: byte write -> {got:#x}, not {expect:#x}"
+            elif r.access == "RO":
+                await tb.write_reg(at, ~before & 0xFFFF_FFFF)
+                assert await tb.read_reg(at) == before, f"{r.name}+{4 * i} took a write"
+            else:                             # RTOW: ISR
+                assert before == 0
+                await tb.write_reg(at, 0b11)
+                assert await tb.read_reg(at) == 0b11, "ISR did not toggle to 1"
+                await tb.write_reg(at, 0b11)
+                assert await tb.read_reg(at) == 0, "ISR did not toggle back"
+    for at in sorted(set(range(0, 0x100, 4)) - used):
+        assert await tb.read_reg(at) == 0, f"{at:#x} is not in the map but reads non-zero"
+    await tb.run(random_frame(tb.cfg, tb.np_rng, density=0.5), tb.place(0x2000))

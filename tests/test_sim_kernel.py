@@ -23,7 +23,7 @@ CONFIGS = {
     "multichannel": AccelConfig(height=7, width=8, in_channels=20, instances=4, lanes=8,
                                 bus_width=512, mask_lanes=4),
 }
-CASES = ["host_flow", "unaligned_refused", "reset_mid_run"]
+CASES = ["host_flow", "unaligned_refused", "reset_mid_run", "register_map"]
 
 
 

@@ -23,14 +23,14 @@ foreach up [ipx::get_user_parameters -of_objects $core] {
     ipx::remove_user_parameter [get_property NAME $up] $core
 }
 
-# ap_clk clocks both AXI interfaces; ap_rst_n is its active-low reset
-ipx::associate_bus_interfaces -busif m_axi_gmem -clock ap_clk $core
-ipx::associate_bus_interfaces -busif s_axi_control -clock ap_clk $core
+# ap_clk clocks every AXI interface (both masters and s_axi_control); ap_rst_n is its
+# active-low reset
+@CLOCKS@
 ipx::associate_bus_interfaces -clock ap_clk -reset ap_rst_n $core
 set_property value ACTIVE_LOW [ipx::add_bus_parameter POLARITY [ipx::get_bus_interfaces ap_rst_n -of_objects $core]]
 ipx::infer_bus_interface interrupt xilinx.com:signal:interrupt_rtl:1.0 $core
 
-# The s_axi_control register map (must match kernel.xml and hdl/kernel.py)
+# The s_axi_control register map (generated from hdl/regmap.py, like kernel.xml)
 set mem_map [ipx::add_memory_map -quiet s_axi_control $core]
 set addr_block [ipx::add_address_block -quiet reg0 $mem_map]
 set_property range 0x1000 $addr_block
