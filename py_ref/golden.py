@@ -19,7 +19,7 @@ import numpy as np
 
 
 __all__ = ["FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
-           "random_frame"]
+           "random_frame", "point_wide_mask"]
 
 #: name -> (dtype, low, high) of every array a FRAME.npz holds.
 FRAME_ARRAYS = {
@@ -207,3 +207,18 @@ def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
     return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=mask, means=means,
                  mult=mult, shift=shift)
 
+
+def point_wide_mask(rng: np.random.Generator, shape, ratio: float, *, skewed: bool = False) -> np.ndarray:
+    """A mask made the way Algorithm 1 makes one: a single percentile threshold over the whole
+    activation point [N, H, W], here of random variances whose per-channel scales span three
+    decades, so channels keep very different numbers of outputs.  ``skewed`` also forces
+    channel 0 fully compressed and channel 1 fully kept (the balance tests' extreme case)."""
+    n = shape[0]
+    scale = np.logspace(0, 3, n)[rng.permutation(n)]
+    variance = rng.random(shape) * scale[:, None, None]
+    mask = variance < np.quantile(variance, ratio)
+    if skewed:
+        mask[0] = True
+        if n > 1:
+            mask[1] = False
+    return mask

@@ -27,15 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hdl.config import DEFAULT  # noqa: E402
-from py_ref.golden import Frame, golden_ofm, random_frame  # noqa: E402
+from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 from sim.frame_runner import run_frame  # noqa: E402
-
-
-def point_wide_mask(rng, shape, ratio):
-    scale = np.logspace(0, 3, shape[0])[rng.permutation(shape[0])]
-    variance = rng.random(shape) * scale[:, None, None]
-    return variance < np.quantile(variance, ratio) if ratio > 0 else np.zeros(shape, bool)
 
 
 def batch_cycles(frame: Frame, ifmaps) -> int:

@@ -24,7 +24,7 @@ from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
                           decode_stream_counters, schedule_beats, weight_beats)
-from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame
 from py_ref.schedule import deal
 
 CLOCK_NS = 10
@@ -217,19 +217,6 @@ def _structured_masks(cfg: AccelConfig):
         yield name, np.broadcast_to(p, (n, h, w)).copy()
 
 
-def skewed_mask(rng, shape, ratio):
-    """Channel 0 fully compressed, channel 1 fully kept, the rest point-wide: one percentile
-    threshold over [N,H,W] of variances whose per-channel scales span three decades."""
-    n = shape[0]
-    scale = np.logspace(0, 3, n)[rng.permutation(n)]
-    variance = rng.random(shape) * scale[:, None, None]
-    mask = variance < np.quantile(variance, ratio)
-    mask[0] = True
-    if n > 1:
-        mask[1] = False
-    return mask
-
-
 def _same_constants(cfg, rng, first: Frame, count: int) -> list:
     """``first`` and ``count - 1`` more images with its constants and new ifmaps."""
     return [first] + [Frame(**{**first.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
@@ -248,7 +235,8 @@ async def densities(dut):
         await tb.run(random_frame(cfg, tb.np_rng, density=density))
     shape = (cfg.instances, cfg.height, cfg.width)
     for ratio in (0.3, 0.8):
-        await tb.run(random_frame(cfg, tb.np_rng, mask=skewed_mask(tb.np_rng, shape, ratio)))
+        mask = point_wide_mask(tb.np_rng, shape, ratio, skewed=True)
+        await tb.run(random_frame(cfg, tb.np_rng, mask=mask))
 
 
 @cocotb.test()
@@ -300,8 +288,8 @@ async def back_to_back(dut):
         loaded = True
     tb.set_idle_generator()
     tb.set_backpressure_generator()
-    skewed = random_frame(cfg, tb.np_rng, mask=skewed_mask(
-        tb.np_rng, (cfg.instances, cfg.height, cfg.width), 0.5))
+    skewed = random_frame(cfg, tb.np_rng, mask=point_wide_mask(
+        tb.np_rng, (cfg.instances, cfg.height, cfg.width), 0.5, skewed=True))
     _, images, batch, _ = await tb.run_batch(_same_constants(cfg, tb.np_rng, skewed, 5))
     bound = compute_cycle_bound(cfg, deal(skewed.mask, cfg.instances))
     assert [c["image_cycles"] for c in images] == [bound] * 5, (images, bound)

@@ -10,6 +10,22 @@ once offered until the transfer (the AXI-Stream rule).
 from __future__ import annotations
 
 
+#: Clock period of every Amaranth-simulator test (the value is arbitrary: tests count cycles).
+CLOCK_PERIOD = 1e-8
+
+
+def simulate(dut, bench, *, monitors=()) -> None:
+    """Run testbench ``bench`` on ``dut`` with one clock, plus background ``monitors``."""
+    from amaranth.sim import Simulator
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(bench)
+    for monitor in monitors:
+        sim.add_testbench(monitor, background=True)
+    sim.run()
+
+
 class Timeout(AssertionError):
     pass
 

@@ -13,10 +13,9 @@ import pytest
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from conftest import seed_for
-from stream_sim import run_streams
+from stream_sim import run_streams, simulate
 from test_datapath import load_ports
 from hdl.config import AccelConfig
 from hdl.datapath import LATENCY, Datapath, LoadSignature, work_layout
@@ -85,10 +84,7 @@ def run_frame(cfg, frame, *, seed, stall):
                                  rng=random.Random(seed), stall=stall)
         beats.extend((c, b.data, b.last) for c, b in got)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return s, beats
 
 

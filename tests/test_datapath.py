@@ -9,10 +9,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from conftest import seed_for
 from stream_sim import run_streams
+from stream_sim import simulate as run_simulator
 from hdl.config import AccelConfig
 from hdl.datapath import LATENCY, Datapath
 from hdl.protocol import tile_records, weight_beats
@@ -75,10 +75,7 @@ def simulate(cfg, frame, channels, entries, *, seed, stall):
                                  rng=random.Random(seed), stall=stall)
         out.extend((c, p.value, p.index) for c, p in got)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_simulator(dut, bench)
     return out
 
 

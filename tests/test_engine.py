@@ -9,10 +9,9 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from conftest import seed_for
-from stream_sim import run_streams
+from stream_sim import run_streams, simulate
 from hdl.config import AccelConfig
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
                           decode_stream_counters, image_beats, schedule_beats, weight_beats)
@@ -56,11 +55,7 @@ def run_engine(cfg, commands, n_out, *, seed, stall):
             if ctx.get(dut.image_done):
                 images.append(decode_stream_counters(cfg, ctx.get(dut.counters.as_value())))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
+    simulate(dut, bench, monitors=[monitor])
     return beats, images, final
 
 

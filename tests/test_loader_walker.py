@@ -13,10 +13,9 @@ import random
 import numpy as np
 import pytest
 from amaranth import Module, Mux
-from amaranth.sim import Simulator
 
 from conftest import seed_for
-from stream_sim import run_streams
+from stream_sim import run_streams, simulate
 from hdl.config import AccelConfig
 from hdl.loader import InputLoader
 from hdl.protocol import batch_frame_beats, tile_records
@@ -74,11 +73,7 @@ def test_loader_writes_every_tile_to_its_buffer(name, stall):
             await ctx.tick()
             cycle += 1
 
-    sim = Simulator(top)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
+    simulate(top, bench, monitors=[monitor])
     expected = []
     for k in range(images):
         base = (k % 2) * n_tiles
@@ -126,8 +121,5 @@ def test_walker_streams_its_run(mask_kind, stall):
                                          rng=random.Random(seed + p), stall=stall)
                 got.extend((w.slot, w.y, w.x, w.index, w.buf) for _, w in out)
 
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(dut, bench)
         assert got == expected, f"instance {p} seed={seed}"

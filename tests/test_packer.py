@@ -6,10 +6,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from conftest import seed_for
 from stream_sim import run_streams
+from stream_sim import simulate as run_simulator
 from hdl.config import AccelConfig
 from hdl.packer import OutputPacker, compact_beat_count, compact_bytes
 from py_ref.compact import golden_compact
@@ -43,10 +43,7 @@ def simulate(cfg, schedule, compact, frames, *, seed, stall):
                                  rng=random.Random(seed), stall=stall)
         out.extend((c, p.data, p.last) for c, p in got)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    run_simulator(dut, bench)
     return out
 
 

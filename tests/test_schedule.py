@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import seed_for
-from py_ref.golden import Frame, golden_ofm
+from py_ref.golden import Frame, golden_ofm, point_wide_mask
 from py_ref.schedule import Schedule, deal
 
 
@@ -31,18 +31,6 @@ def reference_compact(runs):
     for k in range(max((len(r) for r in runs), default=0)):
         out.extend(run[k] for run in runs if k < len(run))
     return out
-
-
-def skewed_mask(rng, shape, ratio):
-    """Channel 0 fully compressed, channel 1 fully kept, the rest point-wide: one percentile
-    threshold over all [N,H,W] of variances whose per-channel scales span three decades."""
-    n = shape[0]
-    scale = np.logspace(0, 3, n)[rng.permutation(n)]
-    variance = rng.random(shape) * scale[:, None, None]
-    mask = variance < np.quantile(variance, ratio)
-    mask[0] = True
-    mask[1] = False
-    return mask
 
 
 def check_schedule(mask, p_count):
@@ -215,3 +203,7 @@ def test_schedule_is_read_only():
     assert isinstance(s, Schedule)
     with pytest.raises(ValueError):
         s.channel[0] = 1
+
+
+def skewed_mask(rng, shape, ratio):
+    return point_wide_mask(rng, shape, ratio, skewed=True)
