@@ -248,6 +248,10 @@ def analyse(cfg: AccelConfig, points: list[dict], model: EnergyModel) -> list[di
         r["ideal_speedup_max_u"] = r0["max_u"] / r["max_u"]
         r["ideal_speedup_mean_u"] = r0["mean_u"] / r["mean_u"]
         r["speedup_vs_ideal_max_u"] = r["speedup"] / r["ideal_speedup_max_u"]
+        # the balanced engine's work per instance is ceil(sum U / P) * G (hdl/contract.py)
+        r["work_cycles"] = -(-r["sum_u"] // cfg.instances) * cfg.groups
+        r["ideal_speedup_work"] = r0["work_cycles"] / r["work_cycles"]    # r0 comes first
+        r["speedup_vs_ideal_work"] = r["speedup"] / r["ideal_speedup_work"]
         r["frame_speedup"] = r0["total_cycles"] / r["total_cycles"]
         r["steady_speedup"] = r0["steady_cycles"] / r["steady_cycles"]
         r["balanced_compute_cycles"] = int(np.ceil(r["sum_u"] / cfg.instances)) * cfg.groups + (
@@ -260,7 +264,8 @@ def analyse(cfg: AccelConfig, points: list[dict], model: EnergyModel) -> list[di
 CSV_COLUMNS = ["mask_kind", "ratio", "compressed_fraction", "max_u", "mean_u", "sum_u",
                "load_cycles", "compute_cycles", "drain_cycles", "total_cycles", "steady_cycles",
                "speedup", "ideal_speedup", "ideal_speedup_max_u", "ideal_speedup_mean_u",
-               "speedup_vs_ideal_max_u", "frame_speedup", "steady_speedup",
+               "speedup_vs_ideal_max_u", "work_cycles", "ideal_speedup_work",
+               "speedup_vs_ideal_work", "frame_speedup", "steady_speedup",
                "balanced_compute_cycles", "balanced_speedup",
                "compute_gops", "frame_gops", "steady_gops", "frames_per_s", "toggles",
                "compute_pj", "load_pj", "drain_pj", "toggle_pj", "static_pj",
@@ -268,17 +273,18 @@ CSV_COLUMNS = ["mask_kind", "ratio", "compressed_fraction", "max_u", "mean_u", "
 
 
 def check_acceptance(rows_by_kind: dict[str, list[dict]]) -> dict:
-    """Issue 3's criteria on the random masks; raises AcceptanceError when one fails."""
+    """Issue 3's criteria on the random masks, against the balanced engine's work
+    ceil(sum U / P) * G (the ideal the dealt schedule reaches); lists every failure."""
     rows = rows_by_kind["random"]
-    worst = max(rows, key=lambda r: abs(r["speedup_vs_ideal_max_u"] - 1))
+    worst = max(rows, key=lambda r: abs(r["speedup_vs_ideal_work"] - 1))
     fit = linear_fit([r["ratio"] for r in rows], [r["energy_norm"] for r in rows])
-    result = {"worst_speedup_dev": worst["speedup_vs_ideal_max_u"] - 1, "worst_ratio": worst["ratio"],
+    result = {"worst_speedup_dev": worst["speedup_vs_ideal_work"] - 1, "worst_ratio": worst["ratio"],
               "fit": fit, "ok": True, "failures": []}
     for r in rows:
-        dev = r["speedup_vs_ideal_max_u"] - 1
+        dev = r["speedup_vs_ideal_work"] - 1
         if abs(dev) > SPEEDUP_TOL:
             result["failures"].append(f"random C={r['ratio']}: compute speedup {r['speedup']:.4f} is "
-                                      f"{100 * dev:+.2f}% off the ideal {r['ideal_speedup_max_u']:.4f}")
+                                      f"{100 * dev:+.2f}% off the ideal {r['ideal_speedup_work']:.4f}")
     if fit["r2"] < R2_MIN:
         result["failures"].append(f"random: energy linear fit R^2 = {fit['r2']:.4f} < {R2_MIN}")
     if fit["slope"] >= 0:
