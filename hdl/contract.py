@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from .config import AccelConfig, ConfigError
 from .engine import IMAGE_LATENCY
+from .protocol import beats_per_tile, compact_beats_per_image, tiles_per_beat
 
-__all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY"]
+__all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
+           "input_cycles", "image_cycle_floors"]
 
 
 def config_for_frame(frame, **overrides) -> AccelConfig:
@@ -27,3 +29,28 @@ def compute_cycle_bound(cfg: AccelConfig, schedule) -> int:
     """Compute cycles of one image: ceil(sum U / P) * G + IMAGE_LATENCY (exact without output
     backpressure; the ``image_cycles`` counter leaves backpressure cycles out)."""
     return schedule.steps * cfg.groups + IMAGE_LATENCY
+
+
+def work_cycles(cfg: AccelConfig, total: int) -> int:
+    """The balanced work of an image computing ``total`` outputs: ceil(total / P) * G cycles."""
+    return -(-int(total) // cfg.instances) * cfg.groups
+
+
+def input_cycles(cfg: AccelConfig) -> int:
+    """Cycles the input loader needs per image without stalls (hdl/loader.py): a beat of
+    ``tiles_per_beat`` tiles is written two tiles per cycle and the next beat is taken as the
+    last pair is written, so ceil(tiles / 2) cycles per beat; a tile spread over several beats
+    takes one cycle per beat."""
+    tiles, per = cfg.groups * cfg.tiles, tiles_per_beat(cfg)
+    if not per:
+        return tiles * beats_per_tile(cfg)
+    full, rest = divmod(tiles, per)
+    return full * -(-per // 2) + -(-rest // 2)
+
+
+def image_cycle_floors(cfg: AccelConfig, total: int) -> dict[str, int]:
+    """Lower bounds on the steady-state cycles per image of an image computing ``total``
+    outputs, one per stage that streams: the datapaths' balanced work, the input loader and the
+    output (one compact beat per cycle). Streaming overlaps them, so the slowest one limits."""
+    return {"compute": work_cycles(cfg, total), "input": input_cycles(cfg),
+            "output": compact_beats_per_image(cfg, total)}

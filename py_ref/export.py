@@ -1,10 +1,13 @@
 """Export one VELCRO-compressed conv layer of the Fashion-MNIST CNN as a hardware FRAME.
 
 The layer is ``conv2`` (16 -> 16, 3x3, pad 1, at 64x64) followed by its ReLU: one invocation
-of the accelerator with C_in = 16 and N = 16 instances.  Quantisation (all scales from the
-calibration images, never from the exported image):
+of the accelerator with C_in = 16 and N = 16 instances (``conv3`` is the same shape; ``conv1``,
+1 -> 16 on the normalised 64x64 image, is the default C_in = 1 design that ``make sim``
+measures).  Quantisation (all scales from the calibration images, never from the exported
+images):
 
-- input activation (post-ReLU of conv1): int8, symmetric per tensor, s_x = max|x| / 127;
+- input (the layer's input as the model computes it, e.g. the post-ReLU map of conv1 for
+  conv2): int8, symmetric per tensor, s_x = max|x| / 127;
 - weights: int8, symmetric per output channel, s_w[n] = max|W[n]| / 127;
 - bias: int32 at scale s_x * s_w[n];
 - output: the post-ReLU activation maps to uint8 with s_y = max(y) / 255 (per tensor), so
@@ -29,9 +32,10 @@ from .velcro import PointStats, VelcroError, capture_points
 
 __all__ = ["ExportResult", "quantise_layer", "check_export", "LAYERS"]
 
-#: Exportable layers of FmnistCNN: conv name -> (index of the input activation point,
-#: index of the output activation point), indices over all points (first not skipped).
-LAYERS = {"conv2": (0, 1), "conv3": (1, 2)}
+#: Exportable layers of FmnistCNN: conv name -> (index of the input activation point, or None
+#: for the image, index of the output activation point), indices over all points (first not
+#: skipped).
+LAYERS = {"conv1": (None, 0), "conv2": (0, 1), "conv3": (1, 2)}
 
 
 @dataclasses.dataclass
@@ -44,6 +48,8 @@ class ExportResult:
     x_float: np.ndarray      # float32 [C_in,H,W]: the layer's real input for the exported image
     y_float: np.ndarray      # float64 [N,H,W]: the float layer's output (conv + ReLU), uncompressed
     mean_float: np.ndarray   # float64 [N,H,W]: VELCRO means of the output point
+    ifmaps: np.ndarray       # int8 [B,C_in,H,W]: every exported image's quantised input
+                             # (frame.ifmap is the first)
 
 
 def _requant(m: float) -> tuple[int, int]:
@@ -61,12 +67,27 @@ def _requant(m: float) -> tuple[int, int]:
     return best
 
 
+def layer_input(model, conv, x: torch.Tensor) -> torch.Tensor:
+    """The input of module ``conv`` when ``model`` runs on ``x`` (a forward pre-hook, so the
+    model's own resizing and normalisation are used, never a copy of them)."""
+    seen = []
+    handle = conv.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    if len(seen) != 1:
+        raise VelcroError(f"the layer ran {len(seen)} times in one forward pass, not once")
+    return seen[0]
+
+
 def quantise_layer(model, layer: str, calib: torch.Tensor, image: torch.Tensor,
                    out_stats: PointStats, mask: torch.Tensor) -> ExportResult:
     """Quantise ``layer`` of the FmnistCNN with the VELCRO ``mask`` of its output point.
 
-    ``calib``: calibration images [M,1,28,28] for the scales; ``image``: [1,1,28,28], the image
-    whose layer input becomes the frame's ifmap.  ``out_stats``/``mask``: the profile and mask
+    ``calib``: calibration images [M,1,28,28] for the scales; ``image``: [B,1,28,28], the images
+    whose layer inputs become the frame's ifmap (the first) and ``ifmaps`` (all).  ``out_stats``/``mask``: the profile and mask
     of the layer's output activation point.
     """
     if layer not in LAYERS:
@@ -74,14 +95,18 @@ def quantise_layer(model, layer: str, calib: torch.Tensor, image: torch.Tensor,
     conv = getattr(model, layer)
     if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1):
         raise VelcroError(f"layer '{layer}' is not a 3x3 stride-1 pad-1 convolution")
-    i_in, i_out = LAYERS[layer]
+    i_out = LAYERS[layer][1]
+    if image.ndim != 4 or len(image) < 1:
+        raise VelcroError(f"image must be [B, 1, 28, 28] with B >= 1, not {tuple(image.shape)}")
     with torch.no_grad():
         acts = capture_points(model, calib)
-        x_cal, y_cal = acts[i_in][1].double(), acts[i_out][1].double()
+        y_cal = acts[i_out][1].double()
         if acts[i_out][0] != out_stats.name:
             raise VelcroError(f"profile point '{out_stats.name}' is not the output of {layer} "
                               f"('{acts[i_out][0]}')")
-        x_img = capture_points(model, image)[i_in][1][0].double()
+        x_cal = layer_input(model, conv, calib).double()
+        x_all = layer_input(model, conv, image).double()
+    x_img = x_all[0]
     s_x = float(x_cal.abs().max()) / 127.0
     s_y = float(y_cal.max()) / 255.0
     if not (s_x > 0 and s_y > 0):
@@ -91,7 +116,8 @@ def quantise_layer(model, layer: str, calib: torch.Tensor, image: torch.Tensor,
     s_w = w.reshape(w.shape[0], -1).abs().max(dim=1).values / 127.0
     s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
     wq = torch.clamp(torch.round(w / s_w[:, None, None, None]), -127, 127).to(torch.int8)
-    xq = torch.clamp(torch.round(x_img / s_x), -127, 127).to(torch.int8)
+    xq_all = torch.clamp(torch.round(x_all / s_x), -127, 127).to(torch.int8)
+    xq = xq_all[0]
     bq = torch.round(b / (s_x * s_w)).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int64)
     mults, shifts = zip(*[_requant(float(s_x * sw / s_y)) for sw in s_w])
     means = torch.clamp(torch.round(out_stats.mean / s_y), 0, 255).to(torch.uint8)
@@ -101,7 +127,7 @@ def quantise_layer(model, layer: str, calib: torch.Tensor, image: torch.Tensor,
         "mult": np.array(mults, np.int64), "shift": np.array(shifts, np.int64)})
     y_float = F.relu(F.conv2d(x_img[None], w, b, padding=1))[0].numpy()
     return ExportResult(frame, layer, s_x, s_w.numpy(), s_y, x_img.numpy().astype(np.float32),
-                        y_float, out_stats.mean.numpy())
+                        y_float, out_stats.mean.numpy(), xq_all.numpy())
 
 
 #: Stated tolerance, golden vs float PyTorch layer, in ofm steps (see check_export).

@@ -4,7 +4,8 @@ balanced work ceil(sum U / P) * G.
 
 The engine's contract is compute = ceil(sum U / P) * G + IMAGE_LATENCY (G = 1 on the default
 configuration), so the ratio should be just above 1 at every compression ratio.
-One simulator process runs one random frame per ratio; every output map is checked against
+One simulator process per ratio streams batches of 1 and 2 random images (sim/measure.py; "frame"
+is the steady-state cycles per image); every output map is checked against
 the golden model.
 
     python scripts/bench_compute.py [--ratios 0,0.3,0.6,0.9]
@@ -17,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep import REPO, locked_build, random_frames, run_frames  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from hdl.config import DEFAULT  # noqa: E402
+from hdl.contract import work_cycles  # noqa: E402
+from hdl.generate import BUILD  # noqa: E402
+from sim.measure import measure  # noqa: E402
+from sim.runner import Build  # noqa: E402
+from sim.workloads import random_workloads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,15 +37,15 @@ def main(argv=None) -> int:
     ratios = [float(c) for c in args.ratios.split(",")]
     cfg = DEFAULT
     t0 = time.perf_counter()
-    build = locked_build(cfg, "verilator")
-    frames = random_frames(cfg, ratios, args.seed)
-    counters = run_frames(build, [frames[c] for c in ratios], REPO / "build" / "bench_compute" / cfg.tag)
+    build = Build(cfg, "verilator")
     print(f"default config {cfg.tag}, Verilator, G = {cfg.groups}; outputs checked against the golden model")
-    print(f"{'C':>5} {'work':>6} {'compute':>8} {'compute/work':>13} {'latency':>8}")
-    for c, k in zip(ratios, counters):
-        work = -(-int(np.sum(k["computed"])) // cfg.instances) * cfg.groups
-        print(f"{c:5.2f} {work:6d} {k['compute_cycles']:8d} "
-              f"{k['compute_cycles'] / max(work, 1):13.4f} {k['compute_cycles'] - work:8d}")
+    print(f"{'C':>5} {'work':>6} {'compute':>8} {'compute/work':>13} {'latency':>8} {'frame':>6}")
+    for w in random_workloads(cfg, ratios, images=2, seed=args.seed):
+        m = measure(build, w, BUILD / "bench_compute" / cfg.tag / f"c{round(100 * w.ratio):03d}",
+                    batches=(1, 2))
+        work = work_cycles(cfg, m.sum_u)
+        print(f"{w.ratio:5.2f} {work:6d} {m.compute_cycles:8d} {m.compute_cycles / max(work, 1):13.4f} "
+              f"{m.compute_cycles - work:8d} {m.frame_cycles:6g}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from py_ref.schedule import deal  # noqa: E402
+from sim.measure import best_of, expand_seconds  # noqa: E402
 
 SHAPE = (16, 64, 64)
 INSTANCES = 16
 TARGET_MS = 1.0
-
-
-def best_of(fn, repeats: int) -> float:
-    """Minimum wall time of ``fn()`` in seconds (the least-disturbed run on a shared machine)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv=None) -> int:
@@ -50,8 +40,7 @@ def main(argv=None) -> int:
         mask = rng.random(SHAPE) < c
         means = rng.integers(0, 256, SHAPE, dtype=np.uint8)
         sched = deal(mask, INSTANCES)
-        values = rng.integers(0, 256, sched.total, dtype=np.uint8)
-        t_expand = best_of(lambda: sched.expand(values, means), args.repeats)
+        t_expand = expand_seconds(mask, means, INSTANCES, repeats=args.repeats, seed=args.seed)
         t_deal = best_of(lambda: deal(mask, INSTANCES), max(3, args.repeats // 20))
         worst = max(worst, t_expand)
         print(f"{c:5.2f} {sched.total:6d} {t_expand * 1e3:10.3f} {t_deal * 1e3:8.3f}")

@@ -1,16 +1,16 @@
-"""Activity-based energy estimate of one FRAME: SAIF toggle counts + per-event energies + static.
+"""Activity-based energy estimate of one image: SAIF toggle counts + per-event energies + static.
 
-    E_frame = E_events + E_toggle + E_static
+    E_image = E_events + E_toggle + E_static
 
 * ``E_events``: arithmetic and buffer (SRAM) accesses, counted from the hardware counters of
-  the frame (``computed[n]`` uncompressed outputs per instance, the load and drain beats) and
+  the image (uncompressed outputs computed, the ifmap tiles loaded, the compact output beats) and
   priced with the per-event energies of :data:`HOROWITZ_45NM`. The memories are not in the
   SAIF (Verilator traces no large arrays), so their energy comes from this term only.
 * ``E_toggle``: every traced net bit's toggle count (SAIF ``TC``) during the frame, times the
   energy of one transition of an average net, ``1/2 * C_net * V_DD**2`` (:class:`EnergyModel`).
   This covers registers, multiplexers and wiring around the operators; it overlaps with the
   arithmetic events where operator outputs are named nets (stated in the report).
-* ``E_static``: leakage, a power times the frame's cycle count at the target clock.
+* ``E_static``: leakage, a power times the image's steady-state cycles at the target clock.
 
 Every constant carries its source; the ones that are assumptions say so.
 """
@@ -28,7 +28,7 @@ import numpy as np
 from hdl.config import AccelConfig
 from hdl.protocol import schedule_entry_layout as entry_layout
 
-__all__ = ["parse_saif", "frame_toggles", "saif_toggle_vector", "vector_toggles", "EnergyModel", "HOROWITZ_45NM", "frame_energy",
+__all__ = ["parse_saif", "saif_toggle_vector", "EnergyModel", "HOROWITZ_45NM", "image_energy",
            "linear_fit", "TARGET_CLOCK_HZ"]
 
 #: Alveo U280 default kernel clock (Vitis platform ``ap_clk``), see shared/TOOLCHAIN.md.
@@ -99,38 +99,6 @@ def saif_toggle_vector(path, *, skip_first_scope: str = "$rootio") -> np.ndarray
     return np.array(_TC.findall(data), dtype=np.int64)
 
 
-def vector_toggles(before: np.ndarray, after: np.ndarray) -> int:
-    """sum(after - before) of two :func:`saif_toggle_vector` results of the same run prefix."""
-    if before.shape != after.shape:
-        raise ValueError(f"the SAIF files list {before.size} and {after.size} nets: not the same model")
-    d = after - before
-    if (d < 0).any():
-        raise ValueError("a net toggled less in the longer run: the two SAIF files are not from "
-                         "the same run prefix")
-    return int(d.sum())
-
-
-def frame_toggles(before: dict[str, int], after: dict[str, int], *,
-                  exclude_scopes=("$rootio",)) -> int:
-    """Toggles between two SAIF snapshots of the same run prefix: sum(after - before).
-
-    ``before`` is the SAIF of a process that stopped after the configuration load, ``after``
-    that of an identical process that went on to run one FRAME, so the difference is that
-    frame's activity. ``$rootio`` (the testbench's view of the top ports, the same wires as
-    the top instance's ports) is left out so ports are not counted twice.
-    """
-    total = 0
-    for name, tc in after.items():
-        if name.split("/", 1)[0] in exclude_scopes:
-            continue
-        d = tc - before.get(name, 0)
-        if d < 0:
-            raise ValueError(f"net {name} toggled {before[name]} times before and {tc} after: "
-                             f"the two SAIF files are not from the same run prefix")
-        total += d
-    return total
-
-
 # -- per-event energies ------------------------------------------------------------------------
 
 #: M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
@@ -196,7 +164,7 @@ class EnergyModel:
             "requantise": mult_pj(cfg.acc_bits - 1, 16) + add_pj(cfg.scaled_bits),
             "ifmap_read": self.sram_pj_per_bit * 9 * cfg.pixel_bits * cfg.groups,
             "weight_read": self.sram_pj_per_bit * cfg.weight_bits * cfg.groups,
-            "skip_list_read": self.sram_pj_per_bit * entry_bits,
+            "schedule_read": self.sram_pj_per_bit * entry_bits,   # one work entry per output
             "ofm_write": self.sram_pj_per_bit * 8,
         }
 
@@ -204,28 +172,31 @@ class EnergyModel:
         return sum(self.output_ops(cfg).values())
 
     def load_pj(self, cfg: AccelConfig) -> float:
-        """ifmap tiles written into every instance's nine banks (each instance owns a copy)."""
+        """One image's ifmap tiles written into every instance's nine banks (each instance holds
+        its own copy of the image)."""
         return self.sram_pj_per_bit * cfg.groups * cfg.tiles * cfg.tile_bits * cfg.instances
 
-    def drain_pj(self, cfg: AccelConfig) -> float:
-        """Output buffers read once, one bus word per beat."""
-        return self.sram_pj_per_bit * cfg.instances * cfg.ofm_words * cfg.bus_width
+    def drain_pj(self, cfg: AccelConfig, beats: float) -> float:
+        """``beats`` compact output beats read from the output packer, one bus word each (the
+        outputs' writes into it are in :meth:`output_ops`, ``ofm_write``)."""
+        return self.sram_pj_per_bit * beats * cfg.bus_width
 
     def static_pj_per_cycle(self, cfg: AccelConfig) -> float:
         """Leakage per cycle: static_fraction x (N instances x one output's energy per G cycles)."""
         return self.static_fraction * cfg.instances * self.output_pj(cfg) / cfg.groups
 
 
-def frame_energy(cfg: AccelConfig, counters: dict, toggles: int | None,
-                 model: EnergyModel = EnergyModel()) -> dict[str, float]:
-    """pJ of one frame, by term, from its hardware counters and its SAIF toggle count."""
-    computed = int(np.sum(counters["computed"]))
+def image_energy(cfg: AccelConfig, *, computed: int, out_beats: float, cycles: float,
+                 toggles: float | None, model: EnergyModel = EnergyModel()) -> dict[str, float]:
+    """pJ of one image in the steady state, by term: ``computed`` uncompressed outputs,
+    ``out_beats`` compact output beats and ``cycles`` cycles per image (the measured counters),
+    ``toggles`` net transitions per image (SAIF; None leaves the term out)."""
     e = {
         "compute_pj": computed * model.output_pj(cfg),
         "load_pj": model.load_pj(cfg),
-        "drain_pj": model.drain_pj(cfg),
+        "drain_pj": model.drain_pj(cfg, out_beats),
         "toggle_pj": (toggles or 0) * model.toggle_pj,
-        "static_pj": counters["total_cycles"] * model.static_pj_per_cycle(cfg),
+        "static_pj": cycles * model.static_pj_per_cycle(cfg),
     }
     e["energy_pj"] = sum(e.values())
     return e

@@ -13,6 +13,7 @@ folder (Verilator's precompiled headers break when two compilers share a folder)
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -273,6 +274,7 @@ class Build:
 
     def run(self, test_module: str, testcases=None, env=None, test_dir=None, quiet=False) -> Path:
         """Run cocotb ``testcases`` of ``test_module``; raise SimulationFailed if any fails.
+        Thread-safe: threads may run one Build concurrently.
 
         ``test_dir`` defaults to a new private folder ``<build folder>/run-XXXXXXXX`` (returned;
         the caller may delete it), so concurrent runs of one model never share files.
@@ -296,8 +298,12 @@ class Build:
                 return "log above"
             return "log tail:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
 
+        # cocotb runners keep per-run state on themselves and test() reassigns rather than
+        # mutates it, so a shallow copy per call makes concurrent runs of one model (threads)
+        # independent
+        runner = copy.copy(self.runner)
         try:
-            self.runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
+            runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
                              testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
                              extra_env=extra_env, results_xml=str(results.resolve()),
                              waves=self.saif, timescale=("1ns", "1ps"), log_file=log)

@@ -78,3 +78,26 @@ def test_exported_frame_through_rtl(exported):
     r, _ = exported
     out = frame_runner.run_frame(r.frame, sim="verilator")
     assert np.array_equal(out["ofm"], golden_ofm(r.frame))
+
+
+def test_conv1_export_of_several_images():
+    """conv1 (the default C_in = 1 design that `make sim` measures): its input is the model's own
+    resized, normalised image (a forward pre-hook, no copied constants); several images share
+    one set of scales and every image's golden output stays within the worst-case bound."""
+    model = load_fmnist_cnn()
+    (xc, _), (xv, _) = data.calibration_validation("footwear", n_calib=64, n_valid=3, seed=SEED)
+    stats = velcro.profile(model, data.batches(xc, None, 64))
+    point = stats[export.LAYERS["conv1"][1]]
+    mask = velcro.make_masks([point], [T])[0]
+    r = export.quantise_layer(model, "conv1", xc, xv, point, mask)
+    assert r.frame.ifmap.shape == (1, 64, 64) and r.ifmaps.shape == (3, 1, 64, 64)
+    assert np.array_equal(r.frame.ifmap, r.ifmaps[0])
+    assert r.ifmaps.dtype == np.int8 and r.ifmaps.min() < 0      # a normalised, signed input
+    x = export.layer_input(model, model.conv1, xv)
+    assert tuple(x.shape) == (3, 1, 64, 64)
+    assert np.array_equal(r.ifmaps, torch.clamp(torch.round(x.double() / r.s_x), -127, 127)
+                          .to(torch.int8).numpy())
+    chk = export.check_export(r)
+    assert chk["ok"] and chk["within_bound"], chk
+    with pytest.raises(velcro.VelcroError, match="image must be"):
+        export.quantise_layer(model, "conv1", xc, xv[0], point, mask)
