@@ -5,8 +5,8 @@ VELCRO, imports nothing from hdl; these contracts belong to the hardware).
 
 from __future__ import annotations
 
+from .config import PIPELINE_LATENCY as IMAGE_LATENCY
 from .config import AccelConfig, ConfigError
-from .engine import IMAGE_LATENCY
 from .protocol import beats_per_tile, compact_beats_per_image, tiles_per_beat
 
 __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",

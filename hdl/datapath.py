@@ -36,13 +36,13 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, SHIFT_BITS
+from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS
 
 __all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
            "TilePairSignature", "ifmap_addr_shape", "work_layout", "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
 
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive.
-LATENCY = 7
+LATENCY = PIPELINE_LATENCY
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:

@@ -233,25 +233,31 @@ def counter_words(cfg: AccelConfig) -> list[str]:
     return words
 
 
+def counter_fields(cfg: AccelConfig) -> list[tuple[str, int, int, int]]:
+    """(name, bit offset, element width, elements) of every counter of the ``counters`` port,
+    low bits first, from :data:`STREAM_COUNTERS` (plain Python: host code needs no Amaranth)."""
+    element = cfg.positions.bit_length()       # a count 0..positions
+    fields, offset = [], 0
+    for name, kind, _ in STREAM_COUNTERS:
+        width, count = (32, 1) if kind == "cycles" else (element, cfg.instances)
+        fields.append((name, offset, width, count))
+        offset += width * count
+    return fields
+
+
 def stream_counter_layout(cfg: AccelConfig):
-    """The ``counters`` port of the engine, built from :data:`STREAM_COUNTERS`."""
+    """The ``counters`` port of the engine, built from :func:`counter_fields`."""
     from amaranth.lib import data
-    shapes = {"cycles": 32,
-              "channel": data.ArrayLayout(range(cfg.positions + 1), cfg.instances),
-              "instance": data.ArrayLayout(range(cfg.positions + 1), cfg.instances)}
-    return data.StructLayout({name: shapes[kind] for name, kind, _ in STREAM_COUNTERS})
+    return data.StructLayout({
+        name: data.ArrayLayout(width, count) if kind != "cycles" else width
+        for (name, _, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS)})
 
 
 def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
     """The ``counters`` port's raw bits -> {name: int or list of int}."""
-    from amaranth import Shape
-    from amaranth.lib import data
     out = {}
-    for name, field in stream_counter_layout(cfg):
-        raw = (value >> field.offset) & ((1 << field.width) - 1)
-        if isinstance(field.shape, data.ArrayLayout):
-            w = Shape.cast(field.shape.elem_shape).width
-            out[name] = [(raw >> (w * n)) & ((1 << w) - 1) for n in range(field.shape.length)]
-        else:
-            out[name] = raw
+    for (name, offset, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS):
+        raw = value >> offset
+        words = [(raw >> (width * i)) & ((1 << width) - 1) for i in range(count)]
+        out[name] = words[0] if kind == "cycles" else words
     return out

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import seed_for
 from stream_sim import run_streams, simulate
-from hdl.config import AccelConfig
+from hdl.config import DEFAULT, AccelConfig
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
                           decode_stream_counters, image_beats, schedule_beats, weight_beats)
 from hdl.engine import IMAGE_LATENCY, StreamEngine
@@ -129,3 +129,25 @@ def test_image_beats_fill_the_bus():
     cfg = AccelConfig()
     assert image_beats(cfg) == 70
     assert cfg.groups * cfg.tiles * cfg.tile_bits / (image_beats(cfg) * cfg.bus_width) >= 0.85
+
+
+@pytest.mark.parametrize("cfg", [AccelConfig(height=8, width=8, instances=2),
+                                 AccelConfig(height=9, width=10, instances=3), DEFAULT],
+                         ids=lambda c: c.tag)
+def test_counter_fields_are_the_port_layout(cfg):
+    """The testbenches decode the counters in plain Python (no Amaranth in a simulator process):
+    the same offsets and widths as the engine's port layout, and a round trip of random values."""
+    from hdl.protocol import (STREAM_COUNTERS, counter_fields, decode_stream_counters,
+                              stream_counter_layout)
+    layout = stream_counter_layout(cfg)
+    fields = counter_fields(cfg)
+    assert [(name, off, w * n) for name, off, w, n in fields] == \
+        [(name, f.offset, f.width) for name, f in layout]
+    rng = random.Random(seed_for("counter_fields", cfg.tag))
+    values, raw = {}, 0
+    for (name, off, w, n), (_, kind, _) in zip(fields, STREAM_COUNTERS):
+        words = [rng.randrange(1 << w) for _ in range(n)]
+        values[name] = words[0] if kind == "cycles" else words
+        for i, v in enumerate(words):
+            raw |= v << (off + i * w)
+    assert decode_stream_counters(cfg, raw) == values
