@@ -135,9 +135,8 @@ def measure(build: Build, workload: Workload, workdir: Path, *,
         raise ValueError(f"batches must be two or more distinct sizes >= 1, not {batches!r}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    frame_path, images_path = workdir / "frame.npz", workdir / "images.npy"
+    frame_path = workdir / "frame.npz"
     workload.frame.save(frame_path)
-    np.save(images_path, workload.batch(batches[-1]))
 
     def step(b, config=True):
         np.save(workdir / f"images{b}.npy", workload.batch(b))

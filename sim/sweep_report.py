@@ -18,8 +18,11 @@ from .perf_model import ACCEPTED_KINDS, R2_MIN, SPEEDUP_TARGET
 
 __all__ = ["plot", "write_report"]
 
-STYLE = {"random": ("tab:blue", "o", "-"), "velcro": ("tab:red", "s", "-"),
-         "velcro-per-channel": ("tab:green", "^", "--")}
+#: kind -> (colour, marker, marker size, filled): the kinds sit on top of each other when the
+#: engine is balanced, so they differ in marker shape, size and fill, not only in colour
+STYLE = {"random": ("tab:blue", "o", 9, False), "velcro": ("tab:red", "s", 4, True),
+         "velcro-per-channel": ("tab:green", "^", 6, False)}
+FALLBACK = ("gray", "x", 6, True)
 
 
 def _si(value, _pos=None) -> str:
@@ -41,11 +44,12 @@ def plot(path: Path, rows_by_kind: dict, cfg: AccelConfig, model: EnergyModel) -
     c_max = max(r["actual_ratio"] for rows in rows_by_kind.values() for r in rows)
     cs = np.linspace(0, c_max, 200)
     ref = next(iter(rows_by_kind.values()))[0]["images_per_s"]
-    ax1.plot(cs, ref / (1 - cs), "k--", lw=1.3, label="ideal: (C=0 rate) / (1 - C)", zorder=1)
+    ax1.plot(cs, ref / (1 - cs), color="0.6", lw=4, alpha=0.6,
+             label="ideal: (C = 0 rate) / (1 - C)", zorder=1)
     for kind, rows in rows_by_kind.items():
-        col, mk, ls = STYLE.get(kind, ("gray", "x", ":"))
+        col, mk, ms, filled = STYLE.get(kind, FALLBACK)
         ax1.plot([r["actual_ratio"] for r in rows], [r["images_per_s"] for r in rows],
-                 marker=mk, color=col, ls=ls, ms=5, mfc="none" if ls != "-" else col,
+                 marker=mk, color=col, lw=0.8, ms=ms, mfc=col if filled else "none",
                  label=f"{kind} (measured)", zorder=2)
     ax1.set_yscale("log")
     ax1.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -57,15 +61,15 @@ def plot(path: Path, rows_by_kind: dict, cfg: AccelConfig, model: EnergyModel) -
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(loc="upper left", fontsize=8)
 
-    ax2.plot(cs, 1 - cs, "k--", lw=1.3, label="proportional: 1 - C", zorder=1)
+    ax2.plot(cs, 1 - cs, color="0.6", lw=4, alpha=0.6, label="proportional: 1 - C", zorder=1)
     for kind, rows in rows_by_kind.items():
-        col, mk, ls = STYLE.get(kind, ("gray", "x", ":"))
+        col, mk, ms, filled = STYLE.get(kind, FALLBACK)
         c = np.array([r["actual_ratio"] for r in rows])
         e = np.array([r["energy_norm"] for r in rows])
         fit = linear_fit(c, e)
-        ax2.plot(c, e, marker=mk, color=col, ls="none", ms=5,
-                 label=f"{kind} (E0 = {rows[0]['energy_pj'] / 1e3:.0f} nJ/image)")
-        ax2.plot(c, fit["intercept"] + fit["slope"] * c, color=col, lw=1, ls=ls,
+        ax2.plot(c, e, marker=mk, color=col, ls="none", ms=ms, mfc=col if filled else "none",
+                 label=f"{kind} (E0 = {rows[0]['energy_pj'] / 1e3:.0f} nJ/image)", zorder=2)
+        ax2.plot(c, fit["intercept"] + fit["slope"] * c, color=col, lw=0.8,
                  label=f"fit {fit['intercept']:.3f} {fit['slope']:+.3f} C, R\u00b2 {fit['r2']:.4f}")
     ax2.set_xlabel("compression ratio C (of the mask used)")
     ax2.set_ylabel("energy per image / energy at C = 0")
@@ -143,8 +147,10 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "`out bytes` / 64). Measured: every point is limited by "
              f"{' and '.join(limits)}, and frame_cycles - work = {', '.join(f'{o:g}' for o in over)} "
              "cycle(s) per image (the walkers' one-cycle restart between images). "
-             f"The loader would limit only beyond C = {c_input:.3f}; the output, "
-             f"{cfg.bus_bytes} bytes per beat against {cfg.instances} outputs per cycle, never.\n")
+             f"The loader would limit only beyond C = {c_input:.3f}; the output "
+             f"({cfg.bus_bytes} bytes per beat against {cfg.instances} outputs per {cfg.groups} "
+             "cycle(s)) " + ("never does." if cfg.bus_bytes * cfg.groups >= cfg.instances
+                            else "limits whenever compute does not.") + "\n")
     L.append("The output shrinks with 1 - C: only computed bytes leave, in the schedule's compact "
              f"order ({any_rows[0]['out_bytes']:g} bytes per image at C = 0, "
              f"{any_rows[-1]['out_bytes']:g} at C = {any_rows[-1]['ratio']:.2f}); the host "
