@@ -304,9 +304,9 @@ class Build:
         runner = copy.copy(self.runner)
         try:
             runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
-                             testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
-                             extra_env=extra_env, results_xml=str(results.resolve()),
-                             waves=self.saif, timescale=("1ns", "1ps"), log_file=log)
+                        testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
+                        extra_env=extra_env, results_xml=str(results.resolve()),
+                        waves=self.saif, timescale=("1ns", "1ps"), log_file=log)
         except (SystemExit, RuntimeError) as exc:
             code = exc.code if isinstance(exc, SystemExit) else exc
             raise SimulationFailed(f"{self.sim}: cocotb run of {test_module} failed "
