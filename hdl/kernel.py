@@ -38,14 +38,13 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
-from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, STATUS_AXI_ERROR,
-                             STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
+from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, KERNEL_NAME,
+                             STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
 from .protocol import STREAM_COUNTERS, Opcode, counter_words, image_beats
 from .regmap import ADDR_BITS as AXIL_ADDR_BITS, GMEM_IN, GMEM_OUT, REGISTER, REGISTERS
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "axil_members", "axi_members"]
 
-KERNEL_NAME = "velcro_kernel"
 AXI_ADDR_BITS = 64
 AXI_DATA_BITS = 8 * BEAT_BYTES
 BURST_BEATS = 64            # AXI4 allows 256; 64 x 64 B = 4 KB, one page
