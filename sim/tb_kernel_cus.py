@@ -101,15 +101,16 @@ class MultiCuTB:
         for i, f in enumerate(batch):
             expected = golden_ofm(f)
             bad = np.argwhere(ofm[i] != expected)
-            assert len(bad) == 0, (f"image {i} of {len(batch)} (gathered): {len(bad)} outputs differ "
-                                   f"from the golden model, first at [n,i,j]={bad[0].tolist()} "
+            assert len(bad) == 0, (f"image {i} of {len(batch)} (gathered): {len(bad)} outputs "
+                                   f"differ from the golden model, first at [n,i,j]={bad[0].tolist()} "
                                    f"(seed {self.seed})")
         for tb, share in zip(self.cus, shares):
             if not len(share):
                 assert tb.reads == [] and tb.writes == [], f"{tb.name} had no share but moved"
         busy = [spans[tb.name] for tb, share in zip(self.cus, shares) if len(share)]
         if len(busy) > 1:                     # the CUs ran at the same time, not one after another
-            assert max(s for s, _ in busy) < min(e for _, e in busy), f"CUs did not overlap: {spans}"
+            assert max(s for s, _ in busy) < min(e for _, e in busy), \
+                f"CUs did not overlap: {spans}"
         self.dut._log.info("batch of %d images over %s: shares %s, spans %s", len(batch),
                            [tb.name for tb in self.cus], [len(s) for s in shares], spans)
         return ofm
