@@ -6,8 +6,8 @@ pseudo-channels. :func:`multi_cu_rtl` writes a Verilog wrapper that does the sam
 generated ``velcro_kernel`` module: every port of CU ``velcro_kernel_<j>`` (the names of
 connectivity.cfg, :func:`hdl.kernel_buffers.cu_names`) appears on the wrapper as
 ``velcro_kernel_<j>_<port>``, so the cocotb bus models attach with ``from_prefix`` as they do
-to one kernel. The port list is taken from :class:`hdl.kernel.VelcroKernel`'s signature, not
-written by hand.
+to one kernel. The port list is :func:`hdl.kernel.kernel_members`, the one
+:class:`hdl.kernel.VelcroKernel` is built with, not written by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from amaranth import Shape
 
 from hdl.config import AccelConfig
-from hdl.kernel import KERNEL_NAME, VelcroKernel, kernel_rtl
+from hdl.kernel import KERNEL_NAME, kernel_members, kernel_rtl
 from hdl.kernel_buffers import cu_names
 
 __all__ = ["SHARED_PORTS", "wrapper_name", "wrapper_verilog", "multi_cu_rtl"]
@@ -33,7 +33,7 @@ def wrapper_name(compute_units: int) -> str:
 
 def wrapper_verilog(cfg: AccelConfig, compute_units: int) -> str:
     """Verilog text of the k-CU wrapper around the ``velcro_kernel`` module for ``cfg``."""
-    members = VelcroKernel(cfg).signature.members
+    members = kernel_members()
     names = cu_names(compute_units)
     ports, decls, cells = list(SHARED_PORTS), [], []
     for name in SHARED_PORTS:
