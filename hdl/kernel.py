@@ -38,14 +38,14 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
-from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, STATUS_AXI_ERROR,
-                             STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
+from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, KERNEL_NAME,
+                             STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
 from .protocol import STREAM_COUNTERS, Opcode, counter_words, image_beats
 from .regmap import ADDR_BITS as AXIL_ADDR_BITS, GMEM_IN, GMEM_OUT, REGISTER, REGISTERS
 
-__all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "axil_members", "axi_members"]
+__all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
+           "axi_members"]
 
-KERNEL_NAME = "velcro_kernel"
 AXI_ADDR_BITS = 64
 AXI_DATA_BITS = 8 * BEAT_BYTES
 BURST_BEATS = 64            # AXI4 allows 256; 64 x 64 B = 4 KB, one page
@@ -76,6 +76,18 @@ def axi_members(prefix: str, addr_bits: int = AXI_ADDR_BITS, data_bits: int = AX
              "rvalid": In(1), "rready": Out(1), "rdata": In(data_bits), "rlast": In(1),
              "rresp": In(2), "rid": In(1)}
     return {f"{prefix}_{k}": v for k, v in ports.items()}
+
+
+def kernel_members() -> dict:
+    """The kernel's ports, with Vitis' flat names: {name: In(width) / Out(width)}."""
+    return {
+        "ap_clk": In(1),
+        "ap_rst_n": In(1),
+        **axil_members("s_axi_control"),
+        **axi_members(GMEM_IN),
+        **axi_members(GMEM_OUT),
+        "interrupt": Out(1),
+    }
 
 
 class _Prefixed:
@@ -168,14 +180,7 @@ class VelcroKernel(wiring.Component):
         n_counters = len(counter_words(cfg))
         if REGISTER["COUNTERS"].offset + 4 * n_counters > 1 << AXIL_ADDR_BITS:
             raise ValueError(f"{n_counters} counters do not fit the {AXIL_ADDR_BITS}-bit map")
-        super().__init__({
-            "ap_clk": In(1),
-            "ap_rst_n": In(1),
-            **axil_members("s_axi_control"),
-            **axi_members(GMEM_IN),
-            **axi_members(GMEM_OUT),
-            "interrupt": Out(1),
-        })
+        super().__init__(kernel_members())
 
     def elaborate(self, platform):
         m = Module()

@@ -28,21 +28,37 @@ ofm        written by the kernel: B images of compact output     B * ceil(sum U 
 
 Every buffer address must be a multiple of 64 (XRT's allocations are 4 KB aligned); a start
 with any other address is refused (STATUS in :mod:`hdl.regmap`).
+
+Compute units
+=============
+``make kernel CUS=k`` links k copies of the kernel (compute units ``velcro_kernel_1`` ..
+``velcro_kernel_k``, :func:`cu_names`). Each CU's AXI masters get their own HBM
+pseudo-channels (:func:`hbm_banks`: CU j's ``m_axi_gmem_in`` on HBM[2j], ``m_axi_gmem_out`` on
+HBM[2j+1]), so k <= 16 on the U280's 32. The count is written once, as ``compute_units`` in the
+kernel folder's config.json (:func:`kernel_config_json`, read back by
+:func:`read_kernel_config`); connectivity.cfg and the host are generated from / read it. A
+batch of B images is split into contiguous, as-even-as-possible shares, one per CU
+(:func:`split_batch`); the host runs them concurrently and concatenates the outputs in CU order
+(:func:`gather`), which is the batch's order.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import json
+
 from .config import AccelConfig
-from .regmap import REGISTER, Reg, field_mask, pointers
+from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
                        image_beats, schedule_beats, weight_beats)
 
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
            "buffer_bytes", "pack_beats", "pack_params", "pack_schedule", "pack_ifmap",
-           "pack_frame", "unpack_ofm", "counter_names"]
+           "pack_frame", "unpack_ofm", "counter_names", "KERNEL_NAME", "HBM_CHANNELS",
+           "MAX_COMPUTE_UNITS", "MAX_FRAMES", "check_compute_units", "cu_names", "hbm_banks",
+           "kernel_config_json", "read_kernel_config", "split_batch", "gather"]
 
 BEAT_BYTES = 64       # 512-bit AXI data
 ALIGN = 64            # required alignment of every buffer address
@@ -120,3 +136,91 @@ def unpack_ofm(cfg: AccelConfig, raw: bytes, schedule, means, images: int = 1) -
 def counter_names(cfg: AccelConfig) -> list:
     """Names of the 32-bit read-only counters from Reg.COUNTERS on, one per word."""
     return counter_words(cfg)
+
+
+# -- compute units -------------------------------------------------------------------------------
+
+KERNEL_NAME = "velcro_kernel"
+#: HBM pseudo-channels of the U280 (HBM[0] .. HBM[31], 256 MB each).
+HBM_CHANNELS = 32
+#: One pseudo-channel per AXI master of every compute unit.
+MAX_COMPUTE_UNITS = HBM_CHANNELS // len(AXI_MASTERS)
+#: The FRAMES register's largest B (one start of one CU).
+MAX_FRAMES = (1 << REGISTER["FRAMES"].width) - 1
+
+
+def check_compute_units(k) -> int:
+    """``k`` if it is a valid compute-unit count, else TypeError / ValueError."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"compute units must be an int, not {k!r}")
+    if not 1 <= k <= MAX_COMPUTE_UNITS:
+        raise ValueError(
+            f"compute units must be 1..{MAX_COMPUTE_UNITS}, not {k}: the U280 has {HBM_CHANNELS} "
+            f"HBM pseudo-channels and each compute unit takes {len(AXI_MASTERS)} "
+            f"({', '.join(AXI_MASTERS)})")
+    return int(k)
+
+
+def cu_names(k: int) -> list:
+    """The compute units' instance names in connectivity.cfg's ``nk=`` line."""
+    return [f"{KERNEL_NAME}_{j + 1}" for j in range(check_compute_units(k))]
+
+
+def hbm_banks(k: int) -> dict:
+    """{CU name: {AXI master: "HBM[i]"}}: every master of every CU on its own pseudo-channel."""
+    return {cu: {m: f"HBM[{len(AXI_MASTERS) * j + i}]" for i, m in enumerate(AXI_MASTERS)}
+            for j, cu in enumerate(cu_names(k))}
+
+
+def kernel_config_json(cfg: AccelConfig, compute_units: int = 1) -> str:
+    """The kernel folder's config.json: the configuration plus ``compute_units``."""
+    return json.dumps({**cfg.to_dict(), "compute_units": check_compute_units(compute_units)},
+                      indent=2) + "\n"
+
+
+def read_kernel_config(text: str):
+    """(AccelConfig, compute units) from config.json's text (no ``compute_units``: 1)."""
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, not {type(d).__name__}")
+    k = check_compute_units(d.pop("compute_units", 1))
+    return AccelConfig(**d), k
+
+
+def split_batch(images: int, compute_units: int) -> list:
+    """Split B = ``images`` images into ``compute_units`` contiguous shares as evenly as
+    possible: a list of ``range``s, one per CU in CU order, the first ``B % k`` one image
+    longer. With B < k the last CUs get empty ranges (nothing to start). B = 0 is refused:
+    the kernel's FRAMES register counts 0 as 1, so an empty share must not be started either."""
+    k = check_compute_units(compute_units)
+    if isinstance(images, bool) or not isinstance(images, (int, np.integer)):
+        raise TypeError(f"images must be an int, not {images!r}")
+    if images < 1:
+        raise ValueError(f"a batch needs at least one image, not {images}")
+    base, extra = divmod(int(images), k)
+    if base + (extra > 0) > MAX_FRAMES:
+        raise ValueError(f"{images} images over {k} compute units is more than {MAX_FRAMES} "
+                         f"(the FRAMES register) per compute unit: split the batch")
+    shares, start = [], 0
+    for j in range(k):
+        n = base + (j < extra)
+        shares.append(range(start, start + n))
+        start += n
+    return shares
+
+
+def gather(outputs, shares) -> np.ndarray:
+    """Concatenate the CUs' outputs ([len(share), ...] each, CU order) back into the batch
+    ([B, ...]), checking each CU returned as many images as it was given."""
+    outputs, shares = list(outputs), list(shares)
+    if len(outputs) != len(shares):
+        raise ValueError(f"{len(outputs)} outputs for {len(shares)} compute units")
+    parts = []
+    for j, (out, share) in enumerate(zip(outputs, shares)):
+        if len(share) == 0:
+            continue
+        if out is None or len(out) != len(share):
+            got = "nothing" if out is None else f"{len(out)} images"
+            raise ValueError(f"compute unit {j + 1} returned {got}, expected {len(share)}")
+        parts.append(np.asarray(out))
+    return np.concatenate(parts)

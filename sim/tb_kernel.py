@@ -40,26 +40,38 @@ MAX_IMAGES = 4
 
 
 class KernelTB(SeededTB):
-    """Clock, AXI RAM (HBM) on both masters, AXI4-Lite host, burst monitor and the host flow."""
+    """Clock, AXI RAM (HBM) on both masters, AXI4-Lite host, burst monitor and the host flow.
 
-    def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
+    ``prefix`` names one compute unit of a multi-CU top (sim/multi_cu.py: ``velcro_kernel_1_``
+    ...), whose ports are the kernel's with that prefix; ``clock=False`` leaves the shared clock
+    to the first CU's testbench, ``mem`` shares one HBM memory between CUs. ``windows``
+    ({master: (lo, hi)}) makes the monitor check that every burst of a master stays in its
+    address range (its HBM pseudo-channel)."""
+
+    def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None, *,
+                 prefix: str = "", clock: bool = True, mem=None, max_images: int = MAX_IMAGES):
         super().__init__(dut, cfg, seed)
         cfg = self.cfg
-        # room for the largest schedule and output (nothing compressed) of MAX_IMAGES images
+        self.prefix = prefix
+        # room for the largest schedule and output (nothing compressed) of max_images images
         everything = deal(np.zeros((cfg.instances, cfg.height, cfg.width), bool), cfg.instances)
-        self.room = buffer_bytes(cfg, everything, MAX_IMAGES)
+        self.room = buffer_bytes(cfg, everything, max_images)
         self.sizes = dict(self.room)
-        cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
-        dut.ap_rst_n.value = 0
-        self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk,
-                                  dut.ap_rst_n, reset_active_level=False)
+        self.windows = {}
+        if clock:
+            cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
+            dut.ap_rst_n.value = 0
+        self.interrupt = getattr(dut, f"{prefix}interrupt")
+        self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, f"{prefix}s_axi_control"),
+                                  dut.ap_clk, dut.ap_rst_n, reset_active_level=False)
         # one memory (self.hbm.mem) seen through both masters
-        self.hbm = AxiRam(AxiBus.from_prefix(dut, GMEM_IN), dut.ap_clk, dut.ap_rst_n,
-                          reset_active_level=False, size=2**40)
-        self.hbm_out = AxiRam(AxiBus.from_prefix(dut, GMEM_OUT), dut.ap_clk, dut.ap_rst_n,
-                              reset_active_level=False, mem=self.hbm.mem)
+        memory = {"size": 2**40} if mem is None else {"mem": mem}
+        self.hbm = AxiRam(AxiBus.from_prefix(dut, f"{prefix}{GMEM_IN}"), dut.ap_clk,
+                          dut.ap_rst_n, reset_active_level=False, **memory)
+        self.hbm_out = AxiRam(AxiBus.from_prefix(dut, f"{prefix}{GMEM_OUT}"), dut.ap_clk,
+                              dut.ap_rst_n, reset_active_level=False, mem=self.hbm.mem)
         for bus in ("s_axi_control", GMEM_IN, GMEM_OUT):   # one INFO line per transfer otherwise
-            logging.getLogger(f"{dut._log.name}.{bus}").setLevel(logging.WARNING)
+            logging.getLogger(f"{dut._log.name}.{prefix}{bus}").setLevel(logging.WARNING)
         self.reads, self.writes = [], []      # (addr, beats) of every AR / AW burst
         cocotb.start_soon(self._monitor())
 
@@ -83,7 +95,7 @@ class KernelTB(SeededTB):
         dut = self.dut
 
         def sig(port, name):
-            return getattr(dut, f"{port}_{name}").value
+            return getattr(dut, f"{self.prefix}{port}_{name}").value
 
         while True:
             await RisingEdge(dut.ap_clk)
@@ -105,6 +117,11 @@ class KernelTB(SeededTB):
                     assert addr // 4096 == (addr + 64 * n - 1) // 4096, \
                         f"{where} burst {addr:#x}+{n} beats crosses a 4 KB boundary"
                     assert size == 6 and burst == 1, f"{where} size {size} burst {burst}"
+                    if port in self.windows:
+                        lo, hi = self.windows[port]
+                        assert lo <= addr and addr + 64 * n <= hi, \
+                            f"{self.prefix}{where} burst {addr:#x}+{n} beats outside its HBM " \
+                            f"pseudo-channel [{lo:#x}, {hi:#x})"
                     log.append((addr, n))
 
     # -- host operations ------------------------------------------------------------------------
@@ -125,15 +142,17 @@ class KernelTB(SeededTB):
         await self.write_reg(Reg.pointer(name), addr & 0xFFFF_FFFF)
         await self.write_reg(Reg.pointer(name) + 4, addr >> 32)
 
-    def place(self, base: int) -> dict:
-        """Buffer addresses from ``base`` (page-aligned): each buffer of more than one beat
-        starts a random 1..beats-1 beats before a 4 KB boundary, so its bursts must split."""
-        addrs, page = {}, base & ~0xFFF
+    def place(self, base: int, out_base: int | None = None) -> dict:
+        """Buffer addresses from ``base`` (page-aligned; the ofm from ``out_base`` if given):
+        each buffer of more than one beat starts a random 1..beats-1 beats before a 4 KB
+        boundary, so its bursts must split."""
+        addrs, pages = {}, {"in": base & ~0xFFF, "out": (out_base or 0) & ~0xFFF}
         for name in BUFFERS:
+            side = "out" if name == "ofm" and out_base is not None else "in"
             beats = self.room[name] // 64
             k = self.rng.randrange(1, min(beats, 64)) if beats > 1 else 1
-            addrs[name] = page + 4096 - 64 * k
-            page += (self.room[name] + 4095) // 4096 * 4096 + 8192
+            addrs[name] = pages[side] + 4096 - 64 * k
+            pages[side] += (self.room[name] + 4095) // 4096 * 4096 + 8192
         return addrs
 
     def load(self, frames, addrs: dict, *, ifmap_only=False):
@@ -164,13 +183,13 @@ class KernelTB(SeededTB):
 
     async def wait_done(self, *, interrupt=False, timeout_us=2000):
         if interrupt:
-            if not self.dut.interrupt.value:
-                await with_timeout(RisingEdge(self.dut.interrupt), timeout_us, "us")
+            if not self.interrupt.value:
+                await with_timeout(RisingEdge(self.interrupt), timeout_us, "us")
             assert await self.read_reg(Reg.ISR) == 1, "ISR must show ap_done"
             await self.write_reg(Reg.ISR, 1)                 # toggle-on-write clears it
             assert await self.read_reg(Reg.ISR) == 0
             await ReadOnly()
-            assert not self.dut.interrupt.value, "interrupt still high after clearing ISR"
+            assert not self.interrupt.value, "interrupt still high after clearing ISR"
             await RisingEdge(self.dut.ap_clk)
             ctrl = await self.read_reg(Reg.CTRL)
             assert ctrl & CTRL_DONE, f"interrupt without ap_done (CTRL={ctrl:#x})"
@@ -190,11 +209,14 @@ class KernelTB(SeededTB):
         return {n: await self.read_reg(Reg.COUNTERS + 4 * i) for i, n in enumerate(names)}
 
     async def run(self, frame: Frame, addrs: dict, *, load_config=True, interrupt=False,
-                  images=1):
+                  images=1, frames=None):
         """One kernel invocation on a batch of ``images`` images sharing ``frame``'s constants
-        (``frame`` first); checks the ofm, counters, bursts and status."""
+        (``frame`` first), or on the given ``frames`` (which share ``frame``'s constants);
+        checks the ofm, counters, bursts and status. Returns the ofm [images, N, H, W]."""
         cfg = self.cfg
-        frames = [frame] + [_frame_like(cfg, self.np_rng, frame) for _ in range(images - 1)]
+        if frames is None:
+            frames = [frame] + [_frame_like(cfg, self.np_rng, frame) for _ in range(images - 1)]
+        images = len(frames)
         self.load(frames, addrs, ifmap_only=not load_config)
         await self.start(addrs, load_config=load_config, interrupt=interrupt)
         await self.wait_done(interrupt=interrupt)

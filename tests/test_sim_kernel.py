@@ -42,6 +42,21 @@ def test_kernel(build_for, sim, config, tmp_path):
         "sim.tb_kernel", CASES, env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
 
+def test_two_compute_units(build_for, tmp_path):
+    """`make kernel CUS=2` in simulation: two kernels on one clock and reset, each with its own
+    host and its masters on its own HBM pseudo-channels, batches split with the host's
+    split_batch, run concurrently, gathered and checked image by image (sim/tb_kernel_cus.py).
+    One simulator is enough here: the single-kernel cases run on both."""
+    from sim.multi_cu import multi_cu_rtl, wrapper_name
+
+    cfg, k = CONFIGS["small"], 2
+    seed = str(seed_for("kernel_cus", k, "small"))
+    build_for(cfg, "icarus", sources=tuple(map(str, multi_cu_rtl(cfg, k))),
+              toplevel=wrapper_name(k), tag=f"kernel_x{k}_{cfg.tag}").run(
+        "sim.tb_kernel_cus", ["split_batches"], env={"VELCRO_SEED": seed, "VELCRO_CUS": str(k)},
+        test_dir=tmp_path)
+
+
 @pytest.mark.slow
 def test_kernel_default_config(build_for, tmp_path):
     """The paper's 16 x 64x64 design as a kernel, one frame (Verilator only: build ~minutes)."""

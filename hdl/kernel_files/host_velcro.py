@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""Run one VELCRO frame on an Alveo U280 through XRT's Python bindings (pyxrt) and check it
-against the integer golden model.
+"""Run a batch of VELCRO images on the compute units of an Alveo U280 through XRT's Python
+bindings (pyxrt) and check every output against the integer golden model.
 
     source /opt/xilinx/xrt/setup.sh
     PYTHONPATH=<velcro checkout> python3 host_velcro.py velcro.xclbin [--frame FRAME.npz]
+                                                        [--images B]
 
-The frame is random (seed 1) unless ``--frame`` names a FRAME.npz (``velcro export`` writes
-one; its ifmap may be [B, C_in, H, W], a batch of B images). The host deals the work list
-(py_ref.schedule.deal) and packs the buffers with hdl/kernel_buffers.py; the kernel returns the
-computed outputs only, which unpack_ofm expands with the schedule and the means. The
-configuration the kernel was built for is config.json next to this script; a frame of other
-shapes is refused before the device is touched (the kernel's sizes are fixed when it is
-built: see docs/KERNEL.md for building the matching one).
+The batch is random (seed 1; B images, default two per compute unit) unless ``--frame`` names
+a FRAME.npz (``velcro export`` writes one; its ifmap may be [B, C_in, H, W], a batch of B
+images). The host deals the work list (py_ref.schedule.deal) and packs the buffers with
+hdl/kernel_buffers.py; the kernel returns the computed outputs only, which unpack_ofm expands
+with the schedule and the means.
+
+The configuration the kernel was built for, and its number of compute units k
+(``make kernel CUS=k``), are in config.json next to this script; a frame of other shapes is
+refused before the device is touched (the kernel's sizes are fixed when it is built: see
+docs/KERNEL.md for building the matching one). The batch is split into k contiguous shares
+(hdl.kernel_buffers.split_batch); CU j (``velcro_kernel_<j>``) gets its own buffers in its own
+HBM pseudo-channels (``kernel.group_id``), all CUs run at once, and the outputs are gathered in
+batch order and checked image by image.
 """
 
 import argparse
@@ -21,19 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig, ConfigError
+from hdl.kernel_buffers import KERNEL_NAME, cu_names, read_kernel_config, split_batch
 
 HERE = Path(__file__).resolve().parent
-KERNEL = "velcro_kernel"
 
 
 class HostError(Exception):
     """A problem found before the device is used: printed as one line, exit status 2."""
 
 
-def load_kernel_config(path: Path) -> AccelConfig:
-    """The configuration ``make kernel`` wrote next to the kernel (config.json)."""
+def load_kernel_config(path: Path):
+    """(configuration, compute units) that ``make kernel`` wrote next to the kernel
+    (config.json)."""
     try:
-        return AccelConfig.from_json(Path(path).read_text())
+        return read_kernel_config(Path(path).read_text())
     except FileNotFoundError:
         raise HostError(f"{path} not found: run host_velcro.py from the folder `make kernel` "
                         f"wrote (it holds config.json), or pass --config") from None
@@ -62,13 +70,16 @@ def check_frame(cfg: AccelConfig, frame) -> None:
 
 def prepare(args):
     """Everything that can go wrong before the device: config, frame (or batch), shapes, the
-    xclbin. Returns the configuration, the frame of the first image and the ifmaps [B, ...]."""
+    split, the xclbin. Returns the configuration, the compute units, the frame of the first
+    image and the ifmaps [B, ...]."""
     from py_ref.cli import CliError
     from py_ref.frame_file import read_batch
     from py_ref.golden import random_frame
 
-    cfg = load_kernel_config(args.config)
+    cfg, cus = load_kernel_config(args.config)
     if args.frame:
+        if args.images is not None:
+            raise HostError("--images is for the random batch; a FRAME.npz brings its own")
         try:
             frame, ifmaps = read_batch(args.frame)
         except CliError as exc:
@@ -77,23 +88,34 @@ def prepare(args):
         if ifmaps is None:
             ifmaps = frame.ifmap[None]
     else:
-        frame = random_frame(cfg, np.random.default_rng(1), density=0.5)
-        ifmaps = frame.ifmap[None]
+        images = 2 * cus if args.images is None else args.images
+        if images < 1:
+            raise HostError(f"--images must be at least 1, not {images}")
+        rng = np.random.default_rng(1)
+        frame = random_frame(cfg, rng, density=0.5)
+        ifmaps = np.stack([frame.ifmap] + [random_frame(cfg, rng).ifmap
+                                           for _ in range(images - 1)])
+    try:
+        split_batch(len(ifmaps), cus)
+    except ValueError as exc:
+        raise HostError(str(exc)) from None
     if not args.xclbin.is_file():
         raise HostError(f"{args.xclbin} not found (the xclbin v++ --link wrote)")
-    return cfg, frame, ifmaps
+    return cfg, cus, frame, ifmaps
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("xclbin", type=Path, help="the linked kernel, e.g. velcro.xclbin")
     parser.add_argument("--frame", type=Path, help="FRAME.npz (default: random, seed 1)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="B, images of the random batch (default: two per compute unit)")
     parser.add_argument("--device", type=int, default=0, help="XRT device index (default 0)")
     parser.add_argument("--config", type=Path, default=HERE / "config.json",
                         help="the kernel's configuration (default: config.json next to this script)")
     args = parser.parse_args(argv)
     try:
-        cfg, frame, ifmaps = prepare(args)
+        cfg, cus, frame, ifmaps = prepare(args)
     except HostError as exc:
         print(f"host_velcro: error: {exc}", file=sys.stderr)
         return 2
@@ -103,57 +125,86 @@ def main(argv=None) -> int:
         print("host_velcro: error: pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
               file=sys.stderr)
         return 2
-    return run(pyxrt, args, cfg, frame, ifmaps)
+    return run(pyxrt, args, cfg, cus, frame, ifmaps)
 
 
-def run(pyxrt, args, cfg, frame, ifmaps) -> int:
+def run(pyxrt, args, cfg, cus, frame, ifmaps) -> int:
+    """Split ``ifmaps`` over the ``cus`` compute units, run them concurrently, gather and
+    check every image; 0 if all match the golden model, 1 otherwise."""
     import dataclasses
 
     from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
-                                    pack_frame, unpack_ofm)
+                                    gather, pack_frame, unpack_ofm)
     from py_ref.golden import golden_ofm
     from py_ref.schedule import deal
 
     images = len(ifmaps)
     frames = [dataclasses.replace(frame, ifmap=x) for x in ifmaps]
     schedule = deal(frame.mask, cfg.instances)
+    shares = split_batch(images, cus)
 
     device = pyxrt.device(args.device)
     uuid = device.load_xclbin(str(args.xclbin))
-    # exclusive access: needed to read the performance counters with read_register
-    kernel = pyxrt.kernel(device, uuid, KERNEL, pyxrt.kernel.cu_access_mode.exclusive)
+    sync_to, sync_from = (pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE,
+                          pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
+    jobs = []                     # (CU name, kernel, share, sizes, buffers, run) per busy CU
+    for cu, share in zip(cu_names(cus), shares):
+        if not len(share):        # B < k: this CU has nothing to do
+            continue
+        # one CU per kernel object ("velcro_kernel:{velcro_kernel_2}"); exclusive access is
+        # needed to read the performance counters with read_register
+        kernel = pyxrt.kernel(device, uuid, f"{KERNEL_NAME}:{{{cu}}}",
+                              pyxrt.kernel.cu_access_mode.exclusive)
+        sizes = buffer_bytes(cfg, schedule, len(share))
+        data = pack_frame(cfg, frame, schedule, ifmaps[share.start:share.stop])
+        bos = {}
+        for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then flags, frames, beats
+            # group_id(i): the HBM pseudo-channel connectivity.cfg gave this CU's master of i
+            bos[name] = pyxrt.bo(device, max(sizes[name], 64), pyxrt.bo.normal, kernel.group_id(i))
+            if name in data:
+                bos[name].write(np.frombuffer(data[name], np.uint8), 0)
+                bos[name].sync(sync_to, sizes[name], 0)
+        jobs.append((cu, kernel, share, sizes, bos))
+    # start every CU before waiting for any: they run concurrently
+    runs = [kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG, len(share),
+                   sizes["schedule"] // 64) for _, kernel, share, sizes, bos in jobs]
 
-    sizes = buffer_bytes(cfg, schedule, images)
-    data = pack_frame(cfg, frame, schedule, ifmaps)
-    bos = {}
-    for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then flags, frames, beats
-        bos[name] = pyxrt.bo(device, max(sizes[name], 64), pyxrt.bo.normal, kernel.group_id(i))
-        if name in data:
-            bos[name].write(np.frombuffer(data[name], np.uint8), 0)
-            bos[name].sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, sizes[name], 0)
+    outputs, failed = {}, False
+    for (cu, kernel, share, sizes, bos), run in zip(jobs, runs):
+        state = run.wait()
+        completed = getattr(getattr(pyxrt, "ert_cmd_state", None), "ERT_CMD_STATE_COMPLETED", state)
+        if state != completed:
+            print(f"FAIL: {cu} (images {share.start}..{share.stop - 1}) ended in state {state}",
+                  file=sys.stderr)
+            failed = True
+            continue
+        bos["ofm"].sync(sync_from, sizes["ofm"], 0)
+        outputs[cu] = unpack_ofm(cfg, bytes(bos["ofm"].read(sizes["ofm"], 0)), schedule,
+                                 frame.means, len(share))
+        status = kernel.read_register(Reg.STATUS)
+        cycles = kernel.read_register(Reg.KERNEL_CYCLES)
+        counters = {n: kernel.read_register(Reg.COUNTERS + 4 * i)
+                    for i, n in enumerate(counter_names(cfg))}
+        print(f"{cu}: images {share.start}..{share.stop - 1}, STATUS={status:#x} kernel "
+              f"cycles={cycles} engine: " +
+              ", ".join(f"{k}={v}" for k, v in counters.items() if "[" not in k))
+        if status:
+            print(f"FAIL: {cu}: STATUS={status:#x} (hdl/regmap.py)", file=sys.stderr)
+            failed = True
+    if failed:
+        return 1
 
-    run = kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG, images,
-                 sizes["schedule"] // 64)
-    state = run.wait()
-    print(f"kernel finished: {state}")
-
-    bos["ofm"].sync(pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, sizes["ofm"], 0)
-    ofm = unpack_ofm(cfg, bytes(bos["ofm"].read(sizes["ofm"], 0)), schedule, frame.means, images)
-    status = kernel.read_register(Reg.STATUS)
-    cycles = kernel.read_register(Reg.KERNEL_CYCLES)
-    counters = {n: kernel.read_register(Reg.COUNTERS + 4 * i)
-                for i, n in enumerate(counter_names(cfg))}
-    print(f"STATUS={status:#x} kernel cycles={cycles} engine: " +
-          ", ".join(f"{k}={v}" for k, v in counters.items() if "[" not in k))
-
+    ofm = gather([outputs.get(cu) for cu in cu_names(cus)], shares)
     for k, f in enumerate(frames):
         expected = golden_ofm(f)
         bad = np.argwhere(ofm[k] != expected)
         if len(bad):
-            print(f"FAIL: image {k}: {len(bad)} of {expected.size} outputs differ from the golden "
-                  f"model, first at [n,i,j]={bad[0].tolist()}", file=sys.stderr)
+            cu = next(c for c, s in zip(cu_names(cus), shares) if k in s)
+            print(f"FAIL: image {k} ({cu}): {len(bad)} of {expected.size} outputs differ from "
+                  f"the golden model, first at [n,i,j]={bad[0].tolist()}", file=sys.stderr)
             return 1
-    print(f"PASS: {ofm.size} outputs match the golden model bit for bit")
+    print(f"PASS: {images} images on {len(jobs)} of {cus} compute units, {ofm.size} outputs "
+          f"match the golden model bit for bit")
     return 0
 
 
