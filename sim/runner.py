@@ -290,7 +290,13 @@ class Build:
         test_dir = Path(test_dir)
         test_dir.mkdir(parents=True, exist_ok=True)
         results = test_dir / "results.xml"
-        extra_env = {"VELCRO_CONFIG": self.cfg.to_json(), **(env or {})}
+        extra_env = {"VELCRO_CONFIG": self.cfg.to_json(),
+                     # cocotb has pytest rewrite the assertions of every module imported after
+                     # it starts ("*.py": numpy, cocotb, ...), half of a process's start-up;
+                     # the testbenches' own assertions are the ones whose messages matter
+                     "COCOTB_REWRITE_ASSERTION_FILES":
+                         os.environ.get("COCOTB_REWRITE_ASSERTION_FILES", "tb_*.py"),
+                     **(env or {})}
         log = test_dir / "sim.log" if quiet else None
 
         def tail():
