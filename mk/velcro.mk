@@ -12,6 +12,7 @@ velcro-results: $(VENV_STAMP)
 	mkdir -p $(VELCRO_RESULTS)
 	$(PY) scripts/bench_profile_overhead.py > $(VELCRO_RESULTS)/bench_profile_overhead.txt
 	$(PY) scripts/velcro_analysis.py --out $(VELCRO_RESULTS) --bench $(VELCRO_RESULTS)/bench_profile_overhead.txt
+	$(PY) scripts/bench_svelcro_module.py --out $(VELCRO_RESULTS)/svelcro_module.md
 
 # Profiling overhead against plain inference (not a timed test; target <= 1.3x).
 velcro-bench: $(VENV_STAMP)
