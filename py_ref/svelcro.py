@@ -150,7 +150,7 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
         gm = fx.symbolic_trace(model)
     except Exception as e:
         raise VelcroError(f"cannot shrink {type(model).__name__}: torch.fx cannot trace it "
-                          f"({type(e).__name__}: {velcro_one_line(e)})") from None
+                          f"({type(e).__name__}: {_one_line(e)})") from None
     nodes = [n for n in gm.graph.nodes if _is_point_node(gm, n)]
     # the traced graph must hold the points in the order the forward produces them
     from torch.fx.passes.shape_prop import ShapeProp
@@ -240,7 +240,7 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
     return gm.eval()
 
 
-def velcro_one_line(e) -> str:
+def _one_line(e) -> str:
     for line in str(e).splitlines():
         if line.strip():
             return line.strip()

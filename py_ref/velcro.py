@@ -397,9 +397,12 @@ class _Accumulator:
     be far from the data: the old first-image shift lost accuracy like (shift - mean)^2 / var),
     reduced in float32 (sum d, sum d^2 over the batch, d = x - m', the corrected two-pass
     form), and the batch's (count, mean, M2) are merged into float64 running moments with
-    Chan et al.'s update.  Float32 work per batch is three reductions over [batch, numel];
-    float64 work is a handful of operations per element, so profiling stays close to plain
-    inference (scripts/bench_profile_overhead.py).  Error bound: :func:`profile_error_bound`.
+    Chan et al.'s update.  Float32 work per batch is three reductions over [batch, numel]
+    (seven passes over the batch in eager mode, two in the compiled ``fused`` update);
+    float64 work is eight operations per element (one pass fused), so profiling stays close
+    to plain inference (scripts/bench_profile_overhead.py).  The clamp of M2 at 0 is applied
+    once, in :meth:`result` (it only moves a value towards the exact one, which is >= 0).
+    Error bound: :func:`profile_error_bound`.
     """
 
     def __init__(self, index, name, macs):

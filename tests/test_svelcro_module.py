@@ -207,3 +207,23 @@ def test_error_bound_refuses_other_activations():
     assert small.get_submodule("0").out_channels == 2
     with pytest.raises(VelcroError, match=r"ReLU points only, not 1 \(SiLU\)"):
         svelcro.shrink_error_bound(net, stats, masks, x)  # ... but is not in the bound's proof
+
+
+def test_untraceable_model_is_refused():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            y = F.relu(self.a(x))
+            if y.mean() > 0:               # data-dependent control flow
+                y = y * 2
+            return self.b(y).mean((1, 2, 3))
+    torch.manual_seed(SEED)
+    net = Branchy().eval()
+    x = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(SEED))
+    stats = velcro.profile(net, [x])
+    with pytest.raises(VelcroError, match="torch.fx cannot trace it"):
+        svelcro.shrink(net, stats, svelcro.make_channel_masks(stats, [0.5]), x[:1])
