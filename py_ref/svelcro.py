@@ -324,14 +324,14 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
       sum, the folded bias map or bias, and one more addition): each is within
       gamma_{n+2} S of the exact sum of its inputs, S = |W| (|v| + e) + |b|, so
       e' = |W| e + 2 gamma_{n+2} S;
-    * ReLU is 1-Lipschitz, and exact where both models' inputs are negative (v + e < 0):
-      e' = e there where v + e > 0, else 0; elements the mask substitutes are the mean in
-      both models: e' = 0;
+    * ReLU is 1-Lipschitz, and exact where both models' inputs are negative (v + e <= 0):
+      e' = e where v + e > 0, else 0 (LeakyReLU / PReLU with slopes a in [0, 1]: a e);
+      elements the mask substitutes are the mean in both models: e' = 0;
     * max pooling and flatten are exact: the same operation on e; an average pool of K
       elements adds 2 gamma_{K+1} of its mean magnitude; an eval batch norm scales e by
       |gamma| / sqrt(var + eps) and adds 4u of its output magnitude.
 
-    Supported: ReLU points (other activations are refused by name), Conv2d, Linear,
+    Supported: ReLU, LeakyReLU and PReLU points (others are refused by name), Conv2d, Linear,
     BatchNorm2d, max / average pooling, flatten, dropout and identity after the first layer.
     """
     import copy
@@ -400,15 +400,22 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
                 sc = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).abs().view(1, -1, 1, 1)
                 err[node] = sc * e + 4 * u * (v.abs() + sc * e)
             elif node in points:
+                slope = None                 # the activation's slope where both inputs are <= 0
                 if node.op == "call_module":
-                    ok = type(mod) is nn.ReLU
+                    if type(mod) is nn.ReLU:
+                        slope = 0.0
+                    elif type(mod) is nn.LeakyReLU and 0 <= mod.negative_slope <= 1:
+                        slope = mod.negative_slope
+                    elif type(mod) is nn.PReLU and 0 <= float(mod.weight.min()) and float(mod.weight.max()) <= 1:
+                        slope = mod.weight.detach().view(1, -1, 1, 1) if mod.num_parameters > 1 else float(mod.weight)
                 else:
                     f = node.target if node.op == "call_function" else getattr(torch.Tensor, node.target, None)
-                    ok = velcro.ACTIVATION_FUNCTIONS.get(f) == "relu"
-                if not ok:
-                    raise VelcroError(f"shrink_error_bound handles ReLU points only, not {label}")
+                    slope = 0.0 if velcro.ACTIVATION_FUNCTIONS.get(f) == "relu" else None
+                if slope is None:
+                    raise VelcroError(f"shrink_error_bound handles ReLU, LeakyReLU and PReLU points with "
+                                      f"slopes in [0, 1] only, not {label}")
                 z = args[0]
-                e2 = torch.where(z + e > 0, e, torch.zeros_like(e))
+                e2 = torch.where(z + e > 0, e, slope * e)
                 if node in subst:
                     e2 = torch.where(subst[node][0], torch.zeros_like(e2), e2)
                 err[node] = e2

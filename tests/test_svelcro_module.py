@@ -205,7 +205,7 @@ def test_error_bound_refuses_other_activations():
     masks = svelcro.make_channel_masks(stats, [0.5])
     small = svelcro.shrink(net, stats, masks, x[:1])      # SiLU shrinks fine ...
     assert small.get_submodule("0").out_channels == 2
-    with pytest.raises(VelcroError, match=r"ReLU points only, not 1 \(SiLU\)"):
+    with pytest.raises(VelcroError, match=r"slopes in \[0, 1\] only, not 1 \(SiLU\)"):
         svelcro.shrink_error_bound(net, stats, masks, x)  # ... but is not in the bound's proof
 
 
@@ -227,3 +227,21 @@ def test_untraceable_model_is_refused():
     stats = velcro.profile(net, [x])
     with pytest.raises(VelcroError, match="torch.fx cannot trace it"):
         svelcro.shrink(net, stats, svelcro.make_channel_masks(stats, [0.5]), x[:1])
+
+
+def test_prelu_and_leaky_relu_chain():
+    """A per-channel PReLU is sliced with its trimmed channels; LeakyReLU needs nothing."""
+    torch.manual_seed(SEED)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.PReLU(8),
+                        nn.Conv2d(8, 6, 3, padding=1), nn.LeakyReLU(0.1),
+                        nn.Conv2d(6, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    with torch.no_grad():
+        net[2].weight.copy_(torch.linspace(0.05, 0.4, 8))
+    x = torch.randn(30, 3, 6, 6, generator=torch.Generator().manual_seed(SEED))
+    stats = velcro.profile(net, [x])
+    masks = svelcro.make_channel_masks(stats, [0.5, 0.5])
+    small = svelcro.shrink(net, stats, masks, x[:1])
+    _check_same_outputs(net, stats, masks, small, x)
+    kept = [c for c in range(8) if c not in svelcro.trimmed_channels(masks)[0]]
+    assert torch.equal(small.get_submodule("2").weight, net[2].weight[kept])
+    assert small.get_submodule("5").conv.in_channels == 3
