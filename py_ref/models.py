@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from .velcro import VelcroError
 
-__all__ = ["FmnistCNN", "FMNIST_WEIGHTS", "load_fmnist_cnn", "imagenet_model", "MODELS",
+__all__ = ["FmnistCNN", "FMNIST_WEIGHTS", "load_fmnist_cnn", "imagenet_model", "MODELS", "googlenet",
+           "GOOGLENET_AUX_PREFIXES",
            "mobilenet_v2_weights_path", "load_model", "read_pt", "load_weights", "state_digest",
            "tensor_bytes"]
 
@@ -88,7 +89,7 @@ def load_weights(model: nn.Module, path, *, skip_prefixes: tuple[str, ...] = ())
                 "unexpected": [k for k in sd if k not in own],
                 "wrong shape": [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]}
     if any(problems.values()):
-        what = "; ".join(f"{name}: {', '.join(ks[:3])}{' ...' if len(ks) > 3 else ''}"
+        what = "; ".join(f"{name}: {', '.join(ks[:3])}{f' (+{len(ks) - 3} more)' if len(ks) > 3 else ''}"
                          for name, ks in problems.items() if ks)
         raise VelcroError(f"weights {path} do not fit {type(model).__name__} ({what})")
     model.load_state_dict(sd)
@@ -137,16 +138,36 @@ def mobilenet_v2_weights_path() -> Path:
     return p
 
 
+#: Keys of torchvision's GoogLeNet checkpoint that belong to the auxiliary classifiers (used in
+#: training only); dropped by name before the strict load, nothing else is.
+GOOGLENET_AUX_PREFIXES = ("aux1.", "aux2.")
+
+
+def googlenet(tv=None, *, init_weights: bool = False):
+    """GoogLeNet as torchvision's pretrained builder makes it for its ImageNet checkpoint:
+    ``transform_input=True`` (the ported weights expect inputs scaled to [-1, 1]; the model
+    maps ImageNet-normalised inputs onto that itself), no auxiliary classifiers (eval only)."""
+    if tv is None:
+        from .tv import import_torchvision
+        tv = import_torchvision()
+    return tv.models.googlenet(aux_logits=False, transform_input=True, init_weights=init_weights)
+
+
 def imagenet_model(name: str, weights: str | Path | None = None, pretrained: bool = True):
     """torchvision resnet18 / googlenet / mobilenet_v2.  MobileNetV2 loads the real ImageNet
     weights when ``pretrained``; the others need a local ``weights`` file (no download here)
-    or are randomly initialised (``pretrained=False``)."""
+    or are randomly initialised (``pretrained=False``).
+
+    ``weights`` are torchvision-format state_dicts, loaded strictly (VelcroError naming the
+    missing, unexpected or wrongly shaped keys).  GoogLeNet is built as for torchvision's
+    checkpoint (:func:`googlenet`: ``transform_input=True``) and its checkpoint's auxiliary
+    classifier keys (:data:`GOOGLENET_AUX_PREFIXES`) are dropped explicitly."""
     from .tv import import_torchvision
     tv = import_torchvision()
     if name == "resnet18":
         m = tv.models.resnet18()
     elif name == "googlenet":
-        m = tv.models.googlenet(aux_logits=False, init_weights=True)
+        m = googlenet(tv, init_weights=weights is None)   # random init only if not loaded
     elif name == "mobilenet_v2":
         m = tv.models.mobilenet_v2()
         if weights is None and pretrained:
@@ -155,7 +176,7 @@ def imagenet_model(name: str, weights: str | Path | None = None, pretrained: boo
         raise VelcroError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
     if weights is not None:
         # torchvision's GoogLeNet checkpoint also holds the auxiliary classifiers
-        load_weights(m, weights, skip_prefixes=("aux1.", "aux2.") if name == "googlenet" else ())
+        load_weights(m, weights, skip_prefixes=GOOGLENET_AUX_PREFIXES if name == "googlenet" else ())
     elif pretrained:
         raise VelcroError(f"no offline ImageNet weights for {name}; pass --weights FILE")
     return m.eval()
