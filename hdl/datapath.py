@@ -179,14 +179,22 @@ class IfmapBanks(wiring.Component):
 
 
 def _divmod3(m: Module, value, limit: int, name: str):
-    """(value // 3, value % 3) for 0 <= value < limit by one constant multiply: no divider."""
-    shift = 2 * max(limit.bit_length(), 2)
-    magic = -(-(1 << shift) // 3)
-    assert all((v * magic) >> shift == v // 3 for v in range(limit)), (limit, shift)
+    """(value // 3, value % 3) for 0 <= value < limit as a table (a small LUT function, no
+    multiplier: Yosys would put a constant multiply into a DSP48E2)."""
     div = Signal(range(max(2, -(-limit // 3))), name=f"{name}div")
     mod = Signal(2, name=f"{name}mod")
-    m.d.comb += [div.eq((value * magic) >> shift), mod.eq(value - div * 3)]
+    with m.Switch(value):
+        for v in range(limit):
+            with m.Case(v):
+                m.d.comb += [div.eq(v // 3), mod.eq(v % 3)]
     return div, mod
+
+
+def _times(value, k: int):
+    """``value * k`` for a constant k >= 0 as shifted adds (a constant multiply would be mapped
+    to a DSP48E2)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
 class Datapath(wiring.Component):
@@ -295,7 +303,7 @@ class Datapath(wiring.Component):
                 with m.Case(mv):
                     m.d.comb += [k_off.eq(kv), carry.eq((mv + kv - 1 - r) // 3)]
         m.d.comb += tile.eq(div + carry)
-        return k_off, carry, tile, (tile >= 0) & (tile * 3 + r < limit)
+        return k_off, carry, tile, (tile >= 0) & (tile < (limit - r + 2) // 3)   # 3*tile + r < limit
 
     def _address(self, m, adv, ent, g, first, last):
         """Stages A, B, C: the nine bank addresses ``buf*G*tiles + g*tiles + ty*tile_cols + tx``
@@ -309,7 +317,7 @@ class Datapath(wiring.Component):
         for r in range(3):
             for c in range(3):
                 (ky, _, _, yin), (kx, _, _, xin) = rows[r], cols[c]
-                m.d.comb += [tap[r * 3 + c].eq(ky * 3 + kx), inside[r * 3 + c].eq(yin & xin)]
+                m.d.comb += [tap[r * 3 + c].eq(_times(ky, 3) + kx), inside[r * 3 + c].eq(yin & xin)]
         span = 2 * cfg.groups * cfg.tiles
         a_shape = range(span + cfg.tile_cols + 1)
         side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
@@ -320,9 +328,11 @@ class Datapath(wiring.Component):
             **{f"roff{r}": signed(len(Const(cfg.tile_cols)) + 2) for r in range(3)},
             **{f"tx{c}": signed(10) for c in range(3)}), dict(
             valid=ent["valid"], first=first, last=last, slot=ent["slot"], index=ent["index"],
-            wsel=ent["slot"] * cfg.groups + g, tap=tap, inside=inside,
-            gbase=(ent["buf"] * cfg.groups + g) * cfg.tiles, yrow=ent["ydiv"] * cfg.tile_cols,
-            **{f"roff{r}": rows[r][1] * cfg.tile_cols for r in range(3)},
+            wsel=_times(ent["slot"], cfg.groups) + g, tap=tap, inside=inside,
+            gbase=_times(_times(ent["buf"], cfg.groups) + g, cfg.tiles),
+            yrow=_times(ent["ydiv"], cfg.tile_cols),
+            **{f"roff{r}": Mux(rows[r][1] < 0, -cfg.tile_cols, Mux(rows[r][1] > 0, cfg.tile_cols, 0))
+               for r in range(3)},
             **{f"tx{c}": cols[c][2] for c in range(3)}))
         b = self._stage(m, adv, "b", dict(
             side, ybase=a_shape, **{f"off{i}": signed(12) for i in range(9)}), dict(
