@@ -8,7 +8,7 @@ from __future__ import annotations
 from .config import AccelConfig, ConfigError
 from .engine import IMAGE_LATENCY
 
-__all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY"]
+__all__ = ["config_for_frame", "compute_cycle_bound", "stream_image_cycles", "IMAGE_LATENCY"]
 
 
 def config_for_frame(frame, **overrides) -> AccelConfig:
@@ -27,3 +27,13 @@ def compute_cycle_bound(cfg: AccelConfig, schedule) -> int:
     """Compute cycles of one image: ceil(sum U / P) * G + IMAGE_LATENCY (exact without output
     backpressure; the ``image_cycles`` counter leaves backpressure cycles out)."""
     return schedule.steps * cfg.groups + IMAGE_LATENCY
+
+
+def stream_image_cycles(cfg: AccelConfig, work: int) -> int:
+    """Cycles per image in a steady stream of images with ``work`` uncompressed outputs each
+    (sum U): the compute law ceil(sum U / P) * G without IMAGE_LATENCY, which overlaps the next
+    image, plus the walkers' idle cycle between images when G = 1, and never less than the
+    loader's time for the next image (double buffering hides the load up to that point)."""
+    from .loader import image_load_cycles
+    steps = -(-work // cfg.instances)
+    return max(steps * cfg.groups + (cfg.groups == 1), image_load_cycles(cfg))

@@ -40,7 +40,7 @@ from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, SHIFT_BITS
 from .mac import MacCascade, Requantiser, delay
 
 __all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
-           "TilePairSignature", "ifmap_addr_shape", "work_layout", "result_layout", "quant_layout",
+           "TilePairSignature", "ifmap_addr_shape", "buffer_tiles", "work_layout", "result_layout", "quant_layout",
            "entries_per_instance", "LATENCY", "LANE_STAGES", "MAC_LATENCY"]
 
 #: Registered levels of the tree that adds the lanes' chains (up to 16 lanes); constant, so the
@@ -106,7 +106,7 @@ class TilePairSignature(wiring.Signature):
 
 class LoadSignature(wiring.Signature):
     """What a frame and the deployment load into one datapath, seen from the loader: ifmap tiles
-    (address ``buf*G*tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
+    (address ``buf*buffer_tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
     (``slot``)."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
@@ -128,21 +128,30 @@ class BankReadSignature(wiring.Signature):
         })
 
 
+def buffer_tiles(cfg: AccelConfig) -> int:
+    """Tile addresses per ifmap buffer: G*tiles, rounded up to a power of two so that the buffer
+    is the address's top bit."""
+    return 1 << max(cfg.groups * cfg.tiles - 1, 1).bit_length()
+
+
 def ifmap_addr_shape(cfg: AccelConfig) -> range:
-    """Tile address in the double-buffered ifmap: ``buf*G*tiles + g*tiles + tile``."""
-    return range(2 * cfg.groups * cfg.tiles)
+    """Tile address in the double-buffered ifmap: ``buf * buffer_tiles + g*tiles + tile``."""
+    return range(2 * buffer_tiles(cfg))
 
 
 class IfmapBanks(wiring.Component):
-    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles,
-    each of one channel group
-    (tile pixel ``s = r*3 + c`` into bank s) at address ``buf*G*tiles + g*tiles + tile``.
+    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles of one
+    image (tile pixel ``s = r*3 + c`` into bank s) at address
+    ``buf * buffer_tiles + g*tiles + tile``; ``read`` reads each bank at its own address.
 
-    Each bank is two memories split by address parity (address a in half ``a % 2`` at ``a // 2``),
-    so two *consecutive* tiles can be stored in the same cycle (they always land
-    in different halves): the loader writes two tiles per cycle, fast enough to hide the load
-    under compute up to C = 0.9. A read reads both halves at ``a // 2`` and keeps the half of
-    ``a``'s parity."""
+    Block RAM is the scarce resource (issue 10), so banks go two to a true-dual-port memory,
+    one per buffer: a word holds the pixels of banks 2q and 2q+1 of one tile; port 0 reads bank
+    2q, port 1 bank 2q+1, and when the loader writes the buffer the two ports write the two
+    tiles of a pair instead (consecutive tiles of one image lie in the same buffer). A buffer
+    is never read while it is written: image j + 2 loads into j's buffer only once j is
+    released (:class:`~hdl.loader.InputLoader`). Each port's address is the write address
+    while its buffer is written, else the read address, so Yosys maps a port's write and read
+    onto one RAM port: 5 RAMB18 per buffer instead of 18 simple-dual-port halves."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -154,27 +163,36 @@ class IfmapBanks(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        depth = cfg.groups * cfg.tiles     # per half: ceil(2*G*tiles / 2)
-        for b in range(9):
-            odd = Signal(name=f"odd{b}")   # parity of the address read last
-            with m.If(self.read.en):
-                m.d.sync += odd.eq(self.read.addr[b][0])
-            halves = []
-            for h in range(2):
-                mem = memory.Memory(shape=cfg.pixel_bits, depth=depth, init=[])
-                m.submodules[f"bank{b}_{h}"] = mem
-                wp, rp = mem.write_port(), mem.read_port()
-                # tile 0 (at a) lands here if a has parity h, else tile 1 (at a + 1) does
-                w = self.write
-                first = w.addr[0] == h
-                m.d.comb += [
-                    wp.en.eq(Mux(first, w.en[0], w.en[1])),
-                    wp.addr.eq(Mux(first, w.addr >> 1, (w.addr + 1) >> 1)),
-                    wp.data.eq(Mux(first, w.data[0].word_select(b, cfg.pixel_bits),
-                                   w.data[1].word_select(b, cfg.pixel_bits))),
-                    rp.en.eq(self.read.en), rp.addr.eq(self.read.addr[b] >> 1)]
-                halves.append(rp.data)
-            m.d.comb += self.read.data[b].eq(Mux(odd, halves[1], halves[0]))
+        px = cfg.pixel_bits
+        w, rd = self.write, self.read
+        depth = buffer_tiles(cfg)
+        k = depth.bit_length() - 1
+        w_buf, w_tile = w.addr[k], w.addr[:k]
+        last_buf = [Signal(name=f"rbuf{b}") for b in range(9)]   # buffer of the last read
+        with m.If(rd.en):
+            m.d.sync += [last_buf[b].eq(rd.addr[b][k]) for b in range(9)]
+        for q in range(5):
+            banks = [b for b in (2 * q, 2 * q + 1) if b < 9]
+            got = {b: [] for b in banks}
+            for u in range(2):
+                mem = memory.Memory(shape=len(banks) * px, depth=depth, init=[])
+                m.submodules[f"banks{q}_buf{u}"] = mem
+                writing = w.en.any() & (w_buf == u)
+                for h in range(2):      # both ports write (two tiles); each reads its bank
+                    b = banks[h] if h < len(banks) else None
+                    addr = Signal(range(depth), name=f"a{q}_{u}_{h}")
+                    wp = mem.write_port()
+                    tile = w.data[h]
+                    m.d.comb += [
+                        addr.eq(Mux(writing, w_tile + h, 0 if b is None else rd.addr[b][:k])),
+                        wp.addr.eq(addr), wp.en.eq(writing & w.en[h]),
+                        wp.data.eq(Cat(tile.word_select(bb, px) for bb in banks))]
+                    if b is not None:
+                        rp = mem.read_port()
+                        m.d.comb += [rp.addr.eq(addr), rp.en.eq(rd.en & ~writing)]
+                        got[b].append(rp.data.word_select(h, px))
+            for b in banks:
+                m.d.comb += rd.data[b].eq(Mux(last_buf[b], got[b][1], got[b][0]))
         return m
 
 
@@ -318,18 +336,18 @@ class Datapath(wiring.Component):
             for c in range(3):
                 (ky, _, _, yin), (kx, _, _, xin) = rows[r], cols[c]
                 m.d.comb += [tap[r * 3 + c].eq(_times(ky, 3) + kx), inside[r * 3 + c].eq(yin & xin)]
-        span = 2 * cfg.groups * cfg.tiles
+        span = cfg.groups * cfg.tiles
         a_shape = range(span + cfg.tile_cols + 1)
         side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
                     index=ent["index"].shape(), wsel=range(self.slots * cfg.groups),
-                    tap=tap.shape(), inside=9)
+                    tap=tap.shape(), inside=9, buf=1)
         a = self._stage(m, adv, "a", dict(
             side, gbase=range(span), yrow=a_shape,
             **{f"roff{r}": signed(len(Const(cfg.tile_cols)) + 2) for r in range(3)},
             **{f"tx{c}": signed(10) for c in range(3)}), dict(
             valid=ent["valid"], first=first, last=last, slot=ent["slot"], index=ent["index"],
             wsel=_times(ent["slot"], cfg.groups) + g, tap=tap, inside=inside,
-            gbase=_times(_times(ent["buf"], cfg.groups) + g, cfg.tiles),
+            gbase=_times(g, cfg.tiles), buf=ent["buf"],
             yrow=_times(ent["ydiv"], cfg.tile_cols),
             **{f"roff{r}": Mux(rows[r][1] < 0, -cfg.tile_cols, Mux(rows[r][1] > 0, cfg.tile_cols, 0))
                for r in range(3)},
@@ -339,9 +357,9 @@ class Datapath(wiring.Component):
             a, ybase=a["gbase"] + a["yrow"],
             **{f"off{r * 3 + c}": a[f"roff{r}"] + a[f"tx{c}"] for r in range(3) for c in range(3)}))
         addr = data.ArrayLayout(ifmap_addr_shape(cfg), 9)
+        k = buffer_tiles(cfg).bit_length() - 1
         return self._stage(m, adv, "c", dict(side, addr=addr), dict(
-            b, addr=Cat((b["ybase"] + b[f"off{i}"])[:len(Signal(ifmap_addr_shape(cfg)))]
-                        for i in range(9))))
+            b, addr=Cat(Cat((b["ybase"] + b[f"off{i}"])[:k], b["buf"]) for i in range(9))))
 
     def _read(self, m, adv, c, read, weights, quant):
         """Stage C reads the banks, the filter of (slot, g) and the slot's bias; stage D zeroes

@@ -22,10 +22,19 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .datapath import TilePairSignature
+from .datapath import TilePairSignature, buffer_tiles
 from .protocol import MAX_BATCH, beats_per_tile, tiles_per_beat
 
-__all__ = ["InputLoader"]
+__all__ = ["InputLoader", "image_load_cycles"]
+
+
+def image_load_cycles(cfg: AccelConfig) -> int:
+    """Cycles the loader needs for one image without input stalls: two tiles per cycle out of
+    each unit (a beat's tiles, or one tile over several beats)."""
+    from .protocol import image_beats
+    per_unit = max(tiles_per_beat(cfg), 1)
+    units = image_beats(cfg) if tiles_per_beat(cfg) else cfg.groups * cfg.tiles
+    return units * max(-(-per_unit // 2), beats_per_tile(cfg) if not tiles_per_beat(cfg) else 1)
 
 
 class InputLoader(wiring.Component):
@@ -91,7 +100,7 @@ class InputLoader(wiring.Component):
         """Two tiles per cycle from the unit register into the banks of buffer ``w_buf``."""
         w = self.write
         m.d.comb += [w.en.eq(Cat(left >= 1, left >= 2)),
-                     w.addr.eq(w_buf * n_tiles + w_tile),
+                     w.addr.eq(w_buf * buffer_tiles(self.cfg) + w_tile),
                      w.data[0].eq(unit[:tb]), w.data[1].eq(unit[tb:2 * tb])]
         with m.If(left != 0):
             m.d.sync += [unit.eq(unit >> (2 * tb)), left.eq(left - writing)]
