@@ -15,15 +15,20 @@ Pieces, each a :class:`wiring.Component` with grouped ports:
   ``load`` (:class:`LoadSignature`) writes ifmap tiles, filters and quant records.
 
 Pipeline (every stage advances together when the result register can take a value, so a stall
-on ``result`` freezes it and a stall on ``work`` inserts bubbles)::
+on ``result`` freezes it and a stall on ``work`` inserts bubbles), laid out for 300 MHz on
+UltraScale+ (issue 10: at most 6 logic levels between registers, the products and their sum in
+DSP48E2s)::
 
     accept   work entry -> entry register (y, x split into tile and bank coordinates)
-    E        group g of the entry: nine bank reads and the filter read of (slot, g)   G cycles
-    S1       9*L int8 x int8 products (zero where the window leaves the map)
-    S2       adder tree;                   quant read of the slot
-    S3       acc = (g == 0 ? bias : acc) + sum
-    S4       ReLU, * mult, + rounding half
-    S5       >> shift, saturate at 255 -> result register
+    E        group g of the entry                                                   G cycles
+    A, B, C  the nine bank addresses, one adder level per stage
+    C        bank reads, filter read of (slot, g)
+    D        zero pixels outside the map, pick each bank's filter tap
+    MAC      per lane a 9-tap DSP48E2 cascade (hdl.mac.MacCascade), lanes added    MAC_LATENCY
+    acc      acc = (g == 0 ? bias : acc) + sum
+    q        the slot's mult and shift
+    requant  ReLU, * mult + rounding half, >> shift, saturate (hdl.mac.Requantiser)
+             whose last register is the result register
 
 With entries offered back to back, entry e's result leaves in cycle ``(e+1)*G + LATENCY - 1``
 (entry 0 offered in cycle 0): E entries take exactly ``E*G + LATENCY`` cycles. The arithmetic is
@@ -257,8 +262,8 @@ class Datapath(wiring.Component):
         m.d.comb += adv.eq(~self.result.valid | self.result.ready)
         ent, g, first, last = self._entry(m, adv)
         addr = self._address(m, adv, ent, g, first, last)
-        x, w, side = self._read(m, adv, addr, banks.read, weights, quant_mem.read_port())
-        acc = self._mac(m, adv, x, w, side)
+        x, w, side = self._read(m, adv, addr, banks.read, weights)
+        acc = self._mac(m, adv, x, w, side, quant_mem.read_port())
         self._requantise(m, adv, acc, quant_mem.read_port())
         return m
 
@@ -361,13 +366,12 @@ class Datapath(wiring.Component):
         return self._stage(m, adv, "c", dict(side, addr=addr), dict(
             b, addr=Cat(Cat((b["ybase"] + b[f"off{i}"])[:k], b["buf"]) for i in range(9))))
 
-    def _read(self, m, adv, c, read, weights, quant):
-        """Stage C reads the banks, the filter of (slot, g) and the slot's bias; stage D zeroes
+    def _read(self, m, adv, c, read, weights):
+        """Stage C reads the banks and the filter of (slot, g); stage D zeroes
         pixels outside the map and picks each bank's filter tap (the window is rotated by y%3,
         x%3) on their way into the multipliers."""
         cfg = self.cfg
-        m.d.comb += [read.en.eq(adv), weights.en.eq(adv), quant.en.eq(adv),
-                     weights.addr.eq(c["wsel"]), quant.addr.eq(c["slot"])]
+        m.d.comb += [read.en.eq(adv), weights.en.eq(adv), weights.addr.eq(c["wsel"])]
         m.d.comb += [read.addr[i].eq(c["addr"][i]) for i in range(9)]
         d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot",
                                                 "tap", "inside"), c)
@@ -379,18 +383,17 @@ class Datapath(wiring.Component):
             for lane in range(lanes):
                 x[lane][b] = Mux(d["inside"][b], read.data[b].word_select(lane, 8), 0).as_signed()
                 w[lane][b] = w_tap.word_select(lane, 8).as_signed()
-        d["bias"] = Mux(d["first"], quant.data.bias, 0)
         return x, w, d
 
-    def _mac(self, m, adv, x, w, d):
-        """One :class:`~hdl.mac.MacCascade` per lane (the bias enters lane 0's chain on the first
-        group), the lanes summed by a registered adder tree of LANE_STAGES levels, then the
-        accumulation over channel groups."""
+    def _mac(self, m, adv, x, w, d, quant):
+        """One :class:`~hdl.mac.MacCascade` per lane, the lanes summed by a registered adder tree
+        of LANE_STAGES levels, then the accumulation over channel groups starting from the
+        slot's bias (read one stage ahead)."""
         cfg = self.cfg
         sums = []
         for lane in range(cfg.lanes):
             mac = m.submodules[f"mac{lane}"] = MacCascade(9, cfg.acc_bits)
-            m.d.comb += [mac.en.eq(adv), mac.c.eq(d["bias"] if lane == 0 else 0)]
+            m.d.comb += mac.en.eq(adv)
             m.d.comb += [mac.x[b].eq(x[lane][b]) for b in range(9)]
             m.d.comb += [mac.w[b].eq(w[lane][b]) for b in range(9)]
             sums.append(mac.sum)
@@ -402,13 +405,11 @@ class Datapath(wiring.Component):
         chain = MAC_LATENCY
         s = {k: delay(m, adv, d[k], chain, f"s_{k}") for k in ("first", "last", "index", "slot")}
         s["valid"] = _delay_valid(m, adv, d["valid"], chain)
-        # accumulate over groups (nothing to add with one group: the bias came in the chain)
+        m.d.comb += [quant.en.eq(adv),
+                     quant.addr.eq(delay(m, adv, d["slot"], chain - 1, "bias_slot"))]
         acc = Signal(signed(cfg.acc_bits), reset_less=True)
         acc_next = Signal(signed(cfg.acc_bits))
-        if cfg.groups == 1:
-            m.d.comb += acc_next.eq(sums[0])
-        else:
-            m.d.comb += acc_next.eq(Mux(s["first"], 0, acc) + sums[0])
+        m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[0])
         with m.If(adv & s["valid"]):
             m.d.sync += acc.eq(acc_next)
         done = self._stage(m, adv, "acc", dict(valid=1, index=s["index"].shape(),

@@ -6,12 +6,14 @@ An input presented in an ``en`` cycle appears at the output ``LATENCY`` ``en`` c
 Data registers are reset-less (a DSP48E2's A/B/M/P registers are filled by the data; a reset
 would only cost the RST pins a fan-out).
 
-* :class:`MacCascade`: ``sum = c + sum_i x[i] * w[i]`` over ``taps`` int8 pairs, written as a
+* :class:`MacCascade`: ``sum = sum_i x[i] * w[i]`` over ``taps`` int8 pairs, written as a
   systolic chain: tap i's operands are delayed i cycles, multiplied with an input register
   (A/B), a multiplier register (M) and an output register (P) that adds the previous tap's P.
   ``P_i = M_i + P_{i-1}`` with P_{i-1} a register feeding only that adder is the
   PCOUT -> PCIN cascade pattern of Yosys' ``xilinx_dsp`` (and of Vivado's inference): the
-  nine-product adder tree leaves the fabric.
+  nine-product adder tree leaves the fabric. The first tap adds nothing: ``xilinx_dsp`` starts a
+  cascade only at a DSP whose post-adder is unused, so a bias on tap 0's C port would break the
+  chain (the datapath adds the bias with the accumulation instead).
 * :class:`Requantiser`: ``min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, the
   golden model's requantisation (:func:`py_ref.golden.requantise`). The 32 x 16-bit unsigned
   product is split the way two DSP48E2 compute it: ``lo = r[:17] * mult + half`` (A/B, M, P
@@ -43,7 +45,7 @@ def delay(m, en, value, cycles: int, name: str):
 
 
 class MacCascade(wiring.Component):
-    """``sum = c + sum_i x[i] * w[i]`` (signed int8 x int8, ``acc_bits``-bit signed result),
+    """``sum = sum_i x[i] * w[i]`` (signed int8 x int8, ``acc_bits``-bit signed result),
     ``LATENCY = taps + 2`` enabled cycles: A/B registers, M register, then one P register per
     tap along the chain."""
 
@@ -56,7 +58,6 @@ class MacCascade(wiring.Component):
             "en": In(1),
             "x": In(data.ArrayLayout(signed(8), taps)),
             "w": In(data.ArrayLayout(signed(8), taps)),
-            "c": In(signed(acc_bits)),
             "sum": Out(signed(acc_bits)),
         })
 
@@ -70,10 +71,8 @@ class MacCascade(wiring.Component):
             b = delay(m, en, self.w[i], i + 1, f"b{i}")
             mreg = Signal(signed(16), name=f"m{i}", reset_less=True)
             preg = Signal(signed(self.acc_bits), name=f"p{i}", reset_less=True)
-            # tap 0 adds c (the bias or zero) on its C port, registered like M
-            addend = delay(m, en, self.c, 2, "c") if prev is None else prev
             with m.If(en):
-                m.d.sync += [mreg.eq(a * b), preg.eq(mreg + addend)]
+                m.d.sync += [mreg.eq(a * b), preg.eq(mreg if prev is None else mreg + prev)]
             prev = preg
         m.d.comb += self.sum.eq(prev)
         return m
@@ -92,8 +91,10 @@ class Requantiser(wiring.Component):
     LATENCY = 7
 
     def __init__(self, acc_bits: int):
+        self._MustUse__silence = True   # a refused width is not an unused design
         if acc_bits - 1 > 2 * _LO_BITS - 1 + 24:
             raise ValueError(f"acc_bits={acc_bits} is too wide for two DSP48E2 products")
+        self._MustUse__silence = False
         self.acc_bits = acc_bits
         super().__init__({
             "en": In(1),
