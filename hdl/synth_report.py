@@ -122,8 +122,8 @@ def run(out: Path, *, engine_instances: int = ENGINE_INSTANCES, stage=print) -> 
         "fit_limit": min((k for k in fits if fits[k]), key=lambda k: fits[k]),
         "dsp_between_flip_flops": registered,
         "xc7_cascade": {"dsp": len(cascade), "pcin_from_pcout": taps,
-                        "all_registered": all(d["AREG"] and d["BREG"] and d["MREG"] and d["PREG"]
-                                              for d in cascade)},
+                        **{f"with_{r}": sum(1 for d in cascade if d[r]) for r in
+                           ("AREG", "BREG", "MREG", "PREG")}},
         "datapath_latency": LATENCY,
         "card": card,
     }
@@ -209,8 +209,10 @@ def _report(cfg, s, engine) -> str:
         "DSP48E2 multipliers with the adds and registers in the fabric (so the LUT and FF rows "
         "above over-estimate). On the xc7 mapping of the same datapath "
         f"{x7['pcin_from_pcout']} of {x7['dsp']} DSPs take PCIN from the previous DSP's PCOUT "
-        f"(the 9-tap chain after its first tap; all {x7['dsp']} with A/B, M and P registers: "
-        f"{x7['all_registered']}). The DSP48E2 has the same registers and cascade.",
+        f"(the 9-tap chain after its first tap); AREG on {x7['with_AREG']}, BREG on "
+        f"{x7['with_BREG']}, MREG on {x7['with_MREG']}, PREG on {x7['with_PREG']} of them (an A "
+        "operand without AREG comes straight from a fabric flip-flop that also feeds another "
+        "cell). The DSP48E2 has the same registers and cascade.",
         f"* Datapath latency {s['datapath_latency']} cycles; one output per G cycles per "
         "instance.",
         "",
