@@ -409,7 +409,10 @@ class Datapath(wiring.Component):
                      quant.addr.eq(delay(m, adv, d["slot"], chain - 1, "bias_slot"))]
         acc = Signal(signed(cfg.acc_bits), reset_less=True)
         acc_next = Signal(signed(cfg.acc_bits))
-        m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[0])
+        if cfg.groups == 1:     # every group is the first: no mux in front of the adder
+            m.d.comb += acc_next.eq(quant.data.bias + sums[0])
+        else:
+            m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[0])
         with m.If(adv & s["valid"]):
             m.d.sync += acc.eq(acc_next)
         done = self._stage(m, adv, "acc", dict(valid=1, index=s["index"].shape(),
