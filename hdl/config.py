@@ -29,10 +29,10 @@ SHIFT_BITS = 5    # requantisation shift, 0..31
 OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated at 255)
 
 #: Cycles beyond E*G that E back-to-back work entries take through a datapath, first offer to
-#: last result inclusive: the depth of hdl/datapath.py's pipeline (tests/test_datapath.py times it). Here,
-#: in plain Python, because the host side (hdl/contract.py, the testbenches) needs it without
-#: loading Amaranth.
-PIPELINE_LATENCY = 7
+#: last result inclusive: the depth of hdl/datapath.py's pipeline, which derives it from its stages
+#: and asserts this value (tests/test_datapath.py times it). Here, in plain Python, because the
+#: host side (hdl/contract.py, the testbenches) needs it without loading Amaranth.
+PIPELINE_LATENCY = 29
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ from .config import AccelConfig, ConfigError
 from .protocol import beats_per_tile, compact_beats_per_image, tiles_per_beat
 
 __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
-           "input_cycles", "image_cycle_floors"]
+           "input_cycles", "image_cycle_floors", "stream_image_cycles"]
 
 
 def config_for_frame(frame, **overrides) -> AccelConfig:
@@ -54,3 +54,13 @@ def image_cycle_floors(cfg: AccelConfig, total: int) -> dict[str, int]:
     output (one compact beat per cycle). Streaming overlaps them, so the slowest one limits."""
     return {"compute": work_cycles(cfg, total), "input": input_cycles(cfg),
             "output": compact_beats_per_image(cfg, total)}
+
+
+def stream_image_cycles(cfg: AccelConfig, total: int) -> int:
+    """Cycles per image in a steady stream of images computing ``total`` outputs each: the
+    largest floor of :func:`image_cycle_floors`, the compute one plus the walkers' idle cycle
+    between images when G = 1 (IMAGE_LATENCY overlaps the next image). ``make sim`` measures
+    exactly this on every point (tests/test_sweep.py)."""
+    floors = image_cycle_floors(cfg, total)
+    floors["compute"] += cfg.groups == 1
+    return max(floors.values())

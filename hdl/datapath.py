@@ -15,15 +15,20 @@ Pieces, each a :class:`wiring.Component` with grouped ports:
   ``load`` (:class:`LoadSignature`) writes ifmap tiles, filters and quant records.
 
 Pipeline (every stage advances together when the result register can take a value, so a stall
-on ``result`` freezes it and a stall on ``work`` inserts bubbles)::
+on ``result`` freezes it and a stall on ``work`` inserts bubbles), laid out for 300 MHz on
+UltraScale+ (issue 10: at most 6 logic levels between registers, the products and their sum in
+DSP48E2s)::
 
     accept   work entry -> entry register (y, x split into tile and bank coordinates)
-    E        group g of the entry: nine bank reads and the filter read of (slot, g)   G cycles
-    S1       9*L int8 x int8 products (zero where the window leaves the map)
-    S2       adder tree;                   quant read of the slot
-    S3       acc = (g == 0 ? bias : acc) + sum
-    S4       ReLU, * mult, + rounding half
-    S5       >> shift, saturate at 255 -> result register
+    E        group g of the entry                                                   G cycles
+    A, B, C  the nine bank addresses, one adder level per stage
+    C        bank reads, filter read of (slot, g)
+    D        zero pixels outside the map, pick each bank's filter tap
+    MAC      per lane a 9-tap DSP48E2 cascade (hdl.mac.MacCascade), lanes added    MAC_LATENCY
+    acc      acc = (g == 0 ? bias : acc) + sum
+    q        the slot's mult and shift
+    requant  ReLU, * mult + rounding half, >> shift, saturate (hdl.mac.Requantiser)
+             whose last register is the result register
 
 With entries offered back to back, entry e's result leaves in cycle ``(e+1)*G + LATENCY - 1``
 (entry 0 offered in cycle 0): E entries take exactly ``E*G + LATENCY`` cycles. The arithmetic is
@@ -32,17 +37,28 @@ the golden contract of :mod:`py_ref.golden`; widths come from :class:`~hdl.confi
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS
+from .mac import MacCascade, Requantiser, delay
 
 __all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
-           "TilePairSignature", "ifmap_addr_shape", "work_layout", "result_layout", "quant_layout", "entries_per_instance", "LATENCY"]
+           "TilePairSignature", "ifmap_addr_shape", "buffer_tiles", "work_layout", "result_layout", "quant_layout",
+           "entries_per_instance", "LATENCY", "LANE_STAGES", "MAC_LATENCY"]
 
-#: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive.
-LATENCY = PIPELINE_LATENCY
+#: Registered levels of the tree that adds the lanes' chains (up to 16 lanes); constant, so the
+#: latency does not depend on the configuration.
+LANE_STAGES = 4
+#: From the multipliers' operands (stage D) to the lanes' sum.
+MAC_LATENCY = 9 + 2 + LANE_STAGES
+#: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive:
+#: the entry register, address stages A, B, C, read stage D, the MAC, the accumulator, the
+#: quant-read stage and the requantiser (whose last register is the result register).
+LATENCY = 1 + 4 + MAC_LATENCY + 2 + Requantiser.LATENCY
+# the host side reads the same fact from hdl/config.py without loading Amaranth
+assert LATENCY == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {LATENCY}"
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:
@@ -97,7 +113,7 @@ class TilePairSignature(wiring.Signature):
 
 class LoadSignature(wiring.Signature):
     """What a frame and the deployment load into one datapath, seen from the loader: ifmap tiles
-    (address ``buf*G*tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
+    (address ``buf*buffer_tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
     (``slot``)."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
@@ -119,21 +135,30 @@ class BankReadSignature(wiring.Signature):
         })
 
 
+def buffer_tiles(cfg: AccelConfig) -> int:
+    """Tile addresses per ifmap buffer: G*tiles, rounded up to a power of two so that the buffer
+    is the address's top bit."""
+    return 1 << max(cfg.groups * cfg.tiles - 1, 1).bit_length()
+
+
 def ifmap_addr_shape(cfg: AccelConfig) -> range:
-    """Tile address in the double-buffered ifmap: ``buf*G*tiles + g*tiles + tile``."""
-    return range(2 * cfg.groups * cfg.tiles)
+    """Tile address in the double-buffered ifmap: ``buf * buffer_tiles + g*tiles + tile``."""
+    return range(2 * buffer_tiles(cfg))
 
 
 class IfmapBanks(wiring.Component):
-    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles,
-    each of one channel group
-    (tile pixel ``s = r*3 + c`` into bank s) at address ``buf*G*tiles + g*tiles + tile``.
+    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles of one
+    image (tile pixel ``s = r*3 + c`` into bank s) at address
+    ``buf * buffer_tiles + g*tiles + tile``; ``read`` reads each bank at its own address.
 
-    Each bank is two memories split by address parity (address a in half ``a % 2`` at ``a // 2``),
-    so two *consecutive* tiles can be stored in the same cycle (they always land
-    in different halves): the loader writes two tiles per cycle, fast enough to hide the load
-    under compute up to C = 0.9. A read reads both halves at ``a // 2`` and keeps the half of
-    ``a``'s parity."""
+    Block RAM is the scarce resource (issue 10), so banks go two to a true-dual-port memory,
+    one per buffer: a word holds the pixels of banks 2q and 2q+1 of one tile; port 0 reads bank
+    2q, port 1 bank 2q+1, and when the loader writes the buffer the two ports write the two
+    tiles of a pair instead (consecutive tiles of one image lie in the same buffer). A buffer
+    is never read while it is written: image j + 2 loads into j's buffer only once j is
+    released (:class:`~hdl.loader.InputLoader`). Each port's address is the write address
+    while its buffer is written, else the read address, so Yosys maps a port's write and read
+    onto one RAM port: 5 RAMB18 per buffer instead of 18 simple-dual-port halves."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -145,48 +170,56 @@ class IfmapBanks(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        depth = cfg.groups * cfg.tiles     # per half: ceil(2*G*tiles / 2)
-        for b in range(9):
-            odd = Signal(name=f"odd{b}")   # parity of the address read last
-            with m.If(self.read.en):
-                m.d.sync += odd.eq(self.read.addr[b][0])
-            halves = []
-            for h in range(2):
-                mem = memory.Memory(shape=cfg.pixel_bits, depth=depth, init=[])
-                m.submodules[f"bank{b}_{h}"] = mem
-                wp, rp = mem.write_port(), mem.read_port()
-                # tile 0 (at a) lands here if a has parity h, else tile 1 (at a + 1) does
-                w = self.write
-                first = w.addr[0] == h
-                m.d.comb += [
-                    wp.en.eq(Mux(first, w.en[0], w.en[1])),
-                    wp.addr.eq(Mux(first, w.addr >> 1, (w.addr + 1) >> 1)),
-                    wp.data.eq(Mux(first, w.data[0].word_select(b, cfg.pixel_bits),
-                                   w.data[1].word_select(b, cfg.pixel_bits))),
-                    rp.en.eq(self.read.en), rp.addr.eq(self.read.addr[b] >> 1)]
-                halves.append(rp.data)
-            m.d.comb += self.read.data[b].eq(Mux(odd, halves[1], halves[0]))
+        px = cfg.pixel_bits
+        w, rd = self.write, self.read
+        depth = buffer_tiles(cfg)
+        k = depth.bit_length() - 1
+        w_buf, w_tile = w.addr[k], w.addr[:k]
+        last_buf = [Signal(name=f"rbuf{b}") for b in range(9)]   # buffer of the last read
+        with m.If(rd.en):
+            m.d.sync += [last_buf[b].eq(rd.addr[b][k]) for b in range(9)]
+        for q in range(5):
+            banks = [b for b in (2 * q, 2 * q + 1) if b < 9]
+            got = {b: [] for b in banks}
+            for u in range(2):
+                mem = memory.Memory(shape=len(banks) * px, depth=depth, init=[])
+                m.submodules[f"banks{q}_buf{u}"] = mem
+                writing = w.en.any() & (w_buf == u)
+                for h in range(2):      # both ports write (two tiles); each reads its bank
+                    b = banks[h] if h < len(banks) else None
+                    addr = Signal(range(depth), name=f"a{q}_{u}_{h}")
+                    wp = mem.write_port()
+                    tile = w.data[h]
+                    m.d.comb += [
+                        addr.eq(Mux(writing, w_tile + h, 0 if b is None else rd.addr[b][:k])),
+                        wp.addr.eq(addr), wp.en.eq(writing & w.en[h]),
+                        wp.data.eq(Cat(tile.word_select(bb, px) for bb in banks))]
+                    if b is not None:
+                        rp = mem.read_port()
+                        m.d.comb += [rp.addr.eq(addr), rp.en.eq(rd.en & ~writing)]
+                        got[b].append(rp.data.word_select(h, px))
+            for b in banks:
+                m.d.comb += rd.data[b].eq(Mux(last_buf[b], got[b][1], got[b][0]))
         return m
 
 
 def _divmod3(m: Module, value, limit: int, name: str):
-    """(value // 3, value % 3) for 0 <= value < limit by one constant multiply: no divider."""
-    shift = 2 * max(limit.bit_length(), 2)
-    magic = -(-(1 << shift) // 3)
-    assert all((v * magic) >> shift == v // 3 for v in range(limit)), (limit, shift)
+    """(value // 3, value % 3) for 0 <= value < limit as a table (a small LUT function, no
+    multiplier: Yosys would put a constant multiply into a DSP48E2)."""
     div = Signal(range(max(2, -(-limit // 3))), name=f"{name}div")
     mod = Signal(2, name=f"{name}mod")
-    m.d.comb += [div.eq((value * magic) >> shift), mod.eq(value - div * 3)]
+    with m.Switch(value):
+        for v in range(limit):
+            with m.Case(v):
+                m.d.comb += [div.eq(v // 3), mod.eq(v % 3)]
     return div, mod
 
 
-def _tree_sum(values):
-    """Balanced adder tree (shorter logic depth than Python's left fold)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
+def _times(value, k: int):
+    """``value * k`` for a constant k >= 0 as shifted adds (a constant multiply would be mapped
+    to a DSP48E2)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
 class Datapath(wiring.Component):
@@ -215,21 +248,25 @@ class Datapath(wiring.Component):
         })
 
     def elaborate(self, platform):
+        cfg = self.cfg
         m = Module()
-        m.submodules.banks = banks = IfmapBanks(self.cfg)
+        m.submodules.banks = banks = IfmapBanks(cfg)
         wiring.connect(m, wiring.flipped(self.load.ifmap), banks.write)
-        weights = self._memory(m, "weights", self.cfg.weight_bits, self.slots * self.cfg.groups)
-        quant = self._memory(m, "quant", quant_layout(), self.slots)
+        weights = self._memory(m, "weights", cfg.weight_bits, self.slots * cfg.groups)
+        quant_mem = memory.Memory(shape=quant_layout(), depth=self.slots, init=[])
+        m.submodules.quant = quant_mem
+        qw = quant_mem.write_port()
+        m.d.comb += [qw.en.eq(self.load.quant.en), qw.addr.eq(self.load.quant.addr),
+                     qw.data.eq(self.load.quant.data)]
 
         # The whole pipeline moves when the result register is free or being emptied.
         adv = Signal()
         m.d.comb += adv.eq(~self.result.valid | self.result.ready)
         ent, g, first, last = self._entry(m, adv)
-        s1 = self._issue(m, adv, ent, g, first, last, banks.read, weights)
-        s2 = self._products(m, adv, s1, banks.read.data, weights.data)
-        s3 = self._sum(m, adv, s2, quant)
-        s4 = self._accumulate(m, adv, s3, quant.data)
-        self._requantise(m, adv, s4)
+        addr = self._address(m, adv, ent, g, first, last)
+        x, w, side = self._read(m, adv, addr, banks.read, weights)
+        acc = self._mac(m, adv, x, w, side, quant_mem.read_port())
+        self._requantise(m, adv, acc, quant_mem.read_port())
         return m
 
     def _memory(self, m, name, shape, depth):
@@ -242,11 +279,16 @@ class Datapath(wiring.Component):
         return mem.read_port()
 
     def _stage(self, m, adv, name, fields, values):
-        """Registers for ``fields`` (name -> shape), loaded from ``values`` on every advance."""
-        regs = {k: Signal(shape, name=f"{name}_{k}") for k, shape in fields.items()}
+        """Registers for ``fields`` (name -> shape), loaded from ``values`` on every advance.
+        ``valid`` keeps its reset; the data fields are reset-less."""
+        regs = {k: Signal(shape, name=f"{name}_{k}", reset_less=(k != "valid"))
+                for k, shape in fields.items()}
         with m.If(adv):
             m.d.sync += [regs[k].eq(values[k]) for k in fields]
         return regs
+
+    def _pass(self, s, *names):
+        return {k: s[k].shape() for k in names}
 
     def _entry(self, m, adv):
         """Entry register: holds one work entry for its G group cycles; accepts the next entry in
@@ -260,7 +302,7 @@ class Datapath(wiring.Component):
                      wk.ready.eq(~valid | (adv & last))]
         ydiv, ymod = _divmod3(m, wk.payload.y, cfg.height, "y")
         xdiv, xmod = _divmod3(m, wk.payload.x, cfg.width, "x")
-        ent = {k: Signal(v.shape(), name=f"e_{k}")
+        ent = {k: Signal(v.shape(), name=f"e_{k}", reset_less=True)
                for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, ydiv=ydiv,
                                 ymod=ymod, xdiv=xdiv, xmod=xmod, buf=wk.payload.buf).items()}
         with m.If(wk.valid & wk.ready):
@@ -270,24 +312,28 @@ class Datapath(wiring.Component):
                          ent["ymod"].eq(ymod), ent["xdiv"].eq(xdiv), ent["xmod"].eq(xmod)]
         with m.Elif(adv & valid):
             m.d.sync += [valid.eq(~last), g.eq(Mux(last, 0, g + 1))]
+        m.d.comb += self.active.eq(adv & valid)
         ent["valid"] = valid
         return ent, g, g == 0, last
 
     def _bank_axis(self, m, axis, r, mod, div, limit):
-        """Bank row (or column) r: the window offset k that lands there, the tile index of
-        that pixel, and whether it lies inside the map (else it is zero padding)."""
+        """Bank row (or column) r: the window offset k that lands there, the tile offset (-1, 0
+        or +1) of that pixel from the entry's tile, and whether it lies inside the map."""
         k_off = Signal(range(3), name=f"k{axis}{r}")
+        carry = Signal(signed(2), name=f"c{axis}{r}")
         tile = Signal(signed(10), name=f"t{axis}{r}")
         with m.Switch(mod):
             for mv in range(3):
                 kv = (r - mv + 1) % 3            # window offset whose pixel is in bank r
-                carry = (mv + kv - 1 - r) // 3   # that pixel is -1, 0 or +1 tile away
                 with m.Case(mv):
-                    m.d.comb += [k_off.eq(kv), tile.eq(div + carry)]
-        return k_off, tile, (tile >= 0) & (tile * 3 + r < limit)
+                    m.d.comb += [k_off.eq(kv), carry.eq((mv + kv - 1 - r) // 3)]
+        m.d.comb += tile.eq(div + carry)
+        return k_off, carry, tile, (tile >= 0) & (tile < (limit - r + 2) // 3)   # 3*tile + r < limit
 
-    def _issue(self, m, adv, ent, g, first, last, read, weights):
-        """Stage E: address the nine banks and the filter of (slot, g)."""
+    def _address(self, m, adv, ent, g, first, last):
+        """Stages A, B, C: the nine bank addresses ``buf*G*tiles + g*tiles + ty*tile_cols + tx``
+        one adder per stage (A: the products and the tile coordinates, B: the row base and the
+        per-bank offsets, C: their sums)."""
         cfg = self.cfg
         rows = [self._bank_axis(m, "y", r, ent["ymod"], ent["ydiv"], cfg.height) for r in range(3)]
         cols = [self._bank_axis(m, "x", c, ent["xmod"], ent["xdiv"], cfg.width) for c in range(3)]
@@ -295,73 +341,117 @@ class Datapath(wiring.Component):
         inside = Signal(9)
         for r in range(3):
             for c in range(3):
-                (ky, ty, yin), (kx, tx, xin) = rows[r], cols[c]
-                addr = (ent["buf"] * (cfg.groups * cfg.tiles) + g * cfg.tiles
-                        + ty * cfg.tile_cols + tx)
-                m.d.comb += [read.addr[r * 3 + c].eq(addr[:len(read.addr[0])]),
-                             tap[r * 3 + c].eq(ky * 3 + kx), inside[r * 3 + c].eq(yin & xin)]
-        m.d.comb += self.active.eq(adv & ent["valid"])
-        m.d.comb += [read.en.eq(adv), weights.en.eq(adv),
-                     weights.addr.eq(ent["slot"] * cfg.groups + g)]
-        return self._stage(m, adv, "s1",
-                           dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
-                                index=ent["index"].shape(), tap=tap.shape(), inside=9),
-                           dict(valid=ent["valid"], first=first, last=last, slot=ent["slot"],
-                                index=ent["index"], tap=tap, inside=inside))
+                (ky, _, _, yin), (kx, _, _, xin) = rows[r], cols[c]
+                m.d.comb += [tap[r * 3 + c].eq(_times(ky, 3) + kx), inside[r * 3 + c].eq(yin & xin)]
+        span = cfg.groups * cfg.tiles
+        a_shape = range(span + cfg.tile_cols + 1)
+        side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
+                    index=ent["index"].shape(), wsel=range(self.slots * cfg.groups),
+                    tap=tap.shape(), inside=9, buf=1)
+        a = self._stage(m, adv, "a", dict(
+            side, gbase=range(span), yrow=a_shape,
+            **{f"roff{r}": signed(len(Const(cfg.tile_cols)) + 2) for r in range(3)},
+            **{f"tx{c}": signed(10) for c in range(3)}), dict(
+            valid=ent["valid"], first=first, last=last, slot=ent["slot"], index=ent["index"],
+            wsel=_times(ent["slot"], cfg.groups) + g, tap=tap, inside=inside,
+            gbase=_times(g, cfg.tiles), buf=ent["buf"],
+            yrow=_times(ent["ydiv"], cfg.tile_cols),
+            **{f"roff{r}": Mux(rows[r][1] < 0, -cfg.tile_cols, Mux(rows[r][1] > 0, cfg.tile_cols, 0))
+               for r in range(3)},
+            **{f"tx{c}": cols[c][2] for c in range(3)}))
+        b = self._stage(m, adv, "b", dict(
+            side, ybase=a_shape, **{f"off{i}": signed(12) for i in range(9)}), dict(
+            a, ybase=a["gbase"] + a["yrow"],
+            **{f"off{r * 3 + c}": a[f"roff{r}"] + a[f"tx{c}"] for r in range(3) for c in range(3)}))
+        addr = data.ArrayLayout(ifmap_addr_shape(cfg), 9)
+        k = buffer_tiles(cfg).bit_length() - 1
+        return self._stage(m, adv, "c", dict(side, addr=addr), dict(
+            b, addr=Cat(Cat((b["ybase"] + b[f"off{i}"])[:k], b["buf"]) for i in range(9))))
 
-    def _products(self, m, adv, s1, pixels, filt):
-        """Stage S1: 9*L products; the filter tap is chosen per bank (the window is rotated by
-        y%3, x%3)."""
-        lanes = self.cfg.lanes
-        products = []
+    def _read(self, m, adv, c, read, weights):
+        """Stage C reads the banks and the filter of (slot, g); stage D zeroes
+        pixels outside the map and picks each bank's filter tap (the window is rotated by y%3,
+        x%3) on their way into the multipliers."""
+        cfg = self.cfg
+        m.d.comb += [read.en.eq(adv), weights.en.eq(adv), weights.addr.eq(c["wsel"])]
+        m.d.comb += [read.addr[i].eq(c["addr"][i]) for i in range(9)]
+        d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot",
+                                                "tap", "inside"), c)
+        lanes = cfg.lanes
+        x = [[None] * 9 for _ in range(lanes)]
+        w = [[None] * 9 for _ in range(lanes)]
         for b in range(9):
-            w_tap = filt.word_select(s1["tap"][b], 8 * lanes)
+            w_tap = weights.data.word_select(d["tap"][b], 8 * lanes)
             for lane in range(lanes):
-                x = pixels[b].word_select(lane, 8).as_signed()
-                w = w_tap.word_select(lane, 8).as_signed()
-                products.append(Mux(s1["inside"][b], x * w, 0))
-        fields = {k: s1[k].shape() for k in ("valid", "first", "last", "slot", "index")}
-        s2 = self._stage(m, adv, "s2", fields, s1)
-        prods = [Signal(signed(16), name=f"prod{i}") for i in range(len(products))]
-        with m.If(adv):
-            m.d.sync += [p.eq(v) for p, v in zip(prods, products)]
-        s2["products"] = prods
-        return s2
+                x[lane][b] = Mux(d["inside"][b], read.data[b].word_select(lane, 8), 0).as_signed()
+                w[lane][b] = w_tap.word_select(lane, 8).as_signed()
+        return x, w, d
 
-    def _sum(self, m, adv, s2, quant):
-        """Stage S2: adder tree; read the slot's quant parameters (ready in S3)."""
-        m.d.comb += [quant.en.eq(adv), quant.addr.eq(s2["slot"])]
-        fields = {k: s2[k].shape() for k in ("valid", "first", "last", "index")}
-        fields["sum"] = signed(self.cfg.sum_bits)
-        return self._stage(m, adv, "s3", fields, dict(s2, sum=_tree_sum(s2["products"])))
-
-    def _accumulate(self, m, adv, s3, q):
-        """Stage S3: accumulate over channel groups, starting from the bias; forward the last."""
+    def _mac(self, m, adv, x, w, d, quant):
+        """One :class:`~hdl.mac.MacCascade` per lane, the lanes summed by a registered adder tree
+        of LANE_STAGES levels, then the accumulation over channel groups starting from the
+        slot's bias (read one stage ahead)."""
         cfg = self.cfg
-        acc = Signal(signed(cfg.acc_bits))
+        sums = []
+        for lane in range(cfg.lanes):
+            mac = m.submodules[f"mac{lane}"] = MacCascade(9, cfg.acc_bits)
+            m.d.comb += mac.en.eq(adv)
+            m.d.comb += [mac.x[b].eq(x[lane][b]) for b in range(9)]
+            m.d.comb += [mac.w[b].eq(w[lane][b]) for b in range(9)]
+            sums.append(mac.sum)
+        for level in range(LANE_STAGES):
+            sums = [self._reg(m, adv, f"lanes{level}_{i // 2}",
+                              sums[i] + sums[i + 1] if i + 1 < len(sums) else sums[i])
+                    for i in range(0, len(sums), 2)]
+        assert len(sums) == 1, "more lanes than LANE_STAGES levels can add"
+        chain = MAC_LATENCY
+        s = {k: delay(m, adv, d[k], chain, f"s_{k}") for k in ("first", "last", "index", "slot")}
+        s["valid"] = _delay_valid(m, adv, d["valid"], chain)
+        m.d.comb += [quant.en.eq(adv),
+                     quant.addr.eq(delay(m, adv, d["slot"], chain - 1, "bias_slot"))]
+        acc = Signal(signed(cfg.acc_bits), reset_less=True)
         acc_next = Signal(signed(cfg.acc_bits))
-        m.d.comb += acc_next.eq(Mux(s3["first"], q.bias, acc) + s3["sum"])
-        with m.If(adv & s3["valid"]):
+        if cfg.groups == 1:     # every group is the first: no mux in front of the adder
+            m.d.comb += acc_next.eq(quant.data.bias + sums[0])
+        else:
+            m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[0])
+        with m.If(adv & s["valid"]):
             m.d.sync += acc.eq(acc_next)
-        return self._stage(
-            m, adv, "s4",
-            dict(valid=1, index=s3["index"].shape(), acc=signed(cfg.acc_bits), mult=MULT_BITS,
-                 shift=SHIFT_BITS),
-            dict(valid=s3["valid"] & s3["last"], index=s3["index"], acc=acc_next, mult=q.mult,
-                 shift=q.shift[:SHIFT_BITS]))
+        done = self._stage(m, adv, "acc", dict(valid=1, index=s["index"].shape(),
+                                               slot=s["slot"].shape()),
+                           dict(valid=s["valid"] & s["last"], index=s["index"], slot=s["slot"]))
+        done["acc"] = acc
+        return done
 
-    def _requantise(self, m, adv, s4):
-        """Stages S4, S5: ReLU, multiply, round half up, shift, saturate -> result register."""
-        cfg = self.cfg
-        relu = Mux(s4["acc"][-1], 0, s4["acc"][:cfg.acc_bits - 1])
-        s5 = self._stage(
-            m, adv, "s5",
-            dict(valid=1, index=s4["index"].shape(), scaled=cfg.scaled_bits, shift=SHIFT_BITS),
-            dict(valid=s4["valid"], index=s4["index"], shift=s4["shift"],
-                 scaled=relu * s4["mult"] + ((Const(1, 32) << s4["shift"]) >> 1)))
-        shifted = Signal(cfg.scaled_bits)
-        m.d.comb += shifted.eq(s5["scaled"] >> s5["shift"])
+    def _reg(self, m, adv, name, value):
+        reg = Signal(signed(self.cfg.acc_bits), name=name, reset_less=True)
         with m.If(adv):
-            m.d.sync += [self.result.valid.eq(s5["valid"]),
-                         self.result.payload.index.eq(s5["index"]),
-                         self.result.payload.value.eq(Mux(shifted > 255, 255, shifted[:OFM_BITS]))]
+            m.d.sync += reg.eq(value)
+        return reg
+
+    def _requantise(self, m, adv, s, quant):
+        """The slot's mult and shift (a second read port of the quant memory, read one stage
+        ahead), then the :class:`~hdl.mac.Requantiser` into the result register."""
+        m.d.comb += [quant.en.eq(adv), quant.addr.eq(s["slot"])]
+        q = self._stage(m, adv, "q", dict(valid=1, index=s["index"].shape(),
+                                          acc=signed(self.cfg.acc_bits)), s)
+        rq = m.submodules.requantiser = Requantiser(self.cfg.acc_bits)
+        m.d.comb += [rq.en.eq(adv), rq.acc.eq(q["acc"]), rq.mult.eq(quant.data.mult),
+                     rq.shift.eq(quant.data.shift[:SHIFT_BITS])]
+        index = delay(m, adv, q["index"], Requantiser.LATENCY, "r_index")
+        m.d.comb += [self.result.payload.value.eq(rq.value),
+                     self.result.payload.index.eq(index)]
+        with m.If(adv):
+            m.d.sync += self.result.valid.eq(
+                _delay_valid(m, adv, q["valid"], Requantiser.LATENCY - 1))
+
+
+def _delay_valid(m, adv, value, cycles):
+    """Like :func:`~hdl.mac.delay`, for the valid bits: registers with a reset, so a reset
+    empties the pipeline."""
+    for i in range(cycles):
+        reg = Signal(name=f"valid_d{i}")
+        with m.If(adv):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value

@@ -22,7 +22,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .datapath import TilePairSignature
+from .datapath import TilePairSignature, buffer_tiles
 from .protocol import MAX_BATCH, beats_per_tile, tiles_per_beat
 
 __all__ = ["InputLoader"]
@@ -91,7 +91,7 @@ class InputLoader(wiring.Component):
         """Two tiles per cycle from the unit register into the banks of buffer ``w_buf``."""
         w = self.write
         m.d.comb += [w.en.eq(Cat(left >= 1, left >= 2)),
-                     w.addr.eq(w_buf * n_tiles + w_tile),
+                     w.addr.eq(w_buf * buffer_tiles(self.cfg) + w_tile),
                      w.data[0].eq(unit[:tb]), w.data[1].eq(unit[tb:2 * tb])]
         with m.If(left != 0):
             m.d.sync += [unit.eq(unit >> (2 * tb)), left.eq(left - writing)]

