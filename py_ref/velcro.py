@@ -595,7 +595,7 @@ class _Tally:
 
 def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
              task_classes: Sequence[int] | None = None, per_image: bool = False,
-             progress: bool = False) -> dict:
+             original: bool = True, progress: bool = False) -> dict:
     """Top-1 accuracy of the original and, given stats and masks, the compressed model on
     labelled ``batches`` of (inputs, labels).
 
@@ -608,8 +608,12 @@ def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
     top-1 of the *uncompressed* model is the baseline that removes that effect.
     ``per_image`` adds bool tensors ``correct``, ``correct_task``, ``predicted_out_of_task``
     (and the ``_compressed`` ones) in image order, for paired tests (py_ref.significance).
-    Raises VelcroError on no images, bad ``task_classes`` or a label outside them.
+    ``original=False`` skips the uncompressed model (its keys are then absent; for sweeps that
+    score it once).  Raises VelcroError on no images, bad ``task_classes`` or a label outside
+    them, or ``original=False`` without masks.
     """
+    if not original and masks is None:
+        raise VelcroError("nothing to evaluate: original=False and no masks")
     task = None
     if task_classes is not None:
         task = torch.tensor(check_task_classes(task_classes), dtype=torch.long)
@@ -623,21 +627,26 @@ def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
     with torch.no_grad():
         for x, y in it:
             y = torch.as_tensor(y)
-            logits = model(x)
-            if task is not None and n == 0:
-                check_task_classes(task.tolist(), logits.shape[1])
             if task is not None and not bool(torch.isin(y, task).all()):
                 bad = int(y[~torch.isin(y, task)][0])
                 raise VelcroError(f"label {bad} is not one of the task classes {task.tolist()}")
-            orig.add(logits, y, task)
+            if original:
+                logits = model(x)
+                if task is not None and n == 0:
+                    check_task_classes(task.tolist(), logits.shape[1])
+                orig.add(logits, y, task)
             if masks is not None:
                 with compressed(model, stats, masks):
-                    comp.add(model(x), y, task)
+                    logits = model(x)
+                if task is not None and n == 0:
+                    check_task_classes(task.tolist(), logits.shape[1])
+                comp.add(logits, y, task)
             n += len(y)
     if n == 0:
         raise VelcroError("no labelled images to evaluate")
     out = {"images": n}
-    out.update(orig.result("", per_image))
+    if original:
+        out.update(orig.result("", per_image))
     if masks is not None:
         out.update(comp.result("_compressed", per_image))
         out["compression"] = compression_ratio(stats, masks)
