@@ -557,6 +557,8 @@ def check_task_classes(task_classes, num_classes: int | None = None) -> list[int
         raise VelcroError("task_classes is empty: a task needs at least one class")
     if len(set(out)) != len(out):
         raise VelcroError(f"task_classes {out} lists a class twice")
+    if min(out) < 0:
+        raise VelcroError(f"task class {min(out)} is out of range: class indices are >= 0")
     if num_classes is not None:
         bad = [v for v in out if not 0 <= v < num_classes]
         if bad:
