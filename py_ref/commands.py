@@ -60,6 +60,7 @@ def _guarded(func):
             raise CliError(f"{e.filename}: {what}" if e.filename else what) from None
 
     def run(args) -> int:
+        args._cmd, args._t0 = func.__name__.removeprefix("cmd_"), time.monotonic()
         return main_guard(body, args)
     run.__name__ = func.__name__
     return run
@@ -73,6 +74,11 @@ def _n(count: int, noun: str) -> str:
 
 def _stage(cmd: str, msg: str, t0: float) -> None:
     print(f"{cmd}: {msg}, {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _note(args, msg: str) -> None:
+    """A stage line of the running command (``cmd: msg, t s`` on stderr)."""
+    _stage(getattr(args, "_cmd", "velcro"), msg, getattr(args, "_t0", time.monotonic()))
 
 
 def _progress(items, cmd: str, t0: float):
@@ -184,10 +190,9 @@ def _imagenet_split(args, task: str, split: dict, valid_images: int | None = Non
     sp = data.imagenet_split(args.data, None if task == "all" else IMAGENET_TASKS[task],
                              calib_per_class=split["images"], tune_per_class=split.get("tune", 0),
                              valid_images=valid_images, seed=split["seed"])
-    print(f"split of task {task} under {args.data} (seed {sp.seed}): {_n(len(sp.calib), 'calibration image')}"
-          f" ({sp.calib_per_class} per class), {_n(len(sp.tune), 'tuning image')}, "
-          f"{_n(len(sp.valid), 'validation image')}" + ("" if valid_images is None else " (a seeded subset)"),
-          file=sys.stderr, flush=True)
+    _note(args, f"split of task {task} under {args.data} (seed {sp.seed}): {_n(len(sp.calib), 'calibration image')}"
+                f" ({sp.calib_per_class} per class), {_n(len(sp.tune), 'tuning image')}, "
+                f"{_n(len(sp.valid), 'validation image')}" + ("" if valid_images is None else " (a seeded subset)"))
     return sp
 
 
@@ -219,9 +224,8 @@ def _calibration_batches(args, model: str, task: str):
     record = {"seed": seed, "images": args.images, "per_class": model != "fmnist"}
     if model == "fmnist":
         x, y = _fmnist_images("calib", task, args.images, args.seed, "--images")
-        print(f"calibration: {_n(len(x), 'image')} of task {task} from the unused train images "
-              f"{data.TRAIN_END}-59999 (seed {seed}); validation: the test set (disjoint)",
-              file=sys.stderr, flush=True)
+        _note(args, f"calibration: {_n(len(x), 'image')} of task {task} from the unused train images "
+                    f"{data.TRAIN_END}-59999 (seed {seed}); validation: the test set (disjoint)")
         return data.batches(x, y, args.batch_size), len(x), record
     sp = _imagenet_split(args, task, record)
     return _loader(args, sp.calib), len(sp.calib), record
@@ -401,8 +405,8 @@ def _search(args, blob, stats) -> tuple[list[float], dict]:
         except data.VelcroError as e:
             raise CliError(f"--tune-images {n}: {one_line(e)}") from None
         batches = data.batches(x, y, args.batch_size)
-        print(f"tuning: {_n(len(x), 'image')} of task {task} from the unused train images, disjoint from "
-              f"the {calib['images']} calibration images (seed {calib['seed']})", file=sys.stderr, flush=True)
+        _note(args, f"tuning: {_n(len(x), 'image')} of task {task} from the unused train images, disjoint "
+                    f"from the {calib['images']} calibration images (seed {calib['seed']})")
     else:
         n = args.tune_images or 10
         sp = _imagenet_split(args, task, {"seed": calib["seed"], "images": calib["images"], "tune": n})
