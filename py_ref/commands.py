@@ -536,6 +536,9 @@ def cmd_evaluate(args) -> int:
     classes = task_class_indices(model_name, task)
     r = velcro.evaluate(model, _progress(batches, "evaluate", t0), stats, masks,
                         task_classes=classes, per_image=True)
+    if masks is not None:
+        x0 = next(iter(batches))[0]
+        r["compression"] = velcro.compression_ratio(stats, masks, network_macs=velcro.conv_macs(model, x0))
     for line in evaluation_lines(task, r, classes):
         print(line)
     return 0
@@ -568,7 +571,9 @@ def evaluation_lines(task: str, r: dict, classes) -> list[str]:
     if comp:
         c = r["compression"]
         line += (f", compressed {100 * r['top1_compressed']:.2f}% at C = {100 * c.elements:.2f}% "
-                 f"(MAC-weighted {100 * c.macs:.2f}%)")
+                 f"(MAC-weighted {100 * c.macs:.2f}%"
+                 + (f", {100 * c.network_macs:.2f}% of all convolution MACs" if c.network_macs is not None else "")
+                 + ")")
     out = [line]
     if classes is not None:
         shown = ", ".join(map(str, classes)) if len(classes) <= 8 else f"{len(classes)} classes"

@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["VelcroError", "PointStats", "Compression", "ACTIVATION_FUNCTIONS", "trace_points",
            "capture_points", "profile", "merge_profiles", "select_lowest", "make_masks", "compression_ratio", "compressed",
-           "evaluate", "check_task_classes", "zero_share", "zero_mean_share", "check_thresholds", "check_masks", "profile_error_bound"]
+           "evaluate", "check_task_classes", "conv_macs", "zero_share", "zero_mean_share", "check_thresholds", "check_masks", "profile_error_bound"]
 
 
 class VelcroError(ValueError):
@@ -443,12 +443,37 @@ def make_masks(stats: Sequence[PointStats], thresholds: Sequence[float]) -> list
 @dataclasses.dataclass(frozen=True)
 class Compression:
     """``elements``: the paper's C, compressed elements over all activation-point elements.
-    ``macs``: the same weighted by each element's MACs (the convolution work actually saved)."""
+    ``macs``: the same weighted by each element's MACs: the share of the MACs of the
+    convolutions that produce activation points which is skipped.  ``network_macs`` (given
+    the model's total, :func:`conv_macs`): the skipped MACs over *all* convolution MACs of
+    one image, which also counts convolutions that produce no point (MobileNetV2's linear
+    projections, a skipped first point); None when not asked for."""
 
     elements: float
     macs: float
     compressed: int
     total: int
+    network_macs: float | None = None
+
+
+def conv_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of all Conv2d layers of ``model`` for one image of ``example``'s
+    shape (forward hooks; every call of a reused conv counts)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        per = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += out[0].numel() * per
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def check_masks(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> None:
@@ -467,8 +492,10 @@ def check_masks(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> N
                               f"expected {s.shape}")
 
 
-def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> Compression:
-    """The compression of ``masks`` over the points of ``stats`` (see :class:`Compression`)."""
+def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor], *,
+                      network_macs: int | None = None) -> Compression:
+    """The compression of ``masks`` over the points of ``stats`` (see :class:`Compression`);
+    ``network_macs`` is the model's :func:`conv_macs` (at least the points' own MACs)."""
     check_masks(stats, masks)
     total = sum(s.numel for s in stats)
     if total == 0:
@@ -476,7 +503,13 @@ def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]
     comp = sum(int(m.sum()) for m in masks)
     mac_comp = sum(int(m.sum()) * s.macs for s, m in zip(stats, masks))
     mac_total = sum(s.numel * s.macs for s in stats)
-    return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total)
+    net = None
+    if network_macs is not None:
+        if network_macs < mac_total or network_macs <= 0:
+            raise VelcroError(f"network_macs {network_macs} is below the {mac_total} MACs of the "
+                              "activation points' own convolutions")
+        net = mac_comp / network_macs
+    return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total, net)
 
 
 def zero_share(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> float:

@@ -60,6 +60,7 @@ class Task:
         self.valid = data.validation(name, n_valid, SEED)
         self.stats = velcro.profile(model, data.batches(self.calib, None, 128), skip_first=True,
                                     count_zeros=True)
+        self.network_macs = velcro.conv_macs(model, self.calib[:1])
         self.base = self.evaluate(None)          # uncompressed, validation images
 
     def evaluate(self, masks):
@@ -72,8 +73,8 @@ class Task:
 def point_row(t: Task, masks, extra=None):
     """One operating point on the held-out images: C both ways, Table 4 both ways, the three
     metrics, and the paired tests of task-restricted and all-class top-1 against uncompressed."""
-    c = velcro.compression_ratio(t.stats, masks)
-    row = {"C": c.elements, "C_macs": c.macs}
+    c = velcro.compression_ratio(t.stats, masks, network_macs=t.network_macs)
+    row = {"C": c.elements, "C_macs": c.macs, "C_network": c.network_macs}
     if c.compressed:
         row["zero_values"] = velcro.zero_share(t.stats, masks)
         row["zero_means"] = velcro.zero_mean_share(t.stats, masks)
@@ -223,11 +224,13 @@ def paper_tuples_on_architectures():
     for model in presets.POINTS:
         m = imagenet_model(model, pretrained=(model == "mobilenet_v2"))
         stats = velcro.profile(m, [x], skip_first=presets.SKIP_FIRST[model])
+        net = velcro.conv_macs(m, x)
         for task, d in presets.PAPER_TUPLES[model].items():
             for ratio, pct in d.items():
-                c = velcro.compression_ratio(stats, velcro.make_masks(stats, [p / 100 for p in pct]))
+                c = velcro.compression_ratio(stats, velcro.make_masks(stats, [p / 100 for p in pct]),
+                                             network_macs=net)
                 rows.append({"model": model, "task": task, "paper_ratio": ratio, "C": c.elements,
-                             "C_macs": c.macs})
+                             "C_macs": c.macs, "C_network": c.network_macs})
     return rows
 
 
@@ -375,8 +378,10 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
       f"worse at alpha = {ALPHA} (two-sided)**: a statement about evidence on {cfg['valid']} images, not a proof "
       "of equality; the interval's lower end is the largest loss the images still allow.  Table cells read "
       "`change [95% CI] p (lost/gained images) verdict`, changes in points.")
-    a("- Compression is given both ways: element C (the paper's ratio) and MAC-weighted C (the convolution "
-      "work actually saved: each element weighted by the MACs of the convolutions producing it).")
+    a("- Compression is given side by side: element C (the paper's ratio), MAC-weighted C (each element "
+      "weighted by the MACs of the convolutions producing it: the share of the activation points' "
+      "convolution work skipped) and the skipped MACs over all convolution MACs of the model "
+      "(`velcro.conv_macs`; here conv1, whose point is left alone, is the difference).")
     a("- No ImageNet images are available offline, so the ImageNet accuracy analyses are not reproduced; for "
       "the ImageNet models this report checks the paper's tuples on the architectures (below); "
       "`velcro profile/compress/evaluate --model mobilenet_v2 --data PATH --task cats` runs the full flow on a "
@@ -387,7 +392,7 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
       "model's: the largest uniform T of 0.05..0.60, then greedy per-point steps of 0.05 (largest points first). "
       "Both tuples on the held-out images against the uncompressed model (task top-1 and all-class top-1), "
       "and the searched tuple against the uniform one.\n")
-    a("| task | uncompressed task / all-class top-1 | tuple | C (MAC-weighted) | tuning task top-1 | held-out task top-1 "
+    a("| task | uncompressed task / all-class top-1 | tuple | C (MAC-weighted; of all conv MACs) | tuning task top-1 | held-out task top-1 "
       "| vs uncompressed, task top-1 | vs uncompressed, all-class top-1 | out-of-task rate |")
     a("|---|---|---|---|---|---|---|---|---|")
     for name, r in ops.items():
@@ -396,7 +401,7 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
             p = r[which]
             tup = f"uniform T = {p['T']:.2f}" if which == "uniform" else \
                 "searched (" + ", ".join(f"{v:.2f}" for v in p["tuple"]) + ")"
-            a(f"| {name} | {pct(b['top1_task'])} / {pct(b['top1'])} | {tup} | {pct(p['C'])} ({pct(p['C_macs'])}) | "
+            a(f"| {name} | {pct(b['top1_task'])} / {pct(b['top1'])} | {tup} | {pct(p['C'])} ({pct(p['C_macs'])}; {pct(p['C_network'])}) | "
               f"{pct(p['tune'])} (base {pct(r['base_tune'])}) | {pct(p['top1_task'])} | {test_cell(p['test_task'])} | "
               f"{test_cell(p['test_all'])} | {pct(b['out_of_task'])} -> {pct(p['out_of_task'])} |")
     a("\nSearched against uniform on the held-out images (task top-1): " + "; ".join(
@@ -499,11 +504,14 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
       f"{mnet['unexpected']} unexpected keys.  Each Appendix-B tuple (first point skipped for ResNet-18 and "
       "GoogLeNet only) on the 224x224 activation shapes; MAC-weighted C weights each element by the MACs of "
       "the convolutions producing it (MobileNetV2's depthwise points cost 9 MACs per element, its expansion "
-      "points many more, and its linear projection convolutions produce no activation point at all):\n")
-    a("| model | task | paper's label | element C | MAC-weighted C |")
-    a("|---|---|---|---|---|")
+      "points many more); the last column divides the skipped MACs by all convolution MACs, including those "
+      "that produce no activation point (MobileNetV2's linear projections, the skipped first point), so it "
+      "is the share of the network's convolution work VELCRO can save:\n")
+    a("| model | task | paper's label | element C | MAC-weighted C | of all conv MACs |")
+    a("|---|---|---|---|---|---|")
     for r in paper_rows:
-        a(f"| {r['model']} | {r['task']} | {r['paper_ratio']} | {pct(r['C'], 2)} | {pct(r['C_macs'], 2)} |")
+        a(f"| {r['model']} | {r['task']} | {r['paper_ratio']} | {pct(r['C'], 2)} | {pct(r['C_macs'], 2)} | "
+          f"{pct(r['C_network'], 2)} |")
     a("\nThe non-round labels, which are the paper's Table 2 entries (ResNet-18 cats 27.73%, dogs 27.70%; "
       "GoogLeNet dogs 25.46%, cars 27.70%; MobileNetV2 cats 13.5%, dogs 19.76%, cars 16.8%), come out to "
       "within 0.01 points as element C, which confirms the mapping (tests/test_presets.py checks it).\n")

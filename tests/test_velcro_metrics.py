@@ -222,3 +222,20 @@ def test_tuning_score_on_a_model():
         search.tuning_score(net, [(x, y)], stats, task_classes=[0])
     with pytest.raises(VelcroError, match="no tuning images"):
         search.tuning_score(net, [], stats)
+
+
+# ---------------------------------------------------------------------------- MAC-weighted C
+
+def test_network_macs_counts_convolutions_without_a_point():
+    torch.manual_seed(seed_for("network_macs"))
+    net = Net().eval()
+    x = torch.randn(2, 1, 4, 4)
+    # c1: 16 positions x 3 channels x 9 MACs = 432; c2: 16 x 3 x 27 = 1296
+    assert velcro.conv_macs(net, x) == 432 + 1296
+    stats = velcro.profile(net, [x], skip_first=True)          # only c2's point: 48 elements, 27 MACs each
+    assert [s.macs for s in stats] == [27]
+    c = velcro.compression_ratio(stats, velcro.make_masks(stats, [0.5]), network_macs=1728)
+    assert (c.elements, c.macs, c.network_macs) == (0.5, 0.5, 24 * 27 / 1728)
+    assert velcro.compression_ratio(stats, velcro.make_masks(stats, [0.5])).network_macs is None
+    with pytest.raises(VelcroError, match="below"):
+        velcro.compression_ratio(stats, velcro.make_masks(stats, [0.5]), network_macs=1000)
