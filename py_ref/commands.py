@@ -14,6 +14,13 @@ stdout carries the result lines only.
     velcro evaluate --masks masks.pt                                (model and task from the masks)
     velcro export   --layer conv2 --task footwear --threshold 0.3 --out FRAME.npz
 
+Images: Fashion-MNIST calibration images are a seeded subset of the train images training never
+used, validation images the test set; an ImageNet folder is split per class with ``--seed``
+(the first ``--images`` of each class's seeded permutation calibrate, ``compress --search``
+tunes on the next ``--tune-images``, the rest validate), and the sizes go to stderr.
+``evaluate`` prints all-class and task-restricted top-1, the out-of-task rate and McNemar
+tests of the compressed model against the uncompressed one (py_ref/significance.py).
+
 A statistics file records the model, the sha256 of its weights and the task; a masks file
 records the same plus the sha256 of the statistics' content (not a path), and carries the
 means it substitutes, so ``evaluate`` needs no other file and refuses a model, weights, task

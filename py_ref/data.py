@@ -1,7 +1,13 @@
 """Offline data: Fashion-MNIST from Debian's dataset-fashion-mnist, ImageNet from a local folder.
 
 Nothing downloads.  The specialised tasks on Fashion-MNIST are class groups, like the paper's
-Cats/Dogs/Cars on ImageNet; accuracy is still top-1 over all 10 classes of the general model.
+Cats/Dogs/Cars on ImageNet; ``velcro.evaluate`` reports top-1 over all 10 classes of the general
+model and, with ``task_classes``, the argmax over the task's classes only.
+
+Image sets never overlap: Fashion-MNIST calibration and tuning images come from one seeded
+permutation of the train images training never used (:func:`calibration`, :func:`tuning`),
+validation images from the test set; an ImageNet folder is split per class with a seed
+(:func:`imagenet_split`).
 """
 
 from __future__ import annotations
