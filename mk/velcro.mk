@@ -8,10 +8,11 @@ VELCRO_RESULTS := results/velcro
 .PHONY: velcro-results velcro-bench train-fmnist velcro-test
 
 # Paper analyses on Fashion-MNIST + architecture checks -> results/velcro/{REPORT.md,*.png,results.json}
+# (deterministic: no dates or timings in tracked files; timings and progress go to untracked *.log).
 velcro-results: $(VENV_STAMP)
 	mkdir -p $(VELCRO_RESULTS)
-	$(PY) scripts/bench_profile_overhead.py > $(VELCRO_RESULTS)/bench_profile_overhead.txt
-	$(PY) scripts/velcro_analysis.py --out $(VELCRO_RESULTS) --bench $(VELCRO_RESULTS)/bench_profile_overhead.txt
+	$(PY) scripts/bench_profile_overhead.py > $(VELCRO_RESULTS)/bench_profile_overhead.log
+	$(PY) scripts/velcro_analysis.py --out $(VELCRO_RESULTS) 2> $(VELCRO_RESULTS)/velcro_analysis.log
 	$(PY) scripts/bench_svelcro_module.py --out $(VELCRO_RESULTS)/svelcro_module.md
 	$(PY) scripts/foolbox_sanity.py --out $(VELCRO_RESULTS)/foolbox_sanity.md
 

@@ -10,8 +10,16 @@ stdout carries the result lines only.
     velcro profile  --model fmnist --task footwear --images 256 --out stats.pt
     velcro compress --stats stats.pt --uniform 0.3 [--structured] --out masks.pt
     velcro compress --stats stats.pt --preset cats:27.3%            (paper tuple, ImageNet models)
+    velcro compress --stats stats.pt --search --out masks.pt        (tuple searched on tuning images)
     velcro evaluate --masks masks.pt                                (model and task from the masks)
     velcro export   --layer conv2 --task footwear --threshold 0.3 --out FRAME.npz
+
+Images: Fashion-MNIST calibration images are a seeded subset of the train images training never
+used, validation images the test set; an ImageNet folder is split per class with ``--seed``
+(the first ``--images`` of each class's seeded permutation calibrate, ``compress --search``
+tunes on the next ``--tune-images``, the rest validate), and the sizes go to stderr.
+``evaluate`` prints all-class and task-restricted top-1, the out-of-task rate and McNemar
+tests of the compressed model against the uncompressed one (py_ref/significance.py).
 
 A statistics file records the model, the sha256 of its weights and the task; a masks file
 records the same plus the sha256 of the statistics' content (not a path), and carries the
@@ -59,6 +67,7 @@ def _guarded(func):
             raise CliError(f"{e.filename}: {what}" if e.filename else what) from None
 
     def run(args) -> int:
+        args._cmd, args._t0 = func.__name__.removeprefix("cmd_"), time.monotonic()
         return main_guard(body, args)
     run.__name__ = func.__name__
     return run
@@ -72,6 +81,11 @@ def _n(count: int, noun: str) -> str:
 
 def _stage(cmd: str, msg: str, t0: float) -> None:
     print(f"{cmd}: {msg}, {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _note(args, msg: str) -> None:
+    """A stage line of the running command (``cmd: msg, t s`` on stderr)."""
+    _stage(getattr(args, "_cmd", "velcro"), msg, getattr(args, "_t0", time.monotonic()))
 
 
 def _progress(items, cmd: str, t0: float):
@@ -123,7 +137,7 @@ def _check_task(model: str, task: str) -> None:
 
 
 def _check_data_options(args, model: str) -> None:
-    """--data belongs to the ImageNet models, --seed to Fashion-MNIST's sampling."""
+    """--data belongs to the ImageNet models (and is required by them)."""
     data = getattr(args, "data", None)
     if model == "fmnist":
         if data not in (None, "fmnist"):
@@ -136,9 +150,6 @@ def _check_data_options(args, model: str) -> None:
         raise CliError(f"data path {data} does not exist")
     if not Path(data).is_dir():
         raise CliError(f"data path {data} is not a folder (expected an ImageNet ImageFolder)")
-    if args.seed is not None:
-        raise CliError("--seed only applies to the fmnist model (ImageNet images are taken in "
-                       "folder order)")
 
 
 def _model(args, model: str):
@@ -167,14 +178,33 @@ def _skip_first(args, model: str) -> bool:
     return SKIP_FIRST.get(model, True)
 
 
-def _imagenet_loader(args, task: str, per_class: int | None):
+def task_class_indices(model: str, task: str) -> list[int] | None:
+    """The class indices of a task (for the task-restricted top-1); None for ImageNet 'all'."""
+    if model == "fmnist":
+        from .data import task_classes
+        return task_classes(task)
+    if task == "all":
+        return None
+    from .presets import IMAGENET_TASKS
+    return sorted(i for i, _, _ in IMAGENET_TASKS[task])
+
+
+def _imagenet_split(args, task: str, split: dict, valid_images: int | None = None):
+    """The disjoint calibration / tuning / validation split of the task's images under --data
+    (data.imagenet_split); its sizes go to stderr."""
     from . import data
     from .presets import IMAGENET_TASKS
-    ds = data.imagenet_folder(args.data, None if task == "all" else IMAGENET_TASKS[task],
-                              limit_per_class=per_class)
-    if len(ds) == 0:
-        raise CliError(f"no images of task '{task}' under {args.data}")
-    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False), len(ds)
+    sp = data.imagenet_split(args.data, None if task == "all" else IMAGENET_TASKS[task],
+                             calib_per_class=split["images"], tune_per_class=split.get("tune", 0),
+                             valid_images=valid_images, seed=split["seed"])
+    _note(args, f"split of task {task} under {args.data} (seed {sp.seed}): {_n(len(sp.calib), 'calibration image')}"
+                f" ({sp.calib_per_class} per class), {_n(len(sp.tune), 'tuning image')}, "
+                f"{_n(len(sp.valid), 'validation image')}" + ("" if valid_images is None else " (a seeded subset)"))
+    return sp
+
+
+def _loader(args, ds):
+    return torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=False)
 
 
 def _fmnist_images(split: str, task: str, count: int | None, seed: int | None, option: str):
@@ -190,21 +220,33 @@ def _fmnist_images(split: str, task: str, count: int | None, seed: int | None, o
 
 
 def _calibration_batches(args, model: str, task: str):
-    """(batches, number of images) of the calibration images."""
+    """(batches, number of images, split record) of the calibration images.
+
+    Fashion-MNIST: a seeded subset of the train images training never used (the validation
+    images are the test set, so the two never overlap).  ImageNet folder: the first
+    ``--images`` per class of a seeded per-class permutation (data.imagenet_split); the
+    record lets ``evaluate`` and ``compress --search`` take the remaining images."""
     from . import data
+    seed = 0 if args.seed is None else args.seed
+    record = {"seed": seed, "images": args.images, "per_class": model != "fmnist"}
     if model == "fmnist":
         x, y = _fmnist_images("calib", task, args.images, args.seed, "--images")
-        return data.batches(x, y, args.batch_size), len(x)
-    return _imagenet_loader(args, task, args.images)
+        _note(args, f"calibration: {_n(len(x), 'image')} of task {task} from the unused train images "
+                    f"{data.TRAIN_END}-59999 (seed {seed}); validation: the test set (disjoint)")
+        return data.batches(x, y, args.batch_size), len(x), record
+    sp = _imagenet_split(args, task, record)
+    return _loader(args, sp.calib), len(sp.calib), record
 
 
-def _validation_batches(args, model: str, task: str):
-    """(batches, number of images) of the labelled validation images."""
+def _validation_batches(args, model: str, task: str, split: dict | None):
+    """(batches, number of images) of the labelled validation images (ImageNet: what the
+    calibration and tuning images of ``split`` leave)."""
     from . import data
     if model == "fmnist":
         x, y = _fmnist_images("valid", task, args.valid_images, args.seed, "--valid-images")
         return data.batches(x, y, args.batch_size), len(x)
-    return _imagenet_loader(args, task, None)
+    sp = _imagenet_split(args, task, split, args.valid_images)
+    return _loader(args, sp.valid), len(sp.valid)
 
 
 # ---------------------------------------------------------------------------- files
@@ -318,13 +360,13 @@ def cmd_profile(args) -> int:
     out = check_output(args.out, inputs=[_weights_file(args, model_name)])
     torch.set_num_threads(args.threads)
     model = _model(args, model_name)
-    batches, n = _calibration_batches(args, model_name, task)
+    batches, n, split = _calibration_batches(args, model_name, task)
     skip = _skip_first(args, model_name)
     _stage("profile", f"{model_name}, task {task}: {_n(n, 'calibration image')} in "
                       f"{_n(len(batches), 'batch')}", t0)
     stats = velcro.profile(model, _progress(batches, "profile", t0), skip_first=skip, count_zeros=True)
     blob = {"format": STATS_FORMAT, "model": model_name, "task": task, "skip_first": skip,
-            "weights_sha256": state_digest(model),
+            "weights_sha256": state_digest(model), "calibration": split,
             "points": [{"name": s.name, "index": s.index, "mean": s.mean, "m2": s.m2,
                         "count": s.count, "macs": s.macs, "zeros": s.zeros} for s in stats]}
     _write(out, lambda p: torch.save(blob, p))
@@ -347,17 +389,74 @@ def _parse_thresholds(text: str) -> list[float]:
     return vals
 
 
+def _search(args, blob, stats) -> tuple[list[float], dict]:
+    """``compress --search``: the searched tuple (py_ref.search) on tuning images disjoint from
+    the statistics' calibration images (and from the validation images)."""
+    from . import data, search
+    from .models import state_digest
+    model_name, task = blob["model"], blob["task"]
+    calib = blob.get("calibration")
+    if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
+        raise CliError(f"{args.stats} has no calibration record (made by an older version: run "
+                       "`velcro profile` again); --search needs it to keep the tuning images apart")
+    _check_data_options(args, model_name)
+    torch.set_num_threads(args.threads)
+    model = _model(args, model_name)
+    if state_digest(model) != blob["weights_sha256"]:
+        raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
+                       f"{args.stats} was profiled with")
+    if model_name == "fmnist":
+        n = args.tune_images or 400
+        try:
+            x, y = data.tuning(task, n, calib["seed"], after=calib["images"])
+        except data.VelcroError as e:
+            raise CliError(f"--tune-images {n}: {one_line(e)}") from None
+        batches = data.batches(x, y, args.batch_size)
+        _note(args, f"tuning: {_n(len(x), 'image')} of task {task} from the unused train images, disjoint "
+                    f"from the {calib['images']} calibration images (seed {calib['seed']})")
+    else:
+        n = args.tune_images or 10
+        sp = _imagenet_split(args, task, {"seed": calib["seed"], "images": calib["images"], "tune": n})
+        batches = _loader(args, sp.tune)
+    classes = task_class_indices(model_name, task)
+    score = search.tuning_score(model, batches, stats, task_classes=classes, structured=args.structured)
+    r = search.search_thresholds(stats, score, max_evals=args.max_evals)
+    metric = "task top-1" if classes is not None else "top-1"
+    print(f"search on {_n(n, 'tuning image')}{' per class' if model_name != 'fmnist' else ''} "
+          f"({metric}, {r.evals} evaluations): uncompressed {100 * r.base:.2f}%, best uniform "
+          f"T = {r.uniform:.2f} {100 * r.uniform_score:.2f}%, searched "
+          f"({', '.join(f'{v:.2f}' for v in r.thresholds)}) {100 * r.score:.2f}%")
+    rec = r.as_dict()
+    del rec["history"]
+    rec.update(images=n, per_class=model_name != "fmnist", metric=metric)
+    return list(r.thresholds), rec
+
+
 def cmd_compress(args) -> int:
     from . import presets, svelcro, velcro
     chosen = [a for a in (args.thresholds, args.uniform, args.preset) if a is not None]
-    if len(chosen) != 1:
-        raise CliError("give exactly one of --thresholds, --uniform, --preset")
+    if len(chosen) + bool(args.search) != 1:
+        raise CliError("give exactly one of --thresholds, --uniform, --preset, --search")
     if args.percent and args.thresholds is None:
         raise CliError("--percent applies to --thresholds only (--uniform is a fraction, "
                        "--preset is the paper's tuple)")
-    out = check_output(args.out, inputs=[args.stats])
+    if not args.search:
+        extra = [o for o, v in (("--tune-images", args.tune_images), ("--data", args.data),
+                                ("--weights", args.weights), ("--max-evals", args.max_evals != 30 or None))
+                 if v is not None]
+        if extra:
+            raise CliError(f"{extra[0]} applies to --search only")
+    if args.tune_images is not None and args.tune_images < 1:
+        raise CliError(f"--tune-images must be at least 1, not {args.tune_images}")
+    if args.max_evals < 0:
+        raise CliError(f"--max-evals must be at least 0, not {args.max_evals}")
+    _check_counts(args)
+    out = check_output(args.out, inputs=[args.stats, args.weights])
     blob, stats, digest = _load_stats(args.stats)
-    if args.thresholds is not None:
+    searched = None
+    if args.search:
+        t, searched = _search(args, blob, stats)
+    elif args.thresholds is not None:
         t = _parse_thresholds(args.thresholds)
         if args.percent:
             t = [v / 100 for v in t]
@@ -372,18 +471,24 @@ def cmd_compress(args) -> int:
     record = {"format": MASKS_FORMAT,
               "source": {"model": blob["model"], "task": blob["task"], "skip_first": blob["skip_first"],
                          "weights_sha256": blob["weights_sha256"], "stats_sha256": digest,
-                         "images": stats[0].count},
+                         "images": stats[0].count, "calibration": blob.get("calibration")},
+              "search": searched,
               "thresholds": [float(v) for v in t], "structured": bool(args.structured),
               "masks": masks,
               "points": [{"name": s.name, "index": s.index, "count": s.count, "macs": s.macs,
                           "mean": s.mean.to(torch.float32)} for s in stats]}
     _write(out, lambda p: torch.save(record, p))
     kind = "S-VELCRO (whole channels)" if args.structured else "VELCRO"
+    if searched is not None:
+        print(f"compare the two on held-out images: velcro compress --stats {args.stats} --uniform "
+              f"{searched['uniform']:.2f}{' --structured' if args.structured else ''} --out U.pt, then "
+              f"velcro evaluate --masks on each")
     print(f"{kind}: C = {100 * c.elements:.2f}% of activation elements "
           f"({c.compressed}/{c.total}), MAC-weighted C = {100 * c.macs:.2f}% -> {out}")
     if stats[0].zeros is not None:
-        print(f"compressed elements that are zero on the calibration images: "
-              f"{100 * velcro.zero_share(stats, masks):.2f}%")
+        print(f"zeros among compressed elements (Table 4): {100 * velcro.zero_share(stats, masks):.2f}% of "
+              f"their values on the calibration images; {100 * velcro.zero_mean_share(stats, masks):.2f}% "
+              f"of them have mean exactly 0")
     return 0
 
 
@@ -417,28 +522,86 @@ def cmd_evaluate(args) -> int:
     _check_model_name(model_name)
     _check_task(model_name, task)
     _check_data_options(args, model_name)
-    if model_name != "fmnist" and args.valid_images is not None:
-        raise CliError("--valid-images only applies to the fmnist model (point --data at the "
-                       "validation images for ImageNet)")
-    if model_name == "fmnist" and args.seed is not None and args.valid_images is None:
-        raise CliError("--seed only picks the --valid-images subset; without it every validation "
-                       "image is used")
+    split = None
+    if model_name == "fmnist":
+        if args.seed is not None and args.valid_images is None:
+            raise CliError("--seed only picks the --valid-images subset; without it every validation "
+                           "image is used")
+        if args.images is not None:
+            raise CliError("--images applies to ImageNet folders (Fashion-MNIST validation images are "
+                           "the test set, never calibration images)")
+    else:
+        split = _evaluate_split(args, src if masks is not None else None)
     torch.set_num_threads(args.threads)
     model = _model(args, model_name)
     if masks is not None and state_digest(model) != src["weights_sha256"]:
         raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
                        f"{args.masks} was profiled with")
-    batches, n = _validation_batches(args, model_name, task)
+    batches, n = _validation_batches(args, model_name, task, split)
     _stage("evaluate", f"{model_name}, task {task}: {_n(n, 'validation image')} in "
                        f"{_n(len(batches), 'batch')}", t0)
-    r = velcro.evaluate(model, _progress(batches, "evaluate", t0), stats, masks)
-    line = f"task {task}: {r['images']} validation images, top-1 original {100 * r['top1']:.2f}%"
+    classes = task_class_indices(model_name, task)
+    r = velcro.evaluate(model, _progress(batches, "evaluate", t0), stats, masks,
+                        task_classes=classes, per_image=True)
     if masks is not None:
+        x0 = next(iter(batches))[0]
+        r["compression"] = velcro.compression_ratio(stats, masks, network_macs=velcro.conv_macs(model, x0))
+    for line in evaluation_lines(task, r, classes):
+        print(line)
+    return 0
+
+
+def _evaluate_split(args, src) -> dict:
+    """The ImageNet split evaluate must leave out: the masks' record, else --images/--seed."""
+    if src is None:
+        return {"seed": 0 if args.seed is None else args.seed,
+                "images": 256 if args.images is None else args.images, "tune": 0}
+    calib = src.get("calibration")
+    if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
+        raise CliError(f"{args.masks} has no calibration record (made by an older version: run "
+                       "`velcro profile` and `velcro compress` again)")
+    for opt, given, rec in (("--seed", args.seed, calib["seed"]), ("--images", args.images, calib["images"])):
+        if given is not None and given != rec:
+            raise CliError(f"{opt} {given} differs from the {rec} the statistics of {args.masks} "
+                           "were profiled with (the validation images would overlap the calibration ones)")
+    search = src.get("search") if isinstance(src.get("search"), dict) else None
+    return {"seed": calib["seed"], "images": calib["images"],
+            "tune": search["images"] if search and search.get("per_class") else 0}
+
+
+def evaluation_lines(task: str, r: dict, classes) -> list[str]:
+    """What `velcro evaluate` prints: the all-class line, a table with the task-restricted
+    baseline row, and the paired tests of the compressed model against it."""
+    from .significance import compare
+    line = f"task {task}: {r['images']} validation images, top-1 original {100 * r['top1']:.2f}%"
+    comp = "top1_compressed" in r
+    if comp:
         c = r["compression"]
         line += (f", compressed {100 * r['top1_compressed']:.2f}% at C = {100 * c.elements:.2f}% "
-                 f"(MAC-weighted {100 * c.macs:.2f}%)")
-    print(line)
-    return 0
+                 f"(MAC-weighted {100 * c.macs:.2f}%"
+                 + (f", {100 * c.network_macs:.2f}% of all convolution MACs" if c.network_macs is not None else "")
+                 + ")")
+    out = [line]
+    if classes is not None:
+        shown = ", ".join(map(str, classes)) if len(classes) <= 8 else f"{len(classes)} classes"
+        out.append(f"  {'':28s} {'top-1, all classes':>18s} {'top-1, task classes':>19s} "
+                   f"{'out-of-task predictions':>23s}   (task classes: {shown})")
+        rows = [("uncompressed", "")] + ([("compressed", "_compressed")] if comp else [])
+        for name, sfx in rows:
+            out.append(f"  {name:28s} {100 * r['top1' + sfx]:17.2f}% {100 * r['top1_task' + sfx]:18.2f}% "
+                       f"{100 * r['out_of_task' + sfx]:22.2f}%")
+    if comp:
+        tests = [("top-1, all classes", "correct")]
+        if classes is not None:
+            tests.insert(0, ("top-1, task classes", "correct_task"))
+        for what, key in tests:
+            t = compare(r[key], r[key + "_compressed"])
+            out.append(f"  paired ({what}): {t.lost} lost, {t.gained} gained, McNemar p = {t.p:.3g} "
+                       f"({'exact binomial' if t.exact else 'chi-square, continuity-corrected'}); "
+                       f"95% CI of the change [{100 * t.ci[0]:+.2f}, {100 * t.ci[1]:+.2f}] pts: "
+                       + ("significantly worse" if t.worse else "significantly better" if t.better
+                          else "not significantly worse") + f" at alpha = {t.alpha}")
+    return out
 
 
 def cmd_export(args) -> int:
@@ -517,7 +680,9 @@ def register(subparsers) -> None:
     p.add_argument("--images", type=int, default=256, metavar="N",
                    help="calibration images (default 256; per class for ImageNet); more than the "
                         "task has is an error")
-    p.add_argument("--seed", type=int, help="seed of the Fashion-MNIST calibration subset (default 0)")
+    p.add_argument("--seed", type=int, help="seed of the calibration subset (Fashion-MNIST) or of the "
+                                            "per-class calibration/validation split (ImageNet folder); "
+                                            "default 0")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--skip-first", dest="skip_first", action="store_true", default=None,
                    help="leave the first activation point out (default: per model, as the paper)")
@@ -536,6 +701,19 @@ def register(subparsers) -> None:
     p.add_argument("--uniform", type=float, metavar="T", help="the same fraction 0 <= T < 1 for every point")
     p.add_argument("--preset", metavar="TASK:RATIO",
                    help="the paper's tuple, e.g. cats:27.3%% (ImageNet models)")
+    p.add_argument("--search", action="store_true",
+                   help="search a per-point tuple on tuning images disjoint from the calibration "
+                        "images (py_ref/search.py; task-restricted top-1 kept at the uncompressed "
+                        "model's); needs the model, like profile")
+    p.add_argument("--tune-images", type=int, metavar="N",
+                   help="--search: tuning images (default 400 for fmnist; per class, default 10, "
+                        "for an ImageNet folder)")
+    p.add_argument("--max-evals", type=int, default=30, metavar="N",
+                   help="--search: greedy steps after the uniform grid (default 30)")
+    p.add_argument("--weights", metavar="FILE", help="--search: the weights the statistics were profiled with")
+    p.add_argument("--data", metavar="PATH", help="--search: the ImageNet folder of `velcro profile`")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="--search: images per batch")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="--search: PyTorch CPU threads")
     p.add_argument("--structured", action="store_true",
                    help="S-VELCRO: trim whole channels (default: VELCRO, single elements)")
     p.add_argument("--out", required=True, metavar="FILE", help="output masks file (.pt)")
@@ -547,8 +725,14 @@ def register(subparsers) -> None:
                                  "masks' model, else fmnist)",
                    task_default="the masks' task, else footwear")
     p.add_argument("--valid-images", type=int, metavar="N",
-                   help="a seeded subset of N validation images (fmnist; default: all of the task)")
-    p.add_argument("--seed", type=int, help="seed of the --valid-images subset (default 0)")
+                   help="a seeded subset of N validation images (default: all of the task's "
+                        "validation images)")
+    p.add_argument("--seed", type=int, help="seed of the --valid-images subset and, for an ImageNet "
+                                            "folder, of its calibration/validation split (default: "
+                                            "the masks' record, else 0)")
+    p.add_argument("--images", type=int, metavar="N",
+                   help="ImageNet folder: calibration images per class to leave out of validation "
+                        "(default: the masks' record, else 256)")
     p.add_argument("--masks", metavar="FILE",
                    help="output of `velcro compress` (omit: the original model only); it sets the "
                         "default --model and --task")

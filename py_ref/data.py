@@ -1,11 +1,18 @@
 """Offline data: Fashion-MNIST from Debian's dataset-fashion-mnist, ImageNet from a local folder.
 
 Nothing downloads.  The specialised tasks on Fashion-MNIST are class groups, like the paper's
-Cats/Dogs/Cars on ImageNet; accuracy is still top-1 over all 10 classes of the general model.
+Cats/Dogs/Cars on ImageNet; ``velcro.evaluate`` reports top-1 over all 10 classes of the general
+model and, with ``task_classes``, the argmax over the task's classes only.
+
+Image sets never overlap: Fashion-MNIST calibration and tuning images come from one seeded
+permutation of the train images training never used (:func:`calibration`, :func:`tuning`),
+validation images from the test set; an ImageNet folder is split per class with a seed
+(:func:`imagenet_split`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 from pathlib import Path
@@ -17,7 +24,7 @@ from .velcro import VelcroError
 
 __all__ = ["FMNIST_DIR", "FMNIST_CLASSES", "FMNIST_TASKS", "load_fmnist", "task_classes",
            "select", "batches", "calibration", "validation", "calibration_validation",
-           "imagenet_folder"]
+           "tuning", "imagenet_folder", "imagenet_split", "ImagenetSplit"]
 
 FMNIST_DIR = Path(os.environ.get("VELCRO_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -108,6 +115,24 @@ def calibration(task: str, n: int = 256, seed: int = 0):
         raise VelcroError(f"calibration images of task '{task}': {e}") from None
 
 
+def tuning(task: str, n: int, seed: int = 0, after: int = 256):
+    """``n`` tuning images of a task, disjoint from :func:`calibration` ``(task, after, seed)``:
+    the same seeded permutation of the unused train images, positions after..after+n-1.
+    VelcroError unless the task has after + n images there."""
+    classes = task_classes(task)
+    n, after = _count(n, "the number of tuning images"), _count(after, "the number of calibration images")
+    x, y = load_fmnist("train")
+    x, y = x[TRAIN_END:], y[TRAIN_END:]
+    idx = torch.nonzero(torch.isin(y, torch.tensor(classes))).flatten()
+    if after + n > len(idx):
+        raise VelcroError(f"tuning images of task '{task}': only {len(idx)} unused train images, "
+                          f"{after} calibration + {n} tuning requested")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(idx), generator=g)
+    pick = idx[perm[after:after + n]].sort().values
+    return x[pick], y[pick]
+
+
 def validation(task: str, n: int | None = None, seed: int = 0):
     """Validation images of a task (the test set): all of them, or a seeded subset of ``n``;
     VelcroError unless 1 <= n <= the images the task has."""
@@ -125,10 +150,8 @@ def calibration_validation(task: str, n_calib: int = 256, n_valid: int | None = 
     return calibration(task, n_calib, seed), validation(task, n_valid, seed)
 
 
-def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
-    """A torchvision ImageFolder of a local ImageNet split (class folders named by WordNet id),
-    labelled with the standard 1000-class indices; ``classes`` = [(index, wnid, name), ...]
-    keeps those classes only (e.g. presets.IMAGENET_TASKS['cats'])."""
+def _imagenet_base(path, classes, size):
+    """(ImageFolder, {ImageFolder class index: 1000-class index}, wnids) of a local folder."""
     from .tv import import_torchvision
     tv = import_torchvision()
     path = Path(path)
@@ -137,8 +160,6 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
     T = tv.transforms
     tf = T.Compose([T.Resize(256 if size == 224 else size), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    if limit_per_class is not None:
-        limit_per_class = _count(limit_per_class, "limit_per_class")
 
     def load(p):
         try:
@@ -161,6 +182,27 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
         remap = {i: i for i in range(1000)}
     else:
         raise VelcroError(f"{path} has {len(wnids)} class folders; give a task's classes or all 1000")
+    return ds, remap, wnids
+
+
+def _with_samples(ds, samples):
+    import copy
+    ds = copy.copy(ds)
+    ds.samples = ds.imgs = list(samples)
+    ds.targets = [c for _, c in samples]
+    return ds
+
+
+def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
+    """A torchvision ImageFolder of a local ImageNet split (class folders named by WordNet id),
+    labelled with the standard 1000-class indices; ``classes`` = [(index, wnid, name), ...]
+    keeps those classes only (e.g. presets.IMAGENET_TASKS['cats']).  ``limit_per_class`` keeps
+    the first files of each class (in name order).  For calibration and validation from one
+    folder use :func:`imagenet_split` (disjoint, seeded)."""
+    path = Path(path)
+    if limit_per_class is not None:
+        limit_per_class = _count(limit_per_class, "limit_per_class")
+    ds, remap, wnids = _imagenet_base(path, classes, size)
     samples, per = [], {}
     for p, c in ds.samples:
         if c in remap and (limit_per_class is None or per.get(c, 0) < limit_per_class):
@@ -173,6 +215,68 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
             raise VelcroError(f"class folder {path / w} has {k} image{'' if k == 1 else 's'}, fewer than the "
                               f"{limit_per_class} per class requested"
                               + (f" ({len(short) - 1} more classes short)" if len(short) > 1 else ""))
-    ds.samples = ds.imgs = samples
-    ds.targets = [c for _, c in samples]
-    return ds
+    return _with_samples(ds, samples)
+
+
+@dataclasses.dataclass
+class ImagenetSplit:
+    """Disjoint parts of one ImageNet folder (datasets labelled with 1000-class indices)."""
+
+    calib: object
+    tune: object
+    valid: object
+    seed: int
+    calib_per_class: int
+    tune_per_class: int
+
+
+def imagenet_split(path, classes=None, *, calib_per_class: int, tune_per_class: int = 0,
+                   valid_images: int | None = None, seed: int = 0, size: int = 224) -> ImagenetSplit:
+    """Split the task's images of a local ImageNet folder disjointly, with a seed.
+
+    Per class (in class-index order, one ``torch.Generator`` seeded with ``seed``), the files
+    are permuted; the first ``calib_per_class`` are calibration images, the next
+    ``tune_per_class`` tuning images, the rest validation images (all of them, or a seeded
+    subset of ``valid_images`` in total).  The same arguments give the same split, so
+    ``velcro profile`` and ``velcro evaluate`` agree on it.  VelcroError if a class has too
+    few images, no validation image is left, or ``valid_images`` exceeds what is left.
+    """
+    path = Path(path)
+    calib_per_class = _count(calib_per_class, "calibration images per class")
+    if isinstance(tune_per_class, bool) or not isinstance(tune_per_class, (int, np.integer)) or tune_per_class < 0:
+        raise VelcroError(f"tuning images per class must be an integer >= 0, not {tune_per_class!r}")
+    ds, remap, wnids = _imagenet_base(path, classes, size)
+    by_class: dict[int, list] = {}
+    for p, c in ds.samples:
+        if c in remap:
+            by_class.setdefault(c, []).append(p)
+    g = torch.Generator().manual_seed(int(seed))
+    calib, tune, valid = [], [], []
+    need = calib_per_class + int(tune_per_class)
+    for c in sorted(remap):
+        files = sorted(by_class.get(c, []))
+        if len(files) < need:
+            k = len(files)
+            raise VelcroError(f"class folder {path / wnids[c]} has {k} image{'' if k == 1 else 's'}, fewer "
+                              f"than the {calib_per_class} calibration"
+                              + (f" + {tune_per_class} tuning" if tune_per_class else "")
+                              + " per class requested")
+        order = torch.randperm(len(files), generator=g).tolist()
+        files = [files[i] for i in order]
+        label = remap[c]
+        calib += [(f, label) for f in files[:calib_per_class]]
+        tune += [(f, label) for f in files[calib_per_class:need]]
+        valid += [(f, label) for f in files[need:]]
+    if not valid:
+        raise VelcroError(f"no validation images left under {path}: every image of the task is used "
+                          f"for calibration ({calib_per_class} per class)"
+                          + (f" and tuning ({tune_per_class} per class)" if tune_per_class else ""))
+    if valid_images is not None:
+        valid_images = _count(valid_images, "the number of validation images")
+        if valid_images > len(valid):
+            raise VelcroError(f"only {len(valid)} validation images are left under {path} after "
+                              f"calibration{' and tuning' if tune_per_class else ''}, {valid_images} requested")
+        keep = sorted(torch.randperm(len(valid), generator=g)[:valid_images].tolist())
+        valid = [valid[i] for i in keep]
+    return ImagenetSplit(_with_samples(ds, calib), _with_samples(ds, tune), _with_samples(ds, valid),
+                         int(seed), calib_per_class, int(tune_per_class))

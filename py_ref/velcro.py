@@ -26,7 +26,7 @@ Public API::
     masks = make_masks(stats, thresholds)                   # list[bool tensor], True = compressed
     c = compression_ratio(stats, masks)                     # Compression(elements=..., macs=...)
     with compressed(model, stats, masks): model(x)          # means substituted
-    acc = evaluate(model, loader, stats, masks)             # top-1 original vs compressed
+    acc = evaluate(model, loader, stats, masks, task_classes=[5, 7, 9])  # all-class and task top-1
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from torch.overrides import TorchFunctionMode
 __all__ = ["VelcroError", "PointStats", "Compression", "ACTIVATION_FUNCTIONS", "ACTIVATION_MODULES",
            "REFUSED_FUNCTIONS", "trace_points",
            "capture_points", "profile", "merge_profiles", "select_lowest", "make_masks", "compression_ratio", "compressed",
-           "evaluate", "zero_share", "check_thresholds", "check_masks", "profile_error_bound"]
+           "evaluate", "check_task_classes", "conv_macs", "zero_share", "zero_mean_share", "check_thresholds", "check_masks", "profile_error_bound"]
 
 
 class VelcroError(ValueError):
@@ -626,12 +626,37 @@ def make_masks(stats: Sequence[PointStats], thresholds: Sequence[float]) -> list
 @dataclasses.dataclass(frozen=True)
 class Compression:
     """``elements``: the paper's C, compressed elements over all activation-point elements.
-    ``macs``: the same weighted by each element's MACs (the convolution work actually saved)."""
+    ``macs``: the same weighted by each element's MACs: the share of the MACs of the
+    convolutions that produce activation points which is skipped.  ``network_macs`` (given
+    the model's total, :func:`conv_macs`): the skipped MACs over *all* convolution MACs of
+    one image, which also counts convolutions that produce no point (MobileNetV2's linear
+    projections, a skipped first point); None when not asked for."""
 
     elements: float
     macs: float
     compressed: int
     total: int
+    network_macs: float | None = None
+
+
+def conv_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of all Conv2d layers of ``model`` for one image of ``example``'s
+    shape (forward hooks; every call of a reused conv counts)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        per = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += out[0].numel() * per
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
 
 
 def check_masks(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> None:
@@ -650,8 +675,10 @@ def check_masks(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> N
                               f"expected {s.shape}")
 
 
-def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> Compression:
-    """The compression of ``masks`` over the points of ``stats`` (see :class:`Compression`)."""
+def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor], *,
+                      network_macs: int | None = None) -> Compression:
+    """The compression of ``masks`` over the points of ``stats`` (see :class:`Compression`);
+    ``network_macs`` is the model's :func:`conv_macs` (at least the points' own MACs)."""
     check_masks(stats, masks)
     total = sum(s.numel for s in stats)
     if total == 0:
@@ -659,18 +686,35 @@ def compression_ratio(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]
     comp = sum(int(m.sum()) for m in masks)
     mac_comp = sum(int(m.sum()) * s.macs for s, m in zip(stats, masks))
     mac_total = sum(s.numel * s.macs for s in stats)
-    return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total)
+    net = None
+    if network_macs is not None:
+        if network_macs < mac_total or network_macs <= 0:
+            raise VelcroError(f"network_macs {network_macs} is below the {mac_total} MACs of the "
+                              "activation points' own convolutions")
+        net = mac_comp / network_macs
+    return Compression(comp / total, mac_comp / mac_total if mac_total else float("nan"), comp, total, net)
 
 
 def zero_share(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> float:
-    """Table 4: compressed activation elements with value zero over all compressed elements,
-    counted over the profiled images (element x image pairs)."""
+    """Table 4, first reading: element x image values equal to zero among the compressed
+    elements' values, counted over the profiled images (needs ``count_zeros=True``)."""
     check_masks(stats, masks)
     if any(s.zeros is None for s in stats):
         raise VelcroError("the profile has no zero counts (profile with count_zeros=True)")
     zeros = sum(int(s.zeros[m].sum()) for s, m in zip(stats, masks))
     comp = sum(int(m.sum()) * s.count for s, m in zip(stats, masks))
     return zeros / comp if comp else float("nan")
+
+
+def zero_mean_share(stats: Sequence[PointStats], masks: Sequence[torch.Tensor]) -> float:
+    """Table 4, second reading: compressed elements whose mean is exactly zero (for a ReLU
+    point, elements that were zero on every profiled image), over all compressed elements.
+    At most :func:`zero_share`, which also counts the zeros of elements that are sometimes
+    non-zero."""
+    check_masks(stats, masks)
+    zero = sum(int((s.mean[m] == 0).sum()) for s, m in zip(stats, masks))
+    comp = sum(int(m.sum()) for m in masks)
+    return zero / comp if comp else float("nan")
 
 
 @contextlib.contextmanager
@@ -712,27 +756,115 @@ def compressed(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[to
             del model.forward
 
 
+def check_task_classes(task_classes, num_classes: int | None = None) -> list[int]:
+    """``task_classes`` as a sorted list of distinct ints; VelcroError if it is empty, holds a
+    non-integer, a duplicate, or (given ``num_classes``) a class outside 0..num_classes-1."""
+    if isinstance(task_classes, (str, bytes)) or not hasattr(task_classes, "__iter__"):
+        raise TypeError(f"task_classes must be a sequence of class indices, not {task_classes!r}")
+    out = []
+    for v in task_classes:
+        if isinstance(v, torch.Tensor) and v.ndim == 0 and not v.is_floating_point():
+            v = int(v)
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            raise VelcroError(f"task class {v!r} is not an integer class index")
+        out.append(int(v.__index__()))
+    if not out:
+        raise VelcroError("task_classes is empty: a task needs at least one class")
+    if len(set(out)) != len(out):
+        raise VelcroError(f"task_classes {out} lists a class twice")
+    if min(out) < 0:
+        raise VelcroError(f"task class {min(out)} is out of range: class indices are >= 0")
+    if num_classes is not None:
+        bad = [v for v in out if not 0 <= v < num_classes]
+        if bad:
+            raise VelcroError(f"task class {bad[0]} is out of range: the model has {num_classes} "
+                              f"classes (0..{num_classes - 1})")
+    return sorted(out)
+
+
+class _Tally:
+    """Per-image outcomes of one classifier: all-class and task-restricted argmax."""
+
+    def __init__(self):
+        self.correct, self.correct_task, self.out_of_task = [], [], []
+
+    def add(self, logits, y, task):
+        pred = logits.argmax(1)
+        self.correct.append(pred == y)
+        if task is not None:
+            self.correct_task.append(task[logits[:, task].argmax(1)] == y)
+            self.out_of_task.append(~torch.isin(pred, task))
+
+    def result(self, suffix: str, per_image: bool) -> dict:
+        out = {}
+        cat = {k: torch.cat(v) for k, v in (("correct", self.correct), ("correct_task", self.correct_task),
+                                             ("predicted_out_of_task", self.out_of_task)) if v}
+        n = len(cat["correct"])
+        out["top1" + suffix] = int(cat["correct"].sum()) / n
+        if "correct_task" in cat:
+            out["top1_task" + suffix] = int(cat["correct_task"].sum()) / n
+            out["out_of_task" + suffix] = int(cat["predicted_out_of_task"].sum()) / n
+        if per_image:
+            for k, v in cat.items():
+                out[k + suffix] = v
+        return out
+
+
 def evaluate(model: nn.Module, batches: Iterable, stats=None, masks=None, *,
-             progress: bool = False) -> dict:
-    """Top-1 accuracy (over all of the model's classes) of the original and, given stats and
-    masks, the compressed model on labelled ``batches`` of (inputs, labels)."""
+             task_classes: Sequence[int] | None = None, per_image: bool = False,
+             original: bool = True, progress: bool = False) -> dict:
+    """Top-1 accuracy of the original and, given stats and masks, the compressed model on
+    labelled ``batches`` of (inputs, labels).
+
+    ``top1`` / ``top1_compressed`` take the argmax over all of the model's classes.  With
+    ``task_classes`` (the specialised task's class indices) also ``top1_task`` /
+    ``top1_task_compressed`` (argmax over the task's classes only: what a deployment that
+    knows its task would report) and ``out_of_task`` / ``out_of_task_compressed`` (share of
+    images whose all-class prediction lies outside the task).  Compression can raise the
+    all-class top-1 merely by suppressing out-of-task predictions; the task-restricted
+    top-1 of the *uncompressed* model is the baseline that removes that effect.
+    ``per_image`` adds bool tensors ``correct``, ``correct_task``, ``predicted_out_of_task``
+    (and the ``_compressed`` ones) in image order, for paired tests (py_ref.significance).
+    ``original=False`` skips the uncompressed model (its keys are then absent; for sweeps that
+    score it once).  Raises VelcroError on no images, bad ``task_classes`` or a label outside
+    them, or ``original=False`` without masks.
+    """
+    if not original and masks is None:
+        raise VelcroError("nothing to evaluate: original=False and no masks")
+    task = None
+    if task_classes is not None:
+        task = torch.tensor(check_task_classes(task_classes), dtype=torch.long)
     model.eval()
-    correct = correct_c = n = 0
+    orig, comp = _Tally(), _Tally()
+    n = 0
     it = batches
     if progress:
         from tqdm import tqdm
         it = tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=None)
     with torch.no_grad():
         for x, y in it:
-            correct += int((model(x).argmax(1) == y).sum())
+            y = torch.as_tensor(y)
+            if task is not None and not bool(torch.isin(y, task).all()):
+                bad = int(y[~torch.isin(y, task)][0])
+                raise VelcroError(f"label {bad} is not one of the task classes {task.tolist()}")
+            if original:
+                logits = model(x)
+                if task is not None and n == 0:
+                    check_task_classes(task.tolist(), logits.shape[1])
+                orig.add(logits, y, task)
             if masks is not None:
                 with compressed(model, stats, masks):
-                    correct_c += int((model(x).argmax(1) == y).sum())
+                    logits = model(x)
+                if task is not None and n == 0:
+                    check_task_classes(task.tolist(), logits.shape[1])
+                comp.add(logits, y, task)
             n += len(y)
     if n == 0:
         raise VelcroError("no labelled images to evaluate")
-    out = {"images": n, "top1": correct / n}
+    out = {"images": n}
+    if original:
+        out.update(orig.result("", per_image))
     if masks is not None:
-        out["top1_compressed"] = correct_c / n
+        out.update(comp.result("_compressed", per_image))
         out["compression"] = compression_ratio(stats, masks)
     return out

@@ -94,24 +94,103 @@ def test_nan_weights_give_one_line_error(tmp_path, capsys):
 
 def test_imagenet_folder_flow(tmp_path, capsys):
     """A local ImageNet-style folder (class folders named by WordNet id) through profile,
-    compress with the paper's preset, and evaluate, on MobileNetV2 with its real weights."""
+    compress with the paper's preset, and evaluate, on MobileNetV2 with its real weights:
+    calibration and validation images are disjoint parts of the folder, split with --seed,
+    and each command says on stderr how many images each side has."""
     from PIL import Image
     from py_ref.presets import IMAGENET_TASKS
     rng = np.random.default_rng(7)
     for _, wnid, _ in IMAGENET_TASKS["cats-2"]:
         d = tmp_path / "val" / wnid
         d.mkdir(parents=True)
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / "a.png")
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"a{i}.png")
     (tmp_path / "val" / "n99999999").mkdir()   # an unrelated class folder is ignored
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "val" / "n99999999" / "b.png")
     st, m = tmp_path / "st.pt", tmp_path / "m.pt"
     base = ["--model", "mobilenet_v2", "--data", str(tmp_path / "val"), "--task", "cats-2"]
-    assert run(["profile", *base, "--images", "1", "--out", str(st)]) == 0
-    assert "35 activation points" in capsys.readouterr().out
+    assert run(["profile", *base, "--images", "1", "--seed", "5", "--out", str(st)]) == 0
+    cap = capsys.readouterr()
+    assert "35 activation points" in cap.out and "profiled 2 images" in cap.out
+    assert "(seed 5): 2 calibration images (1 per class), 0 tuning images, 4 validation images" in cap.err
     assert run(["compress", "--stats", str(st), "--preset", "cats:13.5%", "--out", str(m)]) == 0
     assert "C = 13.5" in capsys.readouterr().out
     assert run(["evaluate", *base, "--masks", str(m)]) == 0
-    assert "2 validation images" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "4 validation images" in cap.out and "(seed 5): 2 calibration images" in cap.err
+    assert "task classes" in cap.out and "paired (top-1, task classes)" in cap.out
+    assert run(["evaluate", *base, "--masks", str(m), "--valid-images", "3"]) == 0
+    assert "3 validation images" in capsys.readouterr().out
+    assert run(["evaluate", *base, "--masks", str(m), "--seed", "6"]) == 2
+    one_error_line(capsys, "--seed 6 differs from the 5", "overlap")
+    assert run(["evaluate", *base, "--masks", str(m), "--valid-images", "5"]) == 2
+    one_error_line(capsys, "only 4 validation images are left", "5 requested")
+    assert run(["evaluate", *base, "--images", "1", "--seed", "5"]) == 0     # uncompressed, same split
+    assert "4 validation images" in capsys.readouterr().out
+
+
+def test_imagenet_split_is_disjoint_and_seeded(tmp_path):
+    from py_ref import data
+    from py_ref.presets import IMAGENET_TASKS
+    root = _imagenet_folder(tmp_path / "f", per_class=5)
+    classes = IMAGENET_TASKS["cats-2"]
+    files = {str(p) for p in root.rglob("*.png")}
+    sp = data.imagenet_split(root, classes, calib_per_class=2, tune_per_class=1, seed=3)
+    parts = [{p for p, _ in ds.samples} for ds in (sp.calib, sp.tune, sp.valid)]
+    assert [len(x) for x in parts] == [4, 2, 4]
+    assert parts[0] | parts[1] | parts[2] == files
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    for ds in (sp.calib, sp.tune, sp.valid):       # per class: labels are the 1000-class indices
+        assert sorted(set(ds.targets)) == sorted(i for i, _, _ in classes)
+    again = data.imagenet_split(root, classes, calib_per_class=2, tune_per_class=1, seed=3)
+    assert again.calib.samples == sp.calib.samples and again.valid.samples == sp.valid.samples
+    others = [data.imagenet_split(root, classes, calib_per_class=2, seed=s).calib.samples for s in range(4, 9)]
+    assert any(o != sp.calib.samples for o in others)
+    # a larger calibration count keeps the smaller one's images (one permutation per class)
+    small = data.imagenet_split(root, classes, calib_per_class=1, seed=3)
+    assert {p for p, _ in small.calib.samples} <= parts[0]
+    sub = data.imagenet_split(root, classes, calib_per_class=2, valid_images=3, seed=3)
+    assert len(sub.valid) == 3 and {p for p, _ in sub.valid.samples} <= files - parts[0]
+    with pytest.raises(data.VelcroError, match="no validation images left"):
+        data.imagenet_split(root, classes, calib_per_class=5)
+    with pytest.raises(data.VelcroError, match="fewer than the 4 calibration"):
+        data.imagenet_split(root, classes, calib_per_class=4, tune_per_class=2)
+    with pytest.raises(data.VelcroError, match="only 6 validation images are left"):
+        data.imagenet_split(root, classes, calib_per_class=2, valid_images=7)
+
+
+def test_evaluate_shows_task_metrics_and_paired_tests(masks_file, capsys):
+    assert run(["evaluate", "--masks", str(masks_file), "--valid-images", "60", "--seed", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("task shirts: 60 validation images, top-1 original")
+    assert "task classes: 0, 6" in out[1]
+    assert out[2].split()[0] == "uncompressed" and out[3].split()[0] == "compressed"
+    assert out[4].startswith("  paired (top-1, task classes): ") and "McNemar p = " in out[4]
+    assert out[5].startswith("  paired (top-1, all classes): ")
+    assert "not significantly worse" in out[4] or "significantly" in out[4]
+
+
+def test_compress_search(stats_file, tmp_path, capsys):
+    """--search picks a tuple on tuning images disjoint from the 32 calibration images and
+    records it; the masks then evaluate like any other."""
+    import torch
+    from py_ref import data
+    m = tmp_path / "s.pt"
+    assert run(["compress", "--stats", str(stats_file), "--search", "--tune-images", "40",
+                "--max-evals", "2", "--out", str(m)]) == 0
+    cap = capsys.readouterr()
+    assert "search on 40 tuning images (task top-1" in cap.out and "-> " + str(m) in cap.out
+    assert "disjoint from the 32 calibration images (seed 0)" in cap.err
+    rec = torch.load(m, weights_only=False)
+    assert rec["search"]["images"] == 40 and len(rec["thresholds"]) == 4
+    assert rec["thresholds"] == rec["search"]["thresholds"]
+    xc, _ = data.calibration("shirts", 32, 0)
+    xt, _ = data.tuning("shirts", 40, 0, after=32)
+    flat = {bytes(v.numpy().tobytes()) for v in xc}
+    assert not any(bytes(v.numpy().tobytes()) in flat for v in xt)
+    assert run(["compress", "--stats", str(stats_file), "--search", "--tune-images", "99999",
+                "--out", str(tmp_path / "x.pt")]) == 2
+    one_error_line(capsys, "--tune-images 99999", "unused train images")
 
 
 # ---------------------------------------------------------------------------- the CLI contract
@@ -330,10 +409,10 @@ def _no_long_work(*a, **k):
     (["compress", "--stats", "{stats}", "--preset", "cats:10%", "--percent"], "--percent applies to --thresholds only"),
     (["evaluate", "--stats", "{stats}"], "--stats needs --masks"),
     (["evaluate", "--seed", "3"], "--seed only picks the --valid-images subset"),
-    (["evaluate", "--model", "mobilenet_v2", "--data", "{tmp}", "--task", "cats", "--valid-images", "5"],
-     "--valid-images only applies to the fmnist model"),
-    (["profile", "--model", "mobilenet_v2", "--data", "{tmp}", "--task", "cats", "--seed", "1"],
-     "--seed only applies to the fmnist model"),
+    (["evaluate", "--images", "5"], "--images applies to ImageNet folders"),
+    (["compress", "--stats", "{stats}", "--uniform", "0.1", "--tune-images", "5"], "--tune-images applies to --search only"),
+    (["compress", "--stats", "{stats}", "--uniform", "0.1", "--search"], "give exactly one of"),
+    (["compress", "--stats", "{stats}", "--search", "--tune-images", "0"], "--tune-images must be at least 1"),
 ])
 def test_ignored_options_are_refused(stats_file, tmp_path, capsys, monkeypatch, argv, msg):
     from py_ref import velcro
@@ -381,7 +460,7 @@ def test_progress_lines_without_a_terminal(stats_file, masks_file, tmp_path, cap
     import re
     assert run(["evaluate", "--masks", str(masks_file), "--valid-images", "40", "--batch-size", "8"]) == 0
     cap = capsys.readouterr()
-    assert cap.out.count("\n") == 1 and cap.out.startswith("task shirts: 40 validation images")
+    assert cap.out.count("\n") == 6 and cap.out.startswith("task shirts: 40 validation images")
     lines = cap.err.splitlines()
     assert lines[0].startswith("evaluate: fmnist, task shirts: 40 validation images in 5 batches")
     assert [ln.split(",")[0] for ln in lines[1:]] == [f"evaluate: {i}/5 batches done" for i in range(1, 6)]
@@ -390,6 +469,7 @@ def test_progress_lines_without_a_terminal(stats_file, masks_file, tmp_path, cap
                 "--out", str(tmp_path / "s.pt")]) == 0
     cap = capsys.readouterr()
     assert cap.out.startswith("profiled 24 images") and "batches" not in cap.out
+    assert cap.err.startswith("profile: calibration: 24 images of task shirts") and "(disjoint)" in cap.err
     assert cap.err.splitlines()[-1].startswith("profile: 3/3 batches done, ")
 
 
@@ -435,12 +515,18 @@ def test_imagenet_folder_errors(tmp_path, capsys):
     assert run(["profile", *base, "--data", str(empty), "--images", "1", "--out", str(out)]) == 2
     line = one_error_line(capsys, f"ImageNet folder {empty}", "class folder")
     assert "None" not in line
-    bad = _imagenet_folder(tmp_path / "bad", broken=True)
-    assert run(["evaluate", *base, "--data", str(bad)]) == 2
+    from py_ref import data
+    from py_ref.presets import IMAGENET_TASKS
+    bad = _imagenet_folder(tmp_path / "bad", per_class=2, broken=True)
+    seed = next(s for s in range(20) if any(p.endswith("zz_broken.png") for p, _ in data.imagenet_split(
+        bad, IMAGENET_TASKS["cats-2"], calib_per_class=1, seed=s).valid.samples))
+    assert run(["evaluate", *base, "--data", str(bad), "--images", "1", "--seed", str(seed)]) == 2
     one_error_line(capsys, "cannot read image", str(bad), "zz_broken.png")
     good = _imagenet_folder(tmp_path / "good")
     assert run(["profile", *base, "--data", str(good), "--images", "2", "--out", str(out)]) == 2
-    one_error_line(capsys, "has 1 image, fewer than the 2 per class requested")
+    one_error_line(capsys, "has 1 image, fewer than the 2 calibration per class requested")
+    assert run(["profile", *base, "--data", str(good), "--images", "1", "--out", str(out)]) == 2
+    one_error_line(capsys, "no validation images left", "every image of the task is used for calibration")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert run(["profile", *base, "--data", str(a_file), "--images", "1", "--out", str(out)]) == 2
