@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hdl.config import AccelConfig, DEFAULT
-from hdl.contract import image_cycle_floors, input_cycles, work_cycles
+from hdl.contract import IMAGE_LATENCY, image_cycle_floors, input_cycles, work_cycles
 from sim import perf_model, workloads
 from sim.energy import (EnergyModel, HOROWITZ_45NM, add_pj, image_energy, linear_fit, mult_pj,
                         parse_saif, saif_toggle_vector)
@@ -138,7 +138,7 @@ def _fake(cfg, ratios, overhead=1, kind="random", total=None):
     for c in ratios:
         u = n - int(c * n)
         work = work_cycles(cfg, u)
-        pts.append(FakePoint(kind, c, 1 - u / n, u, -(-u // cfg.instances), work + 7,
+        pts.append(FakePoint(kind, c, 1 - u / n, u, -(-u // cfg.instances), work + IMAGE_LATENCY,
                              work + overhead, 1e6 * u / n + 2e5, -(-u // cfg.bus_bytes)))
     return pts
 
