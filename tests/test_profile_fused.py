@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from py_ref import velcro
+from test_velcro import _assert_within_bound, _direct
 
 SEED = 1234
 
@@ -33,22 +34,6 @@ class Elementwise(nn.Module):
         return F.relu(self.scale * x + self.offset)
 
 
-def _direct(model, batches):
-    caps = [velcro.capture_points(model, b) for b in batches]
-    out = []
-    for i in range(len(caps[0])):
-        a = torch.cat([c[i][1] for c in caps]).double()
-        out.append((a.mean(0), a.var(0, unbiased=False), a.abs().mean(0)))
-    return out
-
-
-def _within_bound(s, direct, batch):
-    mean, var, mean_abs = direct
-    tol_mean, tol_var = velcro.profile_error_bound(var, mean_abs, batch)
-    assert ((s.var - var).abs() <= tol_var).all(), s.name
-    assert ((s.mean - mean).abs() <= tol_mean).all(), s.name
-
-
 def test_fused_profile_within_the_bound_with_exact_zero_counts():
     model = Net().eval()
     x = torch.randn(37, 2, 5, 5, generator=torch.Generator().manual_seed(SEED))
@@ -57,7 +42,7 @@ def test_fused_profile_within_the_bound_with_exact_zero_counts():
     eager = velcro.profile(model, batches, count_zeros=True)
     for s, e, d in zip(stats, eager, _direct(model, batches)):
         assert s.count == 37 and s.mean.dtype == torch.float64
-        _within_bound(s, d, batch=26)
+        _assert_within_bound(s, d, batch=26)
         assert torch.equal(s.zeros, e.zeros)
     caps = [velcro.capture_points(model, b) for b in batches]
     for i, s in enumerate(stats):
@@ -72,7 +57,7 @@ def test_fused_adversarial_first_image(first_batch):
     model = Elementwise(offset=5.0)
     batches = [x[:first_batch]] + list(x[first_batch:].split(128))
     s = velcro.profile(model, batches, fused=True)[0]
-    _within_bound(s, _direct(model, batches)[0], batch=128)
+    _assert_within_bound(s, _direct(model, batches)[0], batch=128)
 
 
 def test_fused_small_variance_on_large_mean():
@@ -81,4 +66,4 @@ def test_fused_small_variance_on_large_mean():
     model = Elementwise(scale=1e-3, offset=1000.0)
     batches = [x[:20], x[20:]]
     s = velcro.profile(model, batches, fused=True)[0]
-    _within_bound(s, _direct(model, batches)[0], batch=44)
+    _assert_within_bound(s, _direct(model, batches)[0], batch=44)
