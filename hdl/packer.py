@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, OFM_BITS
 from .datapath import result_layout
+from .protocol import compact_beats_per_image
 
 __all__ = ["OutputPacker", "beat_layout", "compact_beat_count", "compact_bytes"]
 
@@ -34,8 +35,8 @@ def beat_layout(cfg: AccelConfig) -> data.StructLayout:
 
 
 def compact_beat_count(cfg: AccelConfig, total: int) -> int:
-    """Output beats of a frame with ``total`` computed outputs."""
-    return -(-total // cfg.bus_bytes)
+    """Output beats of a frame with ``total`` computed outputs (the protocol's count)."""
+    return compact_beats_per_image(cfg, total)
 
 
 def compact_bytes(cfg: AccelConfig, beats, total: int) -> np.ndarray:
