@@ -10,7 +10,8 @@ from .config import AccelConfig, ConfigError
 from .protocol import beats_per_tile, compact_beats_per_image, tiles_per_beat
 
 __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
-           "input_cycles", "image_cycle_floors", "stream_image_cycles"]
+           "input_cycles", "BUFFER_TURNAROUND", "buffer_cycles", "image_cycle_floors",
+           "stream_image_cycles", "stream_floors", "stream_limit"]
 
 
 def config_for_frame(frame, **overrides) -> AccelConfig:
@@ -48,12 +49,29 @@ def input_cycles(cfg: AccelConfig) -> int:
     return full * -(-per // 2) + -(-rest // 2)
 
 
-def image_cycle_floors(cfg: AccelConfig, total: int) -> dict[str, int]:
+#: Cycles from the end of an image's balanced work until its ifmap buffer takes the next image:
+#: the datapath's latency plus three cycles of hand-over (walker idle, image done, buffer swap).
+#: Measured: steady streams of 8x8 and 16x16 images (2 instances, input 5 and 21 cycles) at
+#: C = 0.7 .. 0.99 take exactly (input + work + 32) / 2 cycles per image; tests/test_sweep.py
+#: asserts it.
+BUFFER_TURNAROUND = IMAGE_LATENCY + 3
+
+
+def buffer_cycles(cfg: AccelConfig, total: int) -> float:
+    """The double buffer's floor: each of the two ifmap buffers is busy for a load, the balanced
+    work and the turnaround per image it holds, so a stream of images computing ``total`` outputs
+    takes at least half of that per image (it limits only small images, whose work is shorter
+    than the pipeline latency)."""
+    return (input_cycles(cfg) + work_cycles(cfg, total) + BUFFER_TURNAROUND) / 2
+
+
+def image_cycle_floors(cfg: AccelConfig, total: int) -> dict[str, float]:
     """Lower bounds on the steady-state cycles per image of an image computing ``total``
-    outputs, one per stage that streams: the datapaths' balanced work, the input loader and the
-    output (one compact beat per cycle). Streaming overlaps them, so the slowest one limits."""
+    outputs, one per stage that streams: the datapaths' balanced work, the input loader, the
+    output (one compact beat per cycle) and the two ifmap buffers' turnaround. Streaming
+    overlaps them, so the slowest one limits."""
     return {"compute": work_cycles(cfg, total), "input": input_cycles(cfg),
-            "output": compact_beats_per_image(cfg, total)}
+            "output": compact_beats_per_image(cfg, total), "buffers": buffer_cycles(cfg, total)}
 
 
 def stream_image_cycles(cfg: AccelConfig, total: int) -> int:
@@ -61,6 +79,18 @@ def stream_image_cycles(cfg: AccelConfig, total: int) -> int:
     largest floor of :func:`image_cycle_floors`, the compute one plus the walkers' idle cycle
     between images when G = 1 (IMAGE_LATENCY overlaps the next image). ``make sim`` measures
     exactly this on every point (tests/test_sweep.py)."""
+    return max(stream_floors(cfg, total).values())
+
+
+def stream_floors(cfg: AccelConfig, total: int) -> dict[str, float]:
+    """:func:`image_cycle_floors` as a stream meets them: the compute one plus the walkers' idle
+    cycle between images when G = 1."""
     floors = image_cycle_floors(cfg, total)
     floors["compute"] += cfg.groups == 1
-    return max(floors.values())
+    return floors
+
+
+def stream_limit(cfg: AccelConfig, total: int) -> str:
+    """The stage that limits a stream of images computing ``total`` outputs each."""
+    floors = stream_floors(cfg, total)
+    return max(floors, key=floors.get)

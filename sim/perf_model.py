@@ -5,8 +5,9 @@ the model is tested on synthetic counters). For one image of the streaming engin
 
 * ``frame_cycles``: steady-state cycles per image, measured (difference of two batch sizes);
 * the floors it is compared with (:func:`hdl.contract.image_cycle_floors`): the datapaths'
-  balanced work ceil(sum U / P) * G, the input loader's cycles per image and the compact output's
-  beats per image; whichever is largest limits the point (``limit``);
+  balanced work ceil(sum U / P) * G, the input loader's cycles per image, the compact output's
+  beats per image and the two ifmap buffers' turnaround; whichever is largest limits the point
+  (``limit``);
 * ``speedup`` = frame_cycles(C = 0) / frame_cycles(C); ``ideal_speedup`` = 1 / (1 - C) of the
   mask actually used; acceptance: speedup >= :data:`SPEEDUP_TARGET` x ideal at every point;
 * energy per image (:func:`sim.energy.image_energy`) from the computed outputs, the output
@@ -21,7 +22,7 @@ import math
 from pathlib import Path
 
 from hdl.config import AccelConfig
-from hdl.contract import IMAGE_LATENCY, image_cycle_floors
+from hdl.contract import IMAGE_LATENCY, image_cycle_floors, stream_limit
 
 from .energy import EnergyModel, image_energy, linear_fit
 
@@ -37,7 +38,7 @@ ACCEPTED_KINDS = ("random", "velcro")
 
 CSV_COLUMNS = ["mask_kind", "ratio", "actual_ratio", "sum_u", "max_channel_u",
                "compute_cycles", "frame_cycles", "work_cycles", "input_cycles", "output_cycles",
-               "limit", "speedup", "ideal_speedup", "speedup_vs_ideal", "out_bytes",
+               "buffer_cycles", "limit", "speedup", "ideal_speedup", "speedup_vs_ideal", "out_bytes",
                "images_per_s", "gops", "toggles", "compute_pj", "load_pj", "drain_pj",
                "toggle_pj", "static_pj", "energy_pj", "energy_norm", "golden_ok"]
 
@@ -63,7 +64,8 @@ def analyse(cfg: AccelConfig, points, model: EnergyModel = EnergyModel()) -> lis
             "sum_u": p.sum_u, "max_channel_u": p.max_channel_u,
             "compute_cycles": p.compute_cycles, "frame_cycles": p.frame_cycles,
             "work_cycles": floors["compute"], "input_cycles": floors["input"],
-            "output_cycles": floors["output"], "limit": max(floors, key=floors.get),
+            "output_cycles": floors["output"], "buffer_cycles": floors["buffers"],
+            "limit": stream_limit(cfg, p.sum_u),
             "out_bytes": p.out_beats_per_image * cfg.bus_bytes,
             "images_per_s": f / p.frame_cycles,
             "gops": dense_ops * f / p.frame_cycles / 1e9,

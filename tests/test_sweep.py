@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from hdl.config import AccelConfig, DEFAULT
-from hdl.contract import IMAGE_LATENCY, image_cycle_floors, input_cycles, work_cycles
+from hdl.contract import (IMAGE_LATENCY, buffer_cycles, image_cycle_floors, input_cycles,
+                          stream_image_cycles, work_cycles)
 from sim import perf_model, workloads
 from sim.energy import (EnergyModel, HOROWITZ_45NM, add_pj, image_energy, linear_fit, mult_pj,
                         parse_saif, saif_toggle_vector)
@@ -112,10 +113,14 @@ def test_linear_fit():
 
 def test_cycle_floors_of_the_default_design():
     """The contract's floors: balanced work, the loader's two tiles per cycle (484 tiles in 70
-    beats of 7: 69 x 4 + 1 cycles) and one compact output beat per 64 outputs."""
+    beats of 7: 69 x 4 + 1 cycles), one compact output beat per 64 outputs and the two ifmap
+    buffers' turnaround, (load + work + latency + 3) / 2."""
     assert work_cycles(DEFAULT, 65536) == 4096 and work_cycles(DEFAULT, 6554) == 410
     assert input_cycles(DEFAULT) == 69 * 4 + 1
-    assert image_cycle_floors(DEFAULT, 6554) == {"compute": 410, "input": 277, "output": 103}
+    assert image_cycle_floors(DEFAULT, 6554) == {"compute": 410, "input": 277, "output": 103,
+                                                 "buffers": (277 + 410 + IMAGE_LATENCY + 3) / 2}
+    # the turnaround never limits the default design: at C = 0.99 the loader still does
+    assert stream_image_cycles(DEFAULT, 656) == 277
 
 
 @dataclasses.dataclass
@@ -239,16 +244,17 @@ def test_velcro_workloads_are_algorithm_1():
 def test_small_sweep_end_to_end(tmp_path):
     """scripts/sweep.py on a small configuration: streamed batches on the SAIF model, every
     output checked in the testbench, the steady state exactly the contract's floor (balanced work
-    + the walkers' 1 cycle, or the loader's cycles once C is high enough for the loader to
-    limit, a target miss the report names), the CSV, plot, report and kept SAIF written, and a
-    rerun byte-identical."""
+    + the walkers' 1 cycle, or, once C is high enough, the two ifmap buffers' turnaround: the
+    stream then repeats every two images, a target miss the report names), the CSV, plot,
+    report and kept SAIF written, and a rerun byte-identical."""
     cfg = AccelConfig(height=8, width=8, instances=2)
     out = tmp_path / "results"
     cmd = [sys.executable, str(REPO / "scripts" / "sweep.py"), "--height", "8", "--width", "8",
-           "--instances", "2", "--kinds", "random", "--ratios", "0,0.3,0.5,0.95", "--out"]
+           "--instances", "2", "--kinds", "random", "--ratios", "0,0.3,0.5,0.95", "--batches", "1,7",
+           "--out"]
     proc = subprocess.run(cmd + [str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr          # the C = 0.95 point misses
-    assert "TARGET MISSED: random C=0.95" in proc.stderr and "limited by input" in proc.stderr
+    assert "TARGET MISSED: random C=0.95" in proc.stderr and "limited by buffers" in proc.stderr
     proc = subprocess.run(cmd + [str(tmp_path / "again"), "--no-check"], capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -261,14 +267,15 @@ def test_small_sweep_end_to_end(tmp_path):
     assert [r["ratio"] for r in rows] == [0.0, 0.3, 0.5, 0.95]
     for r in rows:
         assert r["golden_ok"] == "True" and r["toggles"] > 0 and r["energy_pj"] > 0
-        assert r["frame_cycles"] == max(r["work_cycles"] + 1, r["input_cycles"])
+        assert r["frame_cycles"] == stream_image_cycles(cfg, int(r["sum_u"]))
         assert r["compute_cycles"] == r["work_cycles"] + perf_model.IMAGE_LATENCY
-    assert [r["limit"] for r in rows] == ["compute"] * 3 + ["input"]
-    assert rows[3]["input_cycles"] == input_cycles(cfg) > rows[3]["work_cycles"]
+    assert [r["limit"] for r in rows] == ["compute"] * 3 + ["buffers"]
+    assert rows[3]["buffer_cycles"] == buffer_cycles(cfg, int(rows[3]["sum_u"])) > max(
+        rows[3]["work_cycles"] + 1, rows[3]["input_cycles"])
     assert all(r["speedup_vs_ideal"] >= perf_model.SPEEDUP_TARGET for r in rows[:3])
     assert rows[0]["speedup"] == 1.0 and rows[2]["energy_norm"] < rows[1]["energy_norm"] < 1
     report = (out / "REPORT.md").read_text()
-    assert "**FAIL**" in report and "limited by input" in report
+    assert "**FAIL**" in report and "limited by buffers" in report
     assert (out / "throughput_energy.png").stat().st_size > 10_000
     kept = parse_saif(out / "saif" / "random_c030.saif.gz")
     assert any(k.startswith("velcro_accel/") for k in kept)
