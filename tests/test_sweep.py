@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from hdl.config import AccelConfig, DEFAULT
 from hdl.contract import (IMAGE_LATENCY, buffer_cycles, image_cycle_floors, input_cycles,
                           stream_image_cycles, work_cycles)
-from sim import perf_model, workloads
+from sim import measure, perf_model, workloads
 from sim.energy import (EnergyModel, HOROWITZ_45NM, add_pj, image_energy, linear_fit, mult_pj,
                         parse_saif, saif_toggle_vector)
 
@@ -280,3 +281,44 @@ def test_small_sweep_end_to_end(tmp_path):
     kept = parse_saif(out / "saif" / "random_c030.saif.gz")
     assert any(k.startswith("velcro_accel/") for k in kept)
     assert "s for 4 points" in (out / "timing.log").read_text()
+
+
+def test_saif_window_is_one_period_of_the_stream(tmp_path):
+    """sim.saif_window on the small SAIF model: a window from image 2's first beat to image 3's
+    spans exactly one steady-state period, and its toggles minus the state record (the bits SAIF
+    counts when a file opens) equal the whole-run difference of two batch sizes, up to the
+    engine's counters: with identical images they are the only state that does not repeat
+    between periods, and a binary counter's transitions over a period and its ones at the
+    period's start each change by at most its width from one period to the next."""
+    from hdl.protocol import stream_counter_layout
+    from sim.runner import Build
+
+    cfg = AccelConfig(height=8, width=8, instances=2)
+    build = Build(cfg, "verilator", saif=True)
+    w = workloads.random_workloads(cfg, [0.3], images=1, seed=5)[0]
+    w.frame.save(tmp_path / "frame.npz")
+    step = {"frame": str(tmp_path / "frame.npz"), "config": True, "run": True}
+    whole = {}
+    for b in (3, 4):
+        np.save(tmp_path / f"i{b}.npy", np.repeat(w.batch(1), b, axis=0))
+        jobs = tmp_path / f"w{b}.json"
+        jobs.write_text(json.dumps([{**step, "images": str(tmp_path / f"i{b}.npy"),
+                                     "result": str(tmp_path / f"r{b}.json")}]))
+        run = build.run("sim.tb_sweep", ["sweep_steps"], env={"VELCRO_SWEEP_JOBS": str(jobs)},
+                        test_dir=tmp_path / f"whole{b}", quiet=True)      # whole run traced
+        whole[b] = (int(saif_toggle_vector(run / "dump.saif").sum()),
+                    json.loads((tmp_path / f"r{b}.json").read_text())["batch_cycles"])
+    np.save(tmp_path / "i5.npy", np.repeat(w.batch(1), 5, axis=0))
+    windows = [{"path": str(tmp_path / "period.saif"), "from": 2, "to": 3},
+               {"path": str(tmp_path / "state.saif"), "from": 4, "to": 4}]
+    (raw,) = measure.run_steps(build, [{**step, "images": str(tmp_path / "i5.npy"),
+                                        "result": str(tmp_path / "r5.json"),
+                                        "saif_windows": windows}], tmp_path / "win")
+    assert not (tmp_path / "win" / "dump.saif").exists()         # only the windows traced
+    assert raw["window_cycles"] == [whole[4][1] - whole[3][1], 0]
+    period = saif_toggle_vector(tmp_path / "period.saif").sum()
+    state = saif_toggle_vector(tmp_path / "state.saif").sum()
+    assert 0 < state < period
+    difference = whole[4][0] - whole[3][0]
+    bound = 2 * stream_counter_layout(cfg).size
+    assert abs((period - state) - difference) <= bound, (period, state, difference, bound)
