@@ -21,6 +21,7 @@ import argparse
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,20 +79,33 @@ def main(argv=None) -> int:
     build = Build(cfg, "verilator", saif=True, defer=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
-    loads = workloads.workloads(cfg, args.kind_list, args.ratio_list, max(args.batch_list),
-                                seed=args.seed, task=args.task, calibration=args.images)
-    todo = [w for k in args.kind_list for w in loads[k]]
-    keep = {(w.kind, w.ratio): out / "saif" / f"{w.kind}_c{round(w.ratio * 100):03d}.saif.gz"
-            for w in todo if any(abs(w.ratio - c) < 1e-9 for c in KEEP_SAIF)}
-    with tqdm(total=len(todo), desc="sweep", unit="point") as bar:
+    # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
+    later = [k for k in args.kind_list if k != "random"]
+    keep = {(k, c): out / "saif" / f"{k}_c{round(c * 100):03d}.saif.gz"
+            for k in args.kind_list for c in args.ratio_list
+            if any(abs(c - s) < 1e-9 for s in KEEP_SAIF)}
+    loads, runs = {}, []
+    with tqdm(total=len(args.kind_list) * len(args.ratio_list), desc="sweep", unit="point") as bar, \
+            ThreadPoolExecutor(max_workers=2) as pool:
+        def start(kinds):
+            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, max(args.batch_list),
+                                             seed=args.seed, task=args.task,
+                                             calibration=args.images))
+            todo = [w for k in kinds for w in loads[k]]
+            runs.append(pool.submit(
+                measure.measure_all, build, todo, BUILD / "sweep" / cfg.tag,
+                batches=args.batch_list, jobs=args.jobs, progress=bar.update,
+                keep_saif=lambda w: keep.get((w.kind, w.ratio))))
         try:
-            points = measure.measure_all(build, todo, BUILD / "sweep" / cfg.tag,
-                                         batches=args.batch_list, jobs=args.jobs,
-                                         keep_saif=lambda w: keep.get((w.kind, w.ratio)), progress=bar.update)
+            for kinds in (["random"] if "random" in args.kind_list else [], later):
+                if kinds:
+                    start(kinds)
+            points = [p for r in runs for p in r.result()]
         except SimulationFailed as exc:
             print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
                   file=sys.stderr)
             return 1
+    todo = [w for k in args.kind_list for w in loads[k]]
     t["sim"] = time.perf_counter()
     model = EnergyModel()
     by_kind = {k: perf_model.analyse(cfg, [p for p in points if p.kind == k], model)
