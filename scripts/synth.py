@@ -1,19 +1,23 @@
 """``make synth``: Yosys UltraScale+ synthesis of the default engine and its instance, what fits
 the U280, and the card projection -> results/synth/{summary.json, REPORT.md}.
 
-    python scripts/synth.py [--full]
+    python scripts/synth.py
 
 Stages (each printed as it starts):
 
-1. one instance = :class:`hdl.datapath.Datapath` (slots = N) + :class:`hdl.walker.WorkWalker`
-   of the default configuration, ``synth_xilinx -family xcup``: per-instance resources, logic
-   levels, DSP48E2s between flip-flops;
-2. the same Datapath with ``-family xc7``: the DSP cascade as Yosys' ``xilinx_dsp`` infers it
+1. the kernel's Verilog (:class:`hdl.kernel.VelcroKernel` around the default 16-instance
+   engine, cached in build/rtl/<tag>/), split into modules: the engine's ``datapath0`` module
+   (the instance datapath exactly as the engine instantiates it) and the kernel with its 16
+   datapath modules as black boxes (hdl/synth_report.hierarchical_sources);
+2. that datapath, ``synth_xilinx -family xcup``: per-instance resources, logic levels, DSP48E2s
+   between flip-flops;
+3. the same datapath with ``-family xc7``: the DSP cascade as Yosys' ``xilinx_dsp`` infers it
    (Yosys 0.70 packs DSP registers and PCIN cascades only for DSP48E1, see hdl/synthesis.py);
-3. a 2-instance engine, ``-family xcup``, for the shared logic (loader, packer, front end); the
-   16-instance engine is extrapolated as shared + 16 x instance, because its synthesis takes far
-   longer than 5 minutes here (``--full`` synthesises it);
-4. summary.json and REPORT.md (:func:`hdl.synth_report.write`).
+4. the kernel with the datapaths black-boxed and the engine and walkers kept as modules,
+   ``-family xcup``: the engine's shared logic, the walkers and the kernel shell, so the real
+   16-instance engine and kernel are shared + 16 x datapath + walkers (+ shell), nothing
+   extrapolated; logic levels per module and across every boundary;
+5. summary.json and REPORT.md (:func:`hdl.synth_report.run`).
 
 Wall times go to results/synth/timing.log (untracked), so tracked files are deterministic.
 """
@@ -39,12 +43,9 @@ def stage(msg: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true",
-                        help="synthesise the 16-instance engine itself (slow: well over 5 min)")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     out = REPO / "results" / "synth"
-    times = synth_report.run(out, stage=stage, **(
-        {"engine_instances": 16} if args.full else {}))
+    times = synth_report.run(out, stage=stage)
     (out / "timing.log").write_text(
         "".join(f"{name}: {sec:.0f} s\n" for name, sec in times.items())
         + f"total: {time.monotonic() - _T0:.0f} s\n")

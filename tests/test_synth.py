@@ -1,0 +1,136 @@
+"""Hierarchical synthesis of ``make synth`` (hdl/synthesis.py, hdl/synth_report.py): the text
+helpers, the stitched depth analysis, and on a small 2-instance engine that the black-boxed
+engine plus 2 x the synthesised datapath accounts for the flat synthesis of the same engine."""
+
+import pytest
+
+from hdl import synthesis as S
+from hdl.config import AccelConfig
+from hdl.engine import VelcroAccelerator
+from hdl.generate import write_verilog
+from hdl.synth_report import _resources, hierarchical_sources
+
+SMALL = AccelConfig(height=4, width=4, instances=2)
+
+
+def test_strip_zero_init_drops_only_all_zero_memory_init():
+    text = ("  reg [7:0] m [1:0];\n  initial begin\n    m[0] = 8'h00;\n    m[1] = 8'h00;\n  end\n"
+            "  reg [7:0] n [1:0];\n  initial begin\n    n[0] = 8'h00;\n    n[1] = 8'h05;\n  end\n")
+    out = S.strip_zero_init(text)
+    assert "m[0]" not in out and "m[1]" not in out
+    assert "n[1] = 8'h05;" in out and "n[0] = 8'h00;" in out
+
+
+def test_blackbox_stub_keeps_header_and_ports_only():
+    mod = ("module \\top.sub (a, b, clk);\n  input [3:0] a;\n  wire [3:0] a;\n  output b;\n"
+           "  reg b = 1'h0;\n  input clk;\n  always @(posedge clk) b <= a[0];\nendmodule\n")
+    stub = S.blackbox_stub(mod)
+    assert stub.startswith("(* blackbox *)\nmodule \\top.sub (a, b, clk);")
+    assert "always" not in stub and "reg" not in stub
+    assert [ln.strip() for ln in stub.splitlines()[2:-1]] == ["input [3:0] a;", "output b;",
+                                                              "input clk;"]
+
+
+def _cell(typ, ins, outs):
+    return {"type": typ, "port_directions": {**{p: "input" for p in ins},
+                                             **{p: "output" for p in outs}},
+            "connections": {**ins, **outs}}
+
+
+def test_stitch_counts_paths_across_a_boundary():
+    """FF -> LUT -> [box: LUT -> LUT] -> LUT -> FF is 4 levels; with the box a boundary the
+    parent has 1 + 1 levels and the box's own netlist 2 (port to register is not a path)."""
+    box = {"ports": {"i": {"direction": "input", "bits": [2]},
+                     "o": {"direction": "output", "bits": [4]}},
+           "cells": {"l1": _cell("LUT1", {"I0": [2]}, {"O": [3]}),
+                     "l2": _cell("LUT1", {"I0": [3]}, {"O": [4]})},
+           "netnames": {}}
+    # a second copy whose port is named differently (Amaranth numbers some port names)
+    box2 = {**box, "ports": {"i$7": box["ports"]["i"], "o$9": box["ports"]["o"]}}
+    top = {"ports": {},
+           "cells": {"ff1": _cell("FDRE", {"D": [10]}, {"Q": [11]}),
+                     "la": _cell("LUT1", {"I0": [11]}, {"O": [12]}),
+                     "b": _cell("box2", {"i$7": [12]}, {"o$9": [13]}),
+                     "lb": _cell("LUT1", {"I0": [13]}, {"O": [14]}),
+                     "ff2": _cell("FDRE", {"D": [14]}, {"Q": [10]})},
+           "netnames": {"x": {"bits": [13]}}}
+    mods = {"top": top, "box": box, "box2": box2}
+    assert S.logic_levels(top, "top", boundary={"box2"})["levels"] == 1
+    flat = S.stitch(mods, "top", {"box2": "box"})
+    assert len(flat["cells"]) == 6
+    lv = S.logic_levels(flat, "top")
+    assert lv["levels"] == 4 and lv["path_cells"] == ["LUT1"] * 4
+    assert lv["start"] == "la" and lv["end"] == "ff2.D"
+    box3 = {**box, "ports": {"i": box["ports"]["i"],
+                             "o": {"direction": "output", "bits": [4, 4]}}}
+    with pytest.raises(ValueError):
+        S.stitch({**mods, "box3": box3}, "top", {"box2": "box3"})
+
+
+@pytest.fixture(scope="module")
+def small_engine(tmp_path_factory):
+    """The 2-instance engine synthesised flat and hierarchically (datapaths black boxes)."""
+    work = tmp_path_factory.mktemp("synth")
+    src = write_verilog(SMALL, work / "engine_full.v", component=VelcroAccelerator(SMALL),
+                        name="engine")
+    text = src.read_text()
+    dp_src, bb_src, dps, walkers, eng, same = hierarchical_sources(text, "engine",
+                                                                   SMALL.instances, work)
+    flat_src = work / "engine_flat.v"
+    flat_src.write_text(S.strip_zero_init(text))
+    flat = S.synth_netlist(flat_src, "engine", work / "flat.json", work / "flat.log")
+    dp = S.synth_netlist(dp_src, "datapath", work / "dp.json", work / "dp.log")
+    hier = S.synth_netlist(bb_src, "engine", work / "bb.json", work / "bb.log",
+                           keep=(eng, f"{eng}.walker*"))
+    return {"work": work, "text": text, "dp_src": dp_src, "dps": dps, "walkers": walkers,
+            "eng": eng, "same": same, "flat": flat, "dp": dp, "hier": hier}
+
+
+def test_hierarchical_engine_accounts_for_the_flat_one(small_engine):
+    e = small_engine
+    assert e["same"] and e["eng"] == "engine"
+    assert e["dps"] == ["engine.datapath0", "engine.datapath1"]
+    cells = S.cell_counts(e["hier"], "engine")
+    # one black-box cell per instance, one kept walker per instance, nothing else hierarchical
+    assert [cells.get(d) for d in e["dps"]] == [1, 1]
+    assert [cells.get(w) for w in e["walkers"]] == [1, 1]
+    assert not any(t.startswith("engine") for t in
+                   S.cell_counts(e["dp"], "datapath")), "datapath netlist is flat"
+    shared = _resources(cells)
+    dp = _resources(S.cell_counts(e["dp"], "datapath"))
+    walkers = [_resources(S.cell_counts(e["hier"], w)) for w in e["walkers"]]
+    keys = list(S.RESOURCES) + ["CARRY", "LUTRAM"]
+    hier = {k: shared[k] + SMALL.instances * dp[k] + sum(w[k] for w in walkers) for k in keys}
+    flat = _resources(S.cell_counts(e["flat"], "engine"))
+    # DSP48E2, block RAM and UltraRAM are never merged or removed across module boundaries in
+    # these designs: the sums agree exactly
+    for k in ("DSP48E2", "BRAM36", "URAM"):
+        assert hier[k] == flat[k], k
+    assert hier["DSP48E2"] == SMALL.instances * 11
+    # Without optimisation across the boundary the hierarchical netlist keeps the flip-flops
+    # behind constant or unused datapath ports that the flat one removes: never fewer FFs, and
+    # LUTs within 10 % (the boundary only blocks constant propagation and sharing; both netlists
+    # map the same logic). Measured: see the assertion message.
+    assert flat["FF"] <= hier["FF"] <= 1.10 * flat["FF"], (flat, hier)
+    assert abs(hier["LUT"] - flat["LUT"]) <= 0.10 * flat["LUT"], (flat, hier)
+
+
+def test_zero_init_strip_keeps_the_cells(small_engine):
+    """The datapath with its zero memory initialisation synthesises to the same memory, DSP
+    and flip-flop cells as without it (the flow strips it: hdl/synthesis.strip_zero_init)."""
+    e = small_engine
+    from hdl import synthesis as S2
+    mods = S2.verilog_modules(e["text"])
+    with_init = e["work"] / "dp_init.v"
+    with_init.write_text(S2.submodule_source(mods, "\\engine.datapath0", "datapath"))
+    assert "initial begin" in with_init.read_text()
+    assert with_init.read_text() != e["dp_src"].read_text()
+    net = S2.synth_netlist(with_init, "datapath", e["work"] / "dp_init.json",
+                           e["work"] / "dp_init.log")
+    with_res = S2.summarise(S2.cell_counts(net, "datapath"))
+    without = S2.summarise(S2.cell_counts(e["dp"], "datapath"))
+    # the same flip-flops, RAM, DSP and carry cells; ABC's LUT mapping depends on the order it
+    # meets the netlist in, which the removed lines shift: LUTs within 1 % (measured: 1 of 835)
+    for k in ("FF", "DSP48E2", "BRAM36", "URAM", "LUTRAM", "CARRY", "SRL"):
+        assert with_res[k] == without[k], k
+    assert abs(with_res["LUT"] - without["LUT"]) <= 0.01 * with_res["LUT"], (with_res, without)
