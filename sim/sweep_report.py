@@ -110,8 +110,8 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     L.append(f"- Configuration: `{cfg.to_json()}` (tag `{cfg.tag}`), the paper's array: "
              f"{cfg.instances} instances of a 3x3 conv2d + ReLU at {cfg.height}x{cfg.width}.")
     L.append(f"- Measured on Verilator, streams never stalled: after the constants (WEIGHTS, "
-             f"SCHEDULE), one FRAME command of B images for B in {tuple(batches)}, each in its own "
-             "simulator process. `frame_cycles` is the steady-state cycles per image, the difference "
+             f"SCHEDULE), one FRAME command of B images for B in {tuple(batches)}, one after "
+             "the other (several points share a simulator process). `frame_cycles` is the steady-state cycles per image, the difference "
              "of the batches' cycles (first image beat to last output beat) over the difference of "
              "B, so the fill cancels; `compute_cycles` is one image's compute phase (its first "
              "work entry to its last result, the engine's `image_cycles` counter).")
