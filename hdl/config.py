@@ -32,7 +32,7 @@ OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated at 255)
 #: last result inclusive: the depth of hdl/datapath.py's pipeline, which derives it from its stages
 #: and asserts this value (tests/test_datapath.py times it). Here, in plain Python, because the
 #: host side (hdl/contract.py, the testbenches) needs it without loading Amaranth.
-PIPELINE_LATENCY = 29
+PIPELINE_LATENCY = 27
 
 
 class ConfigError(ValueError):
@@ -130,6 +130,28 @@ class AccelConfig:
     @property
     def tiles(self) -> int:
         return self.tile_rows * self.tile_cols
+
+    @property
+    def row_segments(self) -> int:
+        """J = ceil(W / P): each image row is cut into segments of P consecutive pixels (the last
+        one short when P does not divide W); the window dealer deals one pixel of every segment
+        to each instance (py_ref.schedule.deal)."""
+        return math.ceil(self.width / self.instances)
+
+    @property
+    def segments(self) -> int:
+        """S = H * J segments per image: the pixels (windows) each instance holds per image."""
+        return self.height * self.row_segments
+
+    @property
+    def segment_bits(self) -> int:
+        """One FRAME input record: the P pixels of one segment of one channel group, L lanes each."""
+        return self.instances * self.pixel_bits
+
+    @property
+    def window_bits(self) -> int:
+        """One 3x3 window of one channel group: 9 pixels of L lanes (a window-memory word)."""
+        return 9 * self.pixel_bits
 
     @property
     def bus_bytes(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .config import PIPELINE_LATENCY as IMAGE_LATENCY
 from .config import AccelConfig, ConfigError
-from .protocol import beats_per_tile, compact_beats_per_image, tiles_per_beat
+from .protocol import beats_per_segment, compact_beats_per_image, segments_per_beat
 
 __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
            "input_cycles", "BUFFER_TURNAROUND", "buffer_cycles", "image_cycle_floors",
@@ -27,26 +27,23 @@ def config_for_frame(frame, **overrides) -> AccelConfig:
 
 
 def compute_cycle_bound(cfg: AccelConfig, schedule) -> int:
-    """Compute cycles of one image: ceil(sum U / P) * G + IMAGE_LATENCY (exact without output
-    backpressure; the ``image_cycles`` counter leaves backpressure cycles out)."""
+    """Compute cycles of one image: steps * G + IMAGE_LATENCY, steps being the most entries
+    dealt to one instance (exact without output backpressure; the ``image_cycles`` counter
+    leaves backpressure cycles out)."""
     return schedule.steps * cfg.groups + IMAGE_LATENCY
 
 
-def work_cycles(cfg: AccelConfig, total: int) -> int:
-    """The balanced work of an image computing ``total`` outputs: ceil(total / P) * G cycles."""
-    return -(-int(total) // cfg.instances) * cfg.groups
+def work_cycles(cfg: AccelConfig, steps: int) -> int:
+    """The work of an image whose busiest instance holds ``steps`` entries: steps * G cycles."""
+    return int(steps) * cfg.groups
 
 
 def input_cycles(cfg: AccelConfig) -> int:
-    """Cycles the input loader needs per image without stalls (hdl/loader.py): a beat of
-    ``tiles_per_beat`` tiles is written two tiles per cycle and the next beat is taken as the
-    last pair is written, so ceil(tiles / 2) cycles per beat; a tile spread over several beats
-    takes one cycle per beat."""
-    tiles, per = cfg.groups * cfg.tiles, tiles_per_beat(cfg)
-    if not per:
-        return tiles * beats_per_tile(cfg)
-    full, rest = divmod(tiles, per)
-    return full * -(-per // 2) + -(-rest // 2)
+    """Cycles the window dealer needs per image without stalls (hdl/dealer.py): it writes one
+    segment record per cycle into its ring and deals one strip per cycle, H * G * J of each;
+    a record spread over several beats takes one cycle per beat."""
+    return cfg.height * cfg.groups * cfg.row_segments * (
+        1 if segments_per_beat(cfg) else beats_per_segment(cfg))
 
 
 #: Cycles from the end of an image's balanced work until its ifmap buffer takes the next image:
@@ -57,40 +54,41 @@ def input_cycles(cfg: AccelConfig) -> int:
 BUFFER_TURNAROUND = IMAGE_LATENCY + 3
 
 
-def buffer_cycles(cfg: AccelConfig, total: int) -> float:
+def buffer_cycles(cfg: AccelConfig, steps: int) -> float:
     """The double buffer's floor: each of the two ifmap buffers is busy for a load, the balanced
     work and the turnaround per image it holds, so a stream of images computing ``total`` outputs
     takes at least half of that per image (it limits only small images, whose work is shorter
     than the pipeline latency)."""
-    return (input_cycles(cfg) + work_cycles(cfg, total) + BUFFER_TURNAROUND) / 2
+    return (input_cycles(cfg) + work_cycles(cfg, steps) + BUFFER_TURNAROUND) / 2
 
 
-def image_cycle_floors(cfg: AccelConfig, total: int) -> dict[str, float]:
-    """Lower bounds on the steady-state cycles per image of an image computing ``total``
-    outputs, one per stage that streams: the datapaths' balanced work, the input loader, the
-    output (one compact beat per cycle) and the two ifmap buffers' turnaround. Streaming
+def image_cycle_floors(cfg: AccelConfig, steps: int) -> dict[str, float]:
+    """Lower bounds on the steady-state cycles per image of an image whose busiest instance
+    holds ``steps`` entries, one per stage that streams: the datapaths' work, the window dealer, the output
+    (one compact beat per cycle) and the two window buffers' turnaround. Streaming
     overlaps them, so the slowest one limits."""
-    return {"compute": work_cycles(cfg, total), "input": input_cycles(cfg),
-            "output": compact_beats_per_image(cfg, total), "buffers": buffer_cycles(cfg, total)}
+    return {"compute": work_cycles(cfg, steps), "input": input_cycles(cfg),
+            "output": compact_beats_per_image(cfg, int(steps) * cfg.instances),
+            "buffers": buffer_cycles(cfg, steps)}
 
 
-def stream_image_cycles(cfg: AccelConfig, total: int) -> int:
-    """Cycles per image in a steady stream of images computing ``total`` outputs each: the
+def stream_image_cycles(cfg: AccelConfig, steps: int) -> int:
+    """Cycles per image in a steady stream of images whose busiest instance holds ``steps`` entries: the
     largest floor of :func:`image_cycle_floors`, the compute one plus the walkers' idle cycle
     between images when G = 1 (IMAGE_LATENCY overlaps the next image). ``make sim`` measures
     exactly this on every point (tests/test_sweep.py)."""
-    return max(stream_floors(cfg, total).values())
+    return max(stream_floors(cfg, steps).values())
 
 
-def stream_floors(cfg: AccelConfig, total: int) -> dict[str, float]:
+def stream_floors(cfg: AccelConfig, steps: int) -> dict[str, float]:
     """:func:`image_cycle_floors` as a stream meets them: the compute one plus the walkers' idle
     cycle between images when G = 1."""
-    floors = image_cycle_floors(cfg, total)
+    floors = image_cycle_floors(cfg, steps)
     floors["compute"] += cfg.groups == 1
     return floors
 
 
-def stream_limit(cfg: AccelConfig, total: int) -> str:
-    """The stage that limits a stream of images computing ``total`` outputs each."""
-    floors = stream_floors(cfg, total)
+def stream_limit(cfg: AccelConfig, steps: int) -> str:
+    """The stage that limits a stream of images whose busiest instance holds ``steps`` entries."""
+    floors = stream_floors(cfg, steps)
     return max(floors, key=floors.get)

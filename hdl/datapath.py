@@ -1,29 +1,30 @@
-"""The instance datapath of the balanced engine: one output of ANY held channel per G cycles.
+"""The instance datapath of the engine: one output of any channel, at one of its pixels, per G
+cycles.
 
-Issue 9 deals the uncompressed outputs of all channels evenly over the P instances
-(:mod:`py_ref.schedule`). An instance therefore no longer owns one output channel: it computes a
-stream of *work entries* ``(slot, y, x)``, where ``slot`` selects one of the few channels of its
-share (channel = ``first_channel + slot``), whose filters and requantisation parameters it holds.
+The work is dealt by pixel (:mod:`py_ref.schedule`): every segment of P pixels of a row gives one
+pixel to each instance, and an instance computes the uncompressed channels of its pixels. It
+holds every channel's filter and requantisation parameters (slot = channel) and, instead of the
+image, the 3x3 windows of its own pixels, which the shared window dealer
+(:class:`hdl.dealer.WindowDealer`) writes while the previous image computes.
 
 Pieces, each a :class:`wiring.Component` with grouped ports:
 
-* :class:`IfmapBanks`: the ifmap in nine banks, bank ``(y%3)*3 + x%3`` at address
-  ``g*tiles + (y//3)*ceil(W/3) + x//3`` (the engine's layout): any 3x3 window reads each bank
-  once, and one 3x3 tile of one channel group is written in one cycle. (Held inside the datapath
-  for now; the double-buffered loader replaces it.)
-* :class:`Datapath`: work entries in, ``(value, index)`` results out, both valid/ready streams;
-  ``load`` (:class:`LoadSignature`) writes ifmap tiles, filters and quant records.
+* :class:`WindowStore`: the instance's pixel table and the windows of its pixels for two images,
+  one ``window_bits`` word per (segment, group): the strip broadcast by the dealer goes in, one
+  window read per cycle comes out.
+* :class:`Datapath`: work entries ``(slot, seg, index, buf)`` in, ``(value, index)`` results
+  out, both valid/ready streams; ``load`` (:class:`LoadSignature`) takes the strips, the pixel
+  table, filters and quant records.
 
 Pipeline (every stage advances together when the result register can take a value, so a stall
 on ``result`` freezes it and a stall on ``work`` inserts bubbles), laid out for 300 MHz on
 UltraScale+ (issue 10: at most 6 logic levels between registers, the products and their sum in
 DSP48E2s)::
 
-    accept   work entry -> entry register (y, x split into tile and bank coordinates)
+    accept   work entry -> entry register
     E        group g of the entry                                                   G cycles
-    A, B, C  the nine bank addresses, one adder level per stage
-    C        bank reads, filter read of (slot, g)
-    D        zero pixels outside the map, pick each bank's filter tap
+    C        window address seg*G + g and filter address slot*G + g; the reads
+    D        the window's nine pixels meet the filter's nine taps
     MAC      per lane a 9-tap DSP48E2 cascade (hdl.mac.MacCascade), lanes added    MAC_LATENCY
     acc      acc = (g == 0 ? bias : acc) + sum
     q        the slot's mult and shift
@@ -37,15 +38,17 @@ the golden contract of :mod:`py_ref.golden`; widths come from :class:`~hdl.confi
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS
+from .dealer import StripSignature
 from .mac import MacCascade, Requantiser, delay
+from .protocol import pixel_layout
 
-__all__ = ["Datapath", "IfmapBanks", "WriteSignature", "LoadSignature", "BankReadSignature",
-           "TilePairSignature", "ifmap_addr_shape", "buffer_tiles", "work_layout", "result_layout", "quant_layout",
+__all__ = ["Datapath", "WindowStore", "WriteSignature", "LoadSignature", "WindowReadSignature",
+           "window_addr_shape", "buffer_windows", "work_layout", "result_layout", "quant_layout",
            "entries_per_instance", "LATENCY", "LANE_STAGES", "MAC_LATENCY"]
 
 #: Registered levels of the tree that adds the lanes' chains (up to 16 lanes); constant, so the
@@ -54,17 +57,17 @@ LANE_STAGES = 4
 #: From the multipliers' operands (stage D) to the lanes' sum.
 MAC_LATENCY = 9 + 2 + LANE_STAGES
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive:
-#: the entry register, address stages A, B, C, read stage D, the MAC, the accumulator, the
+#: the entry register, the address and read stages C and D, the MAC, the accumulator, the
 #: quant-read stage and the requantiser (whose last register is the result register).
-LATENCY = 1 + 4 + MAC_LATENCY + 2 + Requantiser.LATENCY
+LATENCY = 1 + 2 + MAC_LATENCY + 2 + Requantiser.LATENCY
 # the host side reads the same fact from hdl/config.py without loading Amaranth
 assert LATENCY == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {LATENCY}"
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:
-    """Most work entries one instance can be dealt: ceil(N*H*W / P) when nothing is compressed.
-    ``cfg.instances`` is both N (output channels) and P (instances), so that is H*W."""
-    return cfg.positions
+    """Most work entries one instance can be dealt: every channel (N = P) at each of its S
+    pixels."""
+    return cfg.instances * cfg.segments
 
 
 def _index_shape(count: int) -> range:
@@ -73,14 +76,14 @@ def _index_shape(count: int) -> range:
 
 
 def work_layout(cfg: AccelConfig, slots: int) -> data.StructLayout:
-    """A work entry: compute output (y, x) of the channel in ``slot``. ``index`` is the entry's
-    position in the instance's run (k), carried through to the result."""
+    """A work entry: compute the output of the channel in ``slot`` at the instance's pixel of
+    segment ``seg``. ``index`` is the entry's position in the instance's run (k), carried
+    through to the result."""
     return data.StructLayout({
         "slot": _index_shape(slots),
-        "y": range(cfg.height),
-        "x": range(cfg.width),
+        "seg": _index_shape(cfg.segments),
         "index": range(entries_per_instance(cfg)),
-        "buf": 1,       # which ifmap buffer holds the entry's image (double buffering)
+        "buf": 1,       # which window buffer holds the entry's image (double buffering)
     })
 
 
@@ -102,117 +105,93 @@ class WriteSignature(wiring.Signature):
         super().__init__({"en": Out(1), "addr": Out(addr_shape), "data": Out(data_shape)})
 
 
-class TilePairSignature(wiring.Signature):
-    """Two consecutive ifmap tiles written in one cycle, seen from the writer: ``data[0]`` at
-    ``addr`` if ``en[0]``, ``data[1]`` at ``addr + 1`` if ``en[1]``."""
+class WindowReadSignature(wiring.Signature):
+    """The window memory read, seen from the reader (synchronous, with enable): ``addr`` =
+    ``buf * buffer_windows + seg*G + g``."""
 
     def __init__(self, cfg: AccelConfig):
-        super().__init__({"en": Out(2), "addr": Out(ifmap_addr_shape(cfg)),
-                          "data": Out(data.ArrayLayout(cfg.tile_bits, 2))})
+        super().__init__({
+            "en": Out(1),
+            "addr": Out(window_addr_shape(cfg)),
+            "data": In(data.ArrayLayout(cfg.pixel_bits, 9)),
+        })
 
 
 class LoadSignature(wiring.Signature):
-    """What a frame and the deployment load into one datapath, seen from the loader: ifmap tiles
-    (address ``buf*buffer_tiles + g*tiles + tile``, up to two consecutive tiles per cycle), filters (address ``slot*G + g``) and quant records
-    (``slot``)."""
+    """What a frame and the deployment load into one datapath, seen from the loader: the strips
+    of the window dealer (:class:`~hdl.dealer.StripSignature`), the instance's pixel table
+    (address: segment), filters (address ``slot*G + g``) and quant records (``slot``)."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
         super().__init__({
-            "ifmap": Out(TilePairSignature(cfg)),
+            "strip": Out(StripSignature(cfg)),
+            "pixels": Out(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
             "weights": Out(WriteSignature(_index_shape(slots * cfg.groups), cfg.weight_bits)),
             "quant": Out(WriteSignature(_index_shape(slots), quant_layout())),
         })
 
 
-class BankReadSignature(wiring.Signature):
-    """The nine ifmap banks read together, seen from the reader (synchronous, with enable)."""
-
-    def __init__(self, cfg: AccelConfig):
-        super().__init__({
-            "en": Out(1),
-            "addr": Out(data.ArrayLayout(ifmap_addr_shape(cfg), 9)),
-            "data": In(data.ArrayLayout(cfg.pixel_bits, 9)),
-        })
+def buffer_windows(cfg: AccelConfig) -> int:
+    """Window addresses per buffer: S*G, rounded up to a power of two so that the buffer is the
+    address's top bit."""
+    return 1 << max(cfg.segments * cfg.groups - 1, 1).bit_length()
 
 
-def buffer_tiles(cfg: AccelConfig) -> int:
-    """Tile addresses per ifmap buffer: G*tiles, rounded up to a power of two so that the buffer
-    is the address's top bit."""
-    return 1 << max(cfg.groups * cfg.tiles - 1, 1).bit_length()
+def window_addr_shape(cfg: AccelConfig) -> range:
+    """Address in the double-buffered window memory: ``buf * buffer_windows + seg*G + g``."""
+    return range(2 * buffer_windows(cfg))
 
 
-def ifmap_addr_shape(cfg: AccelConfig) -> range:
-    """Tile address in the double-buffered ifmap: ``buf * buffer_tiles + g*tiles + tile``."""
-    return range(2 * buffer_tiles(cfg))
+class WindowStore(wiring.Component):
+    """The instance's windows of two images: ``strip`` (from the dealer) in, ``read`` out.
 
-
-class IfmapBanks(wiring.Component):
-    """Two images' ifmaps in nine banks: ``write`` stores up to two consecutive 3x3 tiles of one
-    image (tile pixel ``s = r*3 + c`` into bank s) at address
-    ``buf * buffer_tiles + g*tiles + tile``; ``read`` reads each bank at its own address.
-
-    Block RAM is the scarce resource (issue 10), so banks go two to a true-dual-port memory,
-    one per buffer: a word holds the pixels of banks 2q and 2q+1 of one tile; port 0 reads bank
-    2q, port 1 bank 2q+1, and when the loader writes the buffer the two ports write the two
-    tiles of a pair instead (consecutive tiles of one image lie in the same buffer). A buffer
-    is never read while it is written: image j + 2 loads into j's buffer only once j is
-    released (:class:`~hdl.loader.InputLoader`). Each port's address is the write address
-    while its buffer is written, else the read address, so Yosys maps a port's write and read
-    onto one RAM port: 5 RAMB18 per buffer instead of 18 simple-dual-port halves."""
+    ``pixels`` holds the instance's pixel table (:attr:`py_ref.schedule.Schedule.offsets`: for
+    segment s, the offset of the instance's pixel in it, if any). Each strip is registered while
+    the table is read at its segment; the next cycle the window of the instance's pixel (strip
+    columns offset .. offset + 2 of the three rows) is written at ``buf * buffer_windows +
+    seg*G + g``, so a strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after
+    the strip. One memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the
+    default design): the dealer writes one buffer while the datapath reads the other
+    (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released)."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         super().__init__({
-            "write": In(TilePairSignature(cfg)),
-            "read": In(BankReadSignature(cfg)),
+            "strip": In(StripSignature(cfg)),
+            "pixels": In(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
+            "read": In(WindowReadSignature(cfg)),
         })
 
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        px = cfg.pixel_bits
-        w, rd = self.write, self.read
-        depth = buffer_tiles(cfg)
-        k = depth.bit_length() - 1
-        w_buf, w_tile = w.addr[k], w.addr[:k]
-        last_buf = [Signal(name=f"rbuf{b}") for b in range(9)]   # buffer of the last read
-        with m.If(rd.en):
-            m.d.sync += [last_buf[b].eq(rd.addr[b][k]) for b in range(9)]
-        for q in range(5):
-            banks = [b for b in (2 * q, 2 * q + 1) if b < 9]
-            got = {b: [] for b in banks}
-            for u in range(2):
-                mem = memory.Memory(shape=len(banks) * px, depth=depth, init=[])
-                m.submodules[f"banks{q}_buf{u}"] = mem
-                writing = w.en.any() & (w_buf == u)
-                for h in range(2):      # both ports write (two tiles); each reads its bank
-                    b = banks[h] if h < len(banks) else None
-                    addr = Signal(range(depth), name=f"a{q}_{u}_{h}")
-                    wp = mem.write_port()
-                    tile = w.data[h]
-                    m.d.comb += [
-                        addr.eq(Mux(writing, w_tile + h, 0 if b is None else rd.addr[b][:k])),
-                        wp.addr.eq(addr), wp.en.eq(writing & w.en[h]),
-                        wp.data.eq(Cat(tile.word_select(bb, px) for bb in banks))]
-                    if b is not None:
-                        rp = mem.read_port()
-                        m.d.comb += [rp.addr.eq(addr), rp.en.eq(rd.en & ~writing)]
-                        got[b].append(rp.data.word_select(h, px))
-            for b in banks:
-                m.d.comb += rd.data[b].eq(Mux(last_buf[b], got[b][1], got[b][0]))
+        width = cfg.instances + 2
+        table = memory.Memory(shape=pixel_layout(cfg), depth=max(cfg.segments, 2), init=[])
+        m.submodules.pixels = table
+        tw, tr = table.write_port(), table.read_port()
+        m.d.comb += [tw.en.eq(self.pixels.en), tw.addr.eq(self.pixels.addr),
+                     tw.data.eq(self.pixels.data), tr.addr.eq(self.strip.seg), tr.en.eq(1)]
+        held = Signal.like(self.strip.data, reset_less=True)
+        en, buf = Signal(), Signal(reset_less=True)
+        seg = Signal.like(self.strip.seg, reset_less=True)
+        g = Signal.like(self.strip.g, reset_less=True)
+        m.d.sync += [held.eq(self.strip.data), en.eq(self.strip.en), buf.eq(self.strip.buf),
+                     seg.eq(self.strip.seg), g.eq(self.strip.g)]
+        offset = tr.data.offset
+        window = []
+        for r in range(3):
+            for c in range(3):
+                window.append(Array(held[r * width + o + c] for o in range(cfg.instances))[offset])
+        mem = memory.Memory(shape=cfg.window_bits, depth=2 * buffer_windows(cfg), init=[])
+        m.submodules.windows = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        k = buffer_windows(cfg).bit_length() - 1
+        m.d.comb += [wp.en.eq(en & tr.data.valid),
+                     wp.addr.eq(Cat((_times(seg, cfg.groups) + g)[:k], buf)),
+                     wp.data.eq(Cat(window)),
+                     rp.en.eq(self.read.en), rp.addr.eq(self.read.addr),
+                     self.read.data.eq(rp.data)]
         return m
-
-
-def _divmod3(m: Module, value, limit: int, name: str):
-    """(value // 3, value % 3) for 0 <= value < limit as a table (a small LUT function, no
-    multiplier: Yosys would put a constant multiply into a DSP48E2)."""
-    div = Signal(range(max(2, -(-limit // 3))), name=f"{name}div")
-    mod = Signal(2, name=f"{name}mod")
-    with m.Switch(value):
-        for v in range(limit):
-            with m.Case(v):
-                m.d.comb += [div.eq(v // 3), mod.eq(v % 3)]
-    return div, mod
 
 
 def _times(value, k: int):
@@ -223,10 +202,11 @@ def _times(value, k: int):
 
 
 class Datapath(wiring.Component):
-    """One instance: work entries ``(slot, y, x, index)`` in, ``(value, index)`` out.
+    """One instance: work entries ``(slot, seg, index, buf)`` in, ``(value, index)`` out.
 
-    ``slots`` is how many channels the instance can hold (at least the schedule's ``max_span``).
-    ``load`` groups the write ports (:class:`LoadSignature`): the ifmap tiles, the filters
+    ``slots`` is how many channels the instance holds (the engine: N, slot = channel).
+    ``load`` groups the write ports (:class:`LoadSignature`): the dealer's strips, the pixel
+    table, the filters
     (the protocol's filter record of one channel group) and the quant records; write them
     between frames.
     """
@@ -250,8 +230,9 @@ class Datapath(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.banks = banks = IfmapBanks(cfg)
-        wiring.connect(m, wiring.flipped(self.load.ifmap), banks.write)
+        m.submodules.windows = windows = WindowStore(cfg)
+        wiring.connect(m, wiring.flipped(self.load.strip), windows.strip)
+        wiring.connect(m, wiring.flipped(self.load.pixels), windows.pixels)
         weights = self._memory(m, "weights", cfg.weight_bits, self.slots * cfg.groups)
         quant_mem = memory.Memory(shape=quant_layout(), depth=self.slots, init=[])
         m.submodules.quant = quant_mem
@@ -264,7 +245,7 @@ class Datapath(wiring.Component):
         m.d.comb += adv.eq(~self.result.valid | self.result.ready)
         ent, g, first, last = self._entry(m, adv)
         addr = self._address(m, adv, ent, g, first, last)
-        x, w, side = self._read(m, adv, addr, banks.read, weights)
+        x, w, side = self._read(m, adv, addr, windows.read, weights)
         acc = self._mac(m, adv, x, w, side, quant_mem.read_port())
         self._requantise(m, adv, acc, quant_mem.read_port())
         return m
@@ -300,90 +281,44 @@ class Datapath(wiring.Component):
         last = Signal()
         m.d.comb += [last.eq(g == cfg.groups - 1),
                      wk.ready.eq(~valid | (adv & last))]
-        ydiv, ymod = _divmod3(m, wk.payload.y, cfg.height, "y")
-        xdiv, xmod = _divmod3(m, wk.payload.x, cfg.width, "x")
         ent = {k: Signal(v.shape(), name=f"e_{k}", reset_less=True)
-               for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, ydiv=ydiv,
-                                ymod=ymod, xdiv=xdiv, xmod=xmod, buf=wk.payload.buf).items()}
+               for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, seg=wk.payload.seg,
+                                buf=wk.payload.buf).items()}
         with m.If(wk.valid & wk.ready):
-            m.d.sync += [valid.eq(1), g.eq(0), ent["slot"].eq(wk.payload.slot),
-                         ent["buf"].eq(wk.payload.buf),
-                         ent["index"].eq(wk.payload.index), ent["ydiv"].eq(ydiv),
-                         ent["ymod"].eq(ymod), ent["xdiv"].eq(xdiv), ent["xmod"].eq(xmod)]
+            m.d.sync += [valid.eq(1), g.eq(0)] + [ent[k].eq(wk.payload[k]) for k in ent]
         with m.Elif(adv & valid):
             m.d.sync += [valid.eq(~last), g.eq(Mux(last, 0, g + 1))]
         m.d.comb += self.active.eq(adv & valid)
         ent["valid"] = valid
         return ent, g, g == 0, last
 
-    def _bank_axis(self, m, axis, r, mod, div, limit):
-        """Bank row (or column) r: the window offset k that lands there, the tile offset (-1, 0
-        or +1) of that pixel from the entry's tile, and whether it lies inside the map."""
-        k_off = Signal(range(3), name=f"k{axis}{r}")
-        carry = Signal(signed(2), name=f"c{axis}{r}")
-        tile = Signal(signed(10), name=f"t{axis}{r}")
-        with m.Switch(mod):
-            for mv in range(3):
-                kv = (r - mv + 1) % 3            # window offset whose pixel is in bank r
-                with m.Case(mv):
-                    m.d.comb += [k_off.eq(kv), carry.eq((mv + kv - 1 - r) // 3)]
-        m.d.comb += tile.eq(div + carry)
-        return k_off, carry, tile, (tile >= 0) & (tile < (limit - r + 2) // 3)   # 3*tile + r < limit
-
     def _address(self, m, adv, ent, g, first, last):
-        """Stages A, B, C: the nine bank addresses ``buf*G*tiles + g*tiles + ty*tile_cols + tx``
-        one adder per stage (A: the products and the tile coordinates, B: the row base and the
-        per-bank offsets, C: their sums)."""
+        """Stage C: the window address ``buf*buffer_windows + seg*G + g`` and the filter address
+        ``slot*G + g`` (wiring when G = 1)."""
         cfg = self.cfg
-        rows = [self._bank_axis(m, "y", r, ent["ymod"], ent["ydiv"], cfg.height) for r in range(3)]
-        cols = [self._bank_axis(m, "x", c, ent["xmod"], ent["xdiv"], cfg.width) for c in range(3)]
-        tap = Signal(data.ArrayLayout(range(9), 9))
-        inside = Signal(9)
-        for r in range(3):
-            for c in range(3):
-                (ky, _, _, yin), (kx, _, _, xin) = rows[r], cols[c]
-                m.d.comb += [tap[r * 3 + c].eq(_times(ky, 3) + kx), inside[r * 3 + c].eq(yin & xin)]
-        span = cfg.groups * cfg.tiles
-        a_shape = range(span + cfg.tile_cols + 1)
+        k = buffer_windows(cfg).bit_length() - 1
         side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
                     index=ent["index"].shape(), wsel=range(self.slots * cfg.groups),
-                    tap=tap.shape(), inside=9, buf=1)
-        a = self._stage(m, adv, "a", dict(
-            side, gbase=range(span), yrow=a_shape,
-            **{f"roff{r}": signed(len(Const(cfg.tile_cols)) + 2) for r in range(3)},
-            **{f"tx{c}": signed(10) for c in range(3)}), dict(
+                    addr=window_addr_shape(cfg))
+        return self._stage(m, adv, "c", side, dict(
             valid=ent["valid"], first=first, last=last, slot=ent["slot"], index=ent["index"],
-            wsel=_times(ent["slot"], cfg.groups) + g, tap=tap, inside=inside,
-            gbase=_times(g, cfg.tiles), buf=ent["buf"],
-            yrow=_times(ent["ydiv"], cfg.tile_cols),
-            **{f"roff{r}": Mux(rows[r][1] < 0, -cfg.tile_cols, Mux(rows[r][1] > 0, cfg.tile_cols, 0))
-               for r in range(3)},
-            **{f"tx{c}": cols[c][2] for c in range(3)}))
-        b = self._stage(m, adv, "b", dict(
-            side, ybase=a_shape, **{f"off{i}": signed(12) for i in range(9)}), dict(
-            a, ybase=a["gbase"] + a["yrow"],
-            **{f"off{r * 3 + c}": a[f"roff{r}"] + a[f"tx{c}"] for r in range(3) for c in range(3)}))
-        addr = data.ArrayLayout(ifmap_addr_shape(cfg), 9)
-        k = buffer_tiles(cfg).bit_length() - 1
-        return self._stage(m, adv, "c", dict(side, addr=addr), dict(
-            b, addr=Cat(Cat((b["ybase"] + b[f"off{i}"])[:k], b["buf"]) for i in range(9))))
+            wsel=_times(ent["slot"], cfg.groups) + g,
+            addr=Cat((_times(ent["seg"], cfg.groups) + g)[:k], ent["buf"])))
 
     def _read(self, m, adv, c, read, weights):
-        """Stage C reads the banks and the filter of (slot, g); stage D zeroes
-        pixels outside the map and picks each bank's filter tap (the window is rotated by y%3,
-        x%3) on their way into the multipliers."""
+        """Stage C reads the window and the filter of (slot, g); stage D holds them as the
+        multipliers' operands (window pixel b meets filter tap b)."""
         cfg = self.cfg
-        m.d.comb += [read.en.eq(adv), weights.en.eq(adv), weights.addr.eq(c["wsel"])]
-        m.d.comb += [read.addr[i].eq(c["addr"][i]) for i in range(9)]
-        d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot",
-                                                "tap", "inside"), c)
+        m.d.comb += [read.en.eq(adv), read.addr.eq(c["addr"]),
+                     weights.en.eq(adv), weights.addr.eq(c["wsel"])]
+        d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot"), c)
         lanes = cfg.lanes
         x = [[None] * 9 for _ in range(lanes)]
         w = [[None] * 9 for _ in range(lanes)]
         for b in range(9):
-            w_tap = weights.data.word_select(d["tap"][b], 8 * lanes)
+            w_tap = weights.data.word_select(b, 8 * lanes)
             for lane in range(lanes):
-                x[lane][b] = Mux(d["inside"][b], read.data[b].word_select(lane, 8), 0).as_signed()
+                x[lane][b] = read.data[b].word_select(lane, 8).as_signed()
                 w[lane][b] = w_tap.word_select(lane, 8).as_signed()
         return x, w, d
 

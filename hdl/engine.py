@@ -3,9 +3,10 @@
 Pieces, each a component with its own test, joined here:
 
 * command front end (this module): WEIGHTS (every instance holds every channel, slot = channel),
-  SCHEDULE (the host-dealt work lists, :func:`py_ref.schedule.deal`), FRAME with B images;
-* :class:`~hdl.loader.InputLoader`: packed tiles in, two tiles per cycle into the double-buffered
-  ifmap banks of every datapath, image j into buffer j % 2;
+  SCHEDULE (the host-dealt work lists and pixel tables, :func:`py_ref.schedule.deal`), FRAME
+  with B images;
+* :class:`~hdl.dealer.WindowDealer`: segment records in, one strip per cycle broadcast to every
+  datapath, which keeps the windows of its own pixels, image j in window buffer j % 2;
 * per instance a :class:`~hdl.walker.WorkWalker` (its dealt run, walked once per image) feeding a
   :class:`~hdl.datapath.Datapath`;
 * :class:`~hdl.packer.OutputPacker`: the P result streams -> compact-order output beats, ``last``
@@ -14,7 +15,7 @@ Pieces, each a component with its own test, joined here:
 Images stream back to back: image j + 1 loads while image j computes, and the walkers start image
 j + 1 as soon as they have offered image j's last entry (and j + 1 is loaded), so the datapaths
 never drain between images. An image's buffer is released when the packer has taken its last
-result. Without stalls image j takes exactly ``ceil(sum U / P) * G + IMAGE_LATENCY`` cycles from
+result. Without stalls image j takes exactly ``steps * G + IMAGE_LATENCY`` cycles from
 its first work entry to its last result (counter ``image_cycles``, which leaves out cycles in
 which output backpressure holds instance 0's result).
 
@@ -30,14 +31,16 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .datapath import LATENCY, Datapath
-from .loader import InputLoader
+from .dealer import WindowDealer
 from .packer import OutputPacker, beat_layout
-from .protocol import MAX_BATCH, Opcode, schedule_entry_layout, stream_counter_layout
+from .datapath import entries_per_instance
+from .protocol import (MAX_BATCH, Opcode, pixel_layout, schedule_entry_layout,
+                       stream_counter_layout)
 from .walker import WorkWalker
 
 __all__ = ["VelcroAccelerator", "StreamEngine", "IMAGE_LATENCY"]
 
-#: Cycles beyond ceil(sum U / P) * G from an image's first work entry taken by instance 0 to its
+#: Cycles beyond steps * G from an image's first work entry taken by instance 0 to its
 #: last result taken by the packer, inclusive (the datapath's LATENCY). Between images the walkers
 #: add one idle cycle when G = 1 (none when G > 1: they read the next image's first entry while
 #: the datapath still works on the last one).
@@ -68,7 +71,7 @@ class VelcroAccelerator(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.loader = loader = InputLoader(cfg)
+        m.submodules.dealer = dealer = WindowDealer(cfg)
         m.submodules.packer = packer = OutputPacker(cfg)
         wiring.connect(m, packer.o, wiring.flipped(self.o))
         dps, walkers = [], []
@@ -77,57 +80,58 @@ class VelcroAccelerator(wiring.Component):
             wk = m.submodules[f"walker{p}"] = WorkWalker(cfg, p)
             wiring.connect(m, wk.work, dp.work)
             wiring.connect(m, dp.result, packer.results[p])
-            m.d.comb += [dp.load.ifmap.en.eq(loader.write.en),
-                         dp.load.ifmap.addr.eq(loader.write.addr),
-                         dp.load.ifmap.data.eq(loader.write.data)]
+            m.d.comb += [getattr(dp.load.strip, k).eq(getattr(dealer.strip, k))
+                         for k in ("en", "buf", "seg", "g", "data")]
+            m.d.comb += packer.counts[p].eq(wk.count)
             dps.append(dp)
             walkers.append(wk)
         # Deployment constants survive a reset, like the memories that hold the rest of them.
-        total = Signal(range(cfg.instances * cfg.positions + 1), reset_less=True)
-        m.d.comb += [packer.total.eq(total)] + [wk.total.eq(total) for wk in walkers]
+        steps = Signal(range(entries_per_instance(cfg) + 1), reset_less=True)   # steps
+        m.d.comb += packer.steps.eq(steps)
         images = Signal(range(MAX_BATCH + 1))
-        m.d.comb += loader.images.eq(images)
-        go, finished = self._control(m, loader, packer, walkers, total, images)
-        in_batch = self._front(m, loader, dps, walkers, total, images, finished)
-        self._counters(m, loader, packer, dps, walkers, total, go, in_batch)
+        m.d.comb += dealer.images.eq(images)
+        go, finished = self._control(m, dealer, packer, walkers, steps, images)
+        in_batch = self._front(m, dealer, dps, walkers, steps, images, finished)
+        self._counters(m, dealer, packer, dps, walkers, steps, go, in_batch)
         return m
 
-    def _control(self, m, loader, packer, walkers, total, images):
+    def _control(self, m, dealer, packer, walkers, steps, images):
         """Start the walkers on each loaded image; release buffers as images complete."""
         started = Signal(range(MAX_BATCH + 1))
         finished = Signal(range(MAX_BATCH + 1))
         go = Signal()
-        m.d.comb += go.eq(~Cat(wk.running for wk in walkers).any() & (started < loader.loaded)
-                          & ~loader.start)
+        m.d.comb += go.eq(~Cat(wk.running for wk in walkers).any() & (started < dealer.loaded)
+                          & ~dealer.start)
         for wk in walkers:
             m.d.comb += [wk.start.eq(go), wk.buf.eq(started[0])]
         with m.If(go):
             m.d.sync += started.eq(started + 1)
-        with m.If(packer.image_end | (go & (total == 0))):
+        with m.If(packer.image_end | (go & (steps == 0))):
             m.d.sync += finished.eq(finished + 1)
         # images in flight per buffer; the next image to end is in buffer ``ended``
-        self._open, self._ended, self._total = Signal(2), Signal(), total
-        self._go, self._image_end = go, packer.image_end | (go & (total == 0))
+        self._open, self._ended, self._steps = Signal(2), Signal(), steps
+        self._go, self._image_end = go, packer.image_end | (go & (steps == 0))
         for b in range(2):
-            with m.If(go & (started[0] == b) & (total != 0)):
+            with m.If(go & (started[0] == b) & (steps != 0)):
                 m.d.sync += self._open[b].eq(1)
             with m.Elif(packer.image_end & (self._ended == b)):
                 m.d.sync += self._open[b].eq(0)
         with m.If(self._image_end):
             m.d.sync += self._ended.eq(~self._ended)
-        with m.If(loader.start):
+        with m.If(dealer.start):
             m.d.sync += [started.eq(0), finished.eq(0), self._ended.eq(0), self._open.eq(0)]
-        m.d.comb += loader.released.eq(finished)
+        m.d.comb += dealer.released.eq(finished)
         return go, finished
 
-    def _front(self, m, loader, dps, walkers, total, images, finished):
-        """Command FSM: headers, WEIGHTS and SCHEDULE records, FRAME beats to the loader."""
+    def _front(self, m, dealer, dps, walkers, steps, images, finished):
+        """Command FSM: headers, WEIGHTS and SCHEDULE records, FRAME beats to the window dealer."""
         cfg = self.cfg
         entry_bits = schedule_entry_layout(cfg).size
+        pixel_bits = pixel_layout(cfg).size
         rec = _Records(m, self.i, cfg, max(cfg.weight_bits, cfg.QUANT_BITS,
-                                           cfg.instances * entry_bits))
-        steps = Signal(range(cfg.positions + 1))
-        in_batch = Signal()
+                                           cfg.instances * entry_bits,
+                                           cfg.instances * pixel_bits))
+                in_batch = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
@@ -137,14 +141,15 @@ class VelcroAccelerator(wiring.Component):
                         with m.Case(Opcode.WEIGHTS):
                             m.next = "WEIGHTS"
                         with m.Case(Opcode.SCHEDULE):
-                            m.d.sync += [steps.eq(self.i.payload[8:32]),
-                                         total.eq(self.i.payload[32:64])]
+                            m.d.sync += steps.eq(self.i.payload[8:32])
                             with m.If(self.i.payload[8:32] != 0):
                                 m.next = "SCHEDULE"
+                            with m.Else():
+                                m.next = "PIXELS"
                         with m.Case(Opcode.FRAME):
                             m.d.sync += images.eq(self.i.payload[8:24])
                             with m.If(self.i.payload[8:24] != 0):
-                                m.d.comb += loader.start.eq(1)
+                                m.d.comb += dealer.start.eq(1)
                                 m.d.sync += in_batch.eq(1)
                                 m.next = "LOAD"
             with m.State("WEIGHTS"):
@@ -167,10 +172,17 @@ class VelcroAccelerator(wiring.Component):
                     m.d.comb += [wk.write.data.eq(value[p * entry_bits:(p + 1) * entry_bits]),
                                  wk.write.en.eq(done), wk.write.addr.eq(rec.idx)]
                 with m.If(rec.next(done, steps)):
+                    m.next = "PIXELS"
+            with m.State("PIXELS"):
+                value, done = rec.take(cfg.instances * pixel_bits)
+                for p, dp in enumerate(dps):
+                    m.d.comb += [dp.load.pixels.data.eq(value[p * pixel_bits:(p + 1) * pixel_bits]),
+                                 dp.load.pixels.en.eq(done), dp.load.pixels.addr.eq(rec.idx)]
+                with m.If(rec.next(done, cfg.segments)):
                     m.next = "IDLE"
             with m.State("LOAD"):
-                wiring.connect(m, wiring.flipped(self.i), loader.i)
-                with m.If(loader.accepted == images):
+                wiring.connect(m, wiring.flipped(self.i), dealer.i)
+                with m.If(dealer.accepted == images):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If((finished == images) & ~self.o.valid):
@@ -178,10 +190,10 @@ class VelcroAccelerator(wiring.Component):
                     m.next = "IDLE"
         self._batch_end = Signal()
         m.d.comb += self._batch_end.eq(in_batch & (finished == images) & ~self.o.valid
-                                       & (loader.accepted == images))
+                                       & (dealer.accepted == images))
         return in_batch
 
-    def _counters(self, m, loader, packer, dps, walkers, total, go, in_batch):
+    def _counters(self, m, dealer, packer, dps, walkers, steps, go, in_batch):
         """Batch counters, and per-image counters latched as each image completes."""
         cfg, cnt = self.cfg, self.counters
         computing = Signal()
@@ -189,8 +201,8 @@ class VelcroAccelerator(wiring.Component):
                                  | Cat(r.valid for r in packer.results).any()
                                  | Cat(dp.active for dp in dps).any() | self._open.any())
         loading = Signal()
-        m.d.comb += loading.eq(loader.busy | (loader.i.valid & loader.i.ready))
-        with m.If(loader.start):
+        m.d.comb += loading.eq(dealer.busy | (dealer.i.valid & dealer.i.ready))
+        with m.If(dealer.start):
             m.d.sync += [cnt.batch_cycles.eq(1), cnt.load_cycles.eq(0), cnt.compute_cycles.eq(0),
                          cnt.overlap_cycles.eq(0), cnt.drain_cycles.eq(0),
                          cnt.mac_active_cycles.eq(0)]
@@ -234,7 +246,7 @@ class VelcroAccelerator(wiring.Component):
         m.d.sync += self.image_done.eq(self._image_end)
         with m.If(self._image_end):
             # an image with nothing to compute ends at its start: all its counts are zero
-            empty = self._go & (self._total == 0)
+            empty = self._go & (self._steps == 0)
 
             def done(pair):
                 return Mux(empty, 0, Mux(ended, pair[1], pair[0]))
@@ -254,7 +266,8 @@ class _Records:
         max_beats = cfg.beats(max_bits)
         self.held = Signal(cfg.bus_width * max(max_beats - 1, 1))
         self.beat = Signal(range(max(max_beats, 2)))
-        self.idx = Signal(range(max(cfg.instances * cfg.groups, cfg.positions) + 1))
+        self.idx = Signal(range(max(cfg.instances * cfg.groups, entries_per_instance(cfg),
+                                    cfg.segments) + 1))
 
     def reset(self):
         self.m.d.sync += [self.idx.eq(0), self.beat.eq(0)]

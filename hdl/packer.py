@@ -1,19 +1,20 @@
 """The output packer of the balanced engine: P instances' results -> compact-stream bus beats.
 
-The output stream carries only the computed outputs, in the schedule's compact order
-(:mod:`py_ref.schedule`): step k takes entry k of every instance that has one, instances 0..P-1,
-so compact byte ``k*P + p`` is instance p's k-th result. The packer joins the P result streams
-one step at a time (all P bytes in one cycle, so P instances that each produce one result per G
-cycles never wait on it), and packs the bytes little-endian into ``bus_width``-bit beats:
-byte ``c`` of the frame is byte ``c % (bus_width/8)`` of beat ``c // (bus_width/8)``. The last
-beat carries ``last`` and is zero past the final byte. A frame is ``total = sum U`` bytes,
-``ceil(total / (bus_width/8))`` beats; a frame with nothing computed sends no beat.
+The output stream carries the computed outputs in the schedule's compact order
+(:mod:`py_ref.schedule`): step k takes entry k of every instance, instances 0..P-1, so stream
+byte ``k*P + p`` is instance p's k-th result, or a zero byte when instance p holds fewer than
+k + 1 entries (``counts[p]``). The packer joins the P result streams one step at a time (all P
+bytes in one cycle, so P instances that each produce one result per G cycles never wait on it),
+and packs the bytes little-endian into ``bus_width``-bit beats: byte ``c`` of the frame is byte
+``c % (bus_width/8)`` of beat ``c // (bus_width/8)``. The last beat carries ``last`` and is zero
+past the final byte. A frame is ``steps * P`` bytes (``Schedule.stream_length``),
+``ceil(steps * P / (bus_width/8))`` beats; a frame with nothing computed sends no beat.
 
 P must divide ``bus_width / 8`` (with a power-of-two bus: P a power of two up to bus_width/8),
 so a step never straddles two beats and each byte lane chooses among ``bus_width/8/P`` sources.
 
-``total`` is a deployment constant (set with the mask); the packer counts bytes and starts the
-next frame by itself after the last beat.
+``steps`` and ``counts`` are deployment constants (set with the schedule); the packer counts
+steps and starts the next frame by itself after the last beat.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, OFM_BITS
-from .datapath import result_layout
+from .datapath import entries_per_instance, result_layout
 from .protocol import compact_beats_per_image
 
 __all__ = ["OutputPacker", "beat_layout", "compact_beat_count", "compact_bytes"]
@@ -34,24 +35,25 @@ def beat_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"data": cfg.bus_width, "last": 1})
 
 
-def compact_beat_count(cfg: AccelConfig, total: int) -> int:
-    """Output beats of a frame with ``total`` computed outputs (the protocol's count)."""
-    return compact_beats_per_image(cfg, total)
+def compact_beat_count(cfg: AccelConfig, length: int) -> int:
+    """Output beats of a frame of ``length`` stream bytes (the protocol's count)."""
+    return compact_beats_per_image(cfg, length)
 
 
-def compact_bytes(cfg: AccelConfig, beats, total: int) -> np.ndarray:
-    """A frame's output beats -> uint8 [total], the compact values (the input of
+def compact_bytes(cfg: AccelConfig, beats, length: int) -> np.ndarray:
+    """A frame's output beats -> uint8 [length], the stream bytes (the input of
     ``Schedule.expand``)."""
-    if len(beats) != compact_beat_count(cfg, total):
-        raise ValueError(f"beats must be {compact_beat_count(cfg, total)} for {total} outputs, "
+    if len(beats) != compact_beat_count(cfg, length):
+        raise ValueError(f"beats must be {compact_beat_count(cfg, length)} for {length} bytes, "
                          f"not {len(beats)}")
     raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
-    return np.frombuffer(raw, np.uint8)[:total].copy()
+    return np.frombuffer(raw, np.uint8)[:length].copy()
 
 
 class OutputPacker(wiring.Component):
     """``results[p]``: instance p's results in its run order; ``o``: the compact stream's beats.
-    ``total``: computed outputs per frame (sum U), held constant while a frame is packed."""
+    ``steps``: steps per frame (the most entries of an instance), ``counts[p]``: instance p's
+    entries; held constant while a frame is packed."""
 
     def __init__(self, cfg: AccelConfig):
         self._MustUse__silence = True   # a refused configuration is not an unused design
@@ -62,7 +64,8 @@ class OutputPacker(wiring.Component):
         self.cfg = cfg
         super().__init__({
             "results": In(stream.Signature(result_layout(cfg))).array(cfg.instances),
-            "total": In(range(cfg.instances * cfg.positions + 1)),
+            "steps": In(range(entries_per_instance(cfg) + 1)),
+            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.instances),
             "o": Out(stream.Signature(beat_layout(cfg))),
             "image_end": Out(1),   # the last step of an image is taken this cycle
         })
@@ -73,26 +76,25 @@ class OutputPacker(wiring.Component):
         p_count = cfg.instances
         steps_per_beat = cfg.bus_bytes // p_count
 
-        # Bytes of this frame already packed; the rest of the frame is ``left``.
-        done = Signal(range(cfg.instances * cfg.positions + 1))
-        left = Signal.like(done)
-        m.d.comb += left.eq(self.total - done)
+        # Steps of this frame already packed.
+        k = Signal(range(entries_per_instance(cfg) + 1))
         present = Signal(p_count)      # instance p has an entry in this step
-        m.d.comb += present.eq(Cat(left > p for p in range(p_count)))
-        final = left <= p_count
+        m.d.comb += present.eq(Cat(self.counts[p] > k for p in range(p_count)))
+        final = k == self.steps - 1
 
         slot = Signal(range(steps_per_beat))   # step's position within the beat
         completes = (slot == steps_per_beat - 1) | final
         joined = Cat(r.valid | ~present[p] for p, r in enumerate(self.results)).all()
         step = Signal()
-        m.d.comb += step.eq(joined & (left != 0) & (~completes | ~self.o.valid | self.o.ready))
+        m.d.comb += step.eq(joined & (self.steps != 0)
+                            & (~completes | ~self.o.valid | self.o.ready))
         for p, r in enumerate(self.results):
             m.d.comb += r.ready.eq(step & present[p])
         new = Cat(Mux(present[p], r.payload.value, 0) for p, r in enumerate(self.results))
 
         m.d.comb += self.image_end.eq(step & final)
         with m.If(step):
-            m.d.sync += [done.eq(Mux(final, 0, done + p_count)),
+            m.d.sync += [k.eq(Mux(final, 0, k + 1)),
                          slot.eq(Mux(completes, 0, slot + 1))]
         self._beat(m, step, completes, final, slot, new)
         return m

@@ -1,10 +1,10 @@
 """Per-instance work-list walker of the streaming engine.
 
 The SCHEDULE command writes instance p's dealt run (:func:`py_ref.schedule.deal`) into the
-walker's memory, entry k at address k. For every image the engine pulses ``start``; the walker
-then offers entries k = 0, 1, ... while its compact index ``k*P + p`` is below ``total`` (the
-first ``total % P`` instances hold one entry more), each tagged with its index k and the image's
-ifmap buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
+walker's memory, entry k at address k; ``count`` counts the valid entries written (a run is
+written from address 0, entries past its end are zero). For every image the engine pulses
+``start``; the walker then offers entries k = 0 .. count - 1, each tagged with its index k and
+the image's window buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
 the output register moves), so entries leave back to back, one per cycle at most.
 
 Timing: ``start`` in cycle t, the first entry is offered in cycle t + 2; ``running`` falls once
@@ -13,7 +13,7 @@ the last entry has been read (it may still sit in the output register).
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,7 +35,7 @@ class WorkWalker(wiring.Component):
         super().__init__({
             "write": In(WriteSignature(range(entries_per_instance(cfg)),
                                        schedule_entry_layout(cfg))),
-            "total": In(range(cfg.instances * cfg.positions + 1)),
+            "count": Out(range(entries_per_instance(cfg) + 1)),
             "start": In(1),
             "buf": In(1),
             "running": Out(1),
@@ -43,7 +43,7 @@ class WorkWalker(wiring.Component):
         })
 
     def elaborate(self, platform):
-        cfg, p_count = self.cfg, self.cfg.instances
+        cfg = self.cfg
         m = Module()
         # UltraRAM (4K x 72): the U280 has 960 of them and nothing else uses them, while block
         # RAM holds the ifmap banks (issue 10: block RAM must not bound the instance count)
@@ -53,21 +53,23 @@ class WorkWalker(wiring.Component):
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr),
                      wp.data.eq(self.write.data)]
+        # deployment constants survive a reset, like the memory
+        count = Signal.like(self.count, reset_less=True)
+        m.d.comb += self.count.eq(count)
+        with m.If(self.write.en):
+            m.d.sync += count.eq(Mux(self.write.addr == 0, 0, count) + self.write.data.valid)
 
         k = Signal(range(entries_per_instance(cfg) + 1))
-        c = Signal(range(p_count * (cfg.positions + 1)))   # compact index k*P + p
         buf = Signal()
         wk = self.work
         adv = Signal()
         m.d.comb += [adv.eq(~wk.valid | wk.ready), rp.en.eq(adv), rp.addr.eq(k),
-                     wk.payload.slot.eq(rp.data.channel), wk.payload.y.eq(rp.data.y),
-                     wk.payload.x.eq(rp.data.x)]
+                     wk.payload.slot.eq(rp.data.channel), wk.payload.seg.eq(rp.data.seg)]
         with m.If(adv):
-            m.d.sync += [wk.valid.eq(self.running & (c < self.total)),
-                         wk.payload.index.eq(k), wk.payload.buf.eq(buf),
-                         k.eq(k + 1), c.eq(c + p_count)]
-            with m.If(c + p_count >= self.total):
+            m.d.sync += [wk.valid.eq(self.running & (k < count)),
+                         wk.payload.index.eq(k), wk.payload.buf.eq(buf), k.eq(k + 1)]
+            with m.If(k + 1 >= count):
                 m.d.sync += self.running.eq(0)
         with m.If(self.start):
-            m.d.sync += [self.running.eq(1), k.eq(0), c.eq(self.instance), buf.eq(self.buf)]
+            m.d.sync += [self.running.eq(1), k.eq(0), buf.eq(self.buf)]
         return m

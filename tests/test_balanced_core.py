@@ -2,8 +2,8 @@
 OutputPacker (``wiring.connect``), checked end to end against the golden model through
 Schedule.expand, and the frame's cycle count against compute_cycles_balanced.
 
-The composite here is test scaffolding only (the engine will feed the work lists from memory
-and load the ifmap through the double-buffered loader); it shows the pieces fit as they are.
+The composite here is test scaffolding only (the engine feeds the work lists from memory and
+the windows through the window dealer); it shows the pieces fit as they are.
 """
 
 import random
@@ -16,9 +16,9 @@ from amaranth.lib.wiring import In, Out
 
 from conftest import seed_for
 from stream_sim import run_streams, simulate
-from test_datapath import load_ports
+from test_datapath import load
 from hdl.config import AccelConfig
-from hdl.datapath import LATENCY, Datapath, LoadSignature, work_layout
+from hdl.datapath import LATENCY, Datapath, LoadSignature, entries_per_instance, work_layout
 from hdl.packer import OutputPacker, beat_layout, compact_beat_count, compact_bytes
 from py_ref.compact import compute_cycles_balanced, golden_compact
 from py_ref.golden import golden_ofm, random_frame
@@ -34,14 +34,16 @@ class Core(wiring.Component):
         super().__init__({
             "work": In(stream.Signature(work_layout(cfg, slots))).array(cfg.instances),
             "load": In(LoadSignature(cfg, slots)).array(cfg.instances),
-            "total": In(range(cfg.instances * cfg.positions + 1)),
+            "steps": In(range(entries_per_instance(cfg) + 1)),
+            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.instances),
             "o": Out(stream.Signature(beat_layout(cfg))),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.packer = packer = OutputPacker(self.cfg)
-        m.d.comb += packer.total.eq(self.total)
+        m.d.comb += packer.steps.eq(self.steps)
+        m.d.comb += [packer.counts[p].eq(self.counts[p]) for p in range(self.cfg.instances)]
         wiring.connect(m, packer.o, wiring.flipped(self.o))
         for p in range(self.cfg.instances):
             dp = m.submodules[f"datapath{p}"] = Datapath(self.cfg, self.slots)
@@ -60,27 +62,22 @@ CONFIGS = {
 
 def run_frame(cfg, frame, *, seed, stall):
     s = deal(frame.mask, cfg.instances)
-    dut = Core(cfg, slots=max(1, s.max_span))
+    dut = Core(cfg, slots=cfg.instances)
     beats = []
 
     async def bench(ctx):
         for p in range(cfg.instances):
-            for name, addr, value in load_ports(cfg, frame, list(s.channels(p))):
-                port = getattr(dut.load[p], name)
-                ctx.set(port.en, 1)
-                ctx.set(port.addr, addr)
-                ctx.set(port.data.as_value() if name in ("quant", "ifmap") else port.data, value)
-                await ctx.tick()
-                ctx.set(port.en, 0)
-        ctx.set(dut.total, s.total)
+            await load(ctx, dut.load[p], cfg, frame, s.offsets[p].tolist())
+        ctx.set(dut.steps, s.steps)
+        for p in range(cfg.instances):
+            ctx.set(dut.counts[p], int(s.counts[p]))
         sources = []
         for p in range(cfg.instances):
-            _, y, x = s.entries(p)
-            sources.append((dut.work[p], [dict(slot=sl, y=yy, x=xx, index=k, buf=0) for k, (sl, yy, xx)
-                                          in enumerate(zip(s.slots(p).tolist(), y.tolist(),
-                                                           x.tolist()))]))
+            ch = s.entries(p)[0].tolist()
+            sources.append((dut.work[p], [dict(slot=c, seg=sg, index=k, buf=0) for k, (c, sg)
+                                          in enumerate(zip(ch, s.segments(p).tolist()))]))
         got, = await run_streams(ctx, sources=sources,
-                                 sinks=[(dut.o, compact_beat_count(cfg, s.total))],
+                                 sinks=[(dut.o, compact_beat_count(cfg, s.stream_length))],
                                  rng=random.Random(seed), stall=stall)
         beats.extend((c, b.data, b.last) for c, b in got)
 
@@ -99,7 +96,7 @@ def test_core_frame(name, mask_kind, stall):
     mask = rng.random(shape) < 0.4 if mask_kind == "random" else skewed_mask(rng, shape, 0.4)
     frame = random_frame(cfg, rng, mask=mask)
     s, beats = run_frame(cfg, frame, seed=seed, stall=stall)
-    got = compact_bytes(cfg, [d for _, d, _ in beats], s.total)
+    got = compact_bytes(cfg, [d for _, d, _ in beats], s.stream_length)
     assert got.tolist() == golden_compact(frame, s).tolist(), f"seed={seed}"
     np.testing.assert_array_equal(s.expand(got, frame.means), golden_ofm(frame),
                                   err_msg=f"seed={seed}")

@@ -1,8 +1,10 @@
-"""hdl.datapath in the Amaranth simulator: any channel's output from a work entry, bit-exact
-against the golden model, under random stalls on both streams, and its exact cycle count.
+"""hdl.datapath in the Amaranth simulator: any channel's output at any of the instance's pixels
+from a work entry, bit-exact against the golden model, under random stalls on both streams, and
+its exact cycle count.
 
-Filters, quant parameters and ifmap tiles are loaded from the records hdl.protocol encodes for
-the engine, so the datapath is tested against the one definition of those formats.
+Filters and quant parameters are loaded from the records hdl.protocol encodes for the engine,
+the windows from the strips of the dealer's reference (tests/window_ref.py), so the datapath is
+tested against the one definition of those formats.
 """
 
 import random
@@ -10,17 +12,18 @@ import random
 import numpy as np
 import pytest
 
+import window_ref
 from conftest import seed_for
 from stream_sim import run_streams
 from stream_sim import simulate as run_simulator
 from hdl.config import AccelConfig
 from hdl.datapath import LATENCY, Datapath
-from hdl.protocol import tile_records, weight_beats
+from hdl.protocol import weight_beats
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
 CONFIGS = {
-    # C_in 1: one group, one entry per cycle
+    # C_in 1: one group, one entry per cycle; W = 7 over P = 3: a short last segment
     "c1": AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64, mask_lanes=4),
     # C_in 5 over lanes 2: three groups, the last one half empty
     "c5l2": AccelConfig(height=5, width=7, in_channels=5, instances=3, lanes=2, bus_width=64,
@@ -38,38 +41,53 @@ def records(beats, bits, bus_width, count):
     return out
 
 
-def load_ports(cfg, frame, channels):
-    """(port name, address, data) writes loading ``frame``'s ifmap and the filters and quant
-    parameters of ``channels`` into slots 0, 1, ..."""
-    tiles = [int.from_bytes(t.tobytes(), "little") for t in tile_records(cfg, frame.ifmap)]
+def pixel_of(cfg, seg, offset):
+    """(y, x) of the pixel at ``offset`` in segment ``seg``."""
+    y, j = divmod(seg, cfg.row_segments)
+    return y, j * cfg.instances + offset
+
+
+async def load(ctx, port, cfg, frame, offsets):
+    """Write every channel's filters and quant parameters, the pixel table ``offsets`` (per
+    segment, -1 for none) and the strips of ``frame``'s image (buffer 0) through the datapath's
+    ``load`` port ``port``."""
     wb = weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)[1:]
     n_filters = cfg.instances * cfg.groups
     filters = records(wb, cfg.weight_bits, cfg.bus_width, n_filters)
     quant = wb[n_filters * cfg.beats(cfg.weight_bits):]
-    writes = [("ifmap", a, t) for a, t in enumerate(tiles)]
-    for slot, n in enumerate(channels):
-        writes += [("weights", slot * cfg.groups + g, filters[n * cfg.groups + g])
-                   for g in range(cfg.groups)]
-        writes.append(("quant", slot, quant[n]))
-    return writes
+    writes = [("weights", a, f) for a, f in enumerate(filters)]
+    writes += [("quant", n, quant[n]) for n in range(cfg.instances)]
+    writes += [("pixels", sg, {"offset": max(o, 0), "valid": int(o >= 0)})
+               for sg, o in enumerate(offsets)]
+    for name, addr, value in writes:
+        w = getattr(port, name)
+        ctx.set(w.en, 1)
+        ctx.set(w.addr, addr)
+        ctx.set(w.data.as_value() if name == "quant" else w.data, value)
+        await ctx.tick()
+        ctx.set(w.en, 0)
+    strip = port.strip
+    for seg, g, pixels in window_ref.strips(cfg, frame.ifmap):
+        ctx.set(strip.en, 1)
+        ctx.set(strip.buf, 0)
+        ctx.set(strip.seg, seg)
+        ctx.set(strip.g, g)
+        ctx.set(strip.data.as_value(), window_ref.strip_value(cfg, pixels))
+        await ctx.tick()
+    ctx.set(strip.en, 0)
+    await ctx.tick().repeat(2)
 
 
-def simulate(cfg, frame, channels, entries, *, seed, stall):
-    """Load the datapath, stream ``entries`` (slot, y, x, index) through it; return results as
-    (cycle, value, index), cycle 0 being the first cycle entries are offered."""
-    dut = Datapath(cfg, slots=max(1, len(channels)))
-    writes = load_ports(cfg, frame, channels)
+def simulate(cfg, frame, offsets, entries, *, seed, stall):
+    """Load the datapath (:func:`load`), then stream ``entries`` (slot, seg, index) through it;
+    return results as (cycle, value, index), cycle 0 being the first cycle entries are
+    offered."""
+    dut = Datapath(cfg, slots=cfg.instances)
     out = []
 
     async def bench(ctx):
-        for name, addr, value in writes:
-            port = getattr(dut.load, name)
-            ctx.set(port.en, 1)
-            ctx.set(port.addr, addr)
-            ctx.set(port.data.as_value() if name in ("quant", "ifmap") else port.data, value)
-            await ctx.tick()
-            ctx.set(port.en, 0)
-        payloads = [dict(slot=s, y=y, x=x, index=i, buf=0) for s, y, x, i in entries]
+        await load(ctx, dut.load, cfg, frame, offsets)
+        payloads = [dict(slot=s, seg=sg, index=i, buf=0) for s, sg, i in entries]
         got, = await run_streams(ctx, sources=[(dut.work, payloads)],
                                  sinks=[(dut.result, len(entries))],
                                  rng=random.Random(seed), stall=stall)
@@ -87,29 +105,43 @@ def check(results, expected, seed):
     assert len(got) == len(expected)
 
 
+def random_offsets(cfg, rng):
+    """A pixel table with a random pixel of every segment (its present pixels only)."""
+    return [int(rng.integers(min(cfg.instances, cfg.width - (sg % cfg.row_segments)
+                                 * cfg.instances)))
+            for sg in range(cfg.segments)]
+
+
 @pytest.mark.parametrize("stall", [0.0, 0.5])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_random_entries(name, stall):
-    """Any slot, any position (borders and corners included, repeats allowed), all channels."""
+    """Any slot at any of the instance's pixels (the corners included, repeats allowed)."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-random", name, stall)
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=0.0)
     golden = golden_ofm(frame)
+    offsets = random_offsets(cfg, rng)
+    j_last = cfg.row_segments - 1
+    corners = {0: 0, j_last: cfg.width - 1 - j_last * cfg.instances}
+    corners.update({cfg.segments - cfg.row_segments: 0,
+                    cfg.segments - 1: cfg.width - 1 - j_last * cfg.instances})
+    for sg, o in corners.items():
+        offsets[sg] = o
     count = 40
-    entries = [(int(rng.integers(cfg.instances)), int(rng.integers(cfg.height)),
-                int(rng.integers(cfg.width)), i) for i in range(count)]
-    entries[:4] = [(0, 0, 0, 0), (1, cfg.height - 1, cfg.width - 1, 1),
-                   (2, 0, cfg.width - 1, 2), (0, cfg.height - 1, 0, 3)]
-    results = simulate(cfg, frame, list(range(cfg.instances)), entries, seed=seed, stall=stall)
-    check(results, [(int(golden[s, y, x]), i) for s, y, x, i in entries], seed)
+    entries = [(int(rng.integers(cfg.instances)), int(rng.integers(cfg.segments)), i)
+               for i in range(count)]
+    entries[:4] = [(n % cfg.instances, sg, n) for n, sg in enumerate(corners)]
+    results = simulate(cfg, frame, offsets, entries, seed=seed, stall=stall)
+    check(results, [(int(golden[(s, *pixel_of(cfg, sg, offsets[sg]))]), i)
+                    for s, sg, i in entries], seed)
 
 
 @pytest.mark.parametrize("extreme", [False, True])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_schedule_runs(name, extreme):
-    """Each instance's dealt run of a random mask, its share of channels in its slots; extreme
-    values (-128 x -128 at full fan-in, bias extremes, shift 0 and 31, saturation) included."""
+    """Each instance's dealt run of a random mask with its pixel table; extreme values (-128 x
+    -128 at full fan-in, bias extremes, shift 0 and 31, saturation) included."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-schedule", name, extreme)
     rng = np.random.default_rng(seed)
@@ -118,8 +150,8 @@ def test_schedule_runs(name, extreme):
     s = deal(frame.mask, cfg.instances)
     for p in range(cfg.instances):
         ch, y, x = s.entries(p)
-        entries = list(zip(s.slots(p).tolist(), y.tolist(), x.tolist(), range(len(ch))))
-        results = simulate(cfg, frame, list(s.channels(p)), entries, seed=seed + p, stall=0.3)
+        entries = list(zip(ch.tolist(), s.segments(p).tolist(), range(len(ch))))
+        results = simulate(cfg, frame, s.offsets[p].tolist(), entries, seed=seed + p, stall=0.3)
         check(results, [(int(golden[c, i, j]), k)
                         for k, (c, i, j) in enumerate(zip(ch, y, x))], seed)
 
@@ -133,10 +165,12 @@ def test_throughput(name):
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=0.0)
     golden = golden_ofm(frame)
-    entries = [(i % cfg.instances, (i // cfg.width) % cfg.height, i % cfg.width, i)
-               for i in range(cfg.positions)]
-    results = simulate(cfg, frame, list(range(cfg.instances)), entries, seed=seed, stall=0.0)
-    check(results, [(int(golden[s, y, x]), i) for s, y, x, i in entries], seed)
+    offsets = random_offsets(cfg, rng)
+    entries = [(i % cfg.instances, (i // cfg.instances) % cfg.segments, i)
+               for i in range(cfg.instances * cfg.segments)]
+    results = simulate(cfg, frame, offsets, entries, seed=seed, stall=0.0)
+    check(results, [(int(golden[(s, *pixel_of(cfg, sg, offsets[sg]))]), i)
+                    for s, sg, i in entries], seed)
     g = cfg.groups
     assert [c for c, _, _ in results] == [(e + 1) * g + LATENCY - 1 for e in range(len(entries))]
     assert results[-1][0] + 1 == len(entries) * g + LATENCY

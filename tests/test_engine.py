@@ -1,8 +1,8 @@
 """The streaming, balanced engine (hdl/engine.py) in the Amaranth simulator: WEIGHTS,
 SCHEDULE and FRAME batches through the protocol encoders, outputs decoded with the protocol's
 compact decoder and Schedule.expand, compared with the golden model with ==; every image's
-counters checked (outputs per channel and per instance, and the balance bound
-ceil(sum U / P) * G + IMAGE_LATENCY, exact without stalls); random stalls on both streams.
+counters checked (outputs per channel and per instance, and the bound
+steps * G + IMAGE_LATENCY, exact without stalls); random stalls on both streams.
 """
 
 import random
@@ -21,12 +21,12 @@ from py_ref.schedule import deal
 from test_schedule import skewed_mask
 
 CONFIGS = {
-    # a tile wider than the bus: two beats per tile
+    # 16-bit segment records, four per beat; W = 7 not a multiple of P = 2
     "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
     # three channel groups, the last half empty; multi-beat filter records
     "c5l2p4": AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2, bus_width=64,
                           mask_lanes=4),
-    # three tiles per beat, tiles cut by the border
+    # eight records per beat, a short last segment in every row
     "c1p4": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=256),
 }
 
@@ -61,7 +61,7 @@ def run_engine(cfg, commands, n_out, *, seed, stall):
 
 def check_batch(cfg, frames, schedule, beats, images, *, stall, seed):
     b_count = len(frames)
-    per = compact_beats_per_image(cfg, schedule.total)
+    per = compact_beats_per_image(cfg, schedule.stream_length)
     assert len(beats) == per * b_count
     assert [last for _, _, last in beats] == ([0] * (per - 1) + [1] if per else []) * b_count, \
         f"seed={seed}"
@@ -101,7 +101,7 @@ def test_batch_matches_golden(name, density, stall):
     s = deal(first.mask, cfg.instances)
     commands = constants_beats(cfg, first, s) + batch_frame_beats(
         cfg, np.stack([f.ifmap for f in frames]))
-    n_out = compact_beats_per_image(cfg, s.total) * len(frames)
+    n_out = compact_beats_per_image(cfg, s.stream_length) * len(frames)
     beats, images, final = run_engine(cfg, commands, n_out, seed=seed, stall=stall)
     check_batch(cfg, frames, s, beats, images, stall=stall, seed=seed)
     assert final["batches"] == 1 and final["images"] == len(frames)
@@ -118,17 +118,18 @@ def test_two_batches_extreme(name):
     frames = batch_of(cfg, rng, first, 5)
     commands = (constants_beats(cfg, first, s) + batch_frame_beats(cfg, frames[0].ifmap)
                 + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames[1:]])))
-    n_out = compact_beats_per_image(cfg, s.total) * len(frames)
+    n_out = compact_beats_per_image(cfg, s.stream_length) * len(frames)
     beats, images, final = run_engine(cfg, commands, n_out, seed=seed, stall=0.2)
     check_batch(cfg, frames, s, beats, images, stall=0.2, seed=seed)
     assert final["batches"] == 2 and final["images"] == 5
 
 
 def test_image_beats_fill_the_bus():
-    """Default design: 7 tiles per 512-bit beat, 70 beats per image (>= 85 % pixels)."""
+    """Default design: four 128-bit segment records per 512-bit beat, 64 beats per image, every
+    bit a pixel."""
     cfg = AccelConfig()
-    assert image_beats(cfg) == 70
-    assert cfg.groups * cfg.tiles * cfg.tile_bits / (image_beats(cfg) * cfg.bus_width) >= 0.85
+    assert image_beats(cfg) == 64
+    assert cfg.positions * cfg.pixel_bits == image_beats(cfg) * cfg.bus_width
 
 
 @pytest.mark.parametrize("cfg", [AccelConfig(height=8, width=8, instances=2),

@@ -28,17 +28,19 @@ def simulate(cfg, schedule, compact, frames, *, seed, stall):
     """Feed each instance its results (value, index) for ``frames`` frames; return the beats as
     (cycle, data, last)."""
     dut = OutputPacker(cfg)
-    total = schedule.total
+    length = schedule.stream_length
     sources = []
     for p in range(cfg.instances):
         idx = schedule.compact_index(p)
         one = [dict(value=int(compact[c]), index=k) for k, c in enumerate(idx)]
         sources.append((dut.results[p], one * frames))
-    count = compact_beat_count(cfg, total) * frames
+    count = compact_beat_count(cfg, length) * frames
     out = []
 
     async def bench(ctx):
-        ctx.set(dut.total, total)
+        ctx.set(dut.steps, schedule.steps)
+        for p in range(cfg.instances):
+            ctx.set(dut.counts[p], int(schedule.counts[p]))
         got, = await run_streams(ctx, sources=sources, sinks=[(dut.o, count)],
                                  rng=random.Random(seed), stall=stall)
         out.extend((c, p.data, p.last) for c, p in got)
@@ -59,23 +61,26 @@ def test_packer_matches_expand(name, density, stall):
     compact = golden_compact(frame, s)
     frames = 2
     beats = simulate(cfg, s, compact, frames, seed=seed, stall=stall)
-    per = compact_beat_count(cfg, s.total)
+    per = compact_beat_count(cfg, s.stream_length)
     assert len(beats) == per * frames
     for f in range(frames):
         mine = beats[f * per:(f + 1) * per]
         assert [last for _, _, last in mine] == [0] * (per - 1) + [1] * (per > 0), f"seed={seed}"
-        got = compact_bytes(cfg, [d for _, d, _ in mine], s.total)
+        got = compact_bytes(cfg, [d for _, d, _ in mine], s.stream_length)
         assert got.tolist() == compact.tolist(), f"seed={seed} frame {f}"
         np.testing.assert_array_equal(s.expand(got, frame.means), golden_ofm(frame),
                                       err_msg=f"seed={seed} frame {f}")
         if per:   # the last beat is zero past the final byte
-            assert mine[-1][1] >> (8 * (s.total - (per - 1) * cfg.bus_bytes)) == 0
+            assert mine[-1][1] >> (8 * (s.stream_length - (per - 1) * cfg.bus_bytes)) == 0
+        # the instances short of ``steps`` entries leave zero bytes in their slots
+        pad = np.flatnonzero(s.compact_flat < 0)
+        assert not got[pad].any() and len(pad) == s.stream_length - s.total
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_packer_one_step_per_cycle(name):
     """No stalls: one step (P results) per cycle; the last beat leaves the cycle after the last
-    step, ceil(sum U / P) cycles after the first."""
+    step, ``steps`` cycles after the first."""
     cfg = CONFIGS[name]
     seed = seed_for("packer-rate", name)
     rng = np.random.default_rng(seed)

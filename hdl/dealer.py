@@ -1,0 +1,204 @@
+"""The window dealer: one image stream in, the 3x3 windows of every pixel out to the instances.
+
+The work is dealt by pixel (:func:`py_ref.schedule.deal`): every segment of P consecutive pixels
+of a row gives one pixel to each instance, so an instance needs the windows of S = H * J pixels
+per image, not a copy of the image. The dealer is shared by the P instances of an engine:
+
+* **Input.** The segment records of a FRAME image (:func:`hdl.protocol.batch_frame_beats`: rows
+  y, then channel groups g, then segments j, ``segments_per_beat`` records per beat, or one
+  record over ``beats_per_segment`` beats) are written one per cycle into a ring of four rows
+  (registers: 4 x G x J*P pixels).
+* **Dealing.** Once rows y - 1 .. y + 1 are in the ring, the dealer steps through (g, j) of row
+  y, one per cycle, and broadcasts the *strip* of segment (y, j), group g: the 3 x (P + 2) pixels
+  of rows y - 1 .. y + 1, columns jP - 1 .. jP + P, zero outside the image. Each instance cuts its
+  own pixel's window out of the strip and writes it into its window memory
+  (:class:`hdl.datapath.Datapath`), image j in buffer ``j % 2``.
+* **Flow.** The ring holds four rows, so the loader writes row r only once the dealer has moved on
+  to row r - 2; the dealer deals row y once row y + 1 is in (the last row of an image: once it is
+  in). Image j is dealt only once image j - 2 no longer needs its buffer
+  (``j < released + 2``); ``loaded`` counts the images whose windows are all written.
+
+Both sides move one record per cycle, so a steady stream of images loads in
+``H * G * J`` cycles per image (:func:`hdl.contract.input_cycles`).
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .protocol import MAX_BATCH, beats_per_segment, segments_per_beat
+
+__all__ = ["WindowDealer", "StripSignature", "strip_layout", "RING_ROWS", "WRITE_DELAY"]
+
+#: Rows the ring holds: the dealer reads three while the loader fills the fourth.
+RING_ROWS = 4
+#: Cycles from a strip on the ``strip`` port to its window being readable in every instance's
+#: window memory (the instance's strip register, then the memory write): ``loaded`` counts an
+#: image this much after its last strip.
+WRITE_DELAY = 2
+
+
+def strip_layout(cfg: AccelConfig) -> data.ArrayLayout:
+    """3 rows x (P + 2) columns of pixels, row-major: element ``r*(P+2) + c`` is pixel
+    (y - 1 + r, jP - 1 + c) of the strip's channel group."""
+    return data.ArrayLayout(cfg.pixel_bits, 3 * (cfg.instances + 2))
+
+
+class StripSignature(wiring.Signature):
+    """A strip broadcast to the instances, seen from the dealer: ``en`` when a strip is offered
+    this cycle; ``seg`` = y*J + j, group ``g``, window buffer ``buf``, the pixels ``data``."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({"en": Out(1), "buf": Out(1), "seg": Out(range(max(cfg.segments, 2))),
+                          "g": Out(range(max(cfg.groups, 2))), "data": Out(strip_layout(cfg))})
+
+
+class WindowDealer(wiring.Component):
+    """``i``: the image beats of a FRAME command; ``strip``: the strips of each image in order.
+
+    ``start`` (a pulse at the FRAME header) begins a batch of ``images`` images; ``accepted``
+    counts the images whose beats have all arrived, ``loaded`` the images whose windows are all
+    written, ``released`` (input) the images the instances are done with."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(cfg.bus_width)),
+            "start": In(1),
+            "images": In(range(MAX_BATCH + 1)),
+            "released": In(range(MAX_BATCH + 1)),
+            "accepted": Out(range(MAX_BATCH + 1)),
+            "loaded": Out(range(MAX_BATCH + 1)),
+            "busy": Out(1),             # a record waits to be written, or a strip is dealt
+            "strip": Out(StripSignature(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        row_px = cfg.row_segments * cfg.instances
+        ring = [[Signal(row_px * cfg.pixel_bits, name=f"ring{s}_g{g}")
+                 for g in range(cfg.groups)] for s in range(RING_ROWS)]
+        # rows written minus rows dealt (completed): the loader may write while it is <= 2
+        lead = Signal(range(RING_ROWS + 1))
+        row_loaded, row_dealt = Signal(), Signal()
+        m.d.sync += lead.eq(lead + row_loaded - row_dealt)
+        writing = self._load(m, ring, lead, row_loaded)
+        dealing = self._deal(m, ring, lead, row_dealt)
+        m.d.comb += self.busy.eq(writing | dealing)
+        with m.If(self.start):
+            m.d.sync += lead.eq(0)
+        return m
+
+    def _load(self, m, ring, lead, row_loaded):
+        """Beats -> records -> the ring, one record per cycle."""
+        cfg = self.cfg
+        rb = cfg.segment_bits
+        n_records = cfg.height * cfg.groups * cfg.row_segments
+        per_unit = max(segments_per_beat(cfg), 1)
+        unit_beats = 1 if segments_per_beat(cfg) else beats_per_segment(cfg)
+
+        unit = Signal(per_unit * rb)
+        left = Signal(range(per_unit + 1))          # records of the unit not yet written
+        j = Signal(range(max(cfg.row_segments, 2)))
+        g = Signal(range(max(cfg.groups, 2)))
+        slot = Signal(range(RING_ROWS))
+        write = Signal()
+        m.d.comb += write.eq((left != 0) & (lead <= 2))
+        row_end = (j == cfg.row_segments - 1) & (g == cfg.groups - 1)
+        m.d.comb += row_loaded.eq(write & row_end)
+        with m.If(write):
+            for s in range(RING_ROWS):
+                for gg in range(cfg.groups):
+                    with m.If((slot == s) & (g == gg)):
+                        m.d.sync += ring[s][gg].word_select(j, rb).eq(unit[:rb])
+            m.d.sync += [unit.eq(unit >> rb), left.eq(left - 1),
+                         j.eq(Mux(j == cfg.row_segments - 1, 0, j + 1))]
+            with m.If(j == cfg.row_segments - 1):
+                m.d.sync += g.eq(Mux(g == cfg.groups - 1, 0, g + 1))
+            with m.If(row_end):
+                m.d.sync += slot.eq(slot + 1)
+
+        # accept: a unit is complete with its last beat, taken as the unit register empties
+        in_rec = Signal(range(n_records + 1))
+        part = Signal(range(max(unit_beats, 2)))
+        held = Signal(cfg.bus_width * max(unit_beats - 1, 1))
+        final = part == unit_beats - 1
+        empties = (left == 0) | ((left == 1) & write)
+        m.d.comb += self.i.ready.eq((self.accepted < self.images) & (~final | empties))
+        take = self.i.valid & self.i.ready
+        count = Signal(range(per_unit + 1))
+        m.d.comb += count.eq(Mux(n_records - in_rec < per_unit, n_records - in_rec, per_unit))
+        with m.If(take):
+            if unit_beats > 1:
+                m.d.sync += part.eq(Mux(final, 0, part + 1))
+                with m.If(~final):
+                    m.d.sync += held.word_select(part, cfg.bus_width).eq(self.i.payload)
+            with m.If(final):
+                value = (Cat(held[:cfg.bus_width * (unit_beats - 1)], self.i.payload)
+                         if unit_beats > 1 else self.i.payload)
+                m.d.sync += [unit.eq(value[:per_unit * rb]), left.eq(count)]
+                with m.If(in_rec + count == n_records):
+                    m.d.sync += [in_rec.eq(0), self.accepted.eq(self.accepted + 1)]
+                with m.Else():
+                    m.d.sync += in_rec.eq(in_rec + count)
+        with m.If(self.start):
+            m.d.sync += [self.accepted.eq(0), in_rec.eq(0), part.eq(0), left.eq(0), j.eq(0),
+                         g.eq(0), slot.eq(0)]
+        return write
+
+    def _deal(self, m, ring, lead, row_dealt):
+        """Step through (row, group, segment) of each image, one strip per cycle."""
+        cfg = self.cfg
+        p_count, px = cfg.instances, cfg.pixel_bits
+        y = Signal(range(cfg.height))
+        g = Signal(range(max(cfg.groups, 2)))
+        j = Signal(range(max(cfg.row_segments, 2)))
+        slot = Signal(range(RING_ROWS))             # ring slot of row y
+        seg_base = Signal(range(cfg.segments + 1))  # y * J
+        image = Signal(range(MAX_BATCH + 1))
+        last_row = y == cfg.height - 1
+        step = Signal()
+        m.d.comb += step.eq((image < self.images) & (image < self.released + 2)
+                            & ((lead >= 2) | (last_row & (lead >= 1))))
+        seg_end = j == cfg.row_segments - 1
+        row_end = seg_end & (g == cfg.groups - 1)
+        image_end = row_end & last_row
+        m.d.comb += row_dealt.eq(step & row_end)
+        with m.If(step):
+            m.d.sync += j.eq(Mux(seg_end, 0, j + 1))
+            with m.If(seg_end):
+                m.d.sync += g.eq(Mux(g == cfg.groups - 1, 0, g + 1))
+            with m.If(row_end):
+                m.d.sync += [slot.eq(slot + 1), y.eq(Mux(last_row, 0, y + 1)),
+                             seg_base.eq(Mux(last_row, 0, seg_base + cfg.row_segments))]
+            with m.If(image_end):
+                m.d.sync += image.eq(image + 1)
+
+        # the strip: rows y-1, y, y+1 from their ring slots (zero off the map), columns
+        # jP-1 .. jP+P of the row padded with a zero pixel on each side
+        words = Array(Array(ring[s]) for s in range(RING_ROWS))
+        strip = []
+        for r in range(3):
+            word = words[(slot + r - 1)[:2]][g]
+            padded = Cat(Const(0, px), word, Const(0, px))
+            cut = Array(padded[jj * p_count * px:(jj * p_count + p_count + 2) * px]
+                        for jj in range(cfg.row_segments))[j]
+            off_map = (y == 0) if r == 0 else (last_row if r == 2 else Const(0))
+            strip.append(Mux(off_map, 0, cut))
+        out = self.strip
+        m.d.sync += [out.en.eq(step), out.buf.eq(image[0]), out.seg.eq(seg_base + j),
+                     out.g.eq(g), out.data.eq(Cat(strip))]
+
+        # an image is loaded WRITE_DELAY cycles after its last strip left the dealer
+        done = Signal(WRITE_DELAY + 1)
+        m.d.sync += done.eq(Cat(step & image_end, done[:-1]))
+        with m.If(done[-1]):
+            m.d.sync += self.loaded.eq(self.loaded + 1)
+        with m.If(self.start):
+            m.d.sync += [y.eq(0), g.eq(0), j.eq(0), slot.eq(0), seg_base.eq(0), image.eq(0),
+                         self.loaded.eq(0), done.eq(0)]
+        return step
