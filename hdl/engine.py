@@ -131,7 +131,7 @@ class VelcroAccelerator(wiring.Component):
         rec = _Records(m, self.i, cfg, max(cfg.weight_bits, cfg.QUANT_BITS,
                                            cfg.instances * entry_bits,
                                            cfg.instances * pixel_bits))
-                in_batch = Signal()
+        in_batch = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]

@@ -86,7 +86,9 @@ class OutputPacker(wiring.Component):
         completes = (slot == steps_per_beat - 1) | final
         joined = Cat(r.valid | ~present[p] for p, r in enumerate(self.results)).all()
         step = Signal()
-        m.d.comb += step.eq(joined & (self.steps != 0)
+        # every step of a consistent schedule has an instance present (steps = max counts); the
+        # test also keeps the packer still while SCHEDULE rewrites steps and counts
+        m.d.comb += step.eq(joined & present.any()
                             & (~completes | ~self.o.valid | self.o.ready))
         for p, r in enumerate(self.results):
             m.d.comb += r.ready.eq(step & present[p])

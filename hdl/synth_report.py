@@ -140,7 +140,8 @@ def run(out: Path, *, stage=print) -> dict:
 
     def image_cycles(p, c):
         pc = dataclasses.replace(cfg, instances=p)
-        return stream_image_cycles(pc, math.ceil((1 - c) * pc.instances * pc.positions))
+        # the deal balances to within one pixel's channels; the projection takes exact balance
+        return stream_image_cycles(pc, math.ceil((1 - c) * pc.positions))
 
     card = S.card_projection(cfg, inst, per_cu_shared, image_cycles=image_cycles,
                              input_bytes=image_beats(cfg) * cfg.bus_bytes,
@@ -308,7 +309,8 @@ def _report(cfg, s) -> str:
         "",
         "Per image of the default layer shape per CU (N = P channels, "
         f"{cfg.height}x{cfg.width}, C_in {cfg.in_channels}): cycles = "
-        "max(ceil(sum U / P) * G + idle, load), sum U = (1 - C) * N * H * W "
+        "max(steps * G + idle, load), steps = (1 - C) * H * W (the busiest instance's entries, "
+        "balanced) "
         "(hdl/contract.stream_image_cycles; the "
         f"{input_cycles(cfg)}-cycle input load bounds it at high C). Dense-equivalent "
         f"GOPS count the dense layer's {card['dense_ops_per_image']:,} ops per image. HBM per "

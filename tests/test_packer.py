@@ -100,5 +100,5 @@ def test_packer_rejects_instances_not_dividing_the_beat():
 
 def test_compact_bytes_rejects_wrong_count():
     cfg = CONFIGS["p2"]
-    with pytest.raises(ValueError, match="beats must be 2 for 9 outputs, not 1"):
+    with pytest.raises(ValueError, match="beats must be 2 for 9 bytes, not 1"):
         compact_bytes(cfg, [0], 9)
