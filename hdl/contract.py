@@ -46,18 +46,18 @@ def input_cycles(cfg: AccelConfig) -> int:
         1 if segments_per_beat(cfg) else beats_per_segment(cfg))
 
 
-#: Cycles from the end of an image's balanced work until its ifmap buffer takes the next image:
-#: the datapath's latency plus three cycles of hand-over (walker idle, image done, buffer swap).
-#: Measured: steady streams of 8x8 and 16x16 images (2 instances, input 5 and 21 cycles) at
-#: C = 0.7 .. 0.99 take exactly (input + work + 32) / 2 cycles per image; tests/test_sweep.py
-#: asserts it.
-BUFFER_TURNAROUND = IMAGE_LATENCY + 3
+#: Cycles from the end of an image's work until its window buffer takes the next image: the
+#: datapath's latency, three cycles of hand-over (walker idle, image done, buffer release) and
+#: the window store's write delay (hdl.dealer.WRITE_DELAY). Measured: steady streams of 8x8
+#: images (2 instances, input 32 cycles) at C = 0.7 .. 0.99 take exactly
+#: (input + work + 32) / 2 cycles per image; tests/test_sweep.py asserts it.
+BUFFER_TURNAROUND = IMAGE_LATENCY + 5
 
 
 def buffer_cycles(cfg: AccelConfig, steps: int) -> float:
-    """The double buffer's floor: each of the two ifmap buffers is busy for a load, the balanced
-    work and the turnaround per image it holds, so a stream of images computing ``total`` outputs
-    takes at least half of that per image (it limits only small images, whose work is shorter
+    """The double buffer's floor: each of the two window buffers is busy for a load, the work
+    and the turnaround per image it holds, so a stream of images whose busiest instance holds
+    ``steps`` entries takes at least half of that per image (it limits only small images, whose work is shorter
     than the pipeline latency)."""
     return (input_cycles(cfg) + work_cycles(cfg, steps) + BUFFER_TURNAROUND) / 2
 
