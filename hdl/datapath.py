@@ -230,7 +230,7 @@ class Datapath(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.windows = windows = WindowStore(cfg)
+        m.submodules.store = windows = WindowStore(cfg)
         wiring.connect(m, wiring.flipped(self.load.strip), windows.strip)
         wiring.connect(m, wiring.flipped(self.load.pixels), windows.pixels)
         weights = self._memory(m, "weights", cfg.weight_bits, self.slots * cfg.groups)
