@@ -103,7 +103,7 @@ class VelcroAccelerator(wiring.Component):
         m.d.comb += go.eq(~Cat(wk.running for wk in walkers).any() & (started < dealer.loaded)
                           & ~dealer.start)
         for wk in walkers:
-            m.d.comb += [wk.start.eq(go), wk.buf.eq(started[0])]
+            m.d.comb += [wk.start.eq(go & (steps != 0)), wk.buf.eq(started[0])]
         with m.If(go):
             m.d.sync += started.eq(started + 1)
         with m.If(packer.image_end | (go & (steps == 0))):
@@ -142,6 +142,7 @@ class VelcroAccelerator(wiring.Component):
                             m.next = "WEIGHTS"
                         with m.Case(Opcode.SCHEDULE):
                             m.d.sync += steps.eq(self.i.payload[8:32])
+                            m.d.comb += [wk.clear.eq(1) for wk in walkers]
                             with m.If(self.i.payload[8:32] != 0):
                                 m.next = "SCHEDULE"
                             with m.Else():

@@ -2,7 +2,8 @@
 
 The SCHEDULE command writes instance p's dealt run (:func:`py_ref.schedule.deal`) into the
 walker's memory, entry k at address k; ``count`` counts the valid entries written (a run is
-written from address 0, entries past its end are zero). For every image the engine pulses
+written from address 0, entries past its end are zero; ``clear`` empties it when a schedule
+with no entries arrives). For every image the engine pulses
 ``start``; the walker then offers entries k = 0 .. count - 1, each tagged with its index k and
 the image's window buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
 the output register moves), so entries leave back to back, one per cycle at most.
@@ -36,6 +37,7 @@ class WorkWalker(wiring.Component):
             "write": In(WriteSignature(range(entries_per_instance(cfg)),
                                        schedule_entry_layout(cfg))),
             "count": Out(range(entries_per_instance(cfg) + 1)),
+            "clear": In(1),             # a new schedule begins: count = 0
             "start": In(1),
             "buf": In(1),
             "running": Out(1),
@@ -58,6 +60,8 @@ class WorkWalker(wiring.Component):
         m.d.comb += self.count.eq(count)
         with m.If(self.write.en):
             m.d.sync += count.eq(Mux(self.write.addr == 0, 0, count) + self.write.data.valid)
+        with m.If(self.clear):
+            m.d.sync += count.eq(0)
 
         k = Signal(range(entries_per_instance(cfg) + 1))
         buf = Signal()
