@@ -228,7 +228,8 @@ class VelcroAccelerator(wiring.Component):
         cycles = [Signal(32, name=f"cycles{b}") for b in range(2)]
         chan = [[Signal(range(cfg.positions + 1), name=f"chan{b}_{c}") for c in range(n)]
                 for b in range(2)]
-        inst = [[Signal(range(cfg.positions + 1), name=f"inst{b}_{p}") for p in range(p_count)]
+        inst = [[Signal(range(entries_per_instance(cfg) + 1), name=f"inst{b}_{p}")
+                 for p in range(p_count)]
                 for b in range(2)]
         stalled = dps[0].result.valid & ~dps[0].result.ready
         starting = Signal()     # buffer being started by go

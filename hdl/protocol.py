@@ -13,20 +13,23 @@ WEIGHTS    N*G filter records (channel-major, then channel group g): byte ``(ky*
            weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
            mult << 32 | shift << 48. Every instance stores every channel's (slot n = channel n),
            so WEIGHTS does not depend on the mask.
-SCHEDULE   header: steps = ceil(sum U / P) at bits 8..31, total = sum U at bits 32..63. Then
-           ``steps`` records of P work entries: entry p (``schedule_entry_fields``, at bit
-           p * entry_bits) = entry k of instance p's dealt run (:func:`py_ref.schedule.deal`),
-           zero when instance p has fewer than k + 1 entries. The host deals the work list when
-           the mask changes; the means stay on the host.
+SCHEDULE   header: steps (the busiest instance's entries) at bits 8..31, total = sum U at bits
+           32..63. Then ``steps`` records of P work entries: entry p (``schedule_entry_fields``,
+           at bit p * entry_bits) = entry k of instance p (:func:`py_ref.schedule.deal`),
+           valid = 1, or zero when instance p holds fewer than k + 1 entries; then S = H*J
+           *pixel records* of P pixel fields (``pixel_fields``, field p at bit p * pixel_bits):
+           the offset of instance p's pixel in segment s, valid = 1, or zero when it has none
+           there. The host deals the work when the mask changes; the means stay on the host.
 FRAME      header: B (images, >= 1) at bits 8..23. Then B images, each a whole number of beats:
-           tiles (group-major, then tile row, tile column; pixel slot ``s = r*3 + c`` holds lanes
-           l = ifmap[g*L+l, 3*ty+r, 3*tx+c], 0 off the map), ``tiles_per_beat`` tiles per beat
-           (tile i of a beat at bit i * tile_bits) or, when a tile is wider than the bus, one
-           tile over ``beats_per_tile`` beats. The engine answers with B images of compact
-           output (``compact_beats_per_image`` beats each: the computed outputs in the
-           schedule's compact order, byte c of the image = byte c % (bus/8) of beat
-           c // (bus/8), zero padded), ``last`` on the final beat of each image; an image with
-           nothing computed sends no beat. :func:`decode_batch` expands them with the means.
+           H*G*J *segment records* (rows y, then channel groups g, then segments j; byte
+           ``o*L + l`` = ifmap[g*L+l, y, j*P+o], 0 past W and past C_in), ``segments_per_beat``
+           records per beat (record i at bit i * segment_bits) or, when a record is wider than
+           the bus, one record over ``beats_per_segment`` beats. The engine answers with B
+           images of output (``compact_beats_per_image(cfg, steps * P)`` beats each: the stream
+           of the schedule's compact order, padding bytes zero, byte c of the image = byte
+           c % (bus/8) of beat c // (bus/8), zero padded), ``last`` on the final beat of each
+           image; an image with nothing computed sends no beat. :func:`decode_batch` expands
+           them with the means.
 =========  =====================================================================================
 
 WEIGHTS and SCHEDULE are the deployment's constants: they stay loaded across frames and survive
@@ -43,7 +46,8 @@ import numpy as np
 from .config import AccelConfig
 
 __all__ = ["Opcode", "weight_beats", "schedule_entry_fields", "schedule_entry_layout",
-           "schedule_beats", "tiles_per_beat", "beats_per_tile", "image_beats", "tile_records",
+           "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
+           "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
            "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
            "decode_stream_counters", "MAX_BATCH"]
@@ -84,18 +88,55 @@ def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
 MAX_BATCH = (1 << 16) - 1
 
 
+def _bits(count: int) -> int:
+    return max(count - 1, 1).bit_length()
+
+
 def schedule_entry_fields(cfg: AccelConfig) -> dict:
     """Field -> bit width of one SCHEDULE work entry, low bits first (plain Python, so host code
-    needs no Amaranth): compute output (y, x) of ``channel``."""
-    def bits(count):
-        return max(count - 1, 1).bit_length()
-    return {"channel": bits(cfg.instances), "y": bits(cfg.height), "x": bits(cfg.width)}
+    needs no Amaranth): compute ``channel`` at the instance's pixel of segment ``seg``."""
+    return {"channel": _bits(cfg.instances), "seg": _bits(cfg.segments), "valid": 1}
 
 
 def schedule_entry_layout(cfg: AccelConfig):
     """The work entry as an Amaranth layout (the walkers' memory)."""
     from amaranth.lib import data
-    return data.StructLayout({k: w for k, w in schedule_entry_fields(cfg).items()})
+    return data.StructLayout(schedule_entry_fields(cfg))
+
+
+def pixel_fields(cfg: AccelConfig) -> dict:
+    """Field -> bit width of one SCHEDULE pixel field: the ``offset`` of an instance's pixel in a
+    segment, ``valid`` when it has one."""
+    return {"offset": _bits(cfg.instances), "valid": 1}
+
+
+def pixel_layout(cfg: AccelConfig):
+    """The pixel field as an Amaranth layout (the instances' pixel tables)."""
+    from amaranth.lib import data
+    return data.StructLayout(pixel_fields(cfg))
+
+
+def _pack(fields: dict, values: dict) -> np.ndarray:
+    """Field arrays (same shape) -> packed object ints, low field first."""
+    out, shift = 0, 0
+    for name, width in fields.items():
+        out = out + (np.asarray(values[name]).astype(object) << shift)
+        shift += width
+    return out
+
+
+def _join_records(cfg: AccelConfig, words: np.ndarray, bits: int) -> list[int]:
+    """[records, P] packed fields of ``bits`` each -> the records' beats (field p at p * bits,
+    a record over ceil(P * bits / bus) beats)."""
+    p_count = cfg.instances
+    shifts = np.array([p * bits for p in range(p_count)], dtype=object)
+    per = cfg.beats(p_count * bits)
+    mask = (1 << cfg.bus_width) - 1
+    beats = []
+    for row in words:
+        r = int(np.sum(row << shifts))
+        beats += [(r >> (cfg.bus_width * i)) & mask for i in range(per)]
+    return beats
 
 
 def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
@@ -104,39 +145,35 @@ def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
                                                                   cfg.width):
         raise ValueError(f"schedule must be dealt for {cfg.instances} instances of "
                          f"{cfg.height}x{cfg.width} channels, not {schedule!r}")
-    widths = schedule_entry_fields(cfg)
-    bits = sum(widths.values())
-    f = {"channel": 0, "y": widths["channel"], "x": widths["channel"] + widths["y"]}
     p_count, steps = cfg.instances, schedule.steps
-    words = np.zeros((steps, p_count), dtype=object)
+    entries = np.zeros((steps, p_count), dtype=object)
     for p in range(p_count):
-        ch, y, x = schedule.entries(p)
-        words[:len(ch), p] = (ch.astype(object) << f["channel"]) | (y.astype(object) << f["y"]) \
-            | (x.astype(object) << f["x"])
-    shifts = np.array([p * bits for p in range(p_count)], dtype=object)
-    records = [int(np.sum(row << shifts)) if p_count else 0 for row in words]
-    per = cfg.beats(p_count * bits)
-    mask = (1 << cfg.bus_width) - 1
+        ch, seg = schedule.entries(p)[0], schedule.segments(p)
+        entries[:len(ch), p] = _pack(schedule_entry_fields(cfg),
+                                     {"channel": ch, "seg": seg, "valid": np.ones_like(ch)})
+    off = schedule.offsets.T                                     # [S, P]
+    pixels = np.where(off >= 0, _pack(pixel_fields(cfg), {"offset": np.maximum(off, 0),
+                                                          "valid": np.ones_like(off)}), 0)
     beats = [int(Opcode.SCHEDULE) | (steps << 8) | (schedule.total << 32)]
-    for r in records:
-        beats += [(r >> (cfg.bus_width * i)) & mask for i in range(per)]
+    beats += _join_records(cfg, entries, sum(schedule_entry_fields(cfg).values()))
+    beats += _join_records(cfg, pixels, sum(pixel_fields(cfg).values()))
     return beats
 
 
-def tiles_per_beat(cfg: AccelConfig) -> int:
-    """Tiles packed into one input beat (0 when a tile needs several beats)."""
-    return cfg.bus_width // cfg.tile_bits
+def segments_per_beat(cfg: AccelConfig) -> int:
+    """Segment records packed into one input beat (0 when a record needs several beats)."""
+    return cfg.bus_width // cfg.segment_bits
 
 
-def beats_per_tile(cfg: AccelConfig) -> int:
-    return cfg.beats(cfg.tile_bits)
+def beats_per_segment(cfg: AccelConfig) -> int:
+    return cfg.beats(cfg.segment_bits)
 
 
 def image_beats(cfg: AccelConfig) -> int:
     """Input beats of one image of a FRAME command."""
-    tiles = cfg.groups * cfg.tiles
-    tpb = tiles_per_beat(cfg)
-    return -(-tiles // tpb) if tpb else tiles * beats_per_tile(cfg)
+    records = cfg.height * cfg.groups * cfg.row_segments
+    per = segments_per_beat(cfg)
+    return -(-records // per) if per else records * beats_per_segment(cfg)
 
 
 def _ifmap_batch(cfg: AccelConfig, ifmaps) -> np.ndarray:
@@ -153,19 +190,18 @@ def _ifmap_batch(cfg: AccelConfig, ifmaps) -> np.ndarray:
 
 
 def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
-    """The FRAME command of the streaming engine for int8 ifmaps [B, C_in, H, W] (or one
-    [C_in, H, W] image): header with B, then each image's tiles packed into whole beats."""
+    """The FRAME command of the engine for int8 ifmaps [B, C_in, H, W] (or one [C_in, H, W]
+    image): header with B, then each image's segment records packed into whole beats."""
     x = _ifmap_batch(cfg, ifmaps)
     beats = [int(Opcode.FRAME) | (x.shape[0] << 8)]
-    tpb = tiles_per_beat(cfg)
-    n_tiles = cfg.groups * cfg.tiles
+    per = segments_per_beat(cfg)
     for image in x:
-        records = tile_records(cfg, image)            # [tiles, tile_bytes]
-        if tpb:
-            bits = cfg.tile_bits
-            for first in range(0, n_tiles, tpb):
+        records = segment_records(cfg, image)            # [H*G*J, P*L]
+        if per:
+            bits = cfg.segment_bits
+            for first in range(0, len(records), per):
                 value = 0
-                for i, rec in enumerate(records[first:first + tpb]):
+                for i, rec in enumerate(records[first:first + per]):
                     value |= int.from_bytes(rec.tobytes(), "little") << (i * bits)
                 beats.append(value)
         else:
@@ -173,46 +209,47 @@ def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
     return beats
 
 
-def tile_records(cfg: AccelConfig, ifmap) -> np.ndarray:
-    """uint8 [G*tiles, 9*L]: the ifmap's tile records (group-major, tile row, tile column)."""
-    lanes, g_count = cfg.lanes, cfg.groups
-    ty, tx = cfg.tile_rows, cfg.tile_cols
-    x = np.zeros((g_count * lanes, ty * 3, tx * 3), np.int8)
-    x[:cfg.in_channels, :cfg.height, :cfg.width] = ifmap
-    x = x.reshape(g_count, lanes, ty, 3, tx, 3).transpose(0, 2, 4, 3, 5, 1)
-    return x.reshape(g_count * ty * tx, 9 * lanes).view(np.uint8)
+def segment_records(cfg: AccelConfig, ifmap) -> np.ndarray:
+    """uint8 [H*G*J, P*L]: the ifmap's segment records (rows, then channel groups, then
+    segments; byte o*L + l = ifmap[g*L + l, y, j*P + o], zero past W and past C_in)."""
+    lanes, g_count, p_count, j_count = cfg.lanes, cfg.groups, cfg.instances, cfg.row_segments
+    x = np.zeros((g_count * lanes, cfg.height, j_count * p_count), np.int8)
+    x[:cfg.in_channels, :, :cfg.width] = ifmap
+    x = x.reshape(g_count, lanes, cfg.height, j_count, p_count).transpose(2, 0, 3, 4, 1)
+    return x.reshape(cfg.height * g_count * j_count, p_count * lanes).view(np.uint8)
 
 
-def compact_beats_per_image(cfg: AccelConfig, total: int) -> int:
-    """Output beats of one image whose schedule computes ``total`` outputs."""
-    return -(-int(total) // cfg.bus_bytes)
+def compact_beats_per_image(cfg: AccelConfig, length: int) -> int:
+    """Output beats of one image whose stream is ``length`` bytes (``Schedule.stream_length``)."""
+    return -(-int(length) // cfg.bus_bytes)
 
 
-def decode_compact(cfg: AccelConfig, beats, total: int, images: int = 1) -> np.ndarray:
-    """Compact output beats of ``images`` images -> uint8 [images, total] (compact order)."""
-    per = compact_beats_per_image(cfg, total)
+def decode_compact(cfg: AccelConfig, beats, length: int, images: int = 1) -> np.ndarray:
+    """Output beats of ``images`` images -> uint8 [images, length] (compact order, padding
+    included)."""
+    per = compact_beats_per_image(cfg, length)
     if len(beats) != per * images:
-        raise ValueError(f"beats must be {per * images} for {images} images of {total} outputs, "
+        raise ValueError(f"beats must be {per * images} for {images} images of {length} bytes, "
                          f"not {len(beats)}")
     raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
-    return np.frombuffer(raw, np.uint8).reshape(images, per * cfg.bus_bytes)[:, :total].copy()
+    return np.frombuffer(raw, np.uint8).reshape(images, per * cfg.bus_bytes)[:, :length].copy()
 
 
 def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> np.ndarray:
-    """Compact output beats -> uint8 [images, N, H, W] through ``schedule.expand``."""
-    values = decode_compact(cfg, beats, schedule.total, images)
+    """Output beats -> uint8 [images, N, H, W] through ``schedule.expand``."""
+    values = decode_compact(cfg, beats, schedule.stream_length, images)
     return np.stack([schedule.expand(v, means) for v in values])
 
 
 #: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
 #: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
-#: counts of one image (at most H*W each). Batch counters cover a FRAME command (header
+#: counts of one image (at most H*W per channel, N*S per instance). Batch counters cover a FRAME command (header
 #: accepted .. last image completed); image_* describe the last completed image.
 STREAM_COUNTERS = (
     ("batches", "cycles", "FRAME commands completed since reset"),
     ("images", "cycles", "images completed since reset"),
     ("batch_cycles", "cycles", "FRAME header accepted .. last image completed, inclusive"),
-    ("load_cycles", "cycles", "the loader accepting or writing tiles"),
+    ("load_cycles", "cycles", "the window dealer accepting, writing or dealing segments"),
     ("compute_cycles", "cycles", "work entries in flight in any datapath"),
     ("overlap_cycles", "cycles", "loading and computing in the same cycle"),
     ("drain_cycles", "cycles", "output beats waiting or leaving while nothing computes"),
@@ -236,7 +273,8 @@ def counter_words(cfg: AccelConfig) -> list[str]:
 def counter_fields(cfg: AccelConfig) -> list[tuple[str, int, int, int]]:
     """(name, bit offset, element width, elements) of every counter of the ``counters`` port,
     low bits first, from :data:`STREAM_COUNTERS` (plain Python: host code needs no Amaranth)."""
-    element = cfg.positions.bit_length()       # a count 0..positions
+    # a count 0..H*W per channel, 0..N*S per instance (N*S >= H*W)
+    element = (cfg.instances * cfg.segments).bit_length()
     fields, offset = [], 0
     for name, kind, _ in STREAM_COUNTERS:
         width, count = (32, 1) if kind == "cycles" else (element, cfg.instances)

@@ -1,6 +1,6 @@
 """Golden model of the compact (VELCRO) output stream and the balanced cycle model.
 
-The balanced engine emits only the computed outputs, in the schedule's compact order (see
+The engine emits the computed outputs, in the schedule's compact order (see
 :mod:`py_ref.schedule`); the host expands them with :meth:`Schedule.expand`. These functions are
 the golden side of that contract. They live beside :mod:`py_ref.golden` rather than in it only
 to keep edits apart; they import nothing from ``hdl``.
@@ -17,22 +17,24 @@ __all__ = ["golden_compact", "compute_cycles_balanced"]
 
 
 def golden_compact(frame: Frame, schedule: Schedule) -> np.ndarray:
-    """uint8 [sum U]: the computed outputs of ``frame`` in ``schedule``'s compact order, exactly
-    the bytes the balanced engine streams out."""
+    """uint8 [stream_length]: the computed outputs of ``frame`` in ``schedule``'s compact order,
+    padding bytes zero: exactly the bytes the engine streams out."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a Schedule, not {schedule!r}")
     if schedule.shape != frame.mask.shape:
         raise ValueError(f"schedule must be dealt for a mask of shape {frame.mask.shape!r}, "
                          f"not {schedule.shape!r}")
     if schedule.total != int((~frame.mask).sum()) or frame.mask.reshape(-1)[
-            schedule.compact_flat].any():
+            schedule.work_flat].any():
         raise ValueError("schedule must be dealt from the frame's mask, not another mask")
-    return golden_ofm(frame).reshape(-1)[schedule.compact_flat]
+    out = np.zeros(schedule.stream_length, np.uint8)
+    out[schedule.work_stream] = golden_ofm(frame).reshape(-1)[schedule.work_flat]
+    return out
 
 
 def compute_cycles_balanced(schedule: Schedule, groups: int, latency: int) -> int:
-    """Compute cycles per frame of P instances sharing the work list: ceil(sum U / P) * G + latency
-    (an instance takes G cycles per entry, the busiest holds ceil(sum U / P) entries)."""
+    """Compute cycles per frame of P instances sharing the work: steps * G + latency (an instance
+    takes G cycles per entry, the busiest holds ``steps`` entries)."""
     for name, value, low in (("groups", groups, 1), ("latency", latency, 0)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise TypeError(f"{name} must be an integer, not {value!r}")

@@ -1,35 +1,41 @@
-"""The work-list schedule: uncompressed outputs dealt evenly over the accelerator's instances.
+"""The schedule: uncompressed outputs dealt over the accelerator's instances by pixel.
 
 The masks are deployment constants, so the host computes the schedule once, when it sends SCHEDULE,
 and every frame reuses it. Pure numpy; imports nothing from ``hdl`` (py_ref is the bottom layer).
 
-Work list
-    Every uncompressed output ``(channel, y, x)`` (``mask`` False) of every channel, in
-    channel-major order (channel, then row, then column): ``sum U`` entries.
+Segments
+    Each image row is cut into segments of P consecutive pixels (``J = ceil(W / P)`` per row,
+    the last one short when P does not divide W); segment ``s = y*J + j`` holds pixels
+    ``x = j*P + o``, o = 0..P-1, x < W. ``S = H*J`` segments per image.
 
 Dealing
-    The list is cut into P contiguous runs; instance p gets run p. The first ``sum U % P``
-    instances get ``ceil(sum U / P)`` entries, the others ``floor(sum U / P)``: exact balance for
-    any mask, so the compute phase takes ``ceil(sum U / P) * G + latency`` cycles. A contiguous
-    run of a channel-major list keeps consecutive entries in one channel and touches only the
-    channels ``first_channel[p] .. first_channel[p] + span[p] - 1``: an instance holds the filters
-    and requantisation parameters of those channels only, in *slots* ``channel - first_channel``.
-    A run usually spans one or two channels, but a mask whose channels are almost all compressed
-    lets one run cross many of them (worst case ``min(N, ceil(sum U / P))``): ``max_span`` is what
-    the hardware's slot count must cover for a given mask.
+    Every segment gives at most one pixel to each instance, so an instance needs the 3x3 windows
+    of S pixels per image, not a copy of the image (the hardware's window dealer writes them).
+    The work of a pixel is its number of uncompressed channels. Segment by segment, the
+    present pixels sorted heaviest first (ties: lower o) go to the instances sorted least
+    loaded first (ties: lower p). This greedy keeps ``max(load) - min(load) <= N`` after every
+    segment (a pixel weighs at most N): the busiest instance holds at most about N entries
+    more than ``sum U / P``. Finally the instances are renumbered by load, heaviest first
+    (ties: the earlier number), so instance 0 is always the busiest one (``counts`` is
+    non-increasing).
 
-Compact order
-    The order in which the hardware emits computed outputs, and the order of the output stream's
-    bytes. It is round-robin over instances: step k emits entry k of every instance that has one,
-    instances in order 0..P-1. That is what P instances running in lockstep produce (one output
-    each per G cycles), so the output packer needs no buffer beyond one step. Because the
-    instances holding the extra entry are the first ``sum U % P``, entry k of instance p is
-    *always* compact output ``k * P + p``, including in the short last step.
+Work list
+    Instance p computes, for its pixels in segment order, the uncompressed channels in channel
+    order: entries ``(channel, seg)``. Every instance holds every channel's filters (slot =
+    channel). ``steps`` = the busiest instance's entries; the compute phase takes
+    ``steps * G + latency`` cycles.
+
+Compact order (the output stream)
+    Step k emits entry k of every instance, instances 0..P-1, so stream byte ``k*P + p`` is entry
+    k of instance p, or a padding byte (zero) when instance p holds fewer than k + 1 entries:
+    ``stream_length = steps * P`` bytes per image, of which ``total = sum U`` are outputs. That is
+    what P instances running in lockstep produce (one output each per G cycles), so the output
+    packer needs no buffer beyond one step.
 
 Expansion
-    :meth:`Schedule.expand` turns the compact outputs back into the dense ``[N, H, W]`` map:
-    the means everywhere, the compact values scattered to their positions (flat indices
-    precomputed once per schedule).
+    :meth:`Schedule.expand` turns the stream back into the dense ``[N, H, W]`` map: the means
+    everywhere, the computed values scattered to their positions (indices precomputed once per
+    schedule).
 """
 
 from __future__ import annotations
@@ -43,75 +49,77 @@ __all__ = ["Schedule", "deal"]
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
-    """The dealt work list of one mask. Build it with :func:`deal`.
-
-    Arrays are read-only. ``channel``, ``y``, ``x`` are the whole work list (channel-major);
-    instance p owns entries ``starts[p] : starts[p + 1]`` of it.
-    """
+    """The dealt work of one mask. Build it with :func:`deal`. Arrays are read-only."""
 
     shape: tuple[int, int, int]  # (N, H, W) of the mask
     instances: int               # P
-    channel: np.ndarray          # int64 [sum U]: work list, channel-major
-    y: np.ndarray                # int64 [sum U]
-    x: np.ndarray                # int64 [sum U]
-    starts: np.ndarray           # int64 [P + 1]: run p = work list[starts[p]:starts[p+1]]
-    first_channel: np.ndarray    # int64 [P]: channel of slot 0 (0 for an empty run)
-    span: np.ndarray             # int64 [P]: channels the run touches (0 for an empty run)
-    compact_flat: np.ndarray     # int64 [sum U]: flat index into [N*H*W] of compact output c
-    work_flat: np.ndarray        # int64 [sum U]: flat index of each work-list entry (ascending)
-    work_compact: np.ndarray     # int64 [sum U]: compact position of each work-list entry
+    offsets: np.ndarray          # int64 [P, S]: offset o of instance p's pixel in segment s, -1
+    channel: np.ndarray          # int64 [sum U]: every instance's entries, instance after instance
+    seg: np.ndarray              # int64 [sum U]: the segment of each entry's pixel
+    starts: np.ndarray           # int64 [P + 1]: instance p's entries = [starts[p]:starts[p+1]]
+    compact_flat: np.ndarray     # int64 [stream_length]: flat index of stream byte c, -1 = padding
+    work_flat: np.ndarray        # int64 [sum U]: flat indices of the outputs, ascending
+    work_stream: np.ndarray      # int64 [sum U]: stream position of each of them
 
     # -- sizes ----------------------------------------------------------------------------------
 
     @property
+    def row_segments(self) -> int:
+        """J = ceil(W / P)."""
+        return -(-self.shape[2] // self.instances)
+
+    @property
     def total(self) -> int:
-        """sum U: uncompressed outputs of all channels, the length of the compact stream."""
+        """sum U: the uncompressed outputs of all channels."""
         return int(self.channel.size)
 
     @property
     def counts(self) -> np.ndarray:
-        """Entries per instance: floor or ceil of sum U / P."""
+        """Entries per instance (non-increasing)."""
         return np.diff(self.starts)
 
     @property
     def steps(self) -> int:
-        """ceil(sum U / P): entries of the busiest instance, compute steps per frame."""
-        return -(-self.total // self.instances)
+        """The busiest instance's entries: compute steps per image."""
+        return int(self.counts[0]) if self.instances else 0
 
     @property
-    def max_span(self) -> int:
-        """Channel slots an instance needs for this mask (max over instances)."""
-        return int(self.span.max())
+    def stream_length(self) -> int:
+        """Bytes of the output stream per image: steps * P (padding included)."""
+        return self.steps * self.instances
 
     # -- per instance ---------------------------------------------------------------------------
 
+    def _run(self, p: int) -> slice:
+        if not 0 <= p < self.instances:
+            raise ValueError(f"instance must be in 0..{self.instances - 1}, not {p!r}")
+        return slice(int(self.starts[p]), int(self.starts[p + 1]))
+
+    def segments(self, p: int) -> np.ndarray:
+        """The segment of each of instance p's entries, in the order it computes them."""
+        return self.seg[self._run(p)]
+
     def entries(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(channel, y, x) of instance p's run, in the order it computes them."""
-        s = slice(self.starts[p], self.starts[p + 1])
-        return self.channel[s], self.y[s], self.x[s]
-
-    def slots(self, p: int) -> np.ndarray:
-        """Instance p's entries as channel slots (channel - first_channel[p])."""
-        return self.entries(p)[0] - self.first_channel[p]
-
-    def channels(self, p: int) -> range:
-        """The channels whose filters and quant parameters instance p holds, slot order."""
-        first = int(self.first_channel[p])
-        return range(first, first + int(self.span[p]))
+        """(channel, y, x) of instance p's entries, in the order it computes them."""
+        s = self._run(p)
+        seg = self.seg[s]
+        y, j = np.divmod(seg, self.row_segments)
+        return self.channel[s], y, j * self.instances + self.offsets[p, seg]
 
     def compact_index(self, p: int) -> np.ndarray:
-        """Compact-stream position of each of instance p's entries: k * P + p."""
+        """Stream position of each of instance p's entries: k * P + p."""
         return np.arange(self.counts[p]) * self.instances + p
 
     # -- output ---------------------------------------------------------------------------------
 
     def expand(self, compact_values, means) -> np.ndarray:
-        """uint8 [N, H, W]: the means, with the compact outputs scattered to their positions."""
+        """uint8 [N, H, W]: the means, with the stream's outputs scattered to their positions
+        (``compact_values``: uint8 [stream_length], padding ignored)."""
         values = np.asarray(compact_values)
         if values.dtype != np.uint8:
             raise TypeError(f"compact_values must be a uint8 array, not {values.dtype!r}")
-        if values.shape != (self.total,):
-            raise ValueError(f"compact_values must have shape ({self.total},), "
+        if values.shape != (self.stream_length,):
+            raise ValueError(f"compact_values must have shape ({self.stream_length},), "
                              f"not {values.shape!r}")
         means = np.asarray(means)
         if means.dtype != np.uint8:
@@ -119,9 +127,8 @@ class Schedule:
         if means.shape != self.shape:
             raise ValueError(f"means must have shape {self.shape!r}, not {means.shape!r}")
         out = means.copy()
-        # Gather into work-list order, then scatter to ascending addresses: the direct scatter
-        # out[compact_flat] = values strides by ~H*W bytes per write and is 2x slower at C = 0.
-        out.reshape(-1)[self.work_flat] = values[self.work_compact]
+        # gather, then scatter to ascending addresses (a scatter in stream order strides widely)
+        out.reshape(-1)[self.work_flat] = values[self.work_stream]
         return out
 
 
@@ -145,38 +152,69 @@ def _check_instances(instances) -> int:
     return int(instances)
 
 
+def _greedy(work: np.ndarray, p_count: int) -> np.ndarray:
+    """offsets [P, S] of the per-segment greedy deal of pixel works [S, P] (-1 = no pixel)."""
+    s_count = work.shape[0]
+    offsets = np.full((p_count, s_count), -1, np.int64)
+    load = np.zeros(p_count, np.int64)
+    for s in range(s_count):
+        row = work[s]
+        present = np.flatnonzero(row >= 0)
+        pixels = present[np.argsort(-row[present], kind="stable")]
+        takers = np.lexsort((np.arange(p_count), load))[:pixels.size]
+        offsets[takers, s] = pixels
+        load[takers] += row[pixels]
+    return offsets
+
+
 def deal(mask: np.ndarray, instances: int) -> Schedule:
     """Deal the uncompressed outputs of ``mask`` (bool [N, H, W], True = compressed) over
-    ``instances`` instances in exactly balanced contiguous runs (see the module docstring)."""
+    ``instances`` instances by pixel (see the module docstring)."""
     mask = _check_mask(mask)
     p_count = _check_instances(instances)
     n, h, w = mask.shape
+    j_count = -(-w // p_count)
+    width = j_count * p_count
 
-    flat = np.flatnonzero(~mask.reshape(-1))          # channel-major work list
-    channel, rest = np.divmod(flat, h * w)
-    y, x = np.divmod(rest, w)
-    total = flat.size
+    keep = np.zeros((n, h, width), bool)
+    keep[:, :, :w] = ~mask
+    work = keep.sum(axis=0, dtype=np.int64)                     # [H, J*P]
+    work[:, w:] = -1                                           # no pixel there
+    offsets = _greedy(work.reshape(h * j_count, p_count), p_count)
+    s_idx = np.arange(h * j_count)
+    pix_work = np.where(offsets >= 0, work.reshape(-1, p_count)[s_idx, np.maximum(offsets, 0)], 0)
+    order = np.argsort(-pix_work.sum(axis=1), kind="stable")   # heaviest first
+    offsets = offsets[order]
 
-    base, extra = divmod(total, p_count)
-    counts = np.full(p_count, base, np.int64)
-    counts[:extra] += 1
+    # entries: instance, then segment, then channel
+    ys, js = np.divmod(s_idx, j_count)
+    channels, segs, flats, counts = [], [], [], []
+    for p in range(p_count):
+        own = np.flatnonzero(offsets[p] >= 0)
+        x = js[own] * p_count + offsets[p, own]
+        k = keep[:, ys[own], x]                                # [N, pixels]
+        pix, ch = np.nonzero(k.T)                              # pixel-major, channels up
+        channels.append(ch)
+        segs.append(own[pix])
+        flats.append((ch * h + ys[own][pix]) * w + x[pix])
+        counts.append(ch.size)
+    counts = np.array(counts, np.int64)
     starts = np.zeros(p_count + 1, np.int64)
     np.cumsum(counts, out=starts[1:])
+    channel = np.concatenate(channels).astype(np.int64)
+    seg = np.concatenate(segs).astype(np.int64)
+    flat = np.concatenate(flats).astype(np.int64)
 
-    nonempty = counts > 0
-    first = np.zeros(p_count, np.int64)
-    span = np.zeros(p_count, np.int64)
-    first[nonempty] = channel[starts[:-1][nonempty]]
-    span[nonempty] = channel[starts[1:][nonempty] - 1] - first[nonempty] + 1
-
-    # compact output c = k*P + p is entry k of instance p, i.e. work-list index starts[p] + k
-    k, p = np.divmod(np.arange(total), p_count)
-    compact_flat = flat[starts[p] + k]
+    steps = int(counts[0])
     run = np.repeat(np.arange(p_count), counts)
-    work_compact = (np.arange(total) - starts[run]) * p_count + run
+    stream = (np.arange(channel.size) - starts[run]) * p_count + run
+    compact_flat = np.full(steps * p_count, -1, np.int64)
+    compact_flat[stream] = flat
+    ascending = np.argsort(flat, kind="stable")
 
-    arrays = dict(channel=channel, y=y, x=x, starts=starts, first_channel=first, span=span,
-                  compact_flat=compact_flat, work_flat=flat, work_compact=work_compact)
+    arrays = dict(offsets=offsets, channel=channel, seg=seg, starts=starts,
+                  compact_flat=compact_flat, work_flat=flat[ascending],
+                  work_stream=stream[ascending])
     for a in arrays.values():
         a.setflags(write=False)
     return Schedule(shape=(n, h, w), instances=p_count, **arrays)
