@@ -83,7 +83,7 @@ def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:
         "params": n * g * cfg.beats(cfg.weight_bits) + n,
         "schedule": len(schedule_beats(cfg, schedule)),
         "ifmap": images * image_beats(cfg),
-        "ofm": images * compact_beats_per_image(cfg, schedule.total),
+        "ofm": images * compact_beats_per_image(cfg, schedule.stream_length),
     }
 
 

@@ -295,5 +295,5 @@ def expand_seconds(mask: np.ndarray, means: np.ndarray, instances: int, *, repea
     from py_ref.schedule import deal
 
     schedule = deal(mask, instances)
-    values = np.random.default_rng(seed).integers(0, 256, schedule.total, dtype=np.uint8)
+    values = np.random.default_rng(seed).integers(0, 256, schedule.stream_length, dtype=np.uint8)
     return best_of(lambda: schedule.expand(values, means), repeats)

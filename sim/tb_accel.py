@@ -166,12 +166,12 @@ class AccelTB(SeededTB):
         schedule = deal(frames[0].mask, cfg.instances)
         head = config_beats(cfg, frames[0]) if load_config else []
         beats = head + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames]))
-        n_out = compact_beats_per_image(cfg, schedule.total) * len(frames)
+        n_out = compact_beats_per_image(cfg, schedule.stream_length) * len(frames)
         first_beat = len(head) + 1                      # after the FRAME header
         on_accept = {first_beat + k * image_beats(cfg): fn for k, fn in (on_image or {}).items()}
         out, images, taken = await self.transfer(beats, n_out, on_accept=on_accept)
         batch = await self.finish(images, len(frames))
-        per = compact_beats_per_image(cfg, schedule.total)
+        per = compact_beats_per_image(cfg, schedule.stream_length)
         lasts = [last for _, last, _ in out]
         assert lasts == ([0] * (per - 1) + [1] if per else []) * len(frames), \
             "TLAST not on the last beat of each image only"

@@ -247,7 +247,7 @@ class FakeXrt:
         schedule = deal(frames[0].mask, cfg.instances)
         per = image_beats(cfg) * 64
         known = {pack_ifmap(cfg, f.ifmap): i for i, f in enumerate(frames)}
-        out_bytes = compact_beats_per_image(cfg, schedule.total) * 64
+        out_bytes = compact_beats_per_image(cfg, schedule.stream_length) * 64
         banks = hbm_banks(cus)
         master = {r.arg: r.port for r in arguments() if r.port}
 

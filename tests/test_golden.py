@@ -62,12 +62,14 @@ def test_protocol_round_trip_of_output_beats():
     s = deal(mask, 4)
     means = rng.integers(0, 256, (4, 7, 9), dtype=np.uint8)
     ofm = rng.integers(0, 256, (2, 4, 7, 9), dtype=np.uint8)
-    compact = [o.reshape(-1)[s.compact_flat] for o in ofm]
-    per = -(-s.total // 8)
+    # the stream: each output at its place, padding bytes 255 (ignored by the expansion)
+    compact = [np.where(s.compact_flat >= 0, o.reshape(-1)[np.maximum(s.compact_flat, 0)], 255)
+               .astype(np.uint8) for o in ofm]
+    per = -(-s.stream_length // 8)
     beats = []
     for values in compact:
         flat = np.zeros(per * 8, np.uint8)
-        flat[:s.total] = values
+        flat[:s.stream_length] = values
         beats += [int.from_bytes(row.tobytes(), "little") for row in flat.reshape(-1, 8)]
     got = decode_batch(cfg, beats, s, means, 2)
     np.testing.assert_array_equal(got, np.where(mask, means, ofm))
@@ -79,13 +81,14 @@ def test_protocol_beat_counts():
     s = deal(f.mask, 4)
     # header + N*G filter records of 9*2 bytes (3 beats of 8 bytes) + N quant records
     assert len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) == 1 + 4 * 3 * 3 + 4
-    # header + steps records of 4 entries of 2+3+3 bits (one beat each)
-    assert len(schedule_beats(cfg, s)) == 1 + s.steps
-    # tiles of 18 bytes need 3 beats of 8: header + B * G * tiles * 3
-    assert image_beats(cfg) == 3 * 9 * 3
+    # header + steps records of 4 entries of 2+4+1 bits + S = 8*2 records of 4 pixel fields of
+    # 2+1 bits (one beat each)
+    assert len(schedule_beats(cfg, s)) == 1 + s.steps + 16
+    # segment records of 4 pixels x 2 lanes = one 64-bit beat: H * G * J = 8 * 3 * 2 per image
+    assert image_beats(cfg) == 8 * 3 * 2
     assert len(batch_frame_beats(cfg, np.stack([f.ifmap] * 2))) == 1 + 2 * image_beats(cfg)
-    # default: 7 tiles per 512-bit beat, 70 beats per image (>= 85 % pixels)
-    assert image_beats(AccelConfig()) == 70
+    # default: 4 segment records of 16 pixels per 512-bit beat, 64 beats per image
+    assert image_beats(AccelConfig()) == 64
 
 
 def test_frame_validation_names_the_problem():

@@ -77,7 +77,7 @@ def test_buffer_beats_match_protocol(config):
         assert beats["params"] == len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) - 1
         assert beats["schedule"] == len(schedule_beats(cfg, s))
         assert beats["ifmap"] == len(batch_frame_beats(cfg, np.stack([f.ifmap] * images))) - 1
-        assert beats["ofm"] == images * -(-s.total // 64)
+        assert beats["ofm"] == images * -(-s.stream_length // 64)
 
 
 def test_kernel_rejects_other_bus_widths():
