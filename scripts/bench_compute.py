@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     for w in random_workloads(cfg, ratios, images=2, seed=args.seed):
         m = measure(build, w, BUILD / "bench_compute" / cfg.tag / f"c{round(100 * w.ratio):03d}",
                     batches=(1, 2))
-        work = work_cycles(cfg, m.sum_u)
+        work = work_cycles(cfg, m.steps)
         print(f"{w.ratio:5.2f} {work:6d} {m.compute_cycles:8d} {m.compute_cycles / max(work, 1):13.4f} "
               f"{m.compute_cycles - work:8d} {m.frame_cycles:6g}")
     print(f"({time.perf_counter() - t0:.1f} s)")

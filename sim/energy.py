@@ -3,7 +3,7 @@
     E_image = E_events + E_toggle + E_static
 
 * ``E_events``: arithmetic and buffer (SRAM) accesses, counted from the hardware counters of
-  the image (uncompressed outputs computed, the ifmap tiles loaded, the compact output beats) and
+  the image (uncompressed outputs computed, the image dealt into windows, the output beats) and
   priced with the per-event energies of :data:`HOROWITZ_45NM`. The memories are not in the
   SAIF (Verilator traces no large arrays), so their energy comes from this term only.
 * ``E_toggle``: every traced net bit's toggle count (SAIF ``TC``) during the frame, times the
@@ -172,9 +172,11 @@ class EnergyModel:
         return sum(self.output_ops(cfg).values())
 
     def load_pj(self, cfg: AccelConfig) -> float:
-        """One image's ifmap tiles written into every instance's nine banks (each instance holds
-        its own copy of the image)."""
-        return self.sram_pj_per_bit * cfg.groups * cfg.tiles * cfg.tile_bits * cfg.instances
+        """One image through the window dealer: its segment records written into the ring once,
+        and every instance's S*G windows written into its window memory."""
+        ring = cfg.height * cfg.groups * cfg.row_segments * cfg.segment_bits
+        windows = cfg.instances * cfg.segments * cfg.groups * cfg.window_bits
+        return self.sram_pj_per_bit * (ring + windows)
 
     def drain_pj(self, cfg: AccelConfig, beats: float) -> float:
         """``beats`` compact output beats read from the output packer, one bus word each (the

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from hdl.contract import stream_limit
+from py_ref.schedule import deal
 
 from .energy import saif_toggle_vector
 from .runner import Build, SimulationFailed
@@ -80,6 +81,7 @@ class Measurement:
     actual_ratio: float
     sum_u: int                 # uncompressed outputs per image
     max_channel_u: int
+    steps: int                 # the busiest instance's entries (py_ref.schedule.deal)
     runs: tuple                # BatchRun per batch size, ascending
     window_toggles: int | None = None   # TC of the traced period (SAIF builds)
     state_ones: int | None = None       # TC of the state record after it
@@ -147,10 +149,10 @@ def _keep(saif: Path, keep: Path) -> None:
     tmp.replace(keep)
 
 
-def window_images(cfg, total: int) -> int:
-    """Images in one period of the stream: 1, or 2 when the two ifmap buffers' turnaround
+def window_images(cfg, steps: int) -> int:
+    """Images in one period of the stream: 1, or 2 when the two window buffers' turnaround
     limits (hdl.contract.stream_limit), as the buffers then alternate."""
-    return 2 if stream_limit(cfg, total) == "buffers" else 1
+    return 2 if stream_limit(cfg, steps) == "buffers" else 1
 
 
 def _check_batches(batches, saif: bool, period: int) -> list[int]:
@@ -172,7 +174,8 @@ class _Point:
 
     def __init__(self, build: Build, workload: Workload, workdir: Path, batches, keep_saif):
         self.build, self.workload, self.keep_saif = build, workload, keep_saif
-        self.period = window_images(build.cfg, int((~workload.frame.mask).sum()))
+        self.schedule_steps = deal(workload.frame.mask, build.cfg.instances).steps
+        self.period = window_images(build.cfg, self.schedule_steps)
         self.batches = _check_batches(batches, build.saif, self.period)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -199,7 +202,8 @@ class _Point:
             if any(list(c) != u.tolist() for c in r.computed):
                 raise SimulationFailed(f"{w.kind} C={w.ratio}: computed counters "
                                        f"{r.computed[0]} differ from the mask's {u.tolist()}")
-        m = Measurement(w.kind, w.ratio, w.actual_ratio, int(u.sum()), int(u.max()), runs)
+        m = Measurement(w.kind, w.ratio, w.actual_ratio, int(u.sum()), int(u.max()),
+                        self.schedule_steps, runs)
         if not self.build.saif:
             return m
         tc = [int(saif_toggle_vector(p).sum()) for p in self.saifs]
@@ -292,8 +296,6 @@ def expand_seconds(mask: np.ndarray, means: np.ndarray, instances: int, *, repea
                    seed: int = 0) -> float:
     """Host cost of the compact output: seconds per image of ``Schedule.expand`` (rebuilding the
     dense map from the computed bytes and the means), min over ``repeats``."""
-    from py_ref.schedule import deal
-
     schedule = deal(mask, instances)
     values = np.random.default_rng(seed).integers(0, 256, schedule.stream_length, dtype=np.uint8)
     return best_of(lambda: schedule.expand(values, means), repeats)

@@ -5,9 +5,9 @@ the model is tested on synthetic counters). For one image of the streaming engin
 
 * ``frame_cycles``: steady-state cycles per image, measured (difference of two batch sizes);
 * the floors it is compared with (:func:`hdl.contract.image_cycle_floors`): the datapaths'
-  balanced work ceil(sum U / P) * G, the input loader's cycles per image, the compact output's
-  beats per image and the two ifmap buffers' turnaround; whichever is largest limits the point
-  (``limit``);
+  work steps * G (``steps``: the busiest instance's entries), the window dealer's cycles per
+  image, the output stream's beats per image and the two window buffers' turnaround; whichever
+  is largest limits the point (``limit``);
 * ``speedup`` = frame_cycles(C = 0) / frame_cycles(C); ``ideal_speedup`` = 1 / (1 - C) of the
   mask actually used; acceptance: speedup >= :data:`SPEEDUP_TARGET` x ideal at every point;
 * energy per image (:func:`sim.energy.image_energy`) from the computed outputs, the output
@@ -36,7 +36,7 @@ R2_MIN = 0.98
 #: The mask kinds the targets apply to (``velcro-per-channel`` is a comparison only).
 ACCEPTED_KINDS = ("random", "velcro")
 
-CSV_COLUMNS = ["mask_kind", "ratio", "actual_ratio", "sum_u", "max_channel_u",
+CSV_COLUMNS = ["mask_kind", "ratio", "actual_ratio", "sum_u", "max_channel_u", "steps",
                "compute_cycles", "frame_cycles", "work_cycles", "input_cycles", "output_cycles",
                "buffer_cycles", "limit", "speedup", "ideal_speedup", "speedup_vs_ideal", "out_bytes",
                "images_per_s", "gops", "toggles", "compute_pj", "load_pj", "drain_pj",
@@ -56,16 +56,16 @@ def analyse(cfg: AccelConfig, points, model: EnergyModel = EnergyModel()) -> lis
     dense_ops = 2 * 9 * cfg.in_channels * cfg.instances * cfg.positions   # per image, C = 0
     rows = []
     for p in points:
-        floors = image_cycle_floors(cfg, p.sum_u)
+        floors = image_cycle_floors(cfg, p.steps)
         e = image_energy(cfg, computed=p.sum_u, out_beats=p.out_beats_per_image,
                          cycles=p.frame_cycles, toggles=p.toggles_per_image, model=model)
         rows.append({
             "mask_kind": p.kind, "ratio": p.ratio, "actual_ratio": p.actual_ratio,
-            "sum_u": p.sum_u, "max_channel_u": p.max_channel_u,
+            "sum_u": p.sum_u, "max_channel_u": p.max_channel_u, "steps": p.steps,
             "compute_cycles": p.compute_cycles, "frame_cycles": p.frame_cycles,
             "work_cycles": floors["compute"], "input_cycles": floors["input"],
             "output_cycles": floors["output"], "buffer_cycles": floors["buffers"],
-            "limit": stream_limit(cfg, p.sum_u),
+            "limit": stream_limit(cfg, p.steps),
             "out_bytes": p.out_beats_per_image * cfg.bus_bytes,
             "images_per_s": f / p.frame_cycles,
             "gops": dense_ops * f / p.frame_cycles / 1e9,

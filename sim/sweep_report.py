@@ -141,20 +141,23 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     limits = sorted({r["limit"] for rows in rows_by_kind.values() for r in rows})
     c_input = 1 - input_cycles(cfg) * cfg.instances / (cfg.groups * cfg.instances * cfg.positions)
     L.append("Three stages stream in parallel and the slowest sets the rate "
-             "(`hdl.contract.image_cycle_floors`): the datapaths' balanced work "
-             f"ceil(sum U / P) x G (`work`), the input loader ({input_cycles(cfg)} cycles per image: "
-             "two tiles per cycle) and the compact output (one 512-bit beat per cycle, "
-             "`out bytes` / 64); a fourth floor, the two ifmap buffers' turnaround "
+             "(`hdl.contract.image_cycle_floors`): the datapaths' work steps x G (`work`; "
+             "`steps` the busiest instance's entries, the pixel deal keeps it within N = "
+             f"{cfg.instances} of sum U / P), the window dealer ({input_cycles(cfg)} cycles per "
+             "image: one segment record per cycle) and the output stream (one "
+             f"{cfg.bus_width}-bit beat per cycle, `out bytes` / {cfg.bus_bytes}); a fourth floor, "
+             "the two window buffers' turnaround "
              f"(input + work + {BUFFER_TURNAROUND}) / 2, binds only images whose work is shorter "
              "than the pipeline latency. Measured: every point is limited by "
              f"{' and '.join(limits)}, and frame_cycles - work = {', '.join(f'{o:g}' for o in over)} "
              "cycle(s) per image (the walkers' one-cycle restart between images). "
-             f"The loader would limit only beyond C = {c_input:.3f}; the output "
+             f"The dealer would limit only beyond C = {c_input:.3f}; the output "
              f"({cfg.bus_bytes} bytes per beat against {cfg.instances} outputs per {cfg.groups} "
              "cycle(s)) " + ("never does." if cfg.bus_bytes * cfg.groups >= cfg.instances
                             else "limits whenever compute does not.") + "\n")
     L.append("The output shrinks with 1 - C: only computed bytes leave, in the schedule's compact "
-             f"order ({any_rows[0]['out_bytes']:g} bytes per image at C = 0, "
+             "order (steps x P bytes, the few instances short of `steps` entries padding their "
+             f"slots; {any_rows[0]['out_bytes']:g} bytes per image at C = 0, "
              f"{any_rows[-1]['out_bytes']:g} at C = {any_rows[-1]['ratio']:.2f}); the host "
              "rebuilds the dense map with the means (`Schedule.expand`; its cost per image is "
              "printed by the sweep and by `scripts/bench_expand.py`, wall times stay out of this "
@@ -190,8 +193,8 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "(sim/energy.py, `image_energy`):\n")
     L.append(f"- **Events** (from the counters): per computed output {model.output_pj(cfg):.2f} pJ = "
              + ", ".join(f"{k} {v:.3f}" for k, v in model.output_ops(cfg).items())
-             + f" pJ; per image, the ifmap load {model.load_pj(cfg) / 1e3:.1f} nJ (every instance "
-             f"writes its own copy) and the compact output {model.drain_pj(cfg, 1):.1f} pJ per beat.")
+             + f" pJ; per image, the image dealt {model.load_pj(cfg) / 1e3:.1f} nJ (its records "
+             f"written into the dealer's ring once, every instance writing its windows) and the compact output {model.drain_pj(cfg, 1):.1f} pJ per beat.")
     L.append("  Source: M. Horowitz, \"Computing's energy problem (and what we can do about it)\", "
              "ISSCC 2014, 45 nm, 0.9 V: " + ", ".join(f"{k} {v} pJ" for k, v in HOROWITZ_45NM.items())
              + ". Adders of other widths interpolate linearly between 8 and 32 bits; the "

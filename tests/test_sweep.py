@@ -113,15 +113,15 @@ def test_linear_fit():
 
 
 def test_cycle_floors_of_the_default_design():
-    """The contract's floors: balanced work, the loader's two tiles per cycle (484 tiles in 70
-    beats of 7: 69 x 4 + 1 cycles), one compact output beat per 64 outputs and the two ifmap
-    buffers' turnaround, (load + work + latency + 3) / 2."""
-    assert work_cycles(DEFAULT, 65536) == 4096 and work_cycles(DEFAULT, 6554) == 410
-    assert input_cycles(DEFAULT) == 69 * 4 + 1
-    assert image_cycle_floors(DEFAULT, 6554) == {"compute": 410, "input": 277, "output": 103,
-                                                 "buffers": (277 + 410 + IMAGE_LATENCY + 3) / 2}
-    # the turnaround never limits the default design: at C = 0.99 the loader still does
-    assert stream_image_cycles(DEFAULT, 656) == 277
+    """The contract's floors: the busiest instance's work, the window dealer's one record per
+    cycle (64 rows x 4 segments), one output beat per 64 stream bytes and the two window
+    buffers' turnaround, (load + work + latency + 5) / 2."""
+    assert work_cycles(DEFAULT, 4096) == 4096 and work_cycles(DEFAULT, 410) == 410
+    assert input_cycles(DEFAULT) == 64 * 4
+    assert image_cycle_floors(DEFAULT, 410) == {"compute": 410, "input": 256, "output": 103,
+                                                "buffers": (256 + 410 + IMAGE_LATENCY + 5) / 2}
+    # the turnaround never limits the default design: at C = 0.99 the dealer still does
+    assert stream_image_cycles(DEFAULT, 41) == 256
 
 
 @dataclasses.dataclass
@@ -132,6 +132,7 @@ class FakePoint:
     actual_ratio: float
     sum_u: int
     max_channel_u: int
+    steps: int
     compute_cycles: int
     frame_cycles: float
     toggles_per_image: float
@@ -143,8 +144,9 @@ def _fake(cfg, ratios, overhead=1, kind="random", total=None):
     pts = []
     for c in ratios:
         u = n - int(c * n)
-        work = work_cycles(cfg, u)
-        pts.append(FakePoint(kind, c, 1 - u / n, u, -(-u // cfg.instances), work + IMAGE_LATENCY,
+        steps = -(-u // cfg.instances)
+        work = work_cycles(cfg, steps)
+        pts.append(FakePoint(kind, c, 1 - u / n, u, steps, steps, work + IMAGE_LATENCY,
                              work + overhead, 1e6 * u / n + 2e5, -(-u // cfg.bus_bytes)))
     return pts
 
@@ -244,8 +246,9 @@ def test_velcro_workloads_are_algorithm_1():
 @pytest.mark.slow
 def test_small_sweep_end_to_end(tmp_path):
     """scripts/sweep.py on a small configuration: streamed batches on the SAIF model, every
-    output checked in the testbench, the steady state exactly the contract's floor (balanced work
-    + the walkers' 1 cycle, or, once C is high enough, the two ifmap buffers' turnaround: the
+    output checked in the testbench, the steady state exactly the contract's floor (the busiest
+    instance's work + the walkers' 1 cycle, or, once C is high enough, the two window buffers'
+    turnaround: the
     stream then repeats every two images, a target miss the report names), the CSV, plot,
     report and kept SAIF written, and a rerun byte-identical."""
     cfg = AccelConfig(height=8, width=8, instances=2)
@@ -268,10 +271,10 @@ def test_small_sweep_end_to_end(tmp_path):
     assert [r["ratio"] for r in rows] == [0.0, 0.3, 0.5, 0.95]
     for r in rows:
         assert r["golden_ok"] == "True" and r["toggles"] > 0 and r["energy_pj"] > 0
-        assert r["frame_cycles"] == stream_image_cycles(cfg, int(r["sum_u"]))
+        assert r["frame_cycles"] == stream_image_cycles(cfg, int(r["steps"]))
         assert r["compute_cycles"] == r["work_cycles"] + perf_model.IMAGE_LATENCY
     assert [r["limit"] for r in rows] == ["compute"] * 3 + ["buffers"]
-    assert rows[3]["buffer_cycles"] == buffer_cycles(cfg, int(rows[3]["sum_u"])) > max(
+    assert rows[3]["buffer_cycles"] == buffer_cycles(cfg, int(rows[3]["steps"])) > max(
         rows[3]["work_cycles"] + 1, rows[3]["input_cycles"])
     assert all(r["speedup_vs_ideal"] >= perf_model.SPEEDUP_TARGET for r in rows[:3])
     assert rows[0]["speedup"] == 1.0 and rows[2]["energy_norm"] < rows[1]["energy_norm"] < 1
