@@ -18,10 +18,11 @@ buffer     contents                                             beats
 params     ``weight_beats(cfg, weight, bias, mult, shift)[1:]``  N*G*ceil(9*L*8/512) + N
            (every channel's filter records, then one
            bias|mult|shift record per channel)
-schedule   ``schedule_beats(cfg, deal(mask, N))``                1 + ceil(sum U / N) *
-           (SCHEDULE_BEATS register = its beat count)            ceil(N*entry_bits/512)
+schedule   ``schedule_beats(cfg, deal(mask, N))``                1 + steps *
+           (SCHEDULE_BEATS register = its beat count)            ceil(N*entry_bits/512) + S *
+                                                                ceil(N*pixel_bits/512)
 ifmap      ``batch_frame_beats(cfg, ifmaps)[1:]``: B images      B * image_beats(cfg)
-ofm        written by the kernel: B images of compact output     B * ceil(sum U / 64)
+ofm        written by the kernel: B images of compact output     B * ceil(steps * N / 64)
            (:func:`unpack_ofm` expands them with the schedule
            and the means, which stay on the host)
 =========  ===================================================  =================================
