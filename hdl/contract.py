@@ -57,8 +57,10 @@ BUFFER_TURNAROUND = IMAGE_LATENCY + 5
 def buffer_cycles(cfg: AccelConfig, steps: int) -> float:
     """The double buffer's floor: each of the two window buffers is busy for a load, the work
     and the turnaround per image it holds, so a stream of images whose busiest instance holds
-    ``steps`` entries takes at least half of that per image (it limits only small images, whose work is shorter
-    than the pipeline latency)."""
+    ``steps`` entries takes at least half of that per image. It limits once the work is
+    shorter than the input plus the turnaround: for the default design above C = 0.93, for
+    configurations with few channels per pixel (whose input is a large share of the work) much
+    earlier."""
     return (input_cycles(cfg) + work_cycles(cfg, steps) + BUFFER_TURNAROUND) / 2
 
 

@@ -46,7 +46,7 @@ def parse_args(argv):
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--instances", type=int, default=16)
     ap.add_argument("--in-channels", type=int, default=1)
-    ap.add_argument("--batches", default="1,5", help="the two batch sizes whose difference is "
+    ap.add_argument("--batches", default="1,6", help="the two batch sizes whose difference is "
                     "the steady state")
     ap.add_argument("--seed", type=int, default=3, help="seed of the random data and image choice")
     ap.add_argument("--task", default="footwear", help="Fashion-MNIST task of the velcro kinds")

@@ -1,7 +1,7 @@
 """Measure workloads on the RTL: batches of images streamed back to back, steady state per image.
 
     build = Build(cfg, "verilator", saif=True)
-    m = measure(build, workload, workdir, batches=(1, 5))
+    m = measure(build, workload, workdir, batches=(1, 6))
     m.frame_cycles, m.toggles_per_image, m.compute_cycles
 
 A workload (:mod:`sim.workloads`) is a frame's constants and a batch of ifmaps. For each batch
@@ -54,12 +54,14 @@ from .workloads import Workload
 __all__ = ["BatchRun", "Measurement", "run_steps", "measure", "measure_all", "DEFAULT_BATCHES",
            "WINDOW_IMAGE", "window_images", "SimulationFailed", "best_of", "expand_seconds"]
 
-#: Batch sizes whose difference gives the steady state: 1 (no overlap at all) and 5 (room for
+#: Batch sizes whose difference gives the steady state: 1 (no overlap at all) and 6 (room for
 #: the traced period and the state record after it).
-DEFAULT_BATCHES = (1, 5)
-#: The traced period starts at this image's first beat: image 0 loads into an empty engine and
-#: image 1 into a free buffer, so the first period of the steady state starts at image 2.
-WINDOW_IMAGE = 2
+DEFAULT_BATCHES = (1, 6)
+#: The traced period starts at this image's first beat. Images 0 and 1 are dealt into free
+#: window buffers at once, and image 2's rows enter the dealer's ring as soon as image 1's have
+#: left it, before any buffer is released; image 3's rows are the first that wait for a release,
+#: so the first period of the steady state starts at image 3.
+WINDOW_IMAGE = 3
 
 
 @dataclasses.dataclass(frozen=True)
