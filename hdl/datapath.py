@@ -118,7 +118,7 @@ class WindowReadSignature(wiring.Signature):
 
 
 class LoadSignature(wiring.Signature):
-    """What a frame and the deployment load into one datapath, seen from the loader: the strips
+    """What a frame and the deployment load into one datapath, seen from the engine: the strips
     of the window dealer (:class:`~hdl.dealer.StripSignature`), the instance's pixel table
     (address: segment), filters (address ``slot*G + g``) and quant records (``slot``)."""
 

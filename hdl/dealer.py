@@ -13,7 +13,7 @@ per image, not a copy of the image. The dealer is shared by the P instances of a
   of rows y - 1 .. y + 1, columns jP - 1 .. jP + P, zero outside the image. Each instance cuts its
   own pixel's window out of the strip and writes it into its window memory
   (:class:`hdl.datapath.Datapath`), image j in buffer ``j % 2``.
-* **Flow.** The ring holds four rows, so the loader writes row r only once the dealer has moved on
+* **Flow.** The ring holds four rows, so the input side writes row r only once the dealer has moved on
   to row r - 2; the dealer deals row y once row y + 1 is in (the last row of an image: once it is
   in). Image j is dealt only once image j - 2 no longer needs its buffer
   (``j < released + 2``); ``loaded`` counts the images whose windows are all written.
@@ -33,7 +33,7 @@ from .protocol import MAX_BATCH, beats_per_segment, segments_per_beat
 
 __all__ = ["WindowDealer", "StripSignature", "strip_layout", "RING_ROWS", "WRITE_DELAY"]
 
-#: Rows the ring holds: the dealer reads three while the loader fills the fourth.
+#: Rows the ring holds: the dealer reads three while the input side fills the fourth.
 RING_ROWS = 4
 #: Cycles from a strip on the ``strip`` port to its window being readable in every instance's
 #: window memory (the instance's strip register, then the memory write): ``loaded`` counts an
@@ -82,7 +82,7 @@ class WindowDealer(wiring.Component):
         row_px = cfg.row_segments * cfg.instances
         ring = [[Signal(row_px * cfg.pixel_bits, name=f"ring{s}_g{g}")
                  for g in range(cfg.groups)] for s in range(RING_ROWS)]
-        # rows written minus rows dealt (completed): the loader may write while it is <= 2
+        # rows written minus rows dealt (completed): the input side may write while it is <= 2
         lead = Signal(range(RING_ROWS + 1))
         row_loaded, row_dealt = Signal(), Signal()
         m.d.sync += lead.eq(lead + row_loaded - row_dealt)

@@ -220,7 +220,7 @@ def _report(cfg, s) -> str:
         f"kernel is synthesised with its {n} datapath modules as black boxes ({es['black_boxes']} "
         f"black-box cells in the engine netlist) and the engine and its {es['walkers']} walkers "
         "kept as modules of their own (`keep_hierarchy`; everything else flattened), so its "
-        "netlist gives the engine's shared logic (loader, packer, command front end, counters), "
+        "netlist gives the engine's shared logic (window dealer, packer, command front end, counters), "
         "each walker, and the kernel shell (AXI, registers, FIFOs) separately. Engine = shared "
         f"+ {n} x datapath + the {n} walkers; kernel = kernel shell + engine. The {n} datapath "
         "modules Amaranth emits are the same text up to its numbered internal names: "
@@ -274,7 +274,7 @@ def _report(cfg, s) -> str:
         "black box and kept module replaced by its own synthesised netlist, "
         f"hdl/synthesis.stitch) the longest path of the whole kernel is **{whole['levels']} "
         f"levels**, starting at `{whole['start']}`: "
-        + ("inside the engine's shared control logic (loader, packer, command front end, "
+        + ("inside the engine's shared control logic (window dealer, packer, command front end, "
            "counters), not yet pipelined for 300 MHz. " if whole["start"].startswith("engine/")
            and "/datapath" not in whole["start"] and "/walker" not in whole["start"] else "")
         + "Counted as Vivado's timing reports do: one level per LUT, LUTRAM read, MUXF and "

@@ -14,6 +14,7 @@ from hdl.config import AccelConfig
 from hdl.contract import BUFFER_TURNAROUND, input_cycles
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
+from .measure import WINDOW_IMAGE
 from .perf_model import ACCEPTED_KINDS, R2_MIN, SPEEDUP_TARGET
 
 __all__ = ["plot", "write_report"]
@@ -139,7 +140,10 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     over = sorted({round(r["frame_cycles"] - r["work_cycles"], 3)
                    for rows in rows_by_kind.values() for r in rows})
     limits = sorted({r["limit"] for rows in rows_by_kind.values() for r in rows})
-    c_input = 1 - input_cycles(cfg) * cfg.instances / (cfg.groups * cfg.instances * cfg.positions)
+    # work = steps x G and steps ~ (1 - C) H W (P = N): the C beyond which the dealer's input,
+    # and the buffers' turnaround (work + 1 < (input + work + turnaround) / 2), exceed the work
+    c_input = 1 - input_cycles(cfg) / (cfg.groups * cfg.positions)
+    c_buffers = 1 - (input_cycles(cfg) + BUFFER_TURNAROUND - 2) / (cfg.groups * cfg.positions)
     L.append("Three stages stream in parallel and the slowest sets the rate "
              "(`hdl.contract.image_cycle_floors`): the datapaths' work steps x G (`work`; "
              "`steps` the busiest instance's entries, the pixel deal keeps it within N = "
@@ -147,11 +151,12 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "image: one segment record per cycle) and the output stream (one "
              f"{cfg.bus_width}-bit beat per cycle, `out bytes` / {cfg.bus_bytes}); a fourth floor, "
              "the two window buffers' turnaround "
-             f"(input + work + {BUFFER_TURNAROUND}) / 2, binds only images whose work is shorter "
-             "than the pipeline latency. Measured: every point is limited by "
+             f"(input + work + {BUFFER_TURNAROUND}) / 2, binds images whose work is shorter "
+             "than the input plus the turnaround. Measured: every point is limited by "
              f"{' and '.join(limits)}, and frame_cycles - work = {', '.join(f'{o:g}' for o in over)} "
              "cycle(s) per image (the walkers' one-cycle restart between images). "
-             f"The dealer would limit only beyond C = {c_input:.3f}; the output "
+             f"The buffers would limit only beyond C = {c_buffers:.3f}, the dealer beyond "
+             f"C = {c_input:.3f}; the output "
              f"({cfg.bus_bytes} bytes per beat against {cfg.instances} outputs per {cfg.groups} "
              "cycle(s)) " + ("never does." if cfg.bus_bytes * cfg.groups >= cfg.instances
                             else "limits whenever compute does not.") + "\n")
@@ -202,8 +207,8 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              f"accesses cost {model.sram_pj_per_bit:.4f} pJ/bit (8 KB, 64-bit read; writes assumed "
              "equal to reads, an upper bound for the smaller real banks).")
     L.append(f"- **Toggles** (from SAIF): the toggles of every traced net bit over one image period "
-             "of the steady state (from the first input beat of the batch's third image to the "
-             "fourth's; the bits that are 1 when the file opens, which SAIF counts as toggles, "
+             f"of the steady state (from the first input beat of the batch's image {WINDOW_IMAGE}, "
+             f"counted from 0, to image {WINDOW_IMAGE + 1}'s; the bits that are 1 when the file opens, which SAIF counts as toggles, "
              "subtracted as recorded one period after the window; "
              "`sim/measure.py`), times 1/2 C V^2 = "
              f"{model.toggle_pj * 1e3:.3f} fJ (assumption: {model.net_cap_f * 1e15:.1f} fF per net "
