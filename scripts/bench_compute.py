@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Compute-cycle benchmark of the default design on Verilator: compute_cycles against the
-balanced work ceil(sum U / P) * G.
+work steps * G (steps: the busiest instance's entries of the pixel deal).
 
-The engine's contract is compute = ceil(sum U / P) * G + IMAGE_LATENCY (G = 1 on the default
+The engine's contract is compute = steps * G + IMAGE_LATENCY (G = 1 on the default
 configuration), so the ratio should be just above 1 at every compression ratio.
 One simulator process per ratio streams batches of 1 and 2 random images (sim/measure.py; "frame"
 is the steady-state cycles per image); every output map is checked against

@@ -38,7 +38,7 @@ def main() -> int:
         print(f"{key:>18}: {int(res[key])}")
     print(f"{'computed':>18}: {res['computed'].tolist()}")
     print(f"{'skipped':>18}: {res['skipped'].tolist()}")
-    print(f"{'sum U':>18}: {int(frame.uncompressed.sum())}, bound ceil(sum U/P)*G + latency = "
+    print(f"{'sum U':>18}: {int(frame.uncompressed.sum())}, bound steps*G + latency = "
           f"{compute_cycle_bound(cfg, deal(frame.mask, cfg.instances))}")
     print(f"{'golden check':>18}: {'bit-exact' if ok else 'MISMATCH'} ({wall:.1f} s wall incl. build)")
     return 0 if ok else 1

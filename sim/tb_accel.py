@@ -2,8 +2,9 @@
 
 Every output is compared with the integer golden model with ``==`` (compact beats decoded with
 the protocol helpers and expanded with ``Schedule.expand``); every stream runs under seeded random
-stalls; every image's compute cycles are checked against the balance bound
-``ceil(sum U / P) * G + IMAGE_LATENCY`` (exact when nothing stalls). The configuration arrives
+stalls; every image's compute cycles are checked against the bound
+``steps * G + IMAGE_LATENCY`` (steps: the busiest instance's entries of the pixel deal;
+exact when nothing stalls). The configuration arrives
 as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run (the seed is logged either way).
 
 Run through pytest (tests/test_sim_accel.py) or ``velcro sim`` (testcase ``run_frame_file``).

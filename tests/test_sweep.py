@@ -185,7 +185,7 @@ def test_perf_model_on_synthetic_counters():
 
 
 def test_perf_model_names_the_input_limit():
-    """Past C = 1 - input/(work at C=0) the loader, not the datapaths, limits the image."""
+    """Past C = 1 - input/(work at C=0) the window dealer, not the datapaths, limits the image."""
     cfg = DEFAULT
     rows = perf_model.analyse(cfg, _fake(cfg, [0.0, 0.95]))
     assert rows[1]["limit"] == "input" and rows[1]["input_cycles"] > rows[1]["work_cycles"]
