@@ -30,10 +30,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .datapath import LATENCY, Datapath
+from .datapath import LATENCY, Datapath, entries_per_instance
 from .dealer import WindowDealer
 from .packer import OutputPacker, beat_layout
-from .datapath import entries_per_instance
 from .protocol import (MAX_BATCH, Opcode, pixel_layout, schedule_entry_layout,
                        stream_counter_layout)
 from .walker import WorkWalker
@@ -86,7 +85,7 @@ class VelcroAccelerator(wiring.Component):
             dps.append(dp)
             walkers.append(wk)
         # Deployment constants survive a reset, like the memories that hold the rest of them.
-        steps = Signal(range(entries_per_instance(cfg) + 1), reset_less=True)   # steps
+        steps = Signal(range(entries_per_instance(cfg) + 1), reset_less=True)
         m.d.comb += packer.steps.eq(steps)
         images = Signal(range(MAX_BATCH + 1))
         m.d.comb += dealer.images.eq(images)

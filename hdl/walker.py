@@ -2,10 +2,10 @@
 
 The SCHEDULE command writes instance p's dealt run (:func:`py_ref.schedule.deal`) into the
 walker's memory, entry k at address k; ``count`` counts the valid entries written (a run is
-written from address 0, entries past its end are zero; ``clear`` empties it when a schedule
-with no entries arrives). For every image the engine pulses
-``start``; the walker then offers entries k = 0 .. count - 1, each tagged with its index k and
-the image's window buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
+written from address 0; ``clear``, pulsed at every SCHEDULE header, empties it first, so a
+schedule with no entries leaves it empty). For every image the engine pulses ``start``; the
+walker then offers entries k = 0 .. count - 1, each tagged with its index k and the image's
+window buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
 the output register moves), so entries leave back to back, one per cycle at most.
 
 Timing: ``start`` in cycle t, the first entry is offered in cycle t + 2; ``running`` falls once
@@ -48,7 +48,7 @@ class WorkWalker(wiring.Component):
         cfg = self.cfg
         m = Module()
         # UltraRAM (4K x 72): the U280 has 960 of them and nothing else uses them, while block
-        # RAM holds the ifmap banks (issue 10: block RAM must not bound the instance count)
+        # RAM holds the window memories (issue 10: block RAM must not bound the instance count)
         mem = memory.Memory(shape=schedule_entry_layout(cfg), depth=entries_per_instance(cfg),
                             init=[], attrs={"ram_style": "ultra"})
         m.submodules.entries = mem
