@@ -13,9 +13,9 @@ per image, not a copy of the image. The dealer is shared by the P instances of a
   of rows y - 1 .. y + 1, columns jP - 1 .. jP + P, zero outside the image. Each instance cuts its
   own pixel's window out of the strip and writes it into its window memory
   (:class:`hdl.datapath.Datapath`), image j in buffer ``j % 2``.
-* **Flow.** The ring holds four rows, so the input side writes row r only once the dealer has moved on
-  to row r - 2; the dealer deals row y once row y + 1 is in (the last row of an image: once it is
-  in). Image j is dealt only once image j - 2 no longer needs its buffer
+* **Flow.** The ring holds four rows, so the input side writes row r only once the dealer has
+  moved on to row r - 2; the dealer deals row y once row y + 1 is in (the last row of an image:
+  once it is in). Image j is dealt only once image j - 2 no longer needs its buffer
   (``j < released + 2``); ``loaded`` counts the images whose windows are all written.
 
 Both sides move one record per cycle, so a steady stream of images loads in

@@ -403,8 +403,8 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
     """The largest PEs x CUs configuration on the U280 and its throughput against C.
 
     A CU is one engine of ``P`` instances (P divides bus_width/8, so 16, 32 or 64 at 512 bits)
-    plus its shared logic ``per_cu_shared`` (window dealer, packer, command front end, AXI), taken as
-    that of the synthesised default CU for every P. CUs are limited by resources and by the
+    plus its shared logic ``per_cu_shared`` (window dealer, packer, command front end, AXI), taken
+    as that of the synthesised default CU for every P. CUs are limited by resources and by the
     HBM pseudo-channels (two each). ``image_cycles(P, C)`` is the engine's cycle law for one
     image with P instances at compression C.
     """

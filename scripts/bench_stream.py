@@ -4,10 +4,10 @@
 steady = (batch_cycles(B = 8) - batch_cycles(B = 2)) / 6, from the first input beat of the first
 image to the last output beat of the last image (constants excluded), at C = 0, 0.3, 0.6, 0.9
 for random masks and point-wide masks (one percentile threshold over [N, H, W] of variances
-whose per-channel scales spread over three decades). Printed: steady, the work
-steps * G (steps: the busiest instance's entries of the pixel deal) and their difference (target <= 16), and the speedup over C = 0 with its
-ratio to the ideal 1 / (1 - C) (target >= 0.95). Every output is checked against the golden
-model.
+whose per-channel scales spread over three decades). Printed: steady, the work steps * G
+(steps: the busiest instance's entries of the pixel deal) and their difference (target <= 16),
+and the speedup over C = 0 with its ratio to the ideal 1 / (1 - C) (target >= 0.95). Every
+output is checked against the golden model.
 
     python scripts/bench_stream.py [--ratios 0,0.3,0.6,0.9] [--seed 5] [--out results/bench_stream.md]
 
@@ -84,9 +84,9 @@ def main(argv=None) -> int:
     args.out.write_text(
         f"# scripts/bench_stream.py (default design, Verilator, seed {args.seed})\n\n```\n"
         + "\n".join(lines) + "\n```\n\nsteady = (batch_cycles(B=8) - batch_cycles(B=2)) / 6; "
-        "work = steps * G (the busiest instance's entries of the pixel deal); excess = steady - work (the walkers' one idle cycle between "
-        "images at G = 1); ratio = speedup over C = 0 / (1 / (1 - C)). Every output checked "
-        "against the golden model.\n")
+        "work = steps * G (the busiest instance's entries of the pixel deal); excess = steady - "
+        "work (the walkers' one idle cycle between images at G = 1); ratio = speedup over "
+        "C = 0 / (1 / (1 - C)). Every output checked against the golden model.\n")
     print(f"wrote {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0 if met else 1
 

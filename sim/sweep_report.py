@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig
-from hdl.contract import BUFFER_TURNAROUND, input_cycles
+from hdl.contract import BUFFER_TURNAROUND, input_cycles, stream_floors
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
 from .measure import WINDOW_IMAGE
@@ -99,6 +99,14 @@ def _table(rows) -> list[str]:
     return out
 
 
+def _overtakes_compute(cfg: AccelConfig, floor: str) -> float:
+    """The C beyond which ``floor`` of a stream (:func:`hdl.contract.stream_floors`) exceeds the
+    compute floor, for a busiest instance of (1 - C) H W entries (the balanced share, P = N)."""
+    steps = max((s for s in range(cfg.positions + 1)
+                 if (f := stream_floors(cfg, s))[floor] > f["compute"]), default=0)
+    return 1 - steps / cfg.positions
+
+
 def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: dict,
                  model: EnergyModel, *, command: str, batches, info: dict | None,
                  saif_files) -> None:
@@ -140,10 +148,7 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     over = sorted({round(r["frame_cycles"] - r["work_cycles"], 3)
                    for rows in rows_by_kind.values() for r in rows})
     limits = sorted({r["limit"] for rows in rows_by_kind.values() for r in rows})
-    # work = steps x G and steps ~ (1 - C) H W (P = N): the C beyond which the dealer's input,
-    # and the buffers' turnaround (work + 1 < (input + work + turnaround) / 2), exceed the work
-    c_input = 1 - input_cycles(cfg) / (cfg.groups * cfg.positions)
-    c_buffers = 1 - (input_cycles(cfg) + BUFFER_TURNAROUND - 2) / (cfg.groups * cfg.positions)
+    c_input, c_buffers = _overtakes_compute(cfg, "input"), _overtakes_compute(cfg, "buffers")
     L.append("Three stages stream in parallel and the slowest sets the rate "
              "(`hdl.contract.image_cycle_floors`): the datapaths' work steps x G (`work`; "
              "`steps` the busiest instance's entries, the pixel deal keeps it within N = "
@@ -208,9 +213,9 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "equal to reads, an upper bound for the smaller real banks).")
     L.append(f"- **Toggles** (from SAIF): the toggles of every traced net bit over one image period "
              f"of the steady state (from the first input beat of the batch's image {WINDOW_IMAGE}, "
-             f"counted from 0, to image {WINDOW_IMAGE + 1}'s; the bits that are 1 when the file opens, which SAIF counts as toggles, "
-             "subtracted as recorded one period after the window; "
-             "`sim/measure.py`), times 1/2 C V^2 = "
+             f"counted from 0, to image {WINDOW_IMAGE + 1}'s; the bits that are 1 when the file "
+             "opens, which SAIF counts as toggles, subtracted as recorded one period after the "
+             "window; `sim/measure.py`), times 1/2 C V^2 = "
              f"{model.toggle_pj * 1e3:.3f} fJ (assumption: {model.net_cap_f * 1e15:.1f} fF per net "
              f"bit at 45 nm, V = {model.vdd} V). At C = 0: {r0['toggles']:,.0f} toggles per image. "
              "Memories are not traced (their energy is in the event term).")

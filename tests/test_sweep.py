@@ -293,11 +293,12 @@ def test_small_sweep_end_to_end(tmp_path):
 
 def test_saif_window_is_one_period_of_the_stream(tmp_path):
     """sim.saif_window on the small SAIF model (compute-limited at C = 0.3): a window from
-    image WINDOW_IMAGE's first beat to the next image's spans exactly one steady-state period, and its toggles minus the state record (the bits SAIF
-    counts when a file opens) equal the whole-run difference of two batch sizes, up to the
-    engine's counters: with identical images they are the only state that does not repeat
-    between periods, and a binary counter's transitions over a period and its ones at the
-    period's start each change by at most its width from one period to the next."""
+    image WINDOW_IMAGE's first beat to the next image's spans exactly one steady-state period,
+    and its toggles minus the state record (the bits SAIF counts when a file opens) equal the
+    whole-run difference of two batch sizes, up to the engine's counters: with identical images
+    they are the only state that does not repeat between periods, and a binary counter's
+    transitions over a period and its ones at the period's start each change by at most its
+    width from one period to the next."""
     from hdl.protocol import stream_counter_layout
     from sim.runner import Build
 
