@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +61,10 @@ def parse_args(argv):
         args.batch_list = [int(b) for b in args.batches.split(",")]
     except ValueError:
         ap.error("--ratios and --batches are comma-separated numbers")
+    try:    # a point whose stream repeats every two images checks again (sim.measure)
+        measure.check_batches(args.batch_list, saif=True)
+    except measure.BatchesError as exc:
+        ap.error(f"--batches: {exc}")
     if args.ratio_list[0] != 0 or any(not 0 <= c < 1 for c in args.ratio_list):
         ap.error("--ratios must start at 0 and lie in 0 <= C < 1")
     args.kind_list = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -68,8 +74,6 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from tqdm import tqdm
-
     from sim.runner import Build, SimulationFailed
     args = parse_args(argv)
     cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
@@ -79,11 +83,38 @@ def main(argv=None) -> int:
     build = Build(cfg, "verilator", saif=True, defer=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
-    # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
-    later = [k for k in args.kind_list if k != "random"]
-    keep = {(k, c): out / "saif" / f"{k}_c{round(c * 100):03d}.saif.gz"
+    # kept SAIF files are staged and move into ``out`` only once every point has passed
+    (BUILD / "sweep").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{cfg.tag}-keep-", dir=BUILD / "sweep"))
+    keep = {(k, c): f"{k}_c{round(c * 100):03d}.saif.gz"
             for k in args.kind_list for c in args.ratio_list
             if any(abs(c - s) < 1e-9 for s in KEEP_SAIF)}
+    try:
+        points, loads = _simulate(args, cfg, build, staging, keep)
+        if keep:
+            (out / "saif").mkdir(parents=True, exist_ok=True)
+        for name in keep.values():
+            shutil.move(staging / name, out / "saif" / name)
+    except SimulationFailed as exc:
+        print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
+              file=sys.stderr)
+        return 1
+    except measure.BatchesError as exc:
+        print(f"sweep: error: --batches: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    t["sim"] = time.perf_counter()
+    return _write(args, argv, cfg, points, loads, [out / "saif" / n for n in keep.values()], t)
+
+
+def _simulate(args, cfg, build, staging, keep):
+    """Profile the workloads and measure them all, the kept SAIF files into ``staging``:
+    (points, workloads by kind)."""
+    from tqdm import tqdm
+
+    # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
+    later = [k for k in args.kind_list if k != "random"]
     loads, runs = {}, []
     with tqdm(total=len(args.kind_list) * len(args.ratio_list), desc="sweep", unit="point") as bar, \
             ThreadPoolExecutor(max_workers=2) as pool:
@@ -95,18 +126,18 @@ def main(argv=None) -> int:
             runs.append(pool.submit(
                 measure.measure_all, build, todo, BUILD / "sweep" / cfg.tag,
                 batches=args.batch_list, jobs=args.jobs, progress=bar.update,
-                keep_saif=lambda w: keep.get((w.kind, w.ratio))))
-        try:
-            for kinds in (["random"] if "random" in args.kind_list else [], later):
-                if kinds:
-                    start(kinds)
-            points = [p for r in runs for p in r.result()]
-        except SimulationFailed as exc:
-            print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
-                  file=sys.stderr)
-            return 1
+                keep_saif=lambda w: (staging / keep[(w.kind, w.ratio)]
+                                     if (w.kind, w.ratio) in keep else None)))
+        for kinds in (["random"] if "random" in args.kind_list else [], later):
+            if kinds:
+                start(kinds)
+        return [p for r in runs for p in r.result()], loads
+
+
+def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
+    """Analyse the measured points and write the CSV, plot, report and timing log."""
+    out = args.out
     todo = [w for k in args.kind_list for w in loads[k]]
-    t["sim"] = time.perf_counter()
     model = EnergyModel()
     by_kind = {k: perf_model.analyse(cfg, [p for p in points if p.kind == k], model)
                for k in args.kind_list}
@@ -120,7 +151,7 @@ def main(argv=None) -> int:
     command = "python scripts/sweep.py" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     sweep_report.write_report(out / "REPORT.md", cfg, by_kind, acceptance, model, command=command,
-                              batches=args.batch_list, info=info, saif_files=sorted(keep.values()))
+                              batches=args.batch_list, info=info, saif_files=sorted(saif_files))
     for kind, a in acceptance["kinds"].items():
         print(f"{kind}: worst speedup / ideal {a['worst_speedup_vs_ideal']:.4f} (C = "
               f"{a['worst_ratio']:.2f}); E/E0 = {a['fit']['intercept']:.4f} "
@@ -134,7 +165,6 @@ def main(argv=None) -> int:
     for msg in acceptance["failures"]:
         print(f"TARGET MISSED: {msg}", file=sys.stderr)
     return 0 if acceptance["ok"] or args.no_check else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,7 +52,8 @@ from .runner import Build, SimulationFailed
 from .workloads import Workload
 
 __all__ = ["BatchRun", "Measurement", "run_steps", "measure", "measure_all", "DEFAULT_BATCHES",
-           "WINDOW_IMAGE", "window_images", "SimulationFailed", "best_of", "expand_seconds"]
+           "WINDOW_IMAGE", "window_images", "check_batches", "BatchesError", "SimulationFailed",
+           "best_of", "expand_seconds"]
 
 #: Batch sizes whose difference gives the steady state: 1 (no overlap at all) and 6 (room for
 #: the traced period and the state record after it).
@@ -157,15 +158,22 @@ def window_images(cfg, steps: int) -> int:
     return 2 if stream_limit(cfg, steps) == "buffers" else 1
 
 
-def _check_batches(batches, saif: bool, period: int) -> list[int]:
+class BatchesError(ValueError):
+    """Batch sizes that cannot measure a point (:func:`check_batches`)."""
+
+
+def check_batches(batches, saif: bool, period: int = 1) -> list[int]:
+    """The batch sizes, sorted, if they can measure a stream whose period is ``period`` images
+    (:func:`window_images`; SAIF builds trace one period and the state record after it), else
+    :class:`BatchesError`."""
     batches = sorted(int(b) for b in batches)
     if len(batches) < 2 or batches[0] < 1 or len(set(batches)) != len(batches):
-        raise ValueError(f"batches must be two or more distinct sizes >= 1, not {batches!r}")
+        raise BatchesError(f"batches must be two or more distinct sizes >= 1, not {batches!r}")
     if (batches[-1] - batches[0]) % period:
-        raise ValueError(f"batches {batches!r} must differ by a multiple of the stream's period "
+        raise BatchesError(f"batches {batches!r} must differ by a multiple of the stream's period "
                          f"of {period} images")
     if saif and batches[-1] < WINDOW_IMAGE + period + 2:
-        raise ValueError(f"a SAIF measurement needs a batch of at least "
+        raise BatchesError(f"a SAIF measurement needs a batch of at least "
                          f"{WINDOW_IMAGE + period + 2} images here (the traced period of "
                          f"{period} image(s) and the state record after it), not {batches!r}")
     return batches
@@ -178,7 +186,7 @@ class _Point:
         self.build, self.workload, self.keep_saif = build, workload, keep_saif
         self.schedule_steps = deal(workload.frame.mask, build.cfg.instances).steps
         self.period = window_images(build.cfg, self.schedule_steps)
-        self.batches = _check_batches(batches, build.saif, self.period)
+        self.batches = check_batches(batches, build.saif, self.period)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         frame_path = self.dir / "frame.npz"
@@ -243,7 +251,8 @@ def measure_all(build: Build, workloads: list[Workload], workdir: Path, *,
     into ``jobs * chunks_per_job`` groups of about equal simulation time (longest first), each
     group one simulator process, ``jobs`` processes at a time. ``keep_saif(workload)`` returns
     a path to keep that point's SAIF, or None; ``progress(n)`` hears of ``n`` more finished
-    workloads. Stops at the first failure."""
+    workloads. Every point's batch sizes are checked (:func:`check_batches`) before anything
+    is simulated; stops at the first failure."""
     workdir = Path(workdir)
     groups = [[] for _ in range(max(1, min(len(workloads), jobs * chunks_per_job)))]
     load = [0.0] * len(groups)
@@ -252,13 +261,13 @@ def measure_all(build: Build, workloads: list[Workload], workdir: Path, *,
         groups[g].append(i)
         load[g] += _cost(workloads[i])
 
+    def point(w):
+        return _Point(build, w, workdir / f"{w.kind}_c{round(w.ratio * 100):03d}", batches,
+                      keep_saif(w) if keep_saif else None)
+    points_all = [point(w) for w in workloads]
+
     def one(g, members):
-        points = []
-        for i in members:
-            w = workloads[i]
-            tag = f"{w.kind}_c{round(w.ratio * 100):03d}"
-            points.append(_Point(build, w, workdir / tag, batches,
-                                 keep_saif(w) if keep_saif else None))
+        points = [points_all[i] for i in members]
         raws = run_steps(build, [s for p in points for s in p.steps], workdir / f"group{g}")
         out, at = {}, 0
         for i, p in zip(members, points):

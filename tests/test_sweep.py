@@ -202,6 +202,28 @@ def test_csv_round_trip(tmp_path):
         assert column in perf_model.CSV_COLUMNS
 
 
+def test_batches_that_cannot_measure_are_refused(tmp_path):
+    """The library names what is wrong with the batch sizes; the sweep command refuses them in
+    one line with exit 2 before building anything, and writes nothing."""
+    k = measure.WINDOW_IMAGE
+    assert measure.check_batches([k + 3, 1], saif=True) == [1, k + 3]
+    assert measure.check_batches([1, 2], saif=False) == [1, 2]
+    with pytest.raises(measure.BatchesError, match="at least"):
+        measure.check_batches([1, k + 2], saif=True)
+    with pytest.raises(measure.BatchesError, match="multiple of the stream's period of 2"):
+        measure.check_batches([1, k + 5], saif=True, period=2)
+    with pytest.raises(measure.BatchesError, match="distinct"):
+        measure.check_batches([3, 3], saif=False)
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--batches",
+                        f"1,{k + 2}", "--out", str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr                  # argparse: its usage, then one error line
+    assert r.stderr.splitlines()[-1].startswith(
+        "sweep.py: error: --batches: a SAIF measurement needs a batch of at least"), r.stderr
+    assert "building" not in r.stderr and not out.exists()
+
+
 def test_random_workloads_nested_and_dense():
     cfg = AccelConfig(height=16, width=16, instances=4)
     ws = workloads.random_workloads(cfg, [0.0, 0.3, 0.6], images=3, seed=1)
@@ -251,13 +273,20 @@ def test_small_sweep_end_to_end(tmp_path):
     walkers' 1 cycle (C <= 0.5), the two window buffers' turnaround (C = 0.8: the stream then
     repeats every two images) and the window dealer's input (C = 0.95), the last two target
     misses the report names; the CSV, plot, report and kept SAIF written, and a rerun
-    byte-identical. 16x16 with 4 instances: with fewer channels per pixel the dealer's input is
+    byte-identical. Batch sizes that do not fit the C = 0.8 point's two-image period are
+    refused (exit 2) with nothing written, although other points were measured first. 16x16 with 4 instances: with fewer channels per pixel the dealer's input is
     a large share of the work and no point would be compute-limited beyond C = 0."""
     cfg = AccelConfig(height=16, width=16, instances=4)
     out = tmp_path / "results"
     cmd = [sys.executable, str(REPO / "scripts" / "sweep.py"), "--height", "16", "--width",
            "16", "--instances", "4", "--kinds", "random", "--ratios", "0,0.3,0.5,0.8,0.95",
            "--batches", "1,7", "--out"]
+    odd = [a if a != "1,7" else "1,6" for a in cmd]
+    proc = subprocess.run(odd + [str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
+        "sweep: error: --batches: batches [1, 6] must differ by a multiple of the stream's "
+        "period of 2 images"), proc.stderr
+    assert not out.exists()
     proc = subprocess.run(cmd + [str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr          # C = 0.8 and 0.95 miss
     assert "TARGET MISSED: random C=0.80" in proc.stderr and "limited by buffers" in proc.stderr
