@@ -75,7 +75,7 @@ def _cmd_sim(args) -> int:
         raise CliError(f"output folder {out.parent} is not writable")
     frame, batch = read_batch(args.frame)
     try:
-        cfg = config_for_frame(frame)
+        cfg = config_for_frame(frame, instances=args.instances)
     except ConfigError as exc:
         raise CliError(f"{args.frame}: frame does not fit the generator: {exc}") from None
 
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show the compiler's output live on stderr instead of writing it to "
                         "the build log (build/sim/<sim>/<tag>/build.log)")
+    p.add_argument("--instances", type=int, default=None, metavar="P",
+                   help="datapaths of the design that runs the frame (default 16); any number "
+                        "of output channels N runs on them")
     p.add_argument("--max-build-minutes", type=float, default=60, metavar="M",
                    help="refuse a first build estimated to take longer than M minutes "
                         "(default 60)")

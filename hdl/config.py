@@ -35,6 +35,11 @@ OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated at 255)
 PIPELINE_LATENCY = 27
 
 
+#: Output channels one design can hold (the SCHEDULE entry's channel field and the filter memory
+#: are sized by N; 256 covers every 3x3 layer of the supported models).
+MAX_OUT_CHANNELS = 256
+
+
 class ConfigError(ValueError):
     """A configuration value is outside what the generator supports."""
 
@@ -50,10 +55,12 @@ def _check_range(name, value, lo, hi):
 class AccelConfig:
     """Parameters of the compression-skip conv2d(3x3, pad 1) + ReLU accelerator.
 
+    ``instances`` is P, the datapaths that share the work of a layer; ``out_channels`` is N,
+    the layer's output channels (default: P). They are independent: every instance holds every
+    channel's filter (slot = channel) and the pixel deal gives each instance one pixel of every
+    segment of P pixels, so any N >= 1 runs on P instances (N < P, N = P, N > P, N prime).
     ``lanes`` is L, the number of input channels each instance consumes per cycle (default:
-    all of them, up to 16).  ``mask_lanes`` is how many mask bits per instance the skip-list
-    builder consumes per cycle while the mask loads (default 8, or fewer if N*8 bits do not
-    fit one bus beat).
+    all of them, up to 16).
     """
 
     height: int = 64
@@ -62,7 +69,7 @@ class AccelConfig:
     instances: int = 16
     lanes: int | None = None
     bus_width: int = 512
-    mask_lanes: int | None = None
+    out_channels: int | None = None
 
     def __post_init__(self):
         _check_range("height", self.height, 4, 256)
@@ -75,17 +82,9 @@ class AccelConfig:
         _check_range("bus_width", self.bus_width, 64, 1024)
         if self.bus_width & (self.bus_width - 1):
             raise ConfigError(f"bus_width={self.bus_width} is not a power of two")
-        if self.mask_lanes is None:
-            # 8 bits per instance per cycle, fewer when one bus beat cannot hold N chunks
-            fit = max(1, self.bus_width // self.instances)
-            object.__setattr__(self, "mask_lanes", min(8, 1 << (fit.bit_length() - 1)))
-        _check_range("mask_lanes", self.mask_lanes, 1, 32)
-        if self.mask_lanes & (self.mask_lanes - 1):
-            raise ConfigError(f"mask_lanes={self.mask_lanes} is not a power of two")
-        if self.instances * self.mask_lanes > self.bus_width:
-            raise ConfigError(
-                f"instances*mask_lanes={self.instances * self.mask_lanes} exceeds "
-                f"bus_width={self.bus_width}: one mask beat must hold a chunk for every instance")
+        if self.out_channels is None:
+            object.__setattr__(self, "out_channels", self.instances)
+        _check_range("out_channels", self.out_channels, 1, MAX_OUT_CHANNELS)
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -103,33 +102,21 @@ class AccelConfig:
     def tag(self) -> str:
         """Short, stable, human-readable name used for per-configuration build folders."""
         digest = hashlib.sha1(self.to_json().encode()).hexdigest()[:8]
-        return (f"n{self.instances}_c{self.in_channels}_{self.height}x{self.width}"
+        return (f"p{self.instances}_n{self.out_channels}_c{self.in_channels}"
+                f"_{self.height}x{self.width}"
                 f"_l{self.lanes}_{digest}")
 
     # -- derived geometry ----------------------------------------------------------------------
 
     @property
     def positions(self) -> int:
-        """Output positions per instance (H*W: stride 1, padding 1)."""
+        """Output positions per output channel (H*W: stride 1, padding 1)."""
         return self.height * self.width
 
     @property
     def groups(self) -> int:
         """Channel groups G = ceil(C_in / L): cycles spent per uncompressed output."""
         return math.ceil(self.in_channels / self.lanes)
-
-    @property
-    def tile_rows(self) -> int:
-        """The ifmap is stored in 3x3 tiles, one pixel of each tile per bank: ceil(H/3) tile rows."""
-        return math.ceil(self.height / 3)
-
-    @property
-    def tile_cols(self) -> int:
-        return math.ceil(self.width / 3)
-
-    @property
-    def tiles(self) -> int:
-        return self.tile_rows * self.tile_cols
 
     @property
     def row_segments(self) -> int:
@@ -162,10 +149,6 @@ class AccelConfig:
         """Words of ``bus_width`` bits per instance output map (means load and drain unit)."""
         return math.ceil(self.positions / self.bus_bytes)
 
-    @property
-    def mask_chunks(self) -> int:
-        return math.ceil(self.positions / self.mask_lanes)
-
     # -- record sizes of the input stream (see hdl/protocol.py) ---------------------------------
 
     @property
@@ -174,12 +157,8 @@ class AccelConfig:
         return self.lanes * IFMAP_BITS
 
     @property
-    def tile_bits(self) -> int:
-        return 9 * self.pixel_bits
-
-    @property
     def weight_bits(self) -> int:
-        """One instance's 3x3 filter for one channel group: 9*L int8 values."""
+        """One output channel's 3x3 filter for one channel group: 9*L int8 values."""
         return 9 * self.lanes * WEIGHT_BITS
 
     QUANT_BITS = 64  # bias (32) | mult (16) | shift (8, 5 used)

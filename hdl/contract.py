@@ -6,7 +6,7 @@ VELCRO, imports nothing from hdl; these contracts belong to the hardware).
 from __future__ import annotations
 
 from .config import PIPELINE_LATENCY as IMAGE_LATENCY
-from .config import AccelConfig, ConfigError
+from .config import DEFAULT, AccelConfig, ConfigError
 from .protocol import beats_per_segment, compact_beats_per_image, segments_per_beat
 
 __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
@@ -14,12 +14,14 @@ __all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cyc
            "stream_image_cycles", "stream_floors", "stream_limit"]
 
 
-def config_for_frame(frame, **overrides) -> AccelConfig:
+def config_for_frame(frame, *, instances: int | None = None, **overrides) -> AccelConfig:
     """The accelerator configuration whose shapes match ``frame`` (ifmap [C_in, H, W] or
-    [B, C_in, H, W])."""
+    [B, C_in, H, W], weight [N, C_in, 3, 3]): ``instances`` P datapaths (default: the default
+    design's), whatever the frame's N."""
     c_in, h, w = frame.ifmap.shape[-3:]
-    cfg = AccelConfig(height=h, width=w, in_channels=c_in, instances=frame.weight.shape[0],
-                      **overrides)
+    p_count = DEFAULT.instances if instances is None else instances
+    cfg = AccelConfig(height=h, width=w, in_channels=c_in, instances=p_count,
+                      out_channels=frame.weight.shape[0], **overrides)
     if cfg.bus_bytes % cfg.instances:
         raise ConfigError(f"instances={cfg.instances} must divide bus_width/8={cfg.bus_bytes}: "
                           f"the output packer joins one byte per instance per step")

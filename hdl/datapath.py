@@ -65,9 +65,9 @@ assert LATENCY == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {L
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:
-    """Most work entries one instance can be dealt: every channel (N = P) at each of its S
-    pixels."""
-    return cfg.instances * cfg.segments
+    """Most work entries one instance can be dealt: every one of the N channels at each of its
+    S pixels."""
+    return cfg.out_channels * cfg.segments
 
 
 def _index_shape(count: int) -> range:

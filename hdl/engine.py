@@ -2,7 +2,8 @@
 
 Pieces, each a component with its own test, joined here:
 
-* command front end (this module): WEIGHTS (every instance holds every channel, slot = channel),
+* command front end (this module): WEIGHTS (every instance holds every one of the N channels,
+  slot = channel; N is independent of the P instances),
   SCHEDULE (the host-dealt work lists and pixel tables, :func:`py_ref.schedule.deal`), FRAME
   with B images;
 * :class:`~hdl.dealer.WindowDealer`: segment records in, one strip per cycle broadcast to every
@@ -37,7 +38,7 @@ from .protocol import (MAX_BATCH, Opcode, pixel_layout, schedule_entry_layout,
                        stream_counter_layout)
 from .walker import WorkWalker
 
-__all__ = ["VelcroAccelerator", "StreamEngine", "IMAGE_LATENCY"]
+__all__ = ["VelcroAccelerator", "IMAGE_LATENCY"]
 
 #: Cycles beyond steps * G from an image's first work entry taken by instance 0 to its
 #: last result taken by the packer, inclusive (the datapath's LATENCY). Between images the walkers
@@ -75,7 +76,7 @@ class VelcroAccelerator(wiring.Component):
         wiring.connect(m, packer.o, wiring.flipped(self.o))
         dps, walkers = [], []
         for p in range(cfg.instances):
-            dp = m.submodules[f"datapath{p}"] = Datapath(cfg, cfg.instances)
+            dp = m.submodules[f"datapath{p}"] = Datapath(cfg, cfg.out_channels)
             wk = m.submodules[f"walker{p}"] = WorkWalker(cfg, p)
             wiring.connect(m, wk.work, dp.work)
             wiring.connect(m, dp.result, packer.results[p])
@@ -157,14 +158,14 @@ class VelcroAccelerator(wiring.Component):
                 for dp in dps:
                     m.d.comb += [dp.load.weights.data.eq(value), dp.load.weights.en.eq(done),
                                  dp.load.weights.addr.eq(rec.idx)]
-                with m.If(rec.next(done, cfg.instances * cfg.groups)):
+                with m.If(rec.next(done, cfg.out_channels * cfg.groups)):
                     m.next = "QUANT"
             with m.State("QUANT"):
                 value, done = rec.take(cfg.QUANT_BITS)
                 for dp in dps:
                     m.d.comb += [dp.load.quant.data.eq(value), dp.load.quant.en.eq(done),
                                  dp.load.quant.addr.eq(rec.idx)]
-                with m.If(rec.next(done, cfg.instances)):
+                with m.If(rec.next(done, cfg.out_channels)):
                     m.next = "IDLE"
             with m.State("SCHEDULE"):
                 value, done = rec.take(cfg.instances * entry_bits)
@@ -222,7 +223,7 @@ class VelcroAccelerator(wiring.Component):
         """Two images can be in flight (j finishing, j + 1 starting): one set of running counts
         per buffer, latched into ``counters.image_*`` when the image ends."""
         cfg, cnt = self.cfg, self.counters
-        n, p_count = cfg.instances, cfg.instances
+        n, p_count = cfg.out_channels, cfg.instances
         ended = self._ended
         cycles = [Signal(32, name=f"cycles{b}") for b in range(2)]
         chan = [[Signal(range(cfg.positions + 1), name=f"chan{b}_{c}") for c in range(n)]
@@ -267,7 +268,7 @@ class _Records:
         max_beats = cfg.beats(max_bits)
         self.held = Signal(cfg.bus_width * max(max_beats - 1, 1))
         self.beat = Signal(range(max(max_beats, 2)))
-        self.idx = Signal(range(max(cfg.instances * cfg.groups, entries_per_instance(cfg),
+        self.idx = Signal(range(max(cfg.out_channels * cfg.groups, entries_per_instance(cfg),
                                     cfg.segments) + 1))
 
     def reset(self):
@@ -294,5 +295,3 @@ class _Records:
             self.m.d.sync += self.idx.eq(Mux(last, 0, self.idx + 1))
         return last
 
-
-StreamEngine = VelcroAccelerator

@@ -96,19 +96,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=d.width, help="ifmap/ofm width (4..256)")
     parser.add_argument("--in-channels", type=int, default=d.in_channels, help="C_in (1..64)")
     parser.add_argument("--instances", type=int, default=d.instances,
-                        help="N conv2d+ReLU instances = output channels (1..64)")
+                        help="P conv2d+ReLU instances sharing the layer's work (1..64)")
+    parser.add_argument("--out-channels", type=int, default=None,
+                        help="N output channels of the layer (1..256, default P)")
     parser.add_argument("--lanes", type=int, default=None,
                         help="input channels consumed per cycle (default min(C_in, 16))")
     parser.add_argument("--bus-width", type=int, default=d.bus_width, help="stream width in bits")
-    parser.add_argument("--mask-lanes", type=int, default=None,
-                        help="mask bits per instance appended to the skip list per cycle "
-                             "(default 8, fewer if N*8 exceeds the bus width)")
 
 
 def config_from_args(args) -> AccelConfig:
     return AccelConfig(height=args.height, width=args.width, in_channels=args.in_channels,
                        instances=args.instances, lanes=args.lanes, bus_width=args.bus_width,
-                       mask_lanes=args.mask_lanes)
+                       out_channels=args.out_channels)
 
 
 def main(argv=None) -> int:

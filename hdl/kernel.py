@@ -40,7 +40,8 @@ from .config import AccelConfig
 from .engine import VelcroAccelerator
 from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, KERNEL_NAME,
                              STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
-from .protocol import STREAM_COUNTERS, Opcode, counter_words, image_beats
+from .protocol import (STREAM_COUNTERS, Opcode, counter_elements, counter_words, image_beats,
+                       param_beats)
 from .regmap import ADDR_BITS as AXIL_ADDR_BITS, GMEM_IN, GMEM_OUT, REGISTER, REGISTERS
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
@@ -220,7 +221,8 @@ class VelcroKernel(wiring.Component):
         counters = []
         for name, kind, _ in STREAM_COUNTERS:
             field = engine.counters[name]
-            counters += [field] if kind == "cycles" else [field[i] for i in range(self.cfg.instances)]
+            counters += ([field] if kind == "cycles" else
+                         [field[i] for i in range(counter_elements(self.cfg, kind))])
         ctrl_word = _fields(m, ctrl, {"ap_start": ap_start, "ap_done": ap_done,
                                       "ap_idle": ~k.running, "ap_ready": ap_ready,
                                       "auto_restart": auto_restart})
@@ -252,7 +254,7 @@ class VelcroKernel(wiring.Component):
         m.d.comb += [g.awvalid.eq(0), g.wvalid.eq(0), g.bready.eq(1)]     # never writes
         m.submodules.rfifo = rfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS,
                                                            depth=READ_FIFO_DEPTH)
-        n_params = cfg.instances * cfg.groups * cfg.beats(cfg.weight_bits) + cfg.instances
+        n_params = param_beats(cfg)
         seg_base = Array(k.base[b] for b in INPUT_BUFFERS)
         seg_beats = Array([C(n_params, 32), k.sched_beats, k.images * image_beats(cfg)])
         # the schedule buffer carries its own header; WEIGHTS and FRAME get one inserted

@@ -52,7 +52,7 @@ import json
 from .config import AccelConfig
 from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
-                       image_beats, schedule_beats, weight_beats)
+                       image_beats, param_beats, schedule_beats, weight_beats)
 
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
@@ -79,9 +79,8 @@ STATUS_UNALIGNED_SHIFT = REGISTER["STATUS"].field("unaligned").bit   # + i: BUFF
 
 def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:
     """Beats of each buffer for ``cfg``, the dealt ``schedule`` and B = ``images``."""
-    n, g = cfg.instances, cfg.groups
     return {
-        "params": n * g * cfg.beats(cfg.weight_bits) + n,
+        "params": param_beats(cfg),
         "schedule": len(schedule_beats(cfg, schedule)),
         "ifmap": images * image_beats(cfg),
         "ofm": images * compact_beats_per_image(cfg, schedule.stream_length),

@@ -9,8 +9,8 @@ the configuration determines. A record of R bits is sent little-endian over
 =========  =====================================================================================
 opcode     header bits / records after the header
 =========  =====================================================================================
-WEIGHTS    N*G filter records (channel-major, then channel group g): byte ``(ky*3+kx)*L + l`` =
-           weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
+WEIGHTS    N*G filter records (N output channels, however many instances P; channel-major,
+           then channel group g): byte ``(ky*3+kx)*L + l`` = weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
            mult << 32 | shift << 48. Every instance stores every channel's (slot n = channel n),
            so WEIGHTS does not depend on the mask.
 SCHEDULE   header: steps (the busiest instance's entries) at bits 8..31, total = sum U at bits
@@ -45,12 +45,12 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "weight_beats", "schedule_entry_fields", "schedule_entry_layout",
+__all__ = ["Opcode", "weight_beats", "param_beats", "schedule_entry_fields", "schedule_entry_layout",
            "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
            "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
-           "decode_stream_counters", "MAX_BATCH"]
+           "decode_stream_counters", "counter_elements", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
@@ -74,7 +74,7 @@ def _header(op: Opcode) -> int:
 
 
 def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
-    n, g_count, lanes = cfg.instances, cfg.groups, cfg.lanes
+    n, g_count, lanes = cfg.out_channels, cfg.groups, cfg.lanes
     w = np.zeros((n, g_count * lanes, 3, 3), np.int8)
     w[:, :cfg.in_channels] = weight
     # [n, g, l, ky, kx] -> [n, g, ky, kx, l]
@@ -83,6 +83,11 @@ def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
     for b, m, s in zip(bias, mult, shift):
         beats.append((int(b) & 0xFFFF_FFFF) | (int(m) << 32) | (int(s) << 48))
     return beats
+
+
+def param_beats(cfg: AccelConfig) -> int:
+    """Beats of a WEIGHTS command after its header: N*G filter records, then N quant beats."""
+    return cfg.out_channels * (cfg.groups * cfg.beats(cfg.weight_bits) + 1)
 
 
 MAX_BATCH = (1 << 16) - 1
@@ -95,7 +100,7 @@ def _bits(count: int) -> int:
 def schedule_entry_fields(cfg: AccelConfig) -> dict:
     """Field -> bit width of one SCHEDULE work entry, low bits first (plain Python, so host code
     needs no Amaranth): compute ``channel`` at the instance's pixel of segment ``seg``."""
-    return {"channel": _bits(cfg.instances), "seg": _bits(cfg.segments), "valid": 1}
+    return {"channel": _bits(cfg.out_channels), "seg": _bits(cfg.segments), "valid": 1}
 
 
 def schedule_entry_layout(cfg: AccelConfig):
@@ -141,10 +146,11 @@ def _join_records(cfg: AccelConfig, words: np.ndarray, bits: int) -> list[int]:
 
 def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
     """The SCHEDULE command for a py_ref.schedule.Schedule dealt over ``cfg.instances``."""
-    if schedule.instances != cfg.instances or schedule.shape != (cfg.instances, cfg.height,
-                                                                  cfg.width):
-        raise ValueError(f"schedule must be dealt for {cfg.instances} instances of "
-                         f"{cfg.height}x{cfg.width} channels, not {schedule!r}")
+    shape = (cfg.out_channels, cfg.height, cfg.width)
+    if schedule.instances != cfg.instances or schedule.shape != shape:
+        raise ValueError(f"schedule must be dealt for {cfg.instances} instances of a "
+                         f"{list(shape)} mask, not {schedule.instances} of "
+                         f"{list(schedule.shape)}")
     p_count, steps = cfg.instances, schedule.steps
     entries = np.zeros((steps, p_count), dtype=object)
     for p in range(p_count):
@@ -243,7 +249,7 @@ def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> n
 
 #: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
 #: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
-#: counts of one image (at most H*W per channel, N*S per instance). Batch counters cover a FRAME command (header
+#: counts of one image (N channels of at most H*W, P instances of at most N*S). Batch counters cover a FRAME command (header
 #: accepted .. last image completed); image_* describe the last completed image.
 STREAM_COUNTERS = (
     ("batches", "cycles", "FRAME commands completed since reset"),
@@ -261,23 +267,29 @@ STREAM_COUNTERS = (
 )
 
 
+def counter_elements(cfg: AccelConfig, kind: str) -> int:
+    """Elements of a counter of ``kind``: 1 for "cycles", N per "channel", P per "instance"."""
+    return {"cycles": 1, "channel": cfg.out_channels, "instance": cfg.instances}[kind]
+
+
 def counter_words(cfg: AccelConfig) -> list[str]:
     """The counters one 32-bit word each (arrays element by element): the kernel's register
     layout from Reg.COUNTERS on."""
     words = []
     for name, kind, _ in STREAM_COUNTERS:
-        words += [name] if kind == "cycles" else [f"{name}[{i}]" for i in range(cfg.instances)]
+        words += [name] if kind == "cycles" else [f"{name}[{i}]"
+                                                  for i in range(counter_elements(cfg, kind))]
     return words
 
 
 def counter_fields(cfg: AccelConfig) -> list[tuple[str, int, int, int]]:
     """(name, bit offset, element width, elements) of every counter of the ``counters`` port,
     low bits first, from :data:`STREAM_COUNTERS` (plain Python: host code needs no Amaranth)."""
-    # a count 0..H*W per channel, 0..N*S per instance (N*S >= H*W)
-    element = (cfg.instances * cfg.segments).bit_length()
+    # a count 0..H*W per channel, 0..N*S per instance
+    element = max(cfg.out_channels * cfg.segments, cfg.positions).bit_length()
     fields, offset = [], 0
     for name, kind, _ in STREAM_COUNTERS:
-        width, count = (32, 1) if kind == "cycles" else (element, cfg.instances)
+        width, count = (32, 1) if kind == "cycles" else (element, counter_elements(cfg, kind))
         fields.append((name, offset, width, count))
         offset += width * count
     return fields

@@ -120,7 +120,7 @@ def run(out: Path, *, stage=print) -> dict:
         text, KERNEL_NAME, cfg.instances, work)
     times["kernel Verilog"] = time.monotonic() - t0
     dp_net = _synth("datapath", dp_src, "datapath", work, "xcup", stage, times,
-                    what=f" (the engine's {dps[0]}, slots = N = {cfg.instances})")
+                    what=f" (the engine's {dps[0]}, slots = N = {cfg.out_channels})")
     dp_cells = S.cell_counts(dp_net, "datapath")
     stage("datapath: logic levels, DSP placement")
     depth = {"datapath": S.logic_levels(dp_net, "datapath")}

@@ -41,7 +41,7 @@ class WorkWalker(wiring.Component):
             "start": In(1),
             "buf": In(1),
             "running": Out(1),
-            "work": Out(stream.Signature(work_layout(cfg, cfg.instances))),
+            "work": Out(stream.Signature(work_layout(cfg, cfg.out_channels))),
         })
 
     def elaborate(self, platform):

@@ -13,6 +13,7 @@ stdout carries the result lines only.
     velcro compress --stats stats.pt --search --out masks.pt        (tuple searched on tuning images)
     velcro evaluate --masks masks.pt                                (model and task from the masks)
     velcro export   --layer conv2 --task footwear --threshold 0.3 --out FRAME.npz
+    velcro export   --layer conv4 --masks masks.pt --out FRAME.npz    (the masks compress chose)
 
 Images: Fashion-MNIST calibration images are a seeded subset of the train images training never
 used, validation images the test set; an ImageNet folder is split per class with ``--seed``
@@ -604,49 +605,101 @@ def evaluation_lines(task: str, r: dict, classes) -> list[str]:
     return out
 
 
+def _export_masks(args):
+    """``--masks``: (task, calibration images and seed, the output point's stats and mask, or
+    None for a point the masks' profile left out, a description, the weights' sha256) from a
+    `velcro compress` output, checked against the options given."""
+    from . import export
+    mblob, stats, masks = _load_masks(args.masks)
+    src = mblob["source"]
+    if src["model"] != "fmnist":
+        raise CliError(f"{args.masks} holds masks of model {src['model']}; export supports the "
+                       "fmnist model")
+    task = args.task or src["task"]
+    if task != src["task"]:
+        raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
+    calib = src.get("calibration")
+    if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
+        raise CliError(f"{args.masks} has no calibration record (made by an older version: run "
+                       "`velcro profile` and `velcro compress` again)")
+    for opt, given, rec in (("--seed", args.seed, calib["seed"]),
+                            ("--images", args.images, calib["images"])):
+        if given is not None and given != rec:
+            raise CliError(f"{opt} {given} differs from the {rec} the statistics of {args.masks} "
+                           "were profiled with (the scales come from the same calibration images)")
+    point = export.LAYERS[args.layer][1]
+    found = [i for i, s in enumerate(stats) if s.index == point]
+    if not found:
+        return (task, calib["images"], calib["seed"], None, None,
+                "dense: its point was not profiled", src["weights_sha256"])
+    i = found[0]
+    t = mblob["thresholds"][i] if i < len(mblob.get("thresholds", [])) else float("nan")
+    kind = "S-VELCRO" if mblob.get("structured") else "VELCRO"
+    return (task, calib["images"], calib["seed"], stats[i], masks[i], f"{kind} T = {t:g}",
+            src["weights_sha256"])
+
+
 def cmd_export(args) -> int:
     from . import data, export, velcro
-    from .models import load_fmnist_cnn
+    from .models import load_fmnist_cnn, state_digest
     t0 = time.monotonic()
     _check_counts(args)
     if args.data is not None:
         raise CliError("export takes the built-in Fashion-MNIST images (--data is for the "
                        "ImageNet models of profile and evaluate)")
     if args.model not in (None, "fmnist"):
-        raise CliError("export supports the fmnist model (its 16->16 64x64 layers fit the accelerator)")
-    task = args.task or DEFAULT_TASK
+        raise CliError("export supports the fmnist model (its conv layers are all 3x3, stride 1, "
+                       "pad 1 + ReLU)")
+    try:
+        export.check_layer(load_fmnist_cnn(args.weights), args.layer)
+    except velcro.VelcroError as e:
+        raise CliError(one_line(e)) from None
+    if args.masks is not None and args.threshold is not None:
+        raise CliError("give --masks or --threshold, not both (the masks carry their thresholds)")
+    threshold = 0.3 if args.threshold is None else args.threshold
+    if not 0 <= threshold < 1:
+        raise CliError(f"--threshold {threshold} is out of range 0 <= T < 1")
+    inputs = [_weights_file(args, "fmnist")] + ([args.masks] if args.masks else [])
+    out = check_output(args.out, inputs=inputs, suffix=".npz")
+    if args.masks is not None:
+        task, n_calib, seed, point_stats, mask, how, digest = _export_masks(args)
+    else:
+        task, n_calib, seed = args.task or DEFAULT_TASK, args.images or 256, args.seed
+        how = f"T = {threshold}"
     _check_task("fmnist", task)
-    if args.layer not in export.LAYERS:
-        raise CliError(f"unknown layer '{args.layer}' (exportable: {', '.join(export.LAYERS)})")
-    if not 0 <= args.threshold < 1:
-        raise CliError(f"--threshold {args.threshold} is out of range 0 <= T < 1")
-    out = check_output(args.out, inputs=[_weights_file(args, "fmnist")], suffix=".npz")
     torch.set_num_threads(args.threads)
-    xv, _ = _fmnist_images("valid", task, None, args.seed, "")
+    xv, _ = _fmnist_images("valid", task, None, seed, "")
     if not 0 <= args.image_index < len(xv):
         raise CliError(f"--image-index {args.image_index} out of range 0..{len(xv) - 1} "
                        f"(task {task} has {len(xv)} validation images)")
     model = load_fmnist_cnn(args.weights)
-    xc, _ = _fmnist_images("calib", task, args.images, args.seed, "--images")
-    batches = data.batches(xc, None, args.batch_size)
-    _stage("export", f"profiling {_n(len(xc), 'calibration image')} of task {task} in "
-                     f"{_n(len(batches), 'batch')}", t0)
-    stats = velcro.profile(model, _progress(batches, "export", t0))
-    point = export.LAYERS[args.layer][1]
-    mask = velcro.make_masks([stats[point]], [args.threshold])[0]
+    xc, _ = _fmnist_images("calib", task, n_calib, seed, "--images")
+    if args.masks is not None:
+        if state_digest(model) != digest:
+            raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
+                           f"{args.masks} was profiled with")
+    else:
+        batches = data.batches(xc, None, args.batch_size)
+        _stage("export", f"profiling {_n(len(xc), 'calibration image')} of task {task} in "
+                         f"{_n(len(batches), 'batch')}", t0)
+        stats = velcro.profile(model, _progress(batches, "export", t0))
+        point_stats = stats[export.LAYERS[args.layer][1]]
+        mask = velcro.make_masks([point_stats], [threshold])[0]
     _stage("export", f"quantising {args.layer}", t0)
     r = export.quantise_layer(model, args.layer, xc, xv[args.image_index:args.image_index + 1],
-                              stats[point], mask)
+                              point_stats, mask)
     chk = export.check_export(r)
     if not chk["ok"]:
         bad = {k: v for k, v in chk.items() if k != "ok"}
         raise CliError(f"quantised layer outside tolerance: {bad}")
     from .golden import FRAME_ARRAYS
     _write(out, lambda p: np.savez(p, **{k: getattr(r.frame, k) for k in FRAME_ARRAYS}))
-    print(f"exported {args.layer} of the fmnist CNN ({task}, T = {args.threshold}, "
-          f"{100 * chk['compressed_fraction']:.1f}% compressed) -> {out}")
+    n, c_in, h, w = r.frame.weight.shape[0], *r.frame.ifmap.shape
+    print(f"exported {args.layer} of the fmnist CNN ({task}, {how}, "
+          f"{100 * chk['compressed_fraction']:.1f}% compressed; C_in={c_in} N={n} {h}x{w}) -> {out}")
     print(f"golden vs float layer: max {chk['max_err_vs_float_layer']:.3f} ofm steps "
-          f"(tolerance {chk['tolerance_layer']}), {100 * chk['share_within_1_step']:.2f}% within 1 step; "
+          f"(every element within its derived bound, at most {chk['max_bound']:.1f}), "
+          f"{100 * chk['share_within_1_step']:.2f}% within 1 step; "
           f"vs quantised float {chk['max_err_vs_quantised_float']:.3f}; means {chk['max_err_means']:.3f}")
     return 0
 
@@ -744,12 +797,20 @@ def register(subparsers) -> None:
     p = one_line_errors(subparsers.add_parser(
         "export", help="quantise one compressed conv layer into FRAME.npz for `velcro sim`"))
     _model_options(p, data=False, model_help="fmnist (the only exportable model)")
-    p.add_argument("--images", type=int, default=256, metavar="N",
-                   help="calibration images for the profile and the scales (default 256)")
-    p.add_argument("--seed", type=int, help="seed of the calibration subset (default 0)")
-    p.add_argument("--layer", default="conv2", help="conv2 (default) or conv3: 16->16 3x3 at 64x64")
-    p.add_argument("--threshold", type=float, default=0.3, metavar="T",
-                   help="VELCRO threshold 0 <= T < 1 of the layer's output point (default 0.3)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="calibration images for the profile and the scales (default 256, or the "
+                        "masks' record)")
+    p.add_argument("--seed", type=int, help="seed of the calibration subset (default 0, or the "
+                                            "masks' record)")
+    p.add_argument("--layer", default="conv2",
+                   help="conv1 (1->16 at 64x64), conv2 (default), conv3 (16->16 at 64x64), conv4 "
+                        "(16->32 at 32x32) or conv5 (32->32 at 16x16)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="VELCRO threshold 0 <= T < 1 of the layer's output point, profiled anew "
+                        "(default 0.3)")
+    p.add_argument("--masks", metavar="FILE",
+                   help="output of `velcro compress` (uniform, preset or searched): the layer's "
+                        "mask and means from it, the scales from its calibration images")
     p.add_argument("--image-index", type=int, default=0, metavar="I",
                    help="validation image whose layer input becomes the ifmap (default 0)")
     p.add_argument("--out", default="FRAME.npz", metavar="FILE",

@@ -165,8 +165,8 @@ def float_reference(frame: Frame) -> np.ndarray:
 
 def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
                  mask: np.ndarray | None = None, extreme: bool = False) -> Frame:
-    """A random frame of ``cfg``'s shapes (anything with ``instances``, ``in_channels``,
-    ``height`` and ``width``, e.g. hdl.config.AccelConfig). ``density`` is the compressed
+    """A random frame of ``cfg``'s shapes (anything with ``out_channels`` or ``instances`` for N,
+    ``in_channels``, ``height`` and ``width``, e.g. hdl.config.AccelConfig). ``density`` is the compressed
     fraction of the mask.
 
     Biases and requantisation are drawn so outputs spread over 0..255 rather than saturating;
@@ -181,7 +181,8 @@ def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
             raise ValueError(f"density must be a fraction 0..1, not {density!r}")
         if mask is not None:
             raise ValueError("give density or mask, not both")
-    n, c, h, w = cfg.instances, cfg.in_channels, cfg.height, cfg.width
+    n = getattr(cfg, "out_channels", None) or cfg.instances
+    c, h, w = cfg.in_channels, cfg.height, cfg.width
     if extreme:
         ifmap = rng.choice(np.array([-128, 127, -128, 0], np.int8), size=(c, h, w))
         weight = rng.choice(np.array([-128, 127, -128, 1], np.int8), size=(n, c, 3, 3))

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     cfg = DEFAULT
     ratios = [float(c) for c in args.ratios.split(",")]
     rng = np.random.default_rng(args.seed)
-    shape = (cfg.instances, cfg.height, cfg.width)
+    shape = (cfg.out_channels, cfg.height, cfg.width)
     ifmaps = rng.integers(-128, 128, (8, cfg.in_channels, cfg.height, cfg.width), dtype=np.int8)
     t0 = time.perf_counter()
     say(f"default config {cfg.tag}, Verilator, P = {cfg.instances}, G = {cfg.groups}")

@@ -52,7 +52,7 @@ COPIED = ("velcro_kernel.xdc", "host_velcro.py")
 
 def kernel_xml(cfg) -> str:
     # the largest schedule and output: nothing compressed, one image
-    sizes = buffer_bytes(cfg, deal(np.zeros((cfg.instances, cfg.height, cfg.width), bool),
+    sizes = buffer_bytes(cfg, deal(np.zeros((cfg.out_channels, cfg.height, cfg.width), bool),
                                    cfg.instances))
     args = []
     for i, r in enumerate(arguments()):

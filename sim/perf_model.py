@@ -53,7 +53,7 @@ def analyse(cfg: AccelConfig, points, model: EnergyModel = EnergyModel()) -> lis
     if len(kinds) != 1:
         raise ValueError(f"analyse one mask kind at a time, not {sorted(kinds)}")
     f = model.clock_hz
-    dense_ops = 2 * 9 * cfg.in_channels * cfg.instances * cfg.positions   # per image, C = 0
+    dense_ops = 2 * 9 * cfg.in_channels * cfg.out_channels * cfg.positions   # per image, C = 0
     rows = []
     for p in points:
         floors = image_cycle_floors(cfg, p.steps)

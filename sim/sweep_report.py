@@ -129,7 +129,7 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "(`golden_ok` in sweep.csv).")
     L.append(f"- Throughput at the U280 kernel clock, {mhz:.0f} MHz: images/s, and dense-equivalent "
              f"GOPS (2 x 9 x C_in operations for each of the N x H x W = "
-             f"{cfg.instances * cfg.positions} outputs of an image, compressed ones included).\n")
+             f"{cfg.out_channels * cfg.positions} outputs of an image, compressed ones included).\n")
 
     L.append("## Acceptance\n")
     L.append(f"Targets: speedup >= {SPEEDUP_TARGET} x 1/(1 - C) (C of the mask used) at every point, "

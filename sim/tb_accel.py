@@ -221,7 +221,7 @@ def single_image_counters(cfg: AccelConfig, image: dict, batch: dict, cycles: in
 
 def _structured_masks(cfg: AccelConfig):
     """Checkerboards, compressed/uncompressed borders and corners."""
-    n, h, w = cfg.instances, cfg.height, cfg.width
+    n, h, w = cfg.out_channels, cfg.height, cfg.width
     yy, xx = np.mgrid[0:h, 0:w]
     border = (yy == 0) | (yy == h - 1) | (xx == 0) | (xx == w - 1)
     corners = ((yy == 0) | (yy == h - 1)) & ((xx == 0) | (xx == w - 1))
@@ -253,7 +253,7 @@ async def densities(dut):
     cfg = tb.cfg
     for density in [0.0, 0.3, 0.9, 1.0, None, None]:
         await tb.run(random_frame(cfg, tb.np_rng, density=density))
-    shape = (cfg.instances, cfg.height, cfg.width)
+    shape = (cfg.out_channels, cfg.height, cfg.width)
     for ratio in (0.3, 0.8):
         mask = point_wide_mask(tb.np_rng, shape, ratio, skewed=True)
         await tb.run(random_frame(cfg, tb.np_rng, mask=mask))
@@ -284,7 +284,7 @@ async def extreme_values(dut):
     frame = random_frame(cfg, tb.np_rng, density=0.0)
     worst = Frame(ifmap=np.full_like(frame.ifmap, -128), weight=np.full_like(frame.weight, -128),
                   bias=np.full_like(frame.bias, 2**31 - 1), mask=frame.mask, means=frame.means,
-                  mult=np.full_like(frame.mult, 2**16 - 1), shift=np.arange(cfg.instances) % 32)
+                  mult=np.full_like(frame.mult, 2**16 - 1), shift=np.arange(cfg.out_channels) % 32)
     await tb.run(worst)
     # the most negative: ReLU clamps to 0 whatever mult and shift
     await tb.run(Frame(ifmap=worst.ifmap, weight=np.full_like(frame.weight, 127),
@@ -309,7 +309,7 @@ async def back_to_back(dut):
     tb.set_idle_generator()
     tb.set_backpressure_generator()
     skewed = random_frame(cfg, tb.np_rng, mask=point_wide_mask(
-        tb.np_rng, (cfg.instances, cfg.height, cfg.width), 0.5, skewed=True))
+        tb.np_rng, (cfg.out_channels, cfg.height, cfg.width), 0.5, skewed=True))
     _, images, batch, _ = await tb.run_batch(_same_constants(cfg, tb.np_rng, skewed, 5))
     bound = compute_cycle_bound(cfg, deal(skewed.mask, cfg.instances))
     assert [c["image_cycles"] for c in images] == [bound] * 5, (images, bound)

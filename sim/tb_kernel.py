@@ -54,7 +54,7 @@ class KernelTB(SeededTB):
         cfg = self.cfg
         self.prefix = prefix
         # room for the largest schedule and output (nothing compressed) of max_images images
-        everything = deal(np.zeros((cfg.instances, cfg.height, cfg.width), bool), cfg.instances)
+        everything = deal(np.zeros((cfg.out_channels, cfg.height, cfg.width), bool), cfg.instances)
         self.room = buffer_bytes(cfg, everything, max_images)
         self.sizes = dict(self.room)
         self.windows = {}
@@ -248,7 +248,7 @@ class KernelTB(SeededTB):
             got = sum(n * 64 for a, n in self.reads if lo <= a < hi)
             assert got == self.sizes[name], f"{name}: read {got} of {self.sizes[name]} bytes"
         counters = await self.counters()
-        assert ([counters[f"image_computed[{n}]"] for n in range(cfg.instances)]
+        assert ([counters[f"image_computed[{n}]"] for n in range(cfg.out_channels)]
                 == frame.uncompressed.tolist())
         cycles = await self.read_reg(Reg.KERNEL_CYCLES)
         self.dut._log.info("run ok: %d images, %d read bursts, %d write bursts, kernel %d cycles, "

@@ -65,7 +65,7 @@ def random_workloads(cfg, ratios, images: int, seed: int) -> list[Workload]:
     ratios = _check_ratios(ratios)
     rng = np.random.default_rng(seed)
     base = random_frame(cfg, rng, density=0.0)
-    u = rng.random((cfg.instances, cfg.height, cfg.width))
+    u = rng.random((cfg.out_channels, cfg.height, cfg.width))
     x = rng.integers(-128, 128, (images, cfg.in_channels, cfg.height, cfg.width), dtype=np.int8)
     x[0] = base.ifmap
     return [Workload("random", c, dataclasses.replace(base, mask=u < c), x) for c in ratios]
@@ -82,7 +82,7 @@ def velcro_workloads(cfg, ratios, images: int, *, task: str = "footwear",
     from py_ref.models import load_fmnist_cnn
 
     ratios = _check_ratios(ratios)
-    shape = (cfg.in_channels, cfg.instances, cfg.height, cfg.width)
+    shape = (cfg.in_channels, cfg.out_channels, cfg.height, cfg.width)
     if shape != VELCRO_SHAPE:
         raise ValueError(f"the velcro mask kinds run conv1 of the Fashion-MNIST CNN: they need "
                          f"(C_in, N, H, W) = {VELCRO_SHAPE}, not {shape}")

@@ -54,9 +54,8 @@ class Core(wiring.Component):
 
 
 CONFIGS = {
-    "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
-    "c5l2p4": AccelConfig(height=5, width=7, in_channels=5, instances=4, lanes=2, bus_width=64,
-                          mask_lanes=4),
+    "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64),
+    "c5l2p4": AccelConfig(height=5, width=7, in_channels=5, instances=4, lanes=2, bus_width=64),
 }
 
 

@@ -24,9 +24,12 @@ from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
 REPO = Path(__file__).resolve().parent.parent
-CFG = AccelConfig(height=6, width=8, in_channels=2, instances=2)
-# The smallest build: configurations that must be compiled from scratch by a test use it.
+# velcro sim's default design: P = 16 instances, here for a layer of N = 2 < P channels
+CFG = AccelConfig(height=6, width=8, in_channels=2, instances=16, out_channels=2)
+# The smallest build: configurations that must be compiled from scratch by a test use it
+# (P = 2 through `velcro sim --instances 2`, TINY_ARGS).
 TINY = AccelConfig(height=5, width=6, in_channels=1, instances=2)
+TINY_ARGS = ("--instances", str(TINY.instances))
 SEED = 7
 
 
@@ -75,7 +78,7 @@ def test_sim_frame(tmp_path, frame, sim):
         np.testing.assert_array_equal(res["ofm"], golden_ofm(frame))
         assert res["computed"].tolist() == frame.uncompressed.tolist()
         assert res["skipped"].tolist() == (CFG.positions - frame.uncompressed).tolist()
-        assert int(res["compute_cycles"]) == compute_cycle_bound(CFG, deal(frame.mask, 2))
+        assert int(res["compute_cycles"]) == compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
         assert int(res["total_cycles"]) > int(res["compute_cycles"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.npz", "result.npz"]
     umask = os.umask(0o022)
@@ -102,7 +105,8 @@ def test_sim_batch(tmp_path, frame, sim):
                                           golden_ofm(dataclasses.replace(frame, ifmap=ifmaps[k])),
                                           err_msg=f"image {k}")
         assert res["compute_cycles"].tolist() == [bound] * 3
-        assert res["computed"].shape == (3, CFG.instances)
+        assert res["computed"].shape == (3, CFG.out_channels)
+        assert res["computed_per_instance"].shape == (3, CFG.instances)
         assert (res["computed"] == frame.uncompressed).all()
         assert int(res["batch_cycles"]) >= 3 * (bound - IMAGE_LATENCY)   # three images of work
 
@@ -389,7 +393,7 @@ def test_estimate_model():
 def test_sim_refuses_a_build_over_the_limit(tmp_path):
     root = fresh_root(tmp_path)
     tiny_frame(tmp_path / "frame.npz", 1)
-    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz",
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
                "--max-build-minutes", "0.01", env={"VELCRO_BUILD": str(root)})
     assert_one_line_error(r, f"building {TINY.tag} for verilator would take about",
                           "--max-build-minutes=0.01")
@@ -403,7 +407,7 @@ def test_sim_build_failure_names_the_log(tmp_path, tiny_rtl):
     fake.mkdir()
     (fake / "make").write_text("#!/bin/sh\necho 'make: *** the C++ compiler broke' >&2\nexit 2\n")
     (fake / "make").chmod(0o755)
-    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz",
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
                env={"VELCRO_BUILD": str(root), "PATH": f"{fake}:{os.environ['PATH']}"})
     log = root / "sim" / "verilator" / TINY.tag / "build.log"
     assert r.returncode == 2, r.stderr
@@ -436,7 +440,7 @@ def test_two_concurrent_sims_of_a_fresh_configuration(tmp_path, tiny_rtl):
     env = {"VELCRO_BUILD": str(root)}
     frames = [tiny_frame(tmp_path / f"frame{i}.npz", 10 + i) for i in range(2)]
     procs = [popen_velcro("sim", tmp_path / f"frame{i}.npz", "--out", tmp_path / f"result{i}.npz",
-                          env=env) for i in range(2)]
+                          *TINY_ARGS, env=env) for i in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err), f, i in zip(procs, outs, frames, range(2)):
         assert p.returncode == 0, err
@@ -499,7 +503,7 @@ def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status,
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     tiny_frame(tmp_path / "frame.npz", 1)
-    proc = popen_velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz",
+    proc = popen_velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
                         env={"VELCRO_BUILD": str(root), "TMPDIR": str(tmp)})
     q = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stderr, q), daemon=True).start()
@@ -525,7 +529,7 @@ def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status,
     assert _processes_in(root) == []
     assert not (root / "sim" / "verilator" / TINY.tag / "sources.sha1").exists()
     if sig == signal.SIGTERM:                           # the half-built folder builds again
-        r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz",
+        r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
                    env={"VELCRO_BUILD": str(root), "TMPDIR": str(tmp)})
         assert r.returncode == 0, r.stderr
         assert not [p for p in tmp.iterdir() if p.name.startswith("velcro-sim-")]

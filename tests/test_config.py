@@ -12,8 +12,8 @@ from hdl.config import AccelConfig, ConfigError
     ({"instances": 65}, "instances=65 is out of range 1..64"),
     ({"in_channels": 4, "lanes": 5}, "lanes=5 is out of range 1..4"),
     ({"bus_width": 384}, "bus_width=384 is not a power of two"),
-    ({"mask_lanes": 6}, "mask_lanes=6 is not a power of two"),
-    ({"instances": 64, "mask_lanes": 16}, "instances*mask_lanes=1024 exceeds bus_width=512"),
+    ({"out_channels": 0}, "out_channels=0 is out of range 1..256"),
+    ({"out_channels": 257}, "out_channels=257 is out of range 1..256"),
     ({"height": 4.5}, "height must be an integer, not 4.5"),
 ])
 def test_invalid_values_are_named(kwargs, message):
@@ -26,7 +26,7 @@ def test_defaults_are_the_papers_design():
     cfg = AccelConfig()
     assert (cfg.instances, cfg.height, cfg.width, cfg.in_channels) == (16, 64, 64, 1)
     assert cfg.bus_width == 512 and cfg.lanes == 1 and cfg.groups == 1
-    assert cfg.tiles == 22 * 22 and cfg.ofm_words == 64
+    assert cfg.out_channels == 16 and cfg.ofm_words == 64
 
 
 def test_widths_cover_the_worst_case():
@@ -37,13 +37,16 @@ def test_widths_cover_the_worst_case():
     assert (2**31 - 1 + worst_sum) * (2**16 - 1) + 2**30 < 2 ** cfg.scaled_bits
 
 
-def test_mask_lanes_default_fits_the_bus():
-    assert AccelConfig().mask_lanes == 8
-    assert AccelConfig(instances=16, bus_width=64).mask_lanes == 4
-    assert AccelConfig(instances=64, bus_width=64).mask_lanes == 1
+def test_out_channels_independent_of_instances():
+    assert AccelConfig(instances=4).out_channels == 4          # default N = P, as before
+    for n in (1, 3, 5, 17, 24, 48, 256):
+        cfg = AccelConfig(instances=16, out_channels=n)
+        assert (cfg.instances, cfg.out_channels) == (16, n)
+        assert cfg.segment_bits == 16 * 8           # input records sized by P, not N
+    assert AccelConfig(out_channels=3).tag != AccelConfig(out_channels=5).tag
 
 
 def test_json_round_trip():
-    cfg = AccelConfig(height=10, width=12, in_channels=20, instances=5, lanes=7)
+    cfg = AccelConfig(height=10, width=12, in_channels=20, instances=5, lanes=7, out_channels=9)
     assert AccelConfig.from_json(cfg.to_json()) == cfg
     assert cfg.groups == 3

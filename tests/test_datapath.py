@@ -24,10 +24,9 @@ from py_ref.schedule import deal
 
 CONFIGS = {
     # C_in 1: one group, one entry per cycle; W = 7 over P = 3: a short last segment
-    "c1": AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64, mask_lanes=4),
+    "c1": AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64),
     # C_in 5 over lanes 2: three groups, the last one half empty
-    "c5l2": AccelConfig(height=5, width=7, in_channels=5, instances=3, lanes=2, bus_width=64,
-                        mask_lanes=4),
+    "c5l2": AccelConfig(height=5, width=7, in_channels=5, instances=3, lanes=2, bus_width=64),
 }
 
 

@@ -105,8 +105,7 @@ def test_dealer_sends_every_strip(name, stall):
 @pytest.mark.parametrize("stall", [0.0, 0.3])
 @pytest.mark.parametrize("mask_kind", ["random", "skewed", "empty"])
 def test_walker_streams_its_run(mask_kind, stall):
-    cfg = AccelConfig(height=6, width=7, in_channels=1, instances=4, bus_width=64,
-                      mask_lanes=4)
+    cfg = AccelConfig(height=6, width=7, in_channels=1, instances=4, bus_width=64)
     seed = seed_for("walker", mask_kind, stall)
     rng = np.random.default_rng(seed)
     shape = (cfg.instances, cfg.height, cfg.width)

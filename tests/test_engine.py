@@ -15,19 +15,28 @@ from stream_sim import run_streams, simulate
 from hdl.config import DEFAULT, AccelConfig
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
                           decode_stream_counters, image_beats, schedule_beats, weight_beats)
-from hdl.engine import IMAGE_LATENCY, StreamEngine
+from hdl.engine import IMAGE_LATENCY, VelcroAccelerator
 from py_ref.golden import Frame, golden_ofm, random_frame
 from py_ref.schedule import deal
 from test_schedule import skewed_mask
 
 CONFIGS = {
     # 16-bit segment records, four per beat; W = 7 not a multiple of P = 2
-    "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
+    "c1p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64),
     # three channel groups, the last half empty; multi-beat filter records
-    "c5l2p4": AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2, bus_width=64,
-                          mask_lanes=4),
+    "c5l2p4": AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2, bus_width=64),
     # eight records per beat, a short last segment in every row
     "c1p4": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=256),
+    # N independent of P: fewer channels than instances (N = 1, prime N = 3), more (N = 5,
+    # N = 9 > 2P), with C_in > 1 and W not a multiple of P
+    "n1p4": AccelConfig(height=5, width=9, in_channels=2, instances=4, bus_width=64,
+                        out_channels=1),
+    "n3p4": AccelConfig(height=6, width=7, in_channels=3, instances=4, lanes=2, bus_width=64,
+                        out_channels=3),
+    "n5p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64,
+                        out_channels=5),
+    "n9p4": AccelConfig(height=5, width=6, in_channels=2, instances=4, bus_width=128,
+                        out_channels=9),
 }
 
 
@@ -39,7 +48,7 @@ def constants_beats(cfg, frame, schedule):
 def run_engine(cfg, commands, n_out, *, seed, stall):
     """Stream ``commands`` in, ``n_out`` beats out; returns (beats [(cycle, data, last)],
     per-image counters [dict], final counters)."""
-    dut = StreamEngine(cfg)
+    dut = VelcroAccelerator(cfg)
     beats, images, final = [], [], {}
 
     async def bench(ctx):
@@ -92,7 +101,7 @@ def test_batch_matches_golden(name, density, stall):
     cfg = CONFIGS[name]
     seed = seed_for("stream-engine", name, density, stall)
     rng = np.random.default_rng(seed)
-    shape = (cfg.instances, cfg.height, cfg.width)
+    shape = (cfg.out_channels, cfg.height, cfg.width)
     if density == "skewed":
         first = random_frame(cfg, rng, mask=skewed_mask(rng, shape, 0.4))
     else:
@@ -107,7 +116,7 @@ def test_batch_matches_golden(name, density, stall):
     assert final["batches"] == 1 and final["images"] == len(frames)
 
 
-@pytest.mark.parametrize("name", ["c1p2", "c1p4"])
+@pytest.mark.parametrize("name", ["c1p2", "c1p4", "n5p2", "n9p4"])
 def test_two_batches_extreme(name):
     """Extreme values; two FRAME commands (B = 1, then B = 4) after one set of constants."""
     cfg = CONFIGS[name]
@@ -133,7 +142,9 @@ def test_image_beats_fill_the_bus():
 
 
 @pytest.mark.parametrize("cfg", [AccelConfig(height=8, width=8, instances=2),
-                                 AccelConfig(height=9, width=10, instances=3), DEFAULT],
+                                 AccelConfig(height=9, width=10, instances=3), DEFAULT,
+                                 AccelConfig(height=16, width=16, out_channels=3),
+                                 AccelConfig(height=8, width=8, instances=2, out_channels=24)],
                          ids=lambda c: c.tag)
 def test_counter_fields_are_the_port_layout(cfg):
     """The testbenches decode the counters in plain Python (no Amaranth in a simulator process):

@@ -44,7 +44,8 @@ def test_exported_layer_on_default_kernel_is_refused(host):
         host.check_frame(KERNEL, _frame(EXPORTED))
     msg = str(info.value)
     assert "C_in=16 (kernel: 1)" in msg and "H=" not in msg.split(";")[0]
-    assert 'make kernel ARGS="--in-channels 16 --height 64 --width 64 --instances 16"' in msg
+    assert ('make kernel ARGS="--in-channels 16 --height 64 --width 64 --instances 16 '
+            '--out-channels 16"' in msg)
 
 
 def test_every_shape_is_named(host):

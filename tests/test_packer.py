@@ -18,7 +18,7 @@ from py_ref.schedule import deal
 
 CONFIGS = {
     # 8-byte beats: 2 instances -> 4 steps per beat; 8 instances -> one step per beat
-    "p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64, mask_lanes=4),
+    "p2": AccelConfig(height=5, width=7, in_channels=1, instances=2, bus_width=64),
     "p8": AccelConfig(height=5, width=7, in_channels=1, instances=8, bus_width=64),
     "p4": AccelConfig(height=6, width=5, in_channels=1, instances=4, bus_width=128),
 }
@@ -93,7 +93,7 @@ def test_packer_one_step_per_cycle(name):
 
 
 def test_packer_rejects_instances_not_dividing_the_beat():
-    cfg = AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64, mask_lanes=4)
+    cfg = AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64)
     with pytest.raises(ValueError, match="instances must divide bus_width/8 = 8, not 3"):
         OutputPacker(cfg)
 

@@ -13,12 +13,26 @@ from sim.runner import SIMULATORS
 
 CONFIGS = {
     # C_in = 1, odd sizes (tiles cut by the border), 4 instances, one tile per beat
-    "small": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=128, mask_lanes=8),
+    "small": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=128),
     # C_in > 1 over several channel groups (5 channels, 2 lanes -> G = 3), multi-beat records
     "multichannel": AccelConfig(height=8, width=7, in_channels=5, instances=4, lanes=2,
-                                bus_width=64, mask_lanes=4),
+                                bus_width=64),
 }
 CASES = ["densities", "structured_masks", "extreme_values", "back_to_back", "reset_mid_frame"]
+
+# N output channels independent of the P instances (issue 19): fewer, equal, more, prime, with
+# W not a multiple of P; each is one more build per simulator, so they run the cases that
+# cover the arithmetic and the deal (densities, skewed masks, extremes at full fan-in).
+CHANNEL_COUNTS = {
+    "n1p4": AccelConfig(height=6, width=9, in_channels=2, instances=4, out_channels=1),
+    "n3p4": AccelConfig(height=5, width=7, in_channels=3, instances=4, lanes=2,
+                        out_channels=3),
+    "n5p4": AccelConfig(height=6, width=6, in_channels=1, instances=4, out_channels=5),
+    "n16p4": AccelConfig(height=4, width=9, in_channels=2, instances=4, out_channels=16),
+    "n17p16": AccelConfig(height=4, width=20, in_channels=1, instances=16, out_channels=17),
+    "n24p8": AccelConfig(height=5, width=10, in_channels=2, instances=8, out_channels=24),
+    "n32p16": AccelConfig(height=4, width=18, in_channels=1, instances=16, out_channels=32),
+}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -28,6 +42,15 @@ def test_accel(build_for, sim, config, case, tmp_path):
     seed = str(seed_for(sim, config, case))
     build_for(CONFIGS[config], sim).run("sim.tb_accel", [case], env={"VELCRO_SEED": seed},
                                         test_dir=tmp_path)
+
+
+@pytest.mark.parametrize("case", ["densities", "extreme_values"])
+@pytest.mark.parametrize("config", CHANNEL_COUNTS)
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_channel_counts(build_for, sim, config, case, tmp_path):
+    seed = str(seed_for(sim, config, case))
+    build_for(CHANNEL_COUNTS[config], sim).run("sim.tb_accel", [case],
+                                               env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
 
 @pytest.mark.slow

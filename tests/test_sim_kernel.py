@@ -21,7 +21,7 @@ CONFIGS = {
     "small": AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=512),
     # 20 channels over 3 groups of 8 lanes: two-beat tile and filter records
     "multichannel": AccelConfig(height=7, width=8, in_channels=20, instances=4, lanes=8,
-                                bus_width=512, mask_lanes=4),
+                                bus_width=512),
 }
 CASES = ["host_flow", "unaligned_refused", "reset_mid_run", "register_map"]
 

@@ -57,15 +57,16 @@ def check_frame(cfg: AccelConfig, frame) -> None:
     c_in, h, w = frame.ifmap.shape
     n = frame.weight.shape[0]
     got = {"C_in": c_in, "H": h, "W": w, "N": n}
-    want = {"C_in": cfg.in_channels, "H": cfg.height, "W": cfg.width, "N": cfg.instances}
+    want = {"C_in": cfg.in_channels, "H": cfg.height, "W": cfg.width, "N": cfg.out_channels}
     if got == want:
         return
     differ = ", ".join(f"{k}={got[k]} (kernel: {want[k]})" for k in got if got[k] != want[k])
     raise HostError(
         f"the frame does not fit this kernel: {differ}; the kernel was built for "
-        f"C_in={cfg.in_channels} H={cfg.height} W={cfg.width} N={cfg.instances} ({cfg.tag}). "
-        f"Build the matching one with: make kernel ARGS=\"--in-channels {c_in} --height {h} "
-        f"--width {w} --instances {n}\" (docs/KERNEL.md)")
+        f"C_in={cfg.in_channels} H={cfg.height} W={cfg.width} N={cfg.out_channels} "
+        f"({cfg.tag}). Build the matching one with: make kernel ARGS=\"--in-channels {c_in} "
+        f"--height {h} --width {w} --instances {cfg.instances} --out-channels {n}\" "
+        f"(docs/KERNEL.md)")
 
 
 def prepare(args):
