@@ -532,3 +532,47 @@ def test_imagenet_folder_errors(tmp_path, capsys):
     assert run(["profile", *base, "--data", str(a_file), "--images", "1", "--out", str(out)]) == 2
     one_error_line(capsys, str(a_file), "not a folder")
     assert not out.exists()
+
+
+# (layer, ifmap shape, weight shape): every conv layer of the committed CNN (issue 19)
+EXPORT_SHAPES = [("conv1", (1, 64, 64), (16, 1, 3, 3)), ("conv2", (16, 64, 64), (16, 16, 3, 3)),
+                 ("conv3", (16, 64, 64), (16, 16, 3, 3)), ("conv4", (16, 32, 32), (32, 16, 3, 3)),
+                 ("conv5", (32, 16, 16), (32, 32, 3, 3))]
+
+
+@pytest.mark.parametrize("layer, ifmap, weight", EXPORT_SHAPES)
+def test_export_with_masks_file(masks_file, tmp_path, capsys, layer, ifmap, weight):
+    """`export --masks`: the layer's mask is the one `compress` chose (the skipped first point:
+    dense), the means its quantised means, the scales from the masks' calibration images."""
+    import torch
+    from py_ref import export
+    out = tmp_path / "FRAME.npz"
+    assert run(["export", "--layer", layer, "--masks", str(masks_file), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert f"exported {layer} of the fmnist CNN (shirts, " in line
+    blob = torch.load(masks_file, weights_only=True)
+    point = export.LAYERS[layer][1]
+    found = [i for i, p in enumerate(blob["points"]) if p["index"] == point]
+    with np.load(out) as a:
+        assert a["ifmap"].shape == ifmap and a["weight"].shape == weight
+        if found:
+            assert "VELCRO T = 0.2" in line
+            np.testing.assert_array_equal(a["mask"], blob["masks"][found[0]].numpy())
+            assert 0.19 < a["mask"].mean() < 0.21
+        else:
+            assert "dense" in line and not a["mask"].any()
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--threshold", "0.2"], "give --masks or --threshold, not both"),
+    (["--images", "64"], "--images 64 differs from the 32"),
+    (["--seed", "3"], "--seed 3 differs from the 0"),
+    (["--task", "footwear"], "was made for task shirts, not --task footwear"),
+    (["--layer", "fc"], "unknown layer 'fc': it is a Linear, not a Conv2d"),
+])
+def test_export_masks_refusals(masks_file, tmp_path, capsys, extra, msg):
+    out = tmp_path / "FRAME.npz"
+    assert run(["export", "--masks", str(masks_file), "--out", str(out)] + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("velcro: error:") and msg in err and err.count("\n") == 1, err
+    assert not out.exists()

@@ -101,3 +101,39 @@ def test_conv1_export_of_several_images():
     assert chk["ok"] and chk["within_bound"], chk
     with pytest.raises(velcro.VelcroError, match="image must be"):
         export.quantise_layer(model, "conv1", xc, xv[0], point, mask)
+
+
+@pytest.mark.parametrize("conv, reason", [
+    (torch.nn.Conv2d(4, 4, 5, padding=2), "kernel size (5, 5), not 3x3"),
+    (torch.nn.Conv2d(4, 4, 3, stride=2, padding=1), "stride (2, 2), not 1"),
+    (torch.nn.Conv2d(4, 4, 3, padding=0), "padding (0, 0), not 1"),
+    (torch.nn.Conv2d(4, 4, 3, padding=1, dilation=2), "dilation (2, 2), not 1"),
+    (torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), "groups=4, not 1"),
+    (torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), "no bias"),
+])
+def test_layers_the_accelerator_cannot_run_are_refused_with_the_reason(conv, reason):
+    model = load_fmnist_cnn()
+    model.conv3 = conv
+    with pytest.raises(velcro.VelcroError, match="layer 'conv3' cannot run on the accelerator: "
+                                                 + reason.replace("(", r"\(").replace(")", r"\)")):
+        export.check_layer(model, "conv3")
+    assert export.check_layer(model, "conv2") is model.conv2
+
+
+@pytest.mark.parametrize("layer", ["conv4", "conv5"])
+def test_deeper_layers_export_within_the_bound(layer):
+    """conv4 (16 -> 32 at 32x32, after a max pool) and conv5 (32 -> 32 at 16x16): N = 32 output
+    channels run on the P = 16 instances; every uncompressed element within its derived bound."""
+    model = load_fmnist_cnn()
+    (xc, _), (xv, _) = data.calibration_validation("footwear", n_calib=64, n_valid=2, seed=SEED)
+    stats = velcro.profile(model, [xc])
+    point = stats[export.LAYERS[layer][1]]
+    mask = velcro.make_masks([point], [T])[0]
+    r = export.quantise_layer(model, layer, xc, xv, point, mask)
+    n, c_in, hw = (32, 16, 32) if layer == "conv4" else (32, 32, 16)
+    assert r.frame.weight.shape == (n, c_in, 3, 3) and r.frame.ifmap.shape == (c_in, hw, hw)
+    x = export.layer_input(model, getattr(model, layer), xv)
+    assert tuple(x.shape) == (2, c_in, hw, hw)          # the pooled map of the previous point
+    chk = export.check_export(r)
+    assert chk["ok"] and chk["within_bound"], chk
+    assert chk["max_err_vs_quantised_float"] <= 0.5 + 1e-9
