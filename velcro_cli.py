@@ -19,7 +19,8 @@ from pathlib import Path
 
 DIST = "velcro-accel"
 RESULT_ARRAYS = ("ofm", "compute_cycles", "total_cycles", "batch_cycles", "load_cycles",
-                 "drain_cycles", "mac_active_cycles", "computed", "skipped")
+                 "drain_cycles", "mac_active_cycles", "computed", "skipped",
+                 "computed_per_instance")
 
 
 def version() -> str:

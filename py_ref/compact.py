@@ -1,4 +1,4 @@
-"""Golden model of the compact (VELCRO) output stream and the balanced cycle model.
+"""Golden model of the compact (VELCRO) output stream (the cycle law is hdl.contract's).
 
 The engine emits the computed outputs, in the schedule's compact order (see
 :mod:`py_ref.schedule`); the host expands them with :meth:`Schedule.expand`. These functions are
@@ -13,7 +13,7 @@ import numpy as np
 from .golden import Frame, golden_ofm
 from .schedule import Schedule
 
-__all__ = ["golden_compact", "compute_cycles_balanced"]
+__all__ = ["golden_compact"]
 
 
 def golden_compact(frame: Frame, schedule: Schedule) -> np.ndarray:
@@ -30,14 +30,3 @@ def golden_compact(frame: Frame, schedule: Schedule) -> np.ndarray:
     out = np.zeros(schedule.stream_length, np.uint8)
     out[schedule.work_stream] = golden_ofm(frame).reshape(-1)[schedule.work_flat]
     return out
-
-
-def compute_cycles_balanced(schedule: Schedule, groups: int, latency: int) -> int:
-    """Compute cycles per frame of P instances sharing the work: steps * G + latency (an instance
-    takes G cycles per entry, the busiest holds ``steps`` entries)."""
-    for name, value, low in (("groups", groups, 1), ("latency", latency, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an integer, not {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be at least {low}, not {value!r}")
-    return schedule.steps * int(groups) + int(latency)

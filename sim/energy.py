@@ -184,7 +184,7 @@ class EnergyModel:
         return self.sram_pj_per_bit * beats * cfg.bus_width
 
     def static_pj_per_cycle(self, cfg: AccelConfig) -> float:
-        """Leakage per cycle: static_fraction x (N instances x one output's energy per G cycles)."""
+        """Leakage per cycle: static_fraction x (P instances x one output's energy per G cycles)."""
         return self.static_fraction * cfg.instances * self.output_pj(cfg) / cfg.groups
 
 

@@ -1,6 +1,6 @@
 """The issue-9 pieces composed: P Datapaths fed their dealt runs, their results joined by the
 OutputPacker (``wiring.connect``), checked end to end against the golden model through
-Schedule.expand, and the frame's cycle count against compute_cycles_balanced.
+Schedule.expand, and the frame's cycle count against hdl.contract.compute_cycle_bound.
 
 The composite here is test scaffolding only (the engine feeds the work lists from memory and
 the windows through the window dealer); it shows the pieces fit as they are.
@@ -18,9 +18,10 @@ from conftest import seed_for
 from stream_sim import run_streams, simulate
 from test_datapath import load
 from hdl.config import AccelConfig
-from hdl.datapath import LATENCY, Datapath, LoadSignature, entries_per_instance, work_layout
+from hdl.datapath import Datapath, LoadSignature, entries_per_instance, work_layout
 from hdl.packer import OutputPacker, beat_layout, compact_beat_count, compact_bytes
-from py_ref.compact import compute_cycles_balanced, golden_compact
+from hdl.contract import compute_cycle_bound
+from py_ref.compact import golden_compact
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 from test_schedule import skewed_mask
@@ -103,4 +104,4 @@ def test_core_frame(name, mask_kind, stall):
     if not stall:
         # work offered in cycle 0; the last beat leaves one cycle after the last result
         cycles = beats[-1][0] + 1
-        assert cycles == compute_cycles_balanced(s, cfg.groups, LATENCY + 1), f"seed={seed}"
+        assert cycles == compute_cycle_bound(cfg, s) + 1, f"seed={seed}"

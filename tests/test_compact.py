@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import seed_for
-from py_ref.compact import compute_cycles_balanced, golden_compact
+from py_ref.compact import golden_compact
 from py_ref.golden import golden_ofm
 from py_ref.schedule import deal
 from test_schedule import frame_for, reference_compact, reference_deal, skewed_mask
@@ -47,15 +47,16 @@ def test_golden_compact_rejects_other_schedule():
         golden_compact(frame, deal(~mask, 2))
 
 
-def test_compute_cycles_balanced():
+def test_compute_cycles_of_the_deal():
+    """The cycle law of a dealt schedule, stated once in hdl.contract: steps * G + latency."""
+    from hdl.config import AccelConfig
+    from hdl.contract import IMAGE_LATENCY, compute_cycle_bound
     mask = np.zeros((3, 4, 5), bool)          # 20 pixels of 3 outputs
     # 7 instances: six hold 3 pixels, one 2; 6 instances: two hold 4 pixels, four 3
-    assert compute_cycles_balanced(deal(mask, 7), groups=3, latency=6) == 9 * 3 + 6
-    assert compute_cycles_balanced(deal(mask, 6), groups=1, latency=0) == 12
-    assert compute_cycles_balanced(deal(np.ones((2, 4, 4), bool), 4), 2, 5) == 5
+    assert deal(mask, 7).steps == 9 and deal(mask, 6).steps == 12
+    cfg = AccelConfig(height=4, width=5, in_channels=5, lanes=2, instances=7, out_channels=3)
+    assert compute_cycle_bound(cfg, deal(mask, 7)) == 9 * 3 + IMAGE_LATENCY
+    assert deal(np.ones((2, 4, 4), bool), 4).steps == 0
     # the default image at C = 0: 16 instances, 4096 steps
-    assert compute_cycles_balanced(deal(np.zeros((16, 64, 64), bool), 16), 1, 8) == 4104
-    with pytest.raises(ValueError, match="groups must be at least 1, not 0"):
-        compute_cycles_balanced(deal(mask, 2), 0, 1)
-    with pytest.raises(TypeError, match="latency must be an integer, not 1.5"):
-        compute_cycles_balanced(deal(mask, 2), 1, 1.5)
+    assert compute_cycle_bound(AccelConfig(), deal(np.zeros((16, 64, 64), bool), 16)) == \
+        4096 + IMAGE_LATENCY
