@@ -294,4 +294,3 @@ class _Records:
         with self.m.If(done):
             self.m.d.sync += self.idx.eq(Mux(last, 0, self.idx + 1))
         return last
-

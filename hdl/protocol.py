@@ -10,9 +10,10 @@ the configuration determines. A record of R bits is sent little-endian over
 opcode     header bits / records after the header
 =========  =====================================================================================
 WEIGHTS    N*G filter records (N output channels, however many instances P; channel-major,
-           then channel group g): byte ``(ky*3+kx)*L + l`` = weight[n, g*L+l, ky, kx]; then N quant records: bias (32, two's complement) |
-           mult << 32 | shift << 48. Every instance stores every channel's (slot n = channel n),
-           so WEIGHTS does not depend on the mask.
+           then channel group g): byte ``(ky*3+kx)*L + l`` = weight[n, g*L+l, ky, kx]; then N
+           quant records: bias (32, two's complement) | mult << 32 | shift << 48. Every
+           instance stores every channel's (slot n = channel n), so WEIGHTS does not depend on
+           the mask.
 SCHEDULE   header: steps (the busiest instance's entries) at bits 8..31, total = sum U at bits
            32..63. Then ``steps`` records of P work entries: entry p (``schedule_entry_fields``,
            at bit p * entry_bits) = entry k of instance p (:func:`py_ref.schedule.deal`),
@@ -45,8 +46,8 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "weight_beats", "param_beats", "schedule_entry_fields", "schedule_entry_layout",
-           "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
+__all__ = ["Opcode", "weight_beats", "param_beats", "schedule_entry_fields",
+           "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
            "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
@@ -249,8 +250,9 @@ def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> n
 
 #: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
 #: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
-#: counts of one image (N channels of at most H*W, P instances of at most N*S). Batch counters cover a FRAME command (header
-#: accepted .. last image completed); image_* describe the last completed image.
+#: counts of one image (N channels of at most H*W, P instances of at most N*S). Batch counters
+#: cover a FRAME command (header accepted .. last image completed); image_* describe the last
+#: completed image.
 STREAM_COUNTERS = (
     ("batches", "cycles", "FRAME commands completed since reset"),
     ("images", "cycles", "images completed since reset"),

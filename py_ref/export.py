@@ -5,8 +5,9 @@ is one invocation of the accelerator (N output channels on P instances, N indepe
 ``conv1`` (1 -> 16 on the normalised 64x64 image, the default C_in = 1 design that ``make sim``
 measures), ``conv2`` and ``conv3`` (16 -> 16 at 64x64), ``conv4`` (16 -> 32 at 32x32, after
 a 2x2 max pool) and ``conv5`` (32 -> 32 at 16x16). :func:`check_layer` refuses any other
-layer by name with the reason (kernel size, stride, padding, dilation, groups, activation).  Quantisation (all scales from the calibration images, never from the exported
-images):
+layer by name with the reason (kernel size, stride, padding, dilation, groups, bias).
+
+Quantisation (all scales from the calibration images, never from the exported images):
 
 - input (the layer's input as the model computes it, e.g. the post-ReLU map of conv1 for
   conv2): int8, symmetric per tensor, s_x = max|x| / 127;
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from .golden import Frame, float_reference, golden_ofm
 from .velcro import PointStats, VelcroError, capture_points
 
-__all__ = ["ExportResult", "quantise_layer", "check_export", "LAYERS"]
+__all__ = ["ExportResult", "quantise_layer", "check_export", "check_layer", "LAYERS"]
 
 #: Exportable layers of FmnistCNN: conv name -> (index of the activation point whose map feeds
 #: the layer, after the model's pooling, or None for the image; index of the layer's output

@@ -166,8 +166,8 @@ def float_reference(frame: Frame) -> np.ndarray:
 def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
                  mask: np.ndarray | None = None, extreme: bool = False) -> Frame:
     """A random frame of ``cfg``'s shapes (anything with ``out_channels`` or ``instances`` for N,
-    ``in_channels``, ``height`` and ``width``, e.g. hdl.config.AccelConfig). ``density`` is the compressed
-    fraction of the mask.
+    ``in_channels``, ``height`` and ``width``, e.g. hdl.config.AccelConfig). ``density`` is the
+    compressed fraction of the mask.
 
     Biases and requantisation are drawn so outputs spread over 0..255 rather than saturating;
     ``extreme=True`` draws from the corners of every range instead.  ``mask`` (bool [N,H,W])

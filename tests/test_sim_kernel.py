@@ -22,6 +22,9 @@ CONFIGS = {
     # 20 channels over 3 groups of 8 lanes: two-beat tile and filter records
     "multichannel": AccelConfig(height=7, width=8, in_channels=20, instances=4, lanes=8,
                                 bus_width=512),
+    # N = 7 output channels on P = 4 instances: params buffer and counter registers sized by N
+    "channels": AccelConfig(height=6, width=9, in_channels=2, instances=4, out_channels=7,
+                            bus_width=512),
 }
 CASES = ["host_flow", "unaligned_refused", "reset_mid_run", "register_map"]
 
