@@ -552,11 +552,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_split(args, src) -> dict:
-    """The ImageNet split evaluate must leave out: the masks' record, else --images/--seed."""
-    if src is None:
-        return {"seed": 0 if args.seed is None else args.seed,
-                "images": 256 if args.images is None else args.images, "tune": 0}
+def _masks_calibration(args, src, why: str) -> dict:
+    """The calibration record ({seed, images}) of the masks file ``args.masks`` whose source
+    record is ``src``; a ``--seed`` or ``--images`` given otherwise is refused, ``why`` saying
+    what a different one would break."""
     calib = src.get("calibration")
     if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
         raise CliError(f"{args.masks} has no calibration record (made by an older version: run "
@@ -564,7 +563,17 @@ def _evaluate_split(args, src) -> dict:
     for opt, given, rec in (("--seed", args.seed, calib["seed"]), ("--images", args.images, calib["images"])):
         if given is not None and given != rec:
             raise CliError(f"{opt} {given} differs from the {rec} the statistics of {args.masks} "
-                           "were profiled with (the validation images would overlap the calibration ones)")
+                           f"were profiled with ({why})")
+    return calib
+
+
+def _evaluate_split(args, src) -> dict:
+    """The ImageNet split evaluate must leave out: the masks' record, else --images/--seed."""
+    if src is None:
+        return {"seed": 0 if args.seed is None else args.seed,
+                "images": 256 if args.images is None else args.images, "tune": 0}
+    calib = _masks_calibration(args, src, "the validation images would overlap the calibration "
+                                          "ones")
     search = src.get("search") if isinstance(src.get("search"), dict) else None
     return {"seed": calib["seed"], "images": calib["images"],
             "tune": search["images"] if search and search.get("per_class") else 0}
@@ -618,15 +627,7 @@ def _export_masks(args):
     task = args.task or src["task"]
     if task != src["task"]:
         raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
-    calib = src.get("calibration")
-    if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
-        raise CliError(f"{args.masks} has no calibration record (made by an older version: run "
-                       "`velcro profile` and `velcro compress` again)")
-    for opt, given, rec in (("--seed", args.seed, calib["seed"]),
-                            ("--images", args.images, calib["images"])):
-        if given is not None and given != rec:
-            raise CliError(f"{opt} {given} differs from the {rec} the statistics of {args.masks} "
-                           "were profiled with (the scales come from the same calibration images)")
+    calib = _masks_calibration(args, src, "the scales come from the same calibration images")
     point = export.LAYERS[args.layer][1]
     found = [i for i, s in enumerate(stats) if s.index == point]
     if not found:
@@ -650,8 +651,9 @@ def cmd_export(args) -> int:
     if args.model not in (None, "fmnist"):
         raise CliError("export supports the fmnist model (its conv layers are all 3x3, stride 1, "
                        "pad 1 + ReLU)")
+    model = load_fmnist_cnn(args.weights)
     try:
-        export.check_layer(load_fmnist_cnn(args.weights), args.layer)
+        export.check_layer(model, args.layer)
     except velcro.VelcroError as e:
         raise CliError(one_line(e)) from None
     if args.masks is not None and args.threshold is not None:
@@ -672,7 +674,6 @@ def cmd_export(args) -> int:
     if not 0 <= args.image_index < len(xv):
         raise CliError(f"--image-index {args.image_index} out of range 0..{len(xv) - 1} "
                        f"(task {task} has {len(xv)} validation images)")
-    model = load_fmnist_cnn(args.weights)
     xc, _ = _fmnist_images("calib", task, n_calib, seed, "--images")
     if args.masks is not None:
         if state_digest(model) != digest:
