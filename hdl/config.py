@@ -40,6 +40,10 @@ PIPELINE_LATENCY = 27
 MAX_OUT_CHANNELS = 256
 
 
+#: The layer fields set at run time; each has a ``max_`` field that sizes the design.
+_SHAPE = ("height", "width", "in_channels", "out_channels")
+
+
 class ConfigError(ValueError):
     """A configuration value is outside what the generator supports."""
 
@@ -61,6 +65,14 @@ class AccelConfig:
     segment of P pixels, so any N >= 1 runs on P instances (N < P, N = P, N > P, N prime).
     ``lanes`` is L, the number of input channels each instance consumes per cycle (default:
     all of them, up to 16).
+
+    **Design and layer.** ``max_height``, ``max_width``, ``max_in_channels`` and
+    ``max_out_channels`` size the generated hardware (default: the layer's own shape); ``height``,
+    ``width``, ``in_channels`` and ``out_channels`` are the layer that runs on it, set at run
+    time by the LAYER command (:mod:`hdl.protocol`). Every layer within the maxima runs on the
+    same Verilog: :attr:`design` is the configuration the generator sees (its layer = the
+    maxima, which is also what the engine runs after power-up), :meth:`layer` another layer on
+    the same design, and :attr:`tag` names the design only.
     """
 
     height: int = 64
@@ -70,21 +82,55 @@ class AccelConfig:
     lanes: int | None = None
     bus_width: int = 512
     out_channels: int | None = None
+    max_height: int | None = None
+    max_width: int | None = None
+    max_in_channels: int | None = None
+    max_out_channels: int | None = None
 
     def __post_init__(self):
         _check_range("height", self.height, 4, 256)
         _check_range("width", self.width, 4, 256)
         _check_range("in_channels", self.in_channels, 1, 64)
         _check_range("instances", self.instances, 1, 64)
-        if self.lanes is None:
-            object.__setattr__(self, "lanes", min(self.in_channels, 16))
-        _check_range("lanes", self.lanes, 1, self.in_channels)
-        _check_range("bus_width", self.bus_width, 64, 1024)
-        if self.bus_width & (self.bus_width - 1):
-            raise ConfigError(f"bus_width={self.bus_width} is not a power of two")
         if self.out_channels is None:
             object.__setattr__(self, "out_channels", self.instances)
         _check_range("out_channels", self.out_channels, 1, MAX_OUT_CHANNELS)
+        for name, hi in zip(_SHAPE, (256, 256, 64, MAX_OUT_CHANNELS)):
+            if getattr(self, "max_" + name) is None:
+                object.__setattr__(self, "max_" + name, getattr(self, name))
+            _check_range("max_" + name, getattr(self, "max_" + name), 1, hi)
+            if getattr(self, name) > getattr(self, "max_" + name):
+                raise ConfigError(f"{name}={getattr(self, name)} exceeds the design's maximum "
+                                  f"max_{name}={getattr(self, 'max_' + name)}")
+        _check_range("max_height", self.max_height, 4, 256)
+        _check_range("max_width", self.max_width, 4, 256)
+        if self.lanes is None:
+            object.__setattr__(self, "lanes", min(self.max_in_channels, 16))
+        _check_range("lanes", self.lanes, 1, self.max_in_channels)
+        _check_range("bus_width", self.bus_width, 64, 1024)
+        if self.bus_width & (self.bus_width - 1):
+            raise ConfigError(f"bus_width={self.bus_width} is not a power of two")
+
+    # -- design and layer ----------------------------------------------------------------------
+
+    @property
+    def design(self) -> "AccelConfig":
+        """The generated hardware: this configuration with its layer set to the maxima (what the
+        generator, the build folder and the engine's power-up layer see)."""
+        return dataclasses.replace(self, **{name: getattr(self, "max_" + name)
+                                            for name in _SHAPE})
+
+    def layer(self, height: int, width: int, in_channels: int,
+              out_channels: int) -> "AccelConfig":
+        """Another layer on the same design; a shape beyond a maximum raises ConfigError naming
+        it."""
+        return dataclasses.replace(self, height=height, width=width, in_channels=in_channels,
+                                   out_channels=out_channels)
+
+    @property
+    def is_design(self) -> bool:
+        """The layer is the maxima (the shape the engine runs without a LAYER command)."""
+        return self == self.design
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -100,11 +146,13 @@ class AccelConfig:
 
     @property
     def tag(self) -> str:
-        """Short, stable, human-readable name used for per-configuration build folders."""
-        digest = hashlib.sha1(self.to_json().encode()).hexdigest()[:8]
-        return (f"p{self.instances}_n{self.out_channels}_c{self.in_channels}"
-                f"_{self.height}x{self.width}"
-                f"_l{self.lanes}_{digest}")
+        """Short, stable, human-readable name of the design (not of the layer) used for build
+        folders: every layer of one design shares its build."""
+        d = self.design
+        digest = hashlib.sha1(d.to_json().encode()).hexdigest()[:8]
+        return (f"p{d.instances}_n{d.out_channels}_c{d.in_channels}"
+                f"_{d.height}x{d.width}"
+                f"_l{d.lanes}_{digest}")
 
     # -- derived geometry ----------------------------------------------------------------------
 
@@ -176,8 +224,9 @@ class AccelConfig:
         Each int8*int8 product lies in [-128*127, 128*128] = [-16256, 16384] (16-bit signed
         holds it, since -128*-128 = 16384 < 2**15). At most 9*C_in products are summed, so
         |sum| <= 9*C_in*2**14 and 15 + ceil(log2(9*C_in)) magnitude bits plus sign suffice.
+        Sized by the design's maximum C_in (the hardware serves every layer within it).
         """
-        return 16 + math.ceil(math.log2(9 * self.in_channels))
+        return 16 + math.ceil(math.log2(9 * self.max_in_channels))
 
     @property
     def acc_bits(self) -> int:

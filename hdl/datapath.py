@@ -66,7 +66,8 @@ assert LATENCY == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {L
 
 def entries_per_instance(cfg: AccelConfig) -> int:
     """Most work entries one instance can be dealt: every one of the N channels at each of its
-    S pixels."""
+    S pixels (of the design's maxima)."""
+    cfg = cfg.design
     return cfg.out_channels * cfg.segments
 
 
@@ -79,6 +80,7 @@ def work_layout(cfg: AccelConfig, slots: int) -> data.StructLayout:
     """A work entry: compute the output of the channel in ``slot`` at the instance's pixel of
     segment ``seg``. ``index`` is the entry's position in the instance's run (k), carried
     through to the result."""
+    cfg = cfg.design
     return data.StructLayout({
         "slot": _index_shape(slots),
         "seg": _index_shape(cfg.segments),
@@ -110,6 +112,7 @@ class WindowReadSignature(wiring.Signature):
     ``buf * buffer_windows + seg*G + g``."""
 
     def __init__(self, cfg: AccelConfig):
+        cfg = cfg.design
         super().__init__({
             "en": Out(1),
             "addr": Out(window_addr_shape(cfg)),
@@ -123,6 +126,7 @@ class LoadSignature(wiring.Signature):
     (address: segment), filters (address ``slot*G + g``) and quant records (``slot``)."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
+        cfg = cfg.design
         super().__init__({
             "strip": Out(StripSignature(cfg)),
             "pixels": Out(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
@@ -133,7 +137,8 @@ class LoadSignature(wiring.Signature):
 
 def buffer_windows(cfg: AccelConfig) -> int:
     """Window addresses per buffer: S*G, rounded up to a power of two so that the buffer is the
-    address's top bit."""
+    address's top bit (the design's maxima: every layer's windows of one image fit)."""
+    cfg = cfg.design
     return 1 << max(cfg.segments * cfg.groups - 1, 1).bit_length()
 
 
@@ -155,7 +160,7 @@ class WindowStore(wiring.Component):
     (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released)."""
 
     def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         super().__init__({
             "strip": In(StripSignature(cfg)),
             "pixels": In(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
@@ -205,6 +210,9 @@ class Datapath(wiring.Component):
     """One instance: work entries ``(slot, seg, index, buf)`` in, ``(value, index)`` out.
 
     ``slots`` is how many channels the instance holds (the engine: N, slot = channel).
+    ``groups`` is the layer's G (1 .. the design's G, set at run time): an entry takes G cycles;
+    windows and filters are addressed with the design's G, so a layer of fewer groups leaves
+    the rest of each address range unused.
     ``load`` groups the write ports (:class:`LoadSignature`): the dealer's strips, the pixel
     table, the filters
     (the protocol's filter record of one channel group) and the quant records; write them
@@ -218,12 +226,13 @@ class Datapath(wiring.Component):
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots!r}")
         self._MustUse__silence = False
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         self.slots = slots
         super().__init__({
             "work": In(stream.Signature(work_layout(cfg, slots))),
             "result": Out(stream.Signature(result_layout(cfg))),
             "load": In(LoadSignature(cfg, slots)),
+            "groups": In(range(cfg.groups + 1), init=cfg.groups),  # the layer's G (run time)
             "active": Out(1),   # an entry's group is being multiplied this cycle
         })
 
@@ -279,7 +288,7 @@ class Datapath(wiring.Component):
         valid = Signal()
         g = Signal(range(cfg.groups))
         last = Signal()
-        m.d.comb += [last.eq(g == cfg.groups - 1),
+        m.d.comb += [last.eq(g == self.groups - 1),
                      wk.ready.eq(~valid | (adv & last))]
         ent = {k: Signal(v.shape(), name=f"e_{k}", reset_less=True)
                for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, seg=wk.payload.seg,

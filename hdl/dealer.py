@@ -29,7 +29,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .protocol import MAX_BATCH, beats_per_segment, segments_per_beat
+from .protocol import (MAX_BATCH, beats_per_segment, layer_layout, layer_values,
+                       segments_per_beat)
 
 __all__ = ["WindowDealer", "StripSignature", "strip_layout", "RING_ROWS", "WRITE_DELAY"]
 
@@ -44,7 +45,7 @@ WRITE_DELAY = 2
 def strip_layout(cfg: AccelConfig) -> data.ArrayLayout:
     """3 rows x (P + 2) columns of pixels, row-major: element ``r*(P+2) + c`` is pixel
     (y - 1 + r, jP - 1 + c) of the strip's channel group."""
-    return data.ArrayLayout(cfg.pixel_bits, 3 * (cfg.instances + 2))
+    return data.ArrayLayout(cfg.pixel_bits, 3 * (cfg.instances + 2))  # P and L: no maxima
 
 
 class StripSignature(wiring.Signature):
@@ -52,6 +53,7 @@ class StripSignature(wiring.Signature):
     this cycle; ``seg`` = y*J + j, group ``g``, window buffer ``buf``, the pixels ``data``."""
 
     def __init__(self, cfg: AccelConfig):
+        cfg = cfg.design
         super().__init__({"en": Out(1), "buf": Out(1), "seg": Out(range(max(cfg.segments, 2))),
                           "g": Out(range(max(cfg.groups, 2))), "data": Out(strip_layout(cfg))})
 
@@ -64,9 +66,11 @@ class WindowDealer(wiring.Component):
     written, ``released`` (input) the images the instances are done with."""
 
     def __init__(self, cfg: AccelConfig):
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         super().__init__({
             "i": In(stream.Signature(cfg.bus_width)),
+            # the layer's shape (hdl.protocol.LAYER); undriven, the design's
+            "layer": In(layer_layout(cfg), init=layer_values(cfg)),
             "start": In(1),
             "images": In(range(MAX_BATCH + 1)),
             "released": In(range(MAX_BATCH + 1)),
@@ -97,7 +101,8 @@ class WindowDealer(wiring.Component):
         """Beats -> records -> the ring, one record per cycle."""
         cfg = self.cfg
         rb = cfg.segment_bits
-        n_records = cfg.height * cfg.groups * cfg.row_segments
+        lay = self.layer
+        n_records = lay.segment_records
         per_unit = max(segments_per_beat(cfg), 1)
         unit_beats = 1 if segments_per_beat(cfg) else beats_per_segment(cfg)
 
@@ -108,7 +113,8 @@ class WindowDealer(wiring.Component):
         slot = Signal(range(RING_ROWS))
         write = Signal()
         m.d.comb += write.eq((left != 0) & (lead <= 2))
-        row_end = (j == cfg.row_segments - 1) & (g == cfg.groups - 1)
+        j_end, g_end = j == lay.row_segments - 1, g == lay.groups - 1
+        row_end = j_end & g_end
         m.d.comb += row_loaded.eq(write & row_end)
         with m.If(write):
             for s in range(RING_ROWS):
@@ -116,14 +122,14 @@ class WindowDealer(wiring.Component):
                     with m.If((slot == s) & (g == gg)):
                         m.d.sync += ring[s][gg].word_select(j, rb).eq(unit[:rb])
             m.d.sync += [unit.eq(unit >> rb), left.eq(left - 1),
-                         j.eq(Mux(j == cfg.row_segments - 1, 0, j + 1))]
-            with m.If(j == cfg.row_segments - 1):
-                m.d.sync += g.eq(Mux(g == cfg.groups - 1, 0, g + 1))
+                         j.eq(Mux(j_end, 0, j + 1))]
+            with m.If(j_end):
+                m.d.sync += g.eq(Mux(g_end, 0, g + 1))
             with m.If(row_end):
                 m.d.sync += slot.eq(slot + 1)
 
         # accept: a unit is complete with its last beat, taken as the unit register empties
-        in_rec = Signal(range(n_records + 1))
+        in_rec = Signal(range(cfg.height * cfg.groups * cfg.row_segments + 1))
         part = Signal(range(max(unit_beats, 2)))
         held = Signal(cfg.bus_width * max(unit_beats - 1, 1))
         final = part == unit_beats - 1
@@ -160,26 +166,28 @@ class WindowDealer(wiring.Component):
         slot = Signal(range(RING_ROWS))             # ring slot of row y
         seg_base = Signal(range(cfg.segments + 1))  # y * J
         image = Signal(range(MAX_BATCH + 1))
-        last_row = y == cfg.height - 1
+        lay = self.layer
+        last_row = y == lay.height - 1
         step = Signal()
         m.d.comb += step.eq((image < self.images) & (image < self.released + 2)
                             & ((lead >= 2) | (last_row & (lead >= 1))))
-        seg_end = j == cfg.row_segments - 1
-        row_end = seg_end & (g == cfg.groups - 1)
+        seg_end = j == lay.row_segments - 1
+        row_end = seg_end & (g == lay.groups - 1)
         image_end = row_end & last_row
         m.d.comb += row_dealt.eq(step & row_end)
         with m.If(step):
             m.d.sync += j.eq(Mux(seg_end, 0, j + 1))
             with m.If(seg_end):
-                m.d.sync += g.eq(Mux(g == cfg.groups - 1, 0, g + 1))
+                m.d.sync += g.eq(Mux(g == lay.groups - 1, 0, g + 1))
             with m.If(row_end):
                 m.d.sync += [slot.eq(slot + 1), y.eq(Mux(last_row, 0, y + 1)),
-                             seg_base.eq(Mux(last_row, 0, seg_base + cfg.row_segments))]
+                             seg_base.eq(Mux(last_row, 0, seg_base + lay.row_segments))]
             with m.If(image_end):
                 m.d.sync += image.eq(image + 1)
 
         # the strip: rows y-1, y, y+1 from their ring slots (zero off the map), columns
-        # jP-1 .. jP+P of the row padded with a zero pixel on each side
+        # jP-1 .. jP+P of the row padded with a zero pixel on each side; column JP (right of the
+        # layer's last segment) is zero too, whatever a wider layer left in the ring there
         words = Array(Array(ring[s]) for s in range(RING_ROWS))
         strip = []
         for r in range(3):
@@ -187,6 +195,8 @@ class WindowDealer(wiring.Component):
             padded = Cat(Const(0, px), word, Const(0, px))
             cut = Array(padded[jj * p_count * px:(jj * p_count + p_count + 2) * px]
                         for jj in range(cfg.row_segments))[j]
+            if cfg.row_segments > 1:
+                cut = Mux(seg_end, Cat(cut[:(p_count + 1) * px], Const(0, px)), cut)
             off_map = (y == 0) if r == 0 else (last_row if r == 2 else Const(0))
             strip.append(Mux(off_map, 0, cut))
         out = self.strip

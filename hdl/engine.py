@@ -34,8 +34,9 @@ from .config import AccelConfig
 from .datapath import LATENCY, Datapath, entries_per_instance
 from .dealer import WindowDealer
 from .packer import OutputPacker, beat_layout
-from .protocol import (MAX_BATCH, Opcode, pixel_layout, schedule_entry_layout,
-                       stream_counter_layout)
+from .datapath import _times
+from .protocol import (MAX_BATCH, Opcode, layer_fields, layer_layout, layer_values, pixel_layout,
+                       schedule_entry_layout, stream_counter_layout)
 from .walker import WorkWalker
 
 __all__ = ["VelcroAccelerator", "IMAGE_LATENCY"]
@@ -59,7 +60,7 @@ class VelcroAccelerator(wiring.Component):
     """``i``: commands; ``o``: compact output beats; ``counters``, ``image_done``, ``idle``."""
 
     def __init__(self, cfg: AccelConfig = AccelConfig()):
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         super().__init__({
             "i": In(stream.Signature(cfg.bus_width)),
             "o": Out(stream.Signature(beat_layout(cfg))),
@@ -90,6 +91,11 @@ class VelcroAccelerator(wiring.Component):
         m.d.comb += packer.steps.eq(steps)
         images = Signal(range(MAX_BATCH + 1))
         m.d.comb += dealer.images.eq(images)
+        # the layer's shape (LAYER command); until the first one, the design's
+        layer = Signal(layer_layout(cfg), init=layer_values(cfg), reset_less=True)
+        m.d.comb += dealer.layer.eq(layer)
+        m.d.comb += [dp.groups.eq(layer.groups) for dp in dps]
+        self._layer = layer
         go, finished = self._control(m, dealer, packer, walkers, steps, images)
         in_batch = self._front(m, dealer, dps, walkers, steps, images, finished)
         self._counters(m, dealer, packer, dps, walkers, steps, go, in_batch)
@@ -128,16 +134,24 @@ class VelcroAccelerator(wiring.Component):
         cfg = self.cfg
         entry_bits = schedule_entry_layout(cfg).size
         pixel_bits = pixel_layout(cfg).size
-        rec = _Records(m, self.i, cfg, max(cfg.weight_bits, cfg.QUANT_BITS,
+        layer = self._layer
+        layer_bits = sum(layer_fields(cfg).values())
+        rec = _Records(m, self.i, cfg, max(cfg.weight_bits, cfg.QUANT_BITS, layer_bits,
                                            cfg.instances * entry_bits,
                                            cfg.instances * pixel_bits))
         in_batch = Signal()
+        # filter address slot * G + g of the design's G; (slot, g) walk the layer's N x G
+        w_slot = Signal(range(cfg.out_channels))
+        w_g = Signal(range(max(cfg.groups, 2)))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
                 rec.reset()
+                m.d.sync += [w_slot.eq(0), w_g.eq(0)]
                 with m.If(self.i.valid):
                     with m.Switch(self.i.payload[:8]):
+                        with m.Case(Opcode.LAYER):
+                            m.next = "LAYER"
                         with m.Case(Opcode.WEIGHTS):
                             m.next = "WEIGHTS"
                         with m.Case(Opcode.SCHEDULE):
@@ -153,19 +167,27 @@ class VelcroAccelerator(wiring.Component):
                                 m.d.comb += dealer.start.eq(1)
                                 m.d.sync += in_batch.eq(1)
                                 m.next = "LOAD"
+            with m.State("LAYER"):
+                value, done = rec.take(layer_bits)
+                with m.If(done):
+                    m.d.sync += layer.eq(value)
+                    m.next = "IDLE"
             with m.State("WEIGHTS"):
                 value, done = rec.take(cfg.weight_bits)
                 for dp in dps:
                     m.d.comb += [dp.load.weights.data.eq(value), dp.load.weights.en.eq(done),
-                                 dp.load.weights.addr.eq(rec.idx)]
-                with m.If(rec.next(done, cfg.out_channels * cfg.groups)):
+                                 dp.load.weights.addr.eq(_times(w_slot, cfg.groups) + w_g)]
+                with m.If(done):
+                    g_end = w_g == layer.groups - 1
+                    m.d.sync += [w_g.eq(Mux(g_end, 0, w_g + 1)), w_slot.eq(w_slot + g_end)]
+                with m.If(rec.next(done, layer.weight_records)):
                     m.next = "QUANT"
             with m.State("QUANT"):
                 value, done = rec.take(cfg.QUANT_BITS)
                 for dp in dps:
                     m.d.comb += [dp.load.quant.data.eq(value), dp.load.quant.en.eq(done),
                                  dp.load.quant.addr.eq(rec.idx)]
-                with m.If(rec.next(done, cfg.out_channels)):
+                with m.If(rec.next(done, layer.out_channels)):
                     m.next = "IDLE"
             with m.State("SCHEDULE"):
                 value, done = rec.take(cfg.instances * entry_bits)
@@ -179,7 +201,7 @@ class VelcroAccelerator(wiring.Component):
                 for p, dp in enumerate(dps):
                     m.d.comb += [dp.load.pixels.data.eq(value[p * pixel_bits:(p + 1) * pixel_bits]),
                                  dp.load.pixels.en.eq(done), dp.load.pixels.addr.eq(rec.idx)]
-                with m.If(rec.next(done, cfg.segments)):
+                with m.If(rec.next(done, layer.segments)):
                     m.next = "IDLE"
             with m.State("LOAD"):
                 wiring.connect(m, wiring.flipped(self.i), dealer.i)

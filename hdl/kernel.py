@@ -177,7 +177,7 @@ class VelcroKernel(wiring.Component):
         if cfg.bus_width != AXI_DATA_BITS:
             raise ValueError(f"the kernel streams {AXI_DATA_BITS}-bit AXI beats into the engine: "
                              f"bus_width must be {AXI_DATA_BITS}, not {cfg.bus_width}")
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         n_counters = len(counter_words(cfg))
         if REGISTER["COUNTERS"].offset + 4 * n_counters > 1 << AXIL_ADDR_BITS:
             raise ValueError(f"{n_counters} counters do not fit the {AXIL_ADDR_BITS}-bit map")

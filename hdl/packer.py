@@ -61,7 +61,7 @@ class OutputPacker(wiring.Component):
             raise ValueError(f"instances must divide bus_width/8 = {cfg.bus_bytes}, "
                              f"not {cfg.instances!r}")
         self._MustUse__silence = False
-        self.cfg = cfg
+        self.cfg = cfg = cfg.design
         super().__init__({
             "results": In(stream.Signature(result_layout(cfg))).array(cfg.instances),
             "steps": In(range(entries_per_instance(cfg) + 1)),

@@ -9,6 +9,12 @@ the configuration determines. A record of R bits is sent little-endian over
 =========  =====================================================================================
 opcode     header bits / records after the header
 =========  =====================================================================================
+LAYER      one *layer record* (``layer_fields``): the shape of the layer that the following
+           WEIGHTS, SCHEDULE and FRAME commands describe, within the design's maxima
+           (:attr:`hdl.config.AccelConfig.design`): H, J, G, N and the record counts S = H*J,
+           N*G and S*G, which the host computes so the engine needs no multiplier. Until the
+           first LAYER the engine runs the maxima's shape, so a design-shaped deployment needs
+           no LAYER command.
 WEIGHTS    N*G filter records (N output channels, however many instances P; channel-major,
            then channel group g): byte ``(ky*3+kx)*L + l`` = weight[n, g*L+l, ky, kx]; then N
            quant records: bias (32, two's complement) | mult << 32 | shift << 48. Every
@@ -46,7 +52,7 @@ import numpy as np
 
 from .config import AccelConfig
 
-__all__ = ["Opcode", "weight_beats", "param_beats", "schedule_entry_fields",
+__all__ = ["Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "schedule_entry_fields",
            "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
@@ -58,6 +64,7 @@ class Opcode(enum.IntEnum):
     WEIGHTS = 1
     FRAME = 4
     SCHEDULE = 5      # (2 and 3 were MASK and MEANS of the skip-list engine)
+    LAYER = 6
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
@@ -72,6 +79,39 @@ def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
 
 def _header(op: Opcode) -> int:
     return int(op)
+
+
+def layer_values(cfg: AccelConfig) -> dict:
+    """Field -> value of ``cfg``'s layer record (the engine's power-up values: ``cfg.design``)."""
+    return {"height": cfg.height, "row_segments": cfg.row_segments, "groups": cfg.groups,
+            "out_channels": cfg.out_channels, "segments": cfg.segments,
+            "weight_records": cfg.out_channels * cfg.groups,
+            "segment_records": cfg.segments * cfg.groups}
+
+
+def layer_fields(cfg: AccelConfig) -> dict:
+    """Field -> bit width of the LAYER record, low bits first, sized by the design's maxima."""
+    return {k: v.bit_length() for k, v in layer_values(cfg.design).items()}
+
+
+def layer_layout(cfg: AccelConfig):
+    """The layer record as an Amaranth layout (the engine's layer register)."""
+    from amaranth.lib import data
+    return data.StructLayout(layer_fields(cfg))
+
+
+def layer_beats(cfg: AccelConfig) -> list[int]:
+    """The LAYER command that sets ``cfg``'s layer on ``cfg.design``."""
+    fields, values = layer_fields(cfg), layer_values(cfg)
+    record, shift = 0, 0
+    for name, width in fields.items():
+        if values[name] >> width:       # AccelConfig already refuses a layer beyond the maxima
+            raise ValueError(f"{name}={values[name]} does not fit the design's {width} bits")
+        record |= values[name] << shift
+        shift += width
+    per = cfg.beats(shift)
+    mask = (1 << cfg.bus_width) - 1
+    return [int(Opcode.LAYER)] + [(record >> (cfg.bus_width * i)) & mask for i in range(per)]
 
 
 def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
@@ -100,8 +140,10 @@ def _bits(count: int) -> int:
 
 def schedule_entry_fields(cfg: AccelConfig) -> dict:
     """Field -> bit width of one SCHEDULE work entry, low bits first (plain Python, so host code
-    needs no Amaranth): compute ``channel`` at the instance's pixel of segment ``seg``."""
-    return {"channel": _bits(cfg.out_channels), "seg": _bits(cfg.segments), "valid": 1}
+    needs no Amaranth): compute ``channel`` at the instance's pixel of segment ``seg``. Sized by
+    the design, so every layer's entries have the same layout."""
+    d = cfg.design
+    return {"channel": _bits(d.out_channels), "seg": _bits(d.segments), "valid": 1}
 
 
 def schedule_entry_layout(cfg: AccelConfig):
@@ -270,8 +312,9 @@ STREAM_COUNTERS = (
 
 
 def counter_elements(cfg: AccelConfig, kind: str) -> int:
-    """Elements of a counter of ``kind``: 1 for "cycles", N per "channel", P per "instance"."""
-    return {"cycles": 1, "channel": cfg.out_channels, "instance": cfg.instances}[kind]
+    """Elements of a counter of ``kind``: 1 for "cycles", N per "channel", P per "instance"
+    (the design's maximum N: a layer of fewer channels reads zero in the others)."""
+    return {"cycles": 1, "channel": cfg.design.out_channels, "instance": cfg.instances}[kind]
 
 
 def counter_words(cfg: AccelConfig) -> list[str]:
@@ -287,8 +330,9 @@ def counter_words(cfg: AccelConfig) -> list[str]:
 def counter_fields(cfg: AccelConfig) -> list[tuple[str, int, int, int]]:
     """(name, bit offset, element width, elements) of every counter of the ``counters`` port,
     low bits first, from :data:`STREAM_COUNTERS` (plain Python: host code needs no Amaranth)."""
-    # a count 0..H*W per channel, 0..N*S per instance
-    element = max(cfg.out_channels * cfg.segments, cfg.positions).bit_length()
+    # a count 0..H*W per channel, 0..N*S per instance, of the design's maxima
+    d = cfg.design
+    element = max(d.out_channels * d.segments, d.positions).bit_length()
     fields, offset = [], 0
     for name, kind, _ in STREAM_COUNTERS:
         width, count = (32, 1) if kind == "cycles" else (element, counter_elements(cfg, kind))

@@ -32,6 +32,7 @@ class WorkWalker(wiring.Component):
         if not isinstance(instance, int) or not 0 <= instance < cfg.instances:
             raise ValueError(f"instance must be an integer in 0..{cfg.instances - 1}, "
                              f"not {instance!r}")
+        cfg = cfg.design
         self.cfg, self.instance = cfg, instance
         super().__init__({
             "write": In(WriteSignature(range(entries_per_instance(cfg)),

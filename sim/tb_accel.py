@@ -24,7 +24,8 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
-                          decode_stream_counters, image_beats, schedule_beats, weight_beats)
+                          decode_stream_counters, image_beats, layer_beats, schedule_beats,
+                          weight_beats)
 from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame
 from py_ref.schedule import deal
 
@@ -37,9 +38,10 @@ def stall_generator(rng: random.Random, probability: float):
         yield int(rng.random() < probability)
 
 
-def config_beats(cfg: AccelConfig, frame) -> list[int]:
-    """WEIGHTS and SCHEDULE commands for ``frame``'s constants."""
-    return (weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
+def config_beats(cfg: AccelConfig, frame, layer: bool = True) -> list[int]:
+    """LAYER (unless ``layer`` is false), WEIGHTS and SCHEDULE commands for ``frame``'s
+    constants on ``cfg``'s layer."""
+    return ((layer_beats(cfg) if layer else []) + weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
             + schedule_beats(cfg, deal(frame.mask, cfg.instances)))
 
 
@@ -54,6 +56,9 @@ class SeededTB:
         dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
+        # the layer the engine holds: the design's from power-up; a LAYER command is sent only
+        # to change it, so the design-shaped path without one stays tested
+        self.engine_layer = self.cfg.design
 
 
 class AccelTB(SeededTB):
@@ -87,7 +92,12 @@ class AccelTB(SeededTB):
         await RisingEdge(self.dut.clk)
 
     def counters(self) -> dict:
-        return decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
+        """The counters, per-channel ones cut to the layer's N (the design holds N_max)."""
+        out = decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
+        n = self.cfg.out_channels
+        assert not any(out["image_computed"][n:]), "a channel beyond the layer's N counted"
+        out["image_computed"] = out["image_computed"][:n]
+        return out
 
     async def transfer(self, beats, n_out: int, *, stop_after: int | None = None,
                        on_accept=None):
@@ -165,7 +175,10 @@ class AccelTB(SeededTB):
         """
         cfg = self.cfg
         schedule = deal(frames[0].mask, cfg.instances)
-        head = config_beats(cfg, frames[0]) if load_config else []
+        head = (config_beats(cfg, frames[0], layer=cfg != self.engine_layer)
+                if load_config else [])
+        if load_config:
+            self.engine_layer = cfg
         beats = head + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames]))
         n_out = compact_beats_per_image(cfg, schedule.stream_length) * len(frames)
         first_beat = len(head) + 1                      # after the FRAME header
@@ -209,7 +222,7 @@ class AccelTB(SeededTB):
 
 def single_image_counters(cfg: AccelConfig, image: dict, batch: dict, cycles: int) -> dict:
     """One image's counters under the names RESULT.npz has always used."""
-    computed = image["image_computed"]
+    computed = image["image_computed"][:cfg.out_channels]
     return {"frames": batch["batches"], "total_cycles": batch["batch_cycles"],
             "batch_cycles": cycles, "load_cycles": batch["load_cycles"],
             "compute_cycles": image["image_cycles"], "drain_cycles": batch["drain_cycles"],
@@ -342,6 +355,42 @@ async def reset_mid_frame(dut):
     await tb.transfer(config_beats(cfg, new), 0, stop_after=len(config_beats(cfg, new)) // 2)
     await tb.reset()
     await tb.run(new)
+
+
+def _layers(design: AccelConfig):
+    """Layers of other shapes within ``design``'s maxima: smaller H, a W that P does not divide
+    and one that it does with fewer segments than the design (the ring's column right of the
+    last segment holds a wider layer's pixels), C_in = 1 and fewer groups, N = 1, N < P and the
+    design's N; then the design itself again."""
+    h, w, c, n, p = (design.height, design.width, design.in_channels, design.out_channels,
+                     design.instances)
+    shapes = [(max(4, h // 2), max(4, w - 3), max(1, c // 2), n),
+              (h, max(4, w - p) if w - p >= 4 else w, 1, max(1, n - 1)),
+              (4, 4, c, 1),
+              (max(4, h - 1), w, max(1, c - 1), max(1, min(n, p - 1))),
+              (h, w, c, n)]
+    return [design.layer(*s) for s in shapes]
+
+
+@cocotb.test()
+async def runtime_layers(dut):
+    """Layers of different shapes back to back on one build (LAYER, WEIGHTS, SCHEDULE, FRAME per
+    layer), under random stalls; then the same with a reset between layers, and a reset after
+    a layer's load (the layer, like the other constants, survives it)."""
+    tb = AccelTB(dut)
+    tb.random_stalls(0.2)
+    await tb.reset()
+    design = tb.cfg.design
+    for reset_between in (False, True):
+        for layer in _layers(design):
+            tb.cfg = layer
+            dut._log.info("layer %s (reset between: %s)", layer.to_json(), reset_between)
+            frame = random_frame(layer, tb.np_rng, density=0.4)
+            await tb.run_batch(_same_constants(layer, tb.np_rng, frame, 2))
+            if reset_between:
+                await tb.reset()
+                await tb.run(_same_constants(layer, tb.np_rng, frame, 2)[1], load_config=False)
+    tb.cfg = design
 
 
 @cocotb.test()

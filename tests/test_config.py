@@ -50,3 +50,24 @@ def test_json_round_trip():
     cfg = AccelConfig(height=10, width=12, in_channels=20, instances=5, lanes=7, out_channels=9)
     assert AccelConfig.from_json(cfg.to_json()) == cfg
     assert cfg.groups == 3
+
+
+def test_layer_shares_its_design():
+    """Every layer within the maxima is the same design: one tag, one build."""
+    design = AccelConfig(height=64, width=64, in_channels=32, out_channels=32, instances=16)
+    layer = design.layer(16, 16, 1, 16)
+    assert layer.design == design and layer.tag == design.tag and not layer.is_design
+    assert design.is_design and layer.lanes == design.lanes == 16
+    assert (layer.groups, layer.row_segments, layer.segments) == (1, 1, 16)
+    assert design.sum_bits == layer.sum_bits     # widths of the design's maximum C_in
+    assert AccelConfig.from_json(layer.to_json()) == layer
+
+
+@pytest.mark.parametrize("field,value", [("height", 65), ("width", 80), ("in_channels", 33),
+                                         ("out_channels", 40)])
+def test_layer_beyond_the_maxima_is_refused(field, value):
+    design = AccelConfig(height=64, width=64, in_channels=32, out_channels=32)
+    shape = {**dict(height=16, width=16, in_channels=1, out_channels=16), field: value}
+    with pytest.raises(ConfigError, match=f"{field}={value} exceeds the design's maximum "
+                                          f"max_{field}="):
+        design.layer(**shape)

@@ -34,6 +34,16 @@ CHANNEL_COUNTS = {
     "n32p16": AccelConfig(height=4, width=18, in_channels=1, instances=16, out_channels=32),
 }
 
+# One design sized by maxima runs layers of other shapes set at run time (issue 19): H, W (one
+# not a multiple of P), C_in (G = 1 .. 3), N (1, < P, > P) within them, back to back, with and
+# without a reset between layers.
+RUNTIME_LAYERS = {
+    "maxima_p4": AccelConfig(height=12, width=12, in_channels=5, lanes=2, instances=4,
+                             out_channels=6, bus_width=128),
+    "maxima_p8": AccelConfig(height=8, width=17, in_channels=3, lanes=1, instances=8,
+                             out_channels=9, bus_width=64),
+}
+
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("config", CONFIGS)
@@ -50,6 +60,14 @@ def test_accel(build_for, sim, config, case, tmp_path):
 def test_channel_counts(build_for, sim, config, case, tmp_path):
     seed = str(seed_for(sim, config, case))
     build_for(CHANNEL_COUNTS[config], sim).run("sim.tb_accel", [case],
+                                               env={"VELCRO_SEED": seed}, test_dir=tmp_path)
+
+
+@pytest.mark.parametrize("config", RUNTIME_LAYERS)
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_runtime_layers(build_for, sim, config, tmp_path):
+    seed = str(seed_for(sim, config, "runtime_layers"))
+    build_for(RUNTIME_LAYERS[config], sim).run("sim.tb_accel", ["runtime_layers"],
                                                env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
 
