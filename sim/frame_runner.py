@@ -30,13 +30,16 @@ FAILED_LOG = "failed-run.log"
 
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
-              build: Build | None = None, progress=None, batch=None,
+              build: Build | None = None, progress=None, batch=None, cfg=None,
               **config_overrides) -> dict:
     """Simulate ``frame`` (or ``batch``, ifmaps [B, C_in, H, W] with ``frame``'s constants);
     returns ofm (uint8 [N,H,W], or [B,N,H,W] for a batch) and every hardware counter.
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
     ``build`` is the model to use (default: the cached one for the frame's configuration);
+    ``cfg`` is the layer to run on ``build``'s design (default: the build's own shape): the
+    testbench sends the LAYER command that sets it (hdl.protocol), so one build runs every
+    layer within its maxima.
     ``progress(message)`` hears about generation, compilation and simulation.
     On a failed run, SimulationFailed.log names a copy of the simulator log (FAILED_LOG in the
     build folder).
@@ -48,6 +51,17 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
             cfg = config_for_frame(frame, **config_overrides)
             build = Build(cfg, sim, saif=saif_path is not None, defer=True)
         build.build(progress=say)
+        env = {}
+        if cfg is not None:
+            if cfg.design != build.cfg.design:
+                raise ValueError(f"layer {cfg.tag} is not a layer of the build's design "
+                                 f"{build.cfg.tag}")
+            shape = (cfg.in_channels, cfg.height, cfg.width)
+            if tuple(frame.ifmap.shape) != shape or frame.weight.shape[0] != cfg.out_channels:
+                raise ValueError(f"the frame (ifmap {list(frame.ifmap.shape)}, N = "
+                                 f"{frame.weight.shape[0]}) is not the layer {list(shape)}, "
+                                 f"N = {cfg.out_channels}")
+            env["VELCRO_CONFIG"] = cfg.to_json()
         arrays = dataclasses.asdict(frame)
         if batch is not None:
             arrays["ifmap"] = np.asarray(batch, np.int8)
@@ -57,7 +71,8 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
             with ticking(say, "simulating"):
                 run_dir = build.run("sim.tb_accel", ["run_frame_file"], test_dir=tmp / "run",
                                     quiet=True, env={"VELCRO_FRAME": str(tmp / "frame.npz"),
-                                                     "VELCRO_RESULT": str(tmp / "result.npz")})
+                                                     "VELCRO_RESULT": str(tmp / "result.npz"),
+                                                     **env})
         except SimulationFailed as exc:
             exc.log = _keep_log(exc.log, build.build_dir / FAILED_LOG)
             raise
