@@ -1,6 +1,7 @@
 """``velcro``: the project's command line.
 
     velcro sim FRAME.npz --out RESULT.npz [--sim verilator|icarus] [--verbose]
+    velcro network --task footwear --uniform 0.3 | --masks M.pt --images K --out NET.npz
     velcro profile | compress | evaluate | export ...   (VELCRO algorithm, see py_ref/)
     velcro --version
 
@@ -124,6 +125,110 @@ def _cmd_sim(args) -> int:
     return 0
 
 
+#: What NET.npz holds (``velcro network``); per-image arrays first, then per layer.
+NET_ARRAYS = ("labels", "logits", "top1", "reference_logits", "top1_float", "top1_float_dense",
+              "top1_torch_int8", "layer_names", "layer_ratio", "layer_cycles",
+              "layer_dense_cycles", "layer_mac_utilisation", "layer_compute_cycles",
+              "layer_batch_cycles")
+
+
+def _guarded_network(args) -> int:
+    from py_ref.commands import _guarded
+    return _guarded(_cmd_network)(args)
+
+
+def _network_progress(message: str) -> None:
+    print(f"velcro network: {message}", file=sys.stderr, flush=True)
+
+
+def _cmd_network(args) -> int:
+    import numpy as np
+
+    from hdl.config import ConfigError
+    from py_ref import commands
+    from py_ref.cli import CliError, atomic_write, check_output
+    from py_ref.models import FMNIST_WEIGHTS
+
+    inputs = [args.weights or FMNIST_WEIGHTS] + ([args.masks] if args.masks else [])
+    out = check_output(args.out, inputs=inputs, suffix=".npz")
+    if not os.access(out.parent, os.W_OK):
+        raise CliError(f"output folder {out.parent} is not writable")
+    setup = commands.network_setup(args)
+
+    from sim.network import NETWORK_DESIGN, NetworkMismatch, layer_config, run_network
+    from sim.runner import Build, BuildFailed, SimulationFailed, estimate_build
+    from sim.toolchain import ToolchainError
+
+    qnet = setup["qnet"]
+    try:
+        configs = [layer_config(NETWORK_DESIGN, layer) for layer in qnet.layers]
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        build = Build(NETWORK_DESIGN, args.sim, defer=True, verbose=args.verbose)
+        if not build.is_current():
+            est = estimate_build(NETWORK_DESIGN, args.sim, generate=build.needs_generation())
+            if est.too_big or est.seconds > args.max_build_minutes * 60:
+                raise CliError(f"building {NETWORK_DESIGN.tag} for {args.sim} would take {est}: "
+                               f"over --max-build-minutes={args.max_build_minutes:g} or this "
+                               "machine's memory")
+            _network_progress(f"building {NETWORK_DESIGN.tag} for {args.sim} (first time, {est})")
+        with _stdout_to_stderr():
+            result = run_network(qnet, setup["ifmaps"], args.sim, build=build,
+                                 progress=_network_progress)
+    except NetworkMismatch as exc:
+        raise CliError(f"the RTL differs from the golden model: {exc}") from None
+    except BuildFailed as exc:
+        raise CliError(f"{args.sim} build failed, see {exc.log or 'the output above'}") from None
+    except SimulationFailed as exc:
+        raise CliError(f"simulation failed, see {exc.log or 'the output above'}") from None
+    except ToolchainError as exc:
+        raise CliError(str(exc)) from None
+    layers = result["layers"]
+    labels = setup["labels"]
+    arrays = {
+        "labels": labels, "logits": result["logits"],
+        "top1": result["logits"].argmax(axis=1), "reference_logits": result["reference_logits"],
+        "top1_float": setup["top1_float"], "top1_float_dense": setup["top1_float_dense"],
+        "top1_torch_int8": setup["top1_torch_int8"],
+        "layer_names": np.array(qnet.names),
+        "layer_ratio": np.array([f["ratio"] for f in layers]),
+        "layer_cycles": np.array([f["cycles"] for f in layers], np.int64),
+        "layer_dense_cycles": np.array([f["dense_cycles"] for f in layers], np.int64),
+        "layer_mac_utilisation": np.array([f["mac_utilisation"] for f in layers]),
+        "layer_compute_cycles": np.stack([f["compute_cycles"] for f in layers]),
+        "layer_batch_cycles": np.array([f["batch_cycles"] for f in layers], np.int64),
+    }
+    assert tuple(arrays) == NET_ARRAYS
+
+    def write(tmp):
+        with open(tmp, "wb") as f:                   # a file object: savez adds no suffix
+            np.savez(f, **arrays)
+
+    try:
+        atomic_write(out, write)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    k = len(labels)
+    for name, cfg, f in zip(qnet.names, configs, layers):
+        print(f"{name}: C_in={cfg.in_channels} N={cfg.out_channels} {cfg.height}x{cfg.width} "
+              f"C={100 * f['ratio']:.1f}% {f['cycles']} cycles/image (dense {f['dense_cycles']}, "
+              f"speedup {f['dense_cycles'] / f['cycles']:.3f}) MAC utilisation "
+              f"{100 * f['mac_utilisation']:.1f}%")
+    dense, comp = arrays["layer_dense_cycles"].sum(), arrays["layer_cycles"].sum()
+
+    def acc(pred):
+        return f"{100 * float(np.mean(pred == labels)):.2f}%"
+    print(f"network ({setup['task']}, {setup['how']}, {k} test images): every layer's ofm == "
+          f"golden, logits == int8 reference; {comp} cycles/image (dense {dense}, speedup "
+          f"{dense / comp:.3f})")
+    print(f"top-1: RTL {acc(arrays['top1'])}, int8 reference "
+          f"{acc(result['reference_logits'].argmax(axis=1))}, float {acc(setup['top1_float'])} "
+          f"(uncompressed {acc(setup['top1_float_dense'])}), PyTorch int8 (uncompressed) "
+          f"{acc(setup['top1_torch_int8'])} -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
@@ -155,6 +260,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a first build estimated to take longer than M minutes "
                         "(default 60)")
     p.set_defaults(func=_cmd_sim)
+
+    p = one_line_errors(sub.add_parser(
+        "network", help="run the whole VELCRO-compressed fmnist CNN on the RTL simulation",
+        description="Quantise every conv layer of the Fashion-MNIST CNN to the arithmetic "
+                    "contract (scales from calibration images), run them layer after layer on "
+                    "one generated design (layer shapes set at run time) for held-out test "
+                    "images, and compare every layer with the golden model and the logits "
+                    "with the int8 reference."))
+    p.add_argument("--task", help="footwear (default), tops, shirts, other or all; with --masks, "
+                                  "the masks' task")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--masks", metavar="FILE", help="`velcro compress` output (uniform, preset or "
+                                                   "searched tuple); scales from its calibration "
+                                                   "images")
+    g.add_argument("--uniform", type=float, metavar="T",
+                   help="profile here and compress every point at fraction 0 <= T < 1")
+    p.add_argument("--images", type=int, default=64, metavar="K",
+                   help="test images (a seeded subset of the task's test set; default 64)")
+    p.add_argument("--calib-images", type=int, metavar="N",
+                   help="calibration images with --uniform (default 256)")
+    p.add_argument("--seed", type=int, help="seed of the calibration and test subsets (default 0)")
+    p.add_argument("--weights", metavar="FILE", help="state_dict of the fmnist CNN (default: the "
+                                                     "committed weights)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="NET.npz to write (" + ", ".join(NET_ARRAYS) + "; written atomically)")
+    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                   help="simulator (default verilator)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="PyTorch CPU threads")
+    p.add_argument("--verbose", action="store_true", help="show the compiler's output live")
+    p.add_argument("--max-build-minutes", type=float, default=60, metavar="M",
+                   help="refuse a first build estimated to take longer (default 60)")
+    p.set_defaults(func=_guarded_network)
     commands.register(sub)
     return parser
 

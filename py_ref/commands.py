@@ -43,7 +43,7 @@ import torch
 
 from .cli import CliError, atomic_write, check_output, main_guard, one_line, one_line_errors
 
-__all__ = ["register", "STATS_FORMAT", "MASKS_FORMAT"]
+__all__ = ["register", "network_setup", "STATS_FORMAT", "MASKS_FORMAT"]
 
 #: The record every statistics / masks file carries (files without it are refused).
 STATS_FORMAT = "velcro-stats/1"
@@ -175,8 +175,7 @@ def _weights_file(args, model: str):
 def _skip_first(args, model: str) -> bool:
     if args.skip_first is not None:
         return args.skip_first
-    from .presets import SKIP_FIRST
-    return SKIP_FIRST.get(model, True)
+    return _skip_first_default(model)
 
 
 def task_class_indices(model: str, task: str) -> list[int] | None:
@@ -703,6 +702,86 @@ def cmd_export(args) -> int:
           f"{100 * chk['share_within_1_step']:.2f}% within 1 step; "
           f"vs quantised float {chk['max_err_vs_quantised_float']:.3f}; means {chk['max_err_means']:.3f}")
     return 0
+
+
+def network_setup(args) -> dict:
+    """The algorithm side of ``velcro network`` (the RTL side is sim/network.py): the int8
+    network of the fmnist CNN with the masks of ``--masks`` (any `velcro compress` output) or
+    of ``--uniform T`` (profiled here), scales from the calibration images (the masks' own, or
+    ``--calib-images``/``--seed``), ``--images`` test images and what the float model and
+    PyTorch's int8 version predict for them. Everything is checked before it returns."""
+    from . import data, network, velcro
+    from .models import load_fmnist_cnn, state_digest
+    t0 = time.monotonic()
+    for name in ("images", "calib_images", "threads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1, not {v}")
+    if (args.masks is None) == (args.uniform is None):
+        raise CliError("give --masks FILE or --uniform T (exactly one)")
+    if args.uniform is not None and not 0 <= args.uniform < 1:
+        raise CliError(f"--uniform {args.uniform} is out of range 0 <= T < 1")
+    model = load_fmnist_cnn(args.weights)
+    if args.masks is not None:
+        mblob, stats, masks = _load_masks(args.masks)
+        src = mblob["source"]
+        if src["model"] != "fmnist":
+            raise CliError(f"{args.masks} holds masks of model {src['model']}; the network runs "
+                           "the fmnist CNN")
+        task = args.task or src["task"]
+        if task != src["task"]:
+            raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
+        if state_digest(model) != src["weights_sha256"]:
+            raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
+                           f"{args.masks} was profiled with")
+        calib = src.get("calibration")
+        if not (isinstance(calib, dict) and _is_int(calib.get("seed"))
+                and _is_int(calib.get("images"))):
+            raise CliError(f"{args.masks} has no calibration record (made by an older version: "
+                           "run `velcro profile` and `velcro compress` again)")
+        for opt, given, rec in (("--seed", args.seed, calib["seed"]),
+                                ("--calib-images", args.calib_images, calib["images"])):
+            if given is not None and given != rec:
+                raise CliError(f"{opt} {given} differs from the {rec} the statistics of "
+                               f"{args.masks} were profiled with (the scales come from the same "
+                               "calibration images)")
+        n_calib, seed = calib["images"], calib["seed"]
+        how = ("S-VELCRO" if mblob.get("structured") else "VELCRO") + " masks of " + str(args.masks)
+    else:
+        task = args.task or DEFAULT_TASK
+        n_calib = 256 if args.calib_images is None else args.calib_images
+        seed = 0 if args.seed is None else args.seed
+        how = f"uniform T = {args.uniform:g}"
+    _check_task("fmnist", task)
+    torch.set_num_threads(args.threads)
+    xc, _ = _fmnist_images("calib", task, n_calib, seed, "--calib-images")
+    xv, yv = _fmnist_images("valid", task, args.images, seed, "--images")
+    if args.masks is None:
+        _stage("network", f"profiling {_n(len(xc), 'calibration image')} of task {task}", t0)
+        stats = velcro.profile(model, data.batches(xc, None, 128),
+                               skip_first=_skip_first_default("fmnist"))
+        masks = velcro.make_masks(stats, [args.uniform] * len(stats))
+    _stage("network", f"quantising the network ({how})", t0)
+    try:
+        qnet = network.quantise_network(model, xc, stats, masks)
+    except velcro.VelcroError as e:
+        raise CliError(one_line(e)) from None
+    with torch.no_grad():
+        float_dense = model(xv).argmax(dim=1).numpy()
+        with velcro.compressed(model, stats, masks):
+            float_velcro = model(xv).argmax(dim=1).numpy()
+    _stage("network", "PyTorch int8 (torch.ao FX, calibrated on the same images)", t0)
+    torch_int8 = network.torch_int8_top1(model, xc, xv)
+    return {"task": task, "how": how, "qnet": qnet, "labels": yv.numpy().astype(np.int64),
+            "ifmaps": qnet.quantise_input(model, xv), "top1_float": float_velcro,
+            "top1_float_dense": float_dense, "top1_torch_int8": torch_int8,
+            "calibration": {"images": n_calib, "seed": seed}, "t0": t0}
+
+
+def _skip_first_default(model: str) -> bool:
+    """Whether ``profile`` leaves the model's first activation point out unless told."""
+    from .presets import SKIP_FIRST
+    return SKIP_FIRST.get(model, True)
 
 
 # ---------------------------------------------------------------------------- parsers
