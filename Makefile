@@ -10,11 +10,12 @@ VENV_STAMP := $(VENV)/.installed
 APT_PACKAGES := iverilog dataset-fashion-mnist
 JOBS ?= 2
 
-.PHONY: all venv sysdeps sim frame verilog lint test test-fast bench clean help
+.PHONY: all venv sysdeps sim network frame verilog lint test test-fast bench clean help
 all: verilog
 
 help:
 	@echo "make sim      main job: throughput/energy sweep of the 16 x 64x64 design vs C -> results/"
+	@echo "make network  the whole VELCRO CNN on the RTL, one design, every layer -> results/network/"
 	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
@@ -56,6 +57,10 @@ lint: verilog
 
 sim: $(VENV_STAMP)
 	$(PY) scripts/sweep.py
+
+# the whole VELCRO network on the RTL: results/network/REPORT.md (uniform T and searched tuple)
+network: $(VENV_STAMP)
+	$(PY) scripts/network_report.py
 
 frame: $(VENV_STAMP)
 	$(PY) scripts/run_default_frame.py

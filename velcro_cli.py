@@ -127,7 +127,7 @@ def _cmd_sim(args) -> int:
 
 #: What NET.npz holds (``velcro network``); per-image arrays first, then per layer.
 NET_ARRAYS = ("labels", "logits", "top1", "reference_logits", "top1_float", "top1_float_dense",
-              "top1_torch_int8", "layer_names", "layer_ratio", "layer_cycles",
+              "top1_int8_dense", "top1_torch_int8", "layer_names", "layer_ratio", "layer_cycles",
               "layer_dense_cycles", "layer_mac_utilisation", "layer_compute_cycles",
               "layer_batch_cycles")
 
@@ -190,6 +190,7 @@ def _cmd_network(args) -> int:
         "labels": labels, "logits": result["logits"],
         "top1": result["logits"].argmax(axis=1), "reference_logits": result["reference_logits"],
         "top1_float": setup["top1_float"], "top1_float_dense": setup["top1_float_dense"],
+        "top1_int8_dense": setup["top1_int8_dense"],
         "top1_torch_int8": setup["top1_torch_int8"],
         "layer_names": np.array(qnet.names),
         "layer_ratio": np.array([f["ratio"] for f in layers]),
@@ -224,7 +225,8 @@ def _cmd_network(args) -> int:
           f"{dense / comp:.3f})")
     print(f"top-1: RTL {acc(arrays['top1'])}, int8 reference "
           f"{acc(result['reference_logits'].argmax(axis=1))}, float {acc(setup['top1_float'])} "
-          f"(uncompressed {acc(setup['top1_float_dense'])}), PyTorch int8 (uncompressed) "
+          f"(uncompressed {acc(setup['top1_float_dense'])}), int8 uncompressed "
+          f"{acc(setup['top1_int8_dense'])}, PyTorch int8 (uncompressed) "
           f"{acc(setup['top1_torch_int8'])} -> {out}")
     return 0
 

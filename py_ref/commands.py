@@ -770,10 +770,14 @@ def network_setup(args) -> dict:
         float_dense = model(xv).argmax(dim=1).numpy()
         with velcro.compressed(model, stats, masks):
             float_velcro = model(xv).argmax(dim=1).numpy()
+    _stage("network", "the uncompressed int8 network (py_ref reference, for the paired test)", t0)
+    dense = network.quantise_network(model, xc)
+    x0 = qnet.quantise_input(model, xv)
+    int8_dense = dense.reference(dense.quantise_input(model, xv))["logits"].argmax(axis=1)
     _stage("network", "PyTorch int8 (torch.ao FX, calibrated on the same images)", t0)
     torch_int8 = network.torch_int8_top1(model, xc, xv)
     return {"task": task, "how": how, "qnet": qnet, "labels": yv.numpy().astype(np.int64),
-            "ifmaps": qnet.quantise_input(model, xv), "top1_float": float_velcro,
+            "ifmaps": x0, "top1_float": float_velcro, "top1_int8_dense": int8_dense,
             "top1_float_dense": float_dense, "top1_torch_int8": torch_int8,
             "calibration": {"images": n_calib, "seed": seed}, "t0": t0}
 
