@@ -19,8 +19,11 @@ formats are in :mod:`hdl.kernel_buffers`.
 
 Datapath: a read sequencer issues bursts for params, schedule (if load_config) and ifmap in
 that order into a 256-beat FIFO (it only asks for data the FIFO has room for, so R never
-backs up into the interconnect); a header inserter feeds the engine the WEIGHTS and FRAME
-headers (the schedule buffer carries its own), then that buffer's beats. The engine's compact
+backs up into the interconnect); the feed passes the params buffer (the layer's LAYER and
+WEIGHTS commands, PARAMS_BEATS beats) and the schedule buffer (its SCHEDULE command,
+SCHEDULE_BEATS beats) to the engine as they are, then a FRAME header with the FRAMES
+register's B and the ifmap buffer's IFMAP_BEATS beats. The layer's shape travels in its
+commands, so one xclbin runs every layer within its design's maxima. The engine's compact
 output goes through a 128-beat FIFO; a write burst's address is issued only once its data is in
 the FIFO, so W never stalls mid-burst: full bursts up to the next 4 KB page while the engine
 runs, then whatever is left once it is idle (the output length depends on the schedule).
@@ -40,8 +43,7 @@ from .config import AccelConfig
 from .engine import VelcroAccelerator
 from .kernel_buffers import (ALIGN, BEAT_BYTES, BUFFERS, INPUT_BUFFERS, KERNEL_NAME,
                              STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT)
-from .protocol import (STREAM_COUNTERS, Opcode, counter_elements, counter_words, image_beats,
-                       param_beats)
+from .protocol import STREAM_COUNTERS, Opcode, counter_elements, counter_words
 from .regmap import ADDR_BITS as AXIL_ADDR_BITS, GMEM_IN, GMEM_OUT, REGISTER, REGISTERS
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
@@ -194,7 +196,8 @@ class VelcroKernel(wiring.Component):
             status=Signal(32), kernel_cycles=Signal(32), out_beats=Signal(32),
             running=Signal(), done_event=Signal(), launch=Signal(), axi_error=Signal(),
             base={b: Signal(64, name=f"base_{b}") for b in BUFFERS},
-            load_config=Signal(), images=Signal(16), sched_beats=Signal(32))
+            load_config=Signal(), images=Signal(16), sched_beats=Signal(32),
+            params_beats=Signal(32), ifmap_beats=Signal(32))
         self._registers(m, k, engine)
         self._read_and_feed(m, k, engine)
         self._write(m, k, engine)
@@ -254,13 +257,12 @@ class VelcroKernel(wiring.Component):
         m.d.comb += [g.awvalid.eq(0), g.wvalid.eq(0), g.bready.eq(1)]     # never writes
         m.submodules.rfifo = rfifo = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS,
                                                            depth=READ_FIFO_DEPTH)
-        n_params = param_beats(cfg)
         seg_base = Array(k.base[b] for b in INPUT_BUFFERS)
-        seg_beats = Array([C(n_params, 32), k.sched_beats, k.images * image_beats(cfg)])
-        # the schedule buffer carries its own header; WEIGHTS and FRAME get one inserted
-        seg_head = Array([C(1, 1), C(0, 1), C(1, 1)])
-        seg_opcode = Array([C(int(Opcode.WEIGHTS), 32), C(0, 32),
-                            C(int(Opcode.FRAME), 32) | (k.images << 8)])
+        seg_beats = Array([k.params_beats, k.sched_beats, k.ifmap_beats])
+        # the params and schedule buffers carry their commands whole (the layer's shape sets
+        # their lengths, PARAMS_BEATS and SCHEDULE_BEATS); FRAME gets its header inserted
+        seg_head = Array([C(0, 1), C(0, 1), C(1, 1)])
+        seg_opcode = Array([C(0, 32), C(0, 32), C(int(Opcode.FRAME), 32) | (k.images << 8)])
         assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
         first_seg = Mux(k.load_config, 0, len(INPUT_BUFFERS) - 1)
         last_seg = len(INPUT_BUFFERS) - 1
@@ -385,6 +387,8 @@ class VelcroKernel(wiring.Component):
                         m.d.sync += [k.status.eq(0), k.axi_error.eq(0), k.running.eq(1),
                                      k.load_config.eq(k.regs["FLAGS"][LOAD_CONFIG_BIT]),
                                      k.sched_beats.eq(k.regs["SCHEDULE_BEATS"]),
+                                     k.params_beats.eq(k.regs["PARAMS_BEATS"]),
+                                     k.ifmap_beats.eq(k.regs["IFMAP_BEATS"]),
                                      k.images.eq(Mux(frames == 0, 1, frames))]
                         m.d.sync += [k.base[b].eq(ptr) for b, ptr in zip(BUFFERS, pointers)]
                         m.next = "LAUNCH"

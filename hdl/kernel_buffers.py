@@ -8,20 +8,25 @@ Buffer format
 =============
 Every buffer is a sequence of 64-byte *beats* (one 512-bit AXI data word each), beat ``k`` at
 byte offset ``64*k``, each beat little-endian. The beats are what the command-stream helpers of
-:mod:`hdl.protocol` produce; the kernel inserts the WEIGHTS and FRAME headers itself (the FRAME
-header with the FRAMES register's B), while the schedule buffer holds the whole SCHEDULE command,
-header included (its header carries the work-list length).
+:mod:`hdl.protocol` produce. The params buffer holds the layer's LAYER and WEIGHTS commands and
+the schedule buffer its SCHEDULE command, headers included (PARAMS_BEATS and SCHEDULE_BEATS
+registers: their beats); the kernel inserts the FRAME header itself, with the FRAMES register's
+B, before the ifmap buffer's IFMAP_BEATS beats. A layer is any shape within the design's
+maxima (:meth:`hdl.config.AccelConfig.layer`): its commands set it, so one xclbin runs every
+layer of a network, each run loading its layer's buffers (FLAGS.load_config).
 
 =========  ===================================================  =================================
 buffer     contents                                             beats
 =========  ===================================================  =================================
-params     ``weight_beats(cfg, weight, bias, mult, shift)[1:]``  N*G*ceil(9*L*8/512) + N
-           (every channel's filter records, then one
-           bias|mult|shift record per channel)
+params     ``layer_beats(cfg) + weight_beats(cfg, weight, ...)`` 2 + 1 + N*G*ceil(9*L*8/512) + N
+           (PARAMS_BEATS register = its beat count):
+           the LAYER command, then WEIGHTS: every channel's
+           filter records, one bias|mult|shift record each
 schedule   ``schedule_beats(cfg, deal(mask, N))``                1 + steps *
            (SCHEDULE_BEATS register = its beat count)            ceil(N*entry_bits/512) + S *
                                                                 ceil(N*pixel_bits/512)
 ifmap      ``batch_frame_beats(cfg, ifmaps)[1:]``: B images      B * image_beats(cfg)
+           (IFMAP_BEATS register = its beat count)
 ofm        written by the kernel: B images of compact output     B * ceil(steps * N / 64)
            (:func:`unpack_ofm` expands them with the schedule
            and the means, which stay on the host)
@@ -52,7 +57,7 @@ import json
 from .config import AccelConfig
 from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
-                       image_beats, param_beats, schedule_beats, weight_beats)
+                       image_beats, layer_beats, param_beats, schedule_beats, weight_beats)
 
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
@@ -78,9 +83,9 @@ STATUS_UNALIGNED_SHIFT = REGISTER["STATUS"].field("unaligned").bit   # + i: BUFF
 
 
 def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:
-    """Beats of each buffer for ``cfg``, the dealt ``schedule`` and B = ``images``."""
+    """Beats of each buffer for ``cfg``'s layer, the dealt ``schedule`` and B = ``images``."""
     return {
-        "params": param_beats(cfg),
+        "params": len(layer_beats(cfg)) + 1 + param_beats(cfg),
         "schedule": len(schedule_beats(cfg, schedule)),
         "ifmap": images * image_beats(cfg),
         "ofm": images * compact_beats_per_image(cfg, schedule.stream_length),
@@ -102,7 +107,8 @@ def pack_beats(beats) -> bytes:
 
 def pack_params(cfg: AccelConfig, frame) -> bytes:
     _check(cfg)
-    return pack_beats(weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)[1:])
+    return pack_beats(layer_beats(cfg)
+                      + weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift))
 
 
 def pack_schedule(cfg: AccelConfig, schedule) -> bytes:

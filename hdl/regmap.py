@@ -101,7 +101,8 @@ REGISTERS = (
              "and its IER bit is set; interrupt = GIE and ISR != 0)", fields=(
         Field("ap_done", 0), Field("ap_ready", 1))),
     _pointer("ifmap", 0x10, GMEM_IN, "B images"),
-    _pointer("params", 0x18, GMEM_IN, "every channel's filters + bias/mult/shift"),
+    _pointer("params", 0x18, GMEM_IN, "the layer: LAYER and WEIGHTS commands (every "
+             "channel's filters + bias/mult/shift)"),
     _pointer("schedule", 0x20, GMEM_IN, "the SCHEDULE command (host-dealt work lists)"),
     _pointer("ofm", 0x28, GMEM_OUT, "output, B images of compact output"),
     Register("FLAGS", 0x38, "RW", 32, "run options", arg="flags", fields=(
@@ -120,6 +121,10 @@ REGISTERS = (
     Register("SCHEDULE_BEATS", 0x4C, "RW", 32, "beats of the schedule buffer",
              arg="schedule_beats"),
     Register("OUT_BEATS", 0x50, "RO", 32, "ofm beats written by the last run"),
+    Register("PARAMS_BEATS", 0x54, "RW", 32, "beats of the params buffer (its LAYER and WEIGHTS "
+             "commands, headers included)", arg="params_beats"),
+    Register("IFMAP_BEATS", 0x58, "RW", 32, "beats of the ifmap buffer: B times the layer's "
+             "image beats", arg="ifmap_beats"),
     Register("COUNTERS", 0x80, "RO", 32, "the engine's counters (hdl.protocol.STREAM_COUNTERS), "
              "one 32-bit word each, arrays element by element (hdl.kernel_buffers.counter_names)",
              array=True),

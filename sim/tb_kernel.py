@@ -174,6 +174,8 @@ class KernelTB(SeededTB):
         await self.write_reg(Reg.FLAGS, FLAG_LOAD_CONFIG if load_config else 0)
         await self.write_reg(Reg.FRAMES, getattr(self, "images", 1))
         await self.write_reg(Reg.SCHEDULE_BEATS, self.sizes["schedule"] // 64)
+        await self.write_reg(Reg.PARAMS_BEATS, self.sizes["params"] // 64)
+        await self.write_reg(Reg.IFMAP_BEATS, self.sizes["ifmap"] // 64)
         await self.write_reg(Reg.GIE, int(interrupt))
         await self.write_reg(Reg.IER, 1 if interrupt else 0)
         assert await self.read_reg(Reg.CTRL) & CTRL_IDLE, "kernel not idle before ap_start"
@@ -325,6 +327,39 @@ async def reset_mid_run(dut):
         await tb.reset(cycles=tb.rng.randrange(1, 8))
         assert await tb.read_reg(Reg.CTRL) == CTRL_IDLE, "CTRL after reset"
         await tb.run(nxt, addrs)
+
+
+def network_layers(design: AccelConfig) -> list:
+    """Five layers shaped like the Fashion-MNIST CNN's, scaled into ``design``'s maxima: C_in = 1
+    at full size, two at full C_in, then half the map with twice the channels, a quarter with
+    the design's C_in and N (a W that P does not divide where the maxima allow it)."""
+    h, w, c, n = design.height, design.width, design.in_channels, design.out_channels
+    half = lambda v: max(4, v // 2)       # noqa: E731
+    return [design.layer(h, w, 1, max(1, n // 2)),
+            design.layer(h, w, max(1, c // 2), max(1, n // 2)),
+            design.layer(h, w - 1, max(1, c // 2), max(1, n // 2)),
+            design.layer(half(h), half(w), max(1, c // 2), n),
+            design.layer(half(half(h)), half(half(w)) + 1, c, n)]
+
+
+@cocotb.test()
+async def network_layers_flow(dut):
+    """The host's per-layer flow on one build: each layer loads its constants (LAYER + WEIGHTS,
+    SCHEDULE), streams a batch of 2 images, and the next layer follows on the same kernel;
+    random stalls; first back to back, then with ap_rst_n between layers."""
+    tb = KernelTB(dut)
+    tb.random_stalls(0.2)
+    await tb.reset()
+    design = tb.cfg.design
+    addrs = tb.place(0x4_0000)
+    for reset_between in (False, True):
+        for layer in network_layers(design):
+            tb.cfg = layer
+            dut._log.info("layer %s (reset between: %s)", layer.to_json(), reset_between)
+            await tb.run(random_frame(layer, tb.np_rng, density=0.4), addrs, images=2)
+            if reset_between:
+                await tb.reset(cycles=tb.rng.randrange(1, 8))
+    tb.cfg = design
 
 
 @cocotb.test()

@@ -289,7 +289,8 @@ class FakeXrt:
 
             def __call__(self, *args):
                 bos = dict(zip(BUFFERS, args))
-                flags, frames_reg, schedule_beats = args[len(BUFFERS):]
+                flags, frames_reg, schedule_beats, params_beats, ifmap_beats = args[len(BUFFERS):]
+                assert ifmap_beats * 64 == len(bos["ifmap"].data) == frames_reg * per
                 for i, name in enumerate(BUFFERS):
                     assert bos[name].group == self.group_id(i), f"{self.cu} {name} in a wrong bank"
                 ifmap = bytes(bos["ifmap"].data)
@@ -326,8 +327,7 @@ def _host_batch(images):
 def test_host_runs_every_cu_on_its_share(host, capsys, images, cus):
     frame, ifmaps, frames = _host_batch(images)
     xrt = FakeXrt(SMALL, cus, frames)
-    args = SimpleNamespace(device=0, xclbin=Path("velcro.xclbin"))
-    assert host.run(xrt, args, SMALL, cus, frame, ifmaps) == 0
+    assert host.run(xrt, xrt.device(0), "uuid", SMALL, cus, frame, ifmaps) == 0
     shares = split_batch(images, cus)
     assert xrt.shares == {cu: list(s) for cu, s in zip(cu_names(cus), shares) if len(s)}
     starts = [i for i, (what, _) in enumerate(xrt.events) if what == "start"]
@@ -341,8 +341,7 @@ def test_host_runs_every_cu_on_its_share(host, capsys, images, cus):
 def test_host_names_the_wrong_image_and_its_cu(host, capsys):
     frame, ifmaps, frames = _host_batch(5)
     xrt = FakeXrt(SMALL, 2, frames, corrupt=4)            # image 4: CU 2's second
-    args = SimpleNamespace(device=0, xclbin=Path("velcro.xclbin"))
-    assert host.run(xrt, args, SMALL, 2, frame, ifmaps) == 1
+    assert host.run(xrt, xrt.device(0), "uuid", SMALL, 2, frame, ifmaps) == 1
     err = capsys.readouterr().err
     assert err.startswith("FAIL: image 4 (velcro_kernel_2): 1 of ")
 
@@ -352,11 +351,11 @@ def test_host_prepare_batches_for_the_cus(host, tmp_path):
     (tmp_path / "velcro.xclbin").write_bytes(b"")
     ns = argparse.Namespace(config=tmp_path / "config.json", xclbin=tmp_path / "velcro.xclbin",
                             frame=None, images=None)
-    cfg, cus, frame, ifmaps = host.prepare(ns)
-    assert (cfg, cus, len(ifmaps)) == (SMALL, 3, 6)     # two images per CU by default
+    cfg, cus, [(layer, frame, ifmaps)] = host.prepare(ns)
+    assert (cfg, layer, cus, len(ifmaps)) == (SMALL, SMALL, 3, 6)   # two images per CU
     assert np.array_equal(ifmaps[0], frame.ifmap)
     ns.images = 2
-    assert len(host.prepare(ns)[3]) == 2                # fewer images than CUs is fine
+    assert len(host.prepare(ns)[2][0][2]) == 2          # fewer images than CUs is fine
     for bad in (0, -1):
         ns.images = bad
         with pytest.raises(host.HostError, match=f"--images must be at least 1, not {bad}"):
@@ -380,3 +379,25 @@ def test_buffers_of_a_share_are_sized_for_it():
     one, three = buffer_bytes(SMALL, s, 1), buffer_bytes(SMALL, s, 3)
     assert three["ifmap"] == 3 * one["ifmap"] and three["ofm"] == 3 * one["ofm"]
     assert three["params"] == one["params"] and three["schedule"] == one["schedule"]
+
+
+def test_host_prepares_one_run_per_layer(host, tmp_path):
+    """--frame once per layer: each within the kernel's maxima becomes its own layer on the
+    design, run in order; one beyond them is refused before the device."""
+    (tmp_path / "config.json").write_text(kernel_config_json(SMALL, 2))
+    (tmp_path / "velcro.xclbin").write_bytes(b"")
+    shapes = [SMALL, SMALL.layer(5, 7, SMALL.in_channels, 2)]
+    paths = []
+    for i, cfg in enumerate(shapes):
+        paths.append(tmp_path / f"layer{i}.npz")
+        random_frame(cfg, np.random.default_rng(i)).save(paths[-1])
+    ns = argparse.Namespace(config=tmp_path / "config.json", xclbin=tmp_path / "velcro.xclbin",
+                            frame=paths, images=None)
+    _, _, layers = host.prepare(ns)
+    assert [layer for layer, _, _ in layers] == shapes
+    big = AccelConfig(height=SMALL.height + 1, width=SMALL.width,
+                      in_channels=SMALL.in_channels, instances=SMALL.instances)
+    random_frame(big, np.random.default_rng(0)).save(tmp_path / "big.npz")
+    ns.frame = paths + [tmp_path / "big.npz"]
+    with pytest.raises(host.HostError, match=f"H={big.height} \\(kernel maximum: {SMALL.height}\\)"):
+        host.prepare(ns)

@@ -1,6 +1,7 @@
-"""The U280 host example (hdl/kernel_files/host_velcro.py) refuses a frame of other shapes than
-its kernel's config.json before it touches the device (no pyxrt needed to test that), and the
-`make kernel ARGS=...` command it suggests builds the matching kernel."""
+"""The U280 host example (hdl/kernel_files/host_velcro.py) runs any layer within its kernel's
+maxima (config.json) and refuses a frame beyond them before it touches the device (no pyxrt
+needed to test that); the `make kernel ARGS=...` command it suggests builds a kernel that
+holds the frame."""
 
 import importlib.util
 import json
@@ -36,23 +37,31 @@ def _frame(cfg):
 
 
 def test_matching_frame_passes(host):
-    host.check_frame(KERNEL, _frame(KERNEL))
+    assert host.check_frame(KERNEL, _frame(KERNEL)) == KERNEL
+
+
+def test_smaller_layer_runs_on_the_kernel(host):
+    """H, W and N below the maxima: the layer on the same design (its commands set it)."""
+    small = AccelConfig(height=9, width=10, in_channels=1, instances=16, out_channels=3)
+    layer = host.check_frame(KERNEL, _frame(small))
+    assert layer.design == KERNEL and (layer.height, layer.width, layer.out_channels) == (9, 10, 3)
 
 
 def test_exported_layer_on_default_kernel_is_refused(host):
     with pytest.raises(host.HostError) as info:
         host.check_frame(KERNEL, _frame(EXPORTED))
     msg = str(info.value)
-    assert "C_in=16 (kernel: 1)" in msg and "H=" not in msg.split(";")[0]
+    assert "C_in=16 (kernel maximum: 1)" in msg and "H=" not in msg.split(";")[0]
     assert ('make kernel ARGS="--in-channels 16 --height 64 --width 64 --instances 16 '
             '--out-channels 16"' in msg)
 
 
 def test_every_shape_is_named(host):
-    other = AccelConfig(height=9, width=10, in_channels=3, instances=2)
+    other = AccelConfig(height=80, width=72, in_channels=3, instances=2, out_channels=20)
     with pytest.raises(host.HostError) as info:
         host.check_frame(KERNEL, _frame(other))
-    for part in ("C_in=3 (kernel: 1)", "H=9 (kernel: 64)", "W=10 (kernel: 64)", "N=2 (kernel: 16)"):
+    for part in ("C_in=3 (kernel maximum: 1)", "H=80 (kernel maximum: 64)",
+                 "W=72 (kernel maximum: 64)", "N=20 (kernel maximum: 16)"):
         assert part in str(info.value)
 
 
@@ -86,7 +95,7 @@ def test_host_script_refuses_before_the_device(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("host_velcro: error: the frame does not fit this kernel: "
-                               "C_in=16 (kernel: 1)")
+                               "C_in=16 (kernel maximum: 1)")
 
 
 @pytest.mark.parametrize("problem, message", [

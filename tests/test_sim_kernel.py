@@ -11,7 +11,7 @@ from conftest import seed_for
 
 from hdl.config import AccelConfig
 from hdl.kernel_buffers import buffer_beats
-from hdl.protocol import batch_frame_beats, schedule_beats, weight_beats
+from hdl.protocol import batch_frame_beats, layer_beats, schedule_beats, weight_beats
 from py_ref.golden import random_frame
 from py_ref.schedule import deal
 from sim.runner import SIMULATORS
@@ -27,6 +27,9 @@ CONFIGS = {
                             bus_width=512),
 }
 CASES = ["host_flow", "unaligned_refused", "reset_mid_run", "register_map"]
+# One kernel sized by maxima runs five layers of other shapes, one after another (issue 19)
+MAXIMA = AccelConfig(height=12, width=11, in_channels=4, lanes=2, instances=4, out_channels=6,
+                     bus_width=512)
 
 
 
@@ -43,6 +46,13 @@ def test_kernel(build_for, sim, config, tmp_path):
     seed = str(seed_for("kernel", sim, config))
     kernel_build(build_for, CONFIGS[config], sim).run(
         "sim.tb_kernel", CASES, env={"VELCRO_SEED": seed}, test_dir=tmp_path)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_kernel_network_layers(build_for, sim, tmp_path):
+    seed = str(seed_for("kernel", sim, "network_layers"))
+    kernel_build(build_for, MAXIMA, sim).run(
+        "sim.tb_kernel", ["network_layers_flow"], env={"VELCRO_SEED": seed}, test_dir=tmp_path)
 
 
 def test_two_compute_units(build_for, tmp_path):
@@ -70,14 +80,16 @@ def test_kernel_default_config(build_for, tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_buffer_beats_match_protocol(config):
-    """The kernel's transfer sizes are the protocol helpers' beats (minus the inserted
-    headers) for batches of 1 and 3 images."""
+    """The kernel's transfer sizes are the protocol helpers' beats (the params buffer: LAYER
+    and WEIGHTS whole; the ifmap: FRAME minus its inserted header) for batches of 1 and 3
+    images."""
     cfg = CONFIGS[config]
     f = random_frame(cfg, np.random.default_rng(0))
     s = deal(f.mask, cfg.instances)
     for images in (1, 3):
         beats = buffer_beats(cfg, s, images)
-        assert beats["params"] == len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)) - 1
+        assert beats["params"] == (len(layer_beats(cfg))
+                                   + len(weight_beats(cfg, f.weight, f.bias, f.mult, f.shift)))
         assert beats["schedule"] == len(schedule_beats(cfg, s))
         assert beats["ifmap"] == len(batch_frame_beats(cfg, np.stack([f.ifmap] * images))) - 1
         assert beats["ofm"] == images * -(-s.stream_length // 64)

@@ -3,19 +3,21 @@
 bindings (pyxrt) and check every output against the integer golden model.
 
     source /opt/xilinx/xrt/setup.sh
-    PYTHONPATH=<velcro checkout> python3 host_velcro.py velcro.xclbin [--frame FRAME.npz]
+    PYTHONPATH=<velcro checkout> python3 host_velcro.py velcro.xclbin [--frame FRAME.npz ...]
                                                         [--images B]
 
 The batch is random (seed 1; B images, default two per compute unit) unless ``--frame`` names
 a FRAME.npz (``velcro export`` writes one; its ifmap may be [B, C_in, H, W], a batch of B
-images). The host deals the work list (py_ref.schedule.deal) and packs the buffers with
+images). ``--frame`` may be given once per layer: the layers run one after another on the same
+xclbin, each run loading its layer's constants (LAYER + WEIGHTS, SCHEDULE) and streaming its
+batch. The host deals the work list (py_ref.schedule.deal) and packs the buffers with
 hdl/kernel_buffers.py; the kernel returns the computed outputs only, which unpack_ofm expands
 with the schedule and the means.
 
-The configuration the kernel was built for, and its number of compute units k
-(``make kernel CUS=k``), are in config.json next to this script; a frame of other shapes is
-refused before the device is touched (the kernel's sizes are fixed when it is built: see
-docs/KERNEL.md for building the matching one). The batch is split into k contiguous shares
+The design the kernel was built for, and its number of compute units k (``make kernel
+CUS=k``), are in config.json next to this script. Any layer within the design's maxima (H, W,
+C_in, N) runs on it; a frame beyond them is refused before the device is touched (see
+docs/KERNEL.md for building a larger design). The batch is split into k contiguous shares
 (hdl.kernel_buffers.split_batch); CU j (``velcro_kernel_<j>``) gets its own buffers in its own
 HBM pseudo-channels (``kernel.group_id``), all CUs run at once, and the outputs are gathered in
 batch order and checked image by image.
@@ -49,45 +51,50 @@ def load_kernel_config(path: Path):
         raise HostError(f"{path} is not a kernel config.json: {exc}") from None
 
 
-def check_frame(cfg: AccelConfig, frame) -> None:
-    """Raise HostError if ``frame``'s shapes are not those the kernel was built for.
+def check_frame(cfg: AccelConfig, frame) -> AccelConfig:
+    """The layer of ``frame`` on the kernel's design ``cfg``; HostError if a shape exceeds the
+    design's maxima.
 
-    The kernel's C_in, H, W and N are fixed in its hardware; packing another frame into its
-    buffers would fail (or, worse, run on misread data) after the hours-long xclbin link."""
+    The kernel's maxima of C_in, H, W and N are fixed in its hardware; a larger frame would
+    not fit its memories, and the hours-long xclbin link is not where to find out."""
+    d = cfg.design
     c_in, h, w = frame.ifmap.shape
     n = frame.weight.shape[0]
     got = {"C_in": c_in, "H": h, "W": w, "N": n}
-    want = {"C_in": cfg.in_channels, "H": cfg.height, "W": cfg.width, "N": cfg.out_channels}
-    if got == want:
-        return
-    differ = ", ".join(f"{k}={got[k]} (kernel: {want[k]})" for k in got if got[k] != want[k])
+    most = {"C_in": d.in_channels, "H": d.height, "W": d.width, "N": d.out_channels}
+    over = {k: v for k, v in got.items() if v > most[k]}
+    if not over:
+        return cfg.layer(h, w, c_in, n)
+    differ = ", ".join(f"{k}={v} (kernel maximum: {most[k]})" for k, v in over.items())
+    size = {k: max(got[k], most[k]) for k in got}
     raise HostError(
-        f"the frame does not fit this kernel: {differ}; the kernel was built for "
-        f"C_in={cfg.in_channels} H={cfg.height} W={cfg.width} N={cfg.out_channels} "
-        f"({cfg.tag}). Build the matching one with: make kernel ARGS=\"--in-channels {c_in} "
-        f"--height {h} --width {w} --instances {cfg.instances} --out-channels {n}\" "
-        f"(docs/KERNEL.md)")
+        f"the frame does not fit this kernel: {differ}; the kernel runs layers up to "
+        f"C_in={d.in_channels} H={d.height} W={d.width} N={d.out_channels} ({cfg.tag}). "
+        f"Build one that holds it with: make kernel ARGS=\"--in-channels {size['C_in']} "
+        f"--height {size['H']} --width {size['W']} --instances {cfg.instances} "
+        f"--out-channels {size['N']}\" (docs/KERNEL.md)")
 
 
 def prepare(args):
-    """Everything that can go wrong before the device: config, frame (or batch), shapes, the
-    split, the xclbin. Returns the configuration, the compute units, the frame of the first
-    image and the ifmaps [B, ...]."""
+    """Everything that can go wrong before the device: config, frames (or batch), shapes, the
+    split, the xclbin. Returns the design, the compute units and the layers to run, each
+    (layer configuration, frame of its first image, ifmaps [B, ...])."""
     from py_ref.cli import CliError
     from py_ref.frame_file import read_batch
     from py_ref.golden import random_frame
 
     cfg, cus = load_kernel_config(args.config)
+    layers = []
     if args.frame:
         if args.images is not None:
             raise HostError("--images is for the random batch; a FRAME.npz brings its own")
-        try:
-            frame, ifmaps = read_batch(args.frame)
-        except CliError as exc:
-            raise HostError(str(exc)) from None
-        check_frame(cfg, frame)
-        if ifmaps is None:
-            ifmaps = frame.ifmap[None]
+        for path in args.frame:
+            try:
+                frame, ifmaps = read_batch(path)
+            except CliError as exc:
+                raise HostError(str(exc)) from None
+            layer = check_frame(cfg, frame)
+            layers.append((layer, frame, frame.ifmap[None] if ifmaps is None else ifmaps))
     else:
         images = 2 * cus if args.images is None else args.images
         if images < 1:
@@ -96,19 +103,23 @@ def prepare(args):
         frame = random_frame(cfg, rng, density=0.5)
         ifmaps = np.stack([frame.ifmap] + [random_frame(cfg, rng).ifmap
                                            for _ in range(images - 1)])
-    try:
-        split_batch(len(ifmaps), cus)
-    except ValueError as exc:
-        raise HostError(str(exc)) from None
+        layers.append((cfg, frame, ifmaps))
+    for _, _, ifmaps in layers:
+        try:
+            split_batch(len(ifmaps), cus)
+        except ValueError as exc:
+            raise HostError(str(exc)) from None
     if not args.xclbin.is_file():
         raise HostError(f"{args.xclbin} not found (the xclbin v++ --link wrote)")
-    return cfg, cus, frame, ifmaps
+    return cfg, cus, layers
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("xclbin", type=Path, help="the linked kernel, e.g. velcro.xclbin")
-    parser.add_argument("--frame", type=Path, help="FRAME.npz (default: random, seed 1)")
+    parser.add_argument("--frame", type=Path, action="append",
+                        help="FRAME.npz of a layer (default: random, seed 1); repeat it to run "
+                             "several layers one after another on the xclbin")
     parser.add_argument("--images", type=int, default=None,
                         help="B, images of the random batch (default: two per compute unit)")
     parser.add_argument("--device", type=int, default=0, help="XRT device index (default 0)")
@@ -116,7 +127,7 @@ def main(argv=None) -> int:
                         help="the kernel's configuration (default: config.json next to this script)")
     args = parser.parse_args(argv)
     try:
-        cfg, cus, frame, ifmaps = prepare(args)
+        cfg, cus, layers = prepare(args)
     except HostError as exc:
         print(f"host_velcro: error: {exc}", file=sys.stderr)
         return 2
@@ -126,12 +137,22 @@ def main(argv=None) -> int:
         print("host_velcro: error: pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
               file=sys.stderr)
         return 2
-    return run(pyxrt, args, cfg, cus, frame, ifmaps)
+    device = pyxrt.device(args.device)
+    uuid = device.load_xclbin(str(args.xclbin))
+    for i, (layer, frame, ifmaps) in enumerate(layers):
+        if len(layers) > 1:
+            print(f"layer {i}: C_in={layer.in_channels} H={layer.height} W={layer.width} "
+                  f"N={layer.out_channels}")
+        status = run(pyxrt, device, uuid, layer, cus, frame, ifmaps)
+        if status:
+            return status
+    return 0
 
 
-def run(pyxrt, args, cfg, cus, frame, ifmaps) -> int:
-    """Split ``ifmaps`` over the ``cus`` compute units, run them concurrently, gather and
-    check every image; 0 if all match the golden model, 1 otherwise."""
+def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
+    """Split ``ifmaps`` of the layer ``cfg`` over the ``cus`` compute units of the loaded
+    xclbin, load the layer's constants, run them concurrently, gather and check every image; 0
+    if all match the golden model, 1 otherwise."""
     import dataclasses
 
     from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
@@ -144,8 +165,6 @@ def run(pyxrt, args, cfg, cus, frame, ifmaps) -> int:
     schedule = deal(frame.mask, cfg.instances)
     shares = split_batch(images, cus)
 
-    device = pyxrt.device(args.device)
-    uuid = device.load_xclbin(str(args.xclbin))
     sync_to, sync_from = (pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE,
                           pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
     jobs = []                     # (CU name, kernel, share, sizes, buffers, run) per busy CU
@@ -159,7 +178,7 @@ def run(pyxrt, args, cfg, cus, frame, ifmaps) -> int:
         sizes = buffer_bytes(cfg, schedule, len(share))
         data = pack_frame(cfg, frame, schedule, ifmaps[share.start:share.stop])
         bos = {}
-        for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then flags, frames, beats
+        for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then the scalars
             # group_id(i): the HBM pseudo-channel connectivity.cfg gave this CU's master of i
             bos[name] = pyxrt.bo(device, max(sizes[name], 64), pyxrt.bo.normal, kernel.group_id(i))
             if name in data:
@@ -167,8 +186,10 @@ def run(pyxrt, args, cfg, cus, frame, ifmaps) -> int:
                 bos[name].sync(sync_to, sizes[name], 0)
         jobs.append((cu, kernel, share, sizes, bos))
     # start every CU before waiting for any: they run concurrently
+    # scalars in argument order (hdl.regmap): flags, frames, schedule, params and ifmap beats
     runs = [kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG, len(share),
-                   sizes["schedule"] // 64) for _, kernel, share, sizes, bos in jobs]
+                   sizes["schedule"] // 64, sizes["params"] // 64, sizes["ifmap"] // 64)
+            for _, kernel, share, sizes, bos in jobs]
 
     outputs, failed = {}, False
     for (cu, kernel, share, sizes, bos), run in zip(jobs, runs):
