@@ -92,13 +92,14 @@ def generated_rtl(cfg: AccelConfig, component_factory=None, name: str = TOP) -> 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     d = AccelConfig()
-    parser.add_argument("--height", type=int, default=d.height, help="ifmap/ofm height (4..256)")
-    parser.add_argument("--width", type=int, default=d.width, help="ifmap/ofm width (4..256)")
-    parser.add_argument("--in-channels", type=int, default=d.in_channels, help="C_in (1..64)")
+    parser.add_argument("--height", type=int, default=d.height, help="largest ifmap/ofm height of a layer (4..256); "
+                        "every smaller layer runs on the design")
+    parser.add_argument("--width", type=int, default=d.width, help="largest ifmap/ofm width (4..256)")
+    parser.add_argument("--in-channels", type=int, default=d.in_channels, help="largest C_in (1..64)")
     parser.add_argument("--instances", type=int, default=d.instances,
                         help="P conv2d+ReLU instances sharing the layer's work (1..64)")
     parser.add_argument("--out-channels", type=int, default=None,
-                        help="N output channels of the layer (1..256, default P)")
+                        help="largest N, output channels of a layer (1..256, default P)")
     parser.add_argument("--lanes", type=int, default=None,
                         help="input channels consumed per cycle (default min(C_in, 16))")
     parser.add_argument("--bus-width", type=int, default=d.bus_width, help="stream width in bits")
