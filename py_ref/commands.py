@@ -551,15 +551,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _masks_calibration(args, src, why: str) -> dict:
+def _masks_calibration(args, src, why: str, images_option: str = "--images") -> dict:
     """The calibration record ({seed, images}) of the masks file ``args.masks`` whose source
-    record is ``src``; a ``--seed`` or ``--images`` given otherwise is refused, ``why`` saying
-    what a different one would break."""
+    record is ``src``; a ``--seed`` or calibration count (``images_option``) given otherwise is
+    refused, ``why`` saying what a different one would break."""
     calib = src.get("calibration")
     if not (isinstance(calib, dict) and _is_int(calib.get("seed")) and _is_int(calib.get("images"))):
         raise CliError(f"{args.masks} has no calibration record (made by an older version: run "
                        "`velcro profile` and `velcro compress` again)")
-    for opt, given, rec in (("--seed", args.seed, calib["seed"]), ("--images", args.images, calib["images"])):
+    given_images = getattr(args, images_option.lstrip("-").replace("-", "_"))
+    for opt, given, rec in (("--seed", args.seed, calib["seed"]),
+                            (images_option, given_images, calib["images"])):
         if given is not None and given != rec:
             raise CliError(f"{opt} {given} differs from the {rec} the statistics of {args.masks} "
                            f"were profiled with ({why})")
@@ -613,19 +615,26 @@ def evaluation_lines(task: str, r: dict, classes) -> list[str]:
     return out
 
 
+def _fmnist_masks(args, command: str):
+    """(record, stats, masks, source record, task) of the fmnist masks file ``args.masks``,
+    its model and task checked against the options given."""
+    mblob, stats, masks = _load_masks(args.masks)
+    src = mblob["source"]
+    if src["model"] != "fmnist":
+        raise CliError(f"{args.masks} holds masks of model {src['model']}; {command} supports "
+                       "the fmnist model")
+    task = args.task or src["task"]
+    if task != src["task"]:
+        raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
+    return mblob, stats, masks, src, task
+
+
 def _export_masks(args):
     """``--masks``: (task, calibration images and seed, the output point's stats and mask, or
     None for a point the masks' profile left out, a description, the weights' sha256) from a
     `velcro compress` output, checked against the options given."""
     from . import export
-    mblob, stats, masks = _load_masks(args.masks)
-    src = mblob["source"]
-    if src["model"] != "fmnist":
-        raise CliError(f"{args.masks} holds masks of model {src['model']}; export supports the "
-                       "fmnist model")
-    task = args.task or src["task"]
-    if task != src["task"]:
-        raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
+    mblob, stats, masks, src, task = _fmnist_masks(args, "export")
     calib = _masks_calibration(args, src, "the scales come from the same calibration images")
     point = export.LAYERS[args.layer][1]
     found = [i for i, s in enumerate(stats) if s.index == point]
@@ -723,28 +732,12 @@ def network_setup(args) -> dict:
         raise CliError(f"--uniform {args.uniform} is out of range 0 <= T < 1")
     model = load_fmnist_cnn(args.weights)
     if args.masks is not None:
-        mblob, stats, masks = _load_masks(args.masks)
-        src = mblob["source"]
-        if src["model"] != "fmnist":
-            raise CliError(f"{args.masks} holds masks of model {src['model']}; the network runs "
-                           "the fmnist CNN")
-        task = args.task or src["task"]
-        if task != src["task"]:
-            raise CliError(f"{args.masks} was made for task {src['task']}, not --task {task}")
+        mblob, stats, masks, src, task = _fmnist_masks(args, "network")
         if state_digest(model) != src["weights_sha256"]:
             raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
                            f"{args.masks} was profiled with")
-        calib = src.get("calibration")
-        if not (isinstance(calib, dict) and _is_int(calib.get("seed"))
-                and _is_int(calib.get("images"))):
-            raise CliError(f"{args.masks} has no calibration record (made by an older version: "
-                           "run `velcro profile` and `velcro compress` again)")
-        for opt, given, rec in (("--seed", args.seed, calib["seed"]),
-                                ("--calib-images", args.calib_images, calib["images"])):
-            if given is not None and given != rec:
-                raise CliError(f"{opt} {given} differs from the {rec} the statistics of "
-                               f"{args.masks} were profiled with (the scales come from the same "
-                               "calibration images)")
+        calib = _masks_calibration(args, src, "the scales come from the same calibration images",
+                                   "--calib-images")
         n_calib, seed = calib["images"], calib["seed"]
         how = ("S-VELCRO" if mblob.get("structured") else "VELCRO") + " masks of " + str(args.masks)
     else:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .golden import Frame, float_reference, golden_ofm
 from .velcro import PointStats, VelcroError, capture_points
 
-__all__ = ["ExportResult", "quantise_layer", "check_export", "check_layer", "LAYERS"]
+__all__ = ["ExportResult", "quantise_layer", "quantise_conv", "check_export", "check_layer", "LAYERS"]
 
 #: Exportable layers of FmnistCNN: conv name -> (index of the activation point whose map feeds
 #: the layer, after the model's pooling, or None for the image; index of the layer's output
@@ -100,6 +100,20 @@ def _requant(m: float) -> tuple[int, int]:
     return best
 
 
+def quantise_conv(conv, s_x: float, s_y: float):
+    """The conv's constants for input scale ``s_x`` and output scale ``s_y``: (int8 weights
+    [N, C_in, 3, 3] per output channel at s_w = max|W[n]| / 127, int64 bias at s_x * s_w, mult
+    and shift tuples of M = s_x * s_w / s_y, s_w)."""
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double()
+    s_w = w.reshape(w.shape[0], -1).abs().max(dim=1).values / 127.0
+    s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
+    wq = torch.clamp(torch.round(w / s_w[:, None, None, None]), -127, 127).to(torch.int8)
+    bq = torch.round(b / (s_x * s_w)).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int64)
+    mults, shifts = zip(*[_requant(float(s_x * sw / s_y)) for sw in s_w])
+    return wq, bq, mults, shifts, s_w
+
+
 def layer_input(model, conv, x: torch.Tensor) -> torch.Tensor:
     """The input of module ``conv`` when ``model`` runs on ``x`` (a forward pre-hook, so the
     model's own resizing and normalisation are used, never a copy of them)."""
@@ -150,13 +164,9 @@ def quantise_layer(model, layer: str, calib: torch.Tensor, image: torch.Tensor,
         raise VelcroError(f"layer '{layer}' has an all-zero input or output on the calibration set")
     w = conv.weight.detach().double()
     b = conv.bias.detach().double()
-    s_w = w.reshape(w.shape[0], -1).abs().max(dim=1).values / 127.0
-    s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
-    wq = torch.clamp(torch.round(w / s_w[:, None, None, None]), -127, 127).to(torch.int8)
+    wq, bq, mults, shifts, s_w = quantise_conv(conv, s_x, s_y)
     xq_all = torch.clamp(torch.round(x_all / s_x), -127, 127).to(torch.int8)
     xq = xq_all[0]
-    bq = torch.round(b / (s_x * s_w)).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int64)
-    mults, shifts = zip(*[_requant(float(s_x * sw / s_y)) for sw in s_w])
     means = torch.clamp(torch.round(out_stats.mean / s_y), 0, 255).to(torch.uint8)
     frame = Frame.from_arrays({
         "ifmap": xq.numpy(), "weight": wq.numpy(), "bias": bq.numpy().astype(np.int32),

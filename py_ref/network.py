@@ -29,7 +29,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from .export import LAYERS, _requant, check_layer, layer_input
+from .export import LAYERS, check_layer, layer_input, quantise_conv
 from .golden import Frame, golden_ofm
 from .velcro import VelcroError, capture_points
 
@@ -161,13 +161,7 @@ def quantise_network(model, calib: torch.Tensor, stats=(), masks=()) -> QuantNet
         s_y = float(y.max()) / 255.0
         if not s_y > 0:
             raise VelcroError(f"layer '{name}' has an all-zero output on the calibration set")
-        w = conv.weight.detach().double()
-        b = conv.bias.detach().double()
-        s_w = w.reshape(w.shape[0], -1).abs().max(dim=1).values / 127.0
-        s_w = torch.where(s_w > 0, s_w, torch.ones_like(s_w))
-        wq = torch.clamp(torch.round(w / s_w[:, None, None, None]), -127, 127).to(torch.int8)
-        bq = torch.round(b / (s_x * s_w)).clamp(-2 ** 31, 2 ** 31 - 1).to(torch.int64)
-        mults, shifts = zip(*[_requant(float(s_x * sw / s_y)) for sw in s_w])
+        wq, bq, mults, shifts, s_w = quantise_conv(conv, s_x, s_y)
         shape = tuple(y.shape[1:])
         if point in by_point:
             st, mask = by_point[point]
