@@ -5,11 +5,11 @@ VELCRO, imports nothing from hdl; these contracts belong to the hardware).
 
 from __future__ import annotations
 
-from .config import PIPELINE_LATENCY as IMAGE_LATENCY
+from .config import PIPELINE_LATENCY
 from .config import DEFAULT, AccelConfig, ConfigError
 from .protocol import beats_per_segment, compact_beats_per_image, segments_per_beat
 
-__all__ = ["config_for_frame", "compute_cycle_bound", "IMAGE_LATENCY", "work_cycles",
+__all__ = ["config_for_frame", "compute_cycle_bound", "PIPELINE_LATENCY", "work_cycles",
            "input_cycles", "BUFFER_TURNAROUND", "buffer_cycles", "image_cycle_floors",
            "stream_image_cycles", "stream_floors", "stream_limit"]
 
@@ -29,10 +29,10 @@ def config_for_frame(frame, *, instances: int | None = None, **overrides) -> Acc
 
 
 def compute_cycle_bound(cfg: AccelConfig, schedule) -> int:
-    """Compute cycles of one image: steps * G + IMAGE_LATENCY, steps being the most entries
+    """Compute cycles of one image: steps * G + PIPELINE_LATENCY, steps being the most entries
     dealt to one instance (exact without output backpressure; the ``image_cycles`` counter
     leaves backpressure cycles out)."""
-    return schedule.steps * cfg.groups + IMAGE_LATENCY
+    return schedule.steps * cfg.groups + PIPELINE_LATENCY
 
 
 def work_cycles(cfg: AccelConfig, steps: int) -> int:
@@ -53,7 +53,7 @@ def input_cycles(cfg: AccelConfig) -> int:
 #: the window store's write delay (hdl.dealer.WRITE_DELAY). Measured: steady streams of 8x8
 #: images (2 instances, input 32 cycles) at C = 0.7 .. 0.99 take exactly
 #: (input + work + 32) / 2 cycles per image; tests/test_sweep.py asserts it.
-BUFFER_TURNAROUND = IMAGE_LATENCY + 5
+BUFFER_TURNAROUND = PIPELINE_LATENCY + 5
 
 
 def buffer_cycles(cfg: AccelConfig, steps: int) -> float:
@@ -79,7 +79,7 @@ def image_cycle_floors(cfg: AccelConfig, steps: int) -> dict[str, float]:
 def stream_image_cycles(cfg: AccelConfig, steps: int) -> int:
     """Cycles per image in a steady stream of images whose busiest instance holds ``steps`` entries: the
     largest floor of :func:`image_cycle_floors`, the compute one plus the walkers' idle cycle
-    between images when G = 1 (IMAGE_LATENCY overlaps the next image). ``make sim`` measures
+    between images when G = 1 (PIPELINE_LATENCY overlaps the next image). ``make sim`` measures
     exactly this on every point (tests/test_sweep.py)."""
     return max(stream_floors(cfg, steps).values())
 

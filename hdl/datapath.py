@@ -31,8 +31,9 @@ DSP48E2s)::
     requant  ReLU, * mult + rounding half, >> shift, saturate (hdl.mac.Requantiser)
              whose last register is the result register
 
-With entries offered back to back, entry e's result leaves in cycle ``(e+1)*G + LATENCY - 1``
-(entry 0 offered in cycle 0): E entries take exactly ``E*G + LATENCY`` cycles. The arithmetic is
+With entries offered back to back, entry e's result leaves in cycle ``(e+1)*G +
+PIPELINE_LATENCY - 1`` (entry 0 offered in cycle 0): E entries take exactly ``E*G +
+PIPELINE_LATENCY`` cycles (:data:`hdl.config.PIPELINE_LATENCY`, the one name of this depth). The arithmetic is
 the golden contract of :mod:`py_ref.golden`; widths come from :class:`~hdl.config.AccelConfig`.
 """
 
@@ -49,7 +50,7 @@ from .protocol import pixel_layout
 
 __all__ = ["Datapath", "WindowStore", "WriteSignature", "LoadSignature", "WindowReadSignature",
            "window_addr_shape", "buffer_windows", "work_layout", "result_layout", "quant_layout",
-           "entries_per_instance", "LATENCY", "LANE_STAGES", "MAC_LATENCY"]
+           "entries_per_instance", "LANE_STAGES", "MAC_LATENCY"]
 
 #: Registered levels of the tree that adds the lanes' chains (up to 16 lanes); constant, so the
 #: latency does not depend on the configuration.
@@ -59,9 +60,9 @@ MAC_LATENCY = 9 + 2 + LANE_STAGES
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive:
 #: the entry register, the address and read stages C and D, the MAC, the accumulator, the
 #: quant-read stage and the requantiser (whose last register is the result register).
-LATENCY = 1 + 2 + MAC_LATENCY + 2 + Requantiser.LATENCY
+_STAGES = 1 + 2 + MAC_LATENCY + 2 + Requantiser.LATENCY
 # the host side reads the same fact from hdl/config.py without loading Amaranth
-assert LATENCY == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {LATENCY}"
+assert _STAGES == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {_STAGES}"
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:

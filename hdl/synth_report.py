@@ -18,7 +18,7 @@ from pathlib import Path
 from . import synthesis as S
 from .config import AccelConfig
 from .contract import input_cycles, stream_image_cycles
-from .datapath import LATENCY
+from .config import PIPELINE_LATENCY
 from .generate import BUILD
 from .kernel import kernel_rtl
 from .kernel_buffers import KERNEL_NAME
@@ -191,7 +191,7 @@ def run(out: Path, *, stage=print) -> dict:
         "xc7_cascade": {"dsp": len(cascade), "pcin_from_pcout": taps,
                         **{f"with_{r}": sum(1 for d in cascade if d[r]) for r in
                            ("AREG", "BREG", "MREG", "PREG")}},
-        "datapath_latency": LATENCY,
+        "datapath_latency": PIPELINE_LATENCY,
         "card": card,
     }
     if boxes != cfg.instances or not same:

@@ -2,7 +2,7 @@
 """Compute-cycle benchmark of the default design on Verilator: compute_cycles against the
 work steps * G (steps: the busiest instance's entries of the pixel deal).
 
-The engine's contract is compute = steps * G + IMAGE_LATENCY (G = 1 on the default
+The engine's contract is compute = steps * G + PIPELINE_LATENCY (G = 1 on the default
 configuration), so the ratio should be just above 1 at every compression ratio.
 One simulator process per ratio streams batches of 1 and 2 random images (sim/measure.py; "frame"
 is the steady-state cycles per image); every output map is checked against

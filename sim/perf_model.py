@@ -22,11 +22,11 @@ import math
 from pathlib import Path
 
 from hdl.config import AccelConfig
-from hdl.contract import IMAGE_LATENCY, image_cycle_floors, stream_limit
+from hdl.contract import PIPELINE_LATENCY, image_cycle_floors, stream_limit
 
 from .energy import EnergyModel, image_energy, linear_fit
 
-__all__ = ["IMAGE_LATENCY", "SPEEDUP_TARGET", "R2_MIN", "ACCEPTED_KINDS", "CSV_COLUMNS", "analyse",
+__all__ = ["PIPELINE_LATENCY", "SPEEDUP_TARGET", "R2_MIN", "ACCEPTED_KINDS", "CSV_COLUMNS", "analyse",
            "check_acceptance", "write_csv", "read_csv"]
 
 #: Issue 12: speedup >= 0.95 x 1/(1-C) at every C <= 0.9.

@@ -19,7 +19,7 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
-from hdl.contract import IMAGE_LATENCY, compute_cycle_bound
+from hdl.contract import PIPELINE_LATENCY, compute_cycle_bound
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
@@ -108,7 +108,7 @@ def test_sim_batch(tmp_path, frame, sim):
         assert res["computed"].shape == (3, CFG.out_channels)
         assert res["computed_per_instance"].shape == (3, CFG.instances)
         assert (res["computed"] == frame.uncompressed).all()
-        assert int(res["batch_cycles"]) >= 3 * (bound - IMAGE_LATENCY)   # three images of work
+        assert int(res["batch_cycles"]) >= 3 * (bound - PIPELINE_LATENCY)   # three images of work
 
 
 def test_sim_refuses_an_empty_batch(tmp_path, frame, no_build):
@@ -513,7 +513,12 @@ def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status,
         assert line is not None, "".join(seen)
         seen.append(line)
     assert any(p.name.startswith("velcro-sim-") for p in tmp.iterdir())   # the run's folder exists
-    time.sleep(2)                                                           # the compiler runs
+    # signal once the compiler is seen working in the build folder (a fixed sleep raced a fast
+    # compile on some machines: the run had finished before the signal)
+    deadline = time.monotonic() + 120
+    while not _processes_in(root):
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.02)
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == status
     while (line := q.get(timeout=10)) is not None:

@@ -50,13 +50,13 @@ def test_golden_compact_rejects_other_schedule():
 def test_compute_cycles_of_the_deal():
     """The cycle law of a dealt schedule, stated once in hdl.contract: steps * G + latency."""
     from hdl.config import AccelConfig
-    from hdl.contract import IMAGE_LATENCY, compute_cycle_bound
+    from hdl.contract import PIPELINE_LATENCY, compute_cycle_bound
     mask = np.zeros((3, 4, 5), bool)          # 20 pixels of 3 outputs
     # 7 instances: six hold 3 pixels, one 2; 6 instances: two hold 4 pixels, four 3
     assert deal(mask, 7).steps == 9 and deal(mask, 6).steps == 12
     cfg = AccelConfig(height=4, width=5, in_channels=5, lanes=2, instances=7, out_channels=3)
-    assert compute_cycle_bound(cfg, deal(mask, 7)) == 9 * 3 + IMAGE_LATENCY
+    assert compute_cycle_bound(cfg, deal(mask, 7)) == 9 * 3 + PIPELINE_LATENCY
     assert deal(np.ones((2, 4, 4), bool), 4).steps == 0
     # the default image at C = 0: 16 instances, 4096 steps
     assert compute_cycle_bound(AccelConfig(), deal(np.zeros((16, 64, 64), bool), 16)) == \
-        4096 + IMAGE_LATENCY
+        4096 + PIPELINE_LATENCY

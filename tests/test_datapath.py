@@ -16,8 +16,8 @@ import window_ref
 from conftest import seed_for
 from stream_sim import run_streams
 from stream_sim import simulate as run_simulator
-from hdl.config import AccelConfig
-from hdl.datapath import LATENCY, Datapath
+from hdl.config import PIPELINE_LATENCY, AccelConfig
+from hdl.datapath import Datapath
 from hdl.protocol import weight_beats
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
@@ -158,7 +158,7 @@ def test_schedule_runs(name, extreme):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_throughput(name):
     """No stalls: one result per G cycles after the pipeline latency, E entries in exactly
-    E*G + LATENCY cycles (entry e's result in cycle (e+1)*G + LATENCY - 1)."""
+    E*G + PIPELINE_LATENCY cycles (entry e's result in cycle (e+1)*G + PIPELINE_LATENCY - 1)."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-throughput", name)
     rng = np.random.default_rng(seed)
@@ -171,8 +171,8 @@ def test_throughput(name):
     check(results, [(int(golden[(s, *pixel_of(cfg, sg, offsets[sg]))]), i)
                     for s, sg, i in entries], seed)
     g = cfg.groups
-    assert [c for c, _, _ in results] == [(e + 1) * g + LATENCY - 1 for e in range(len(entries))]
-    assert results[-1][0] + 1 == len(entries) * g + LATENCY
+    assert [c for c, _, _ in results] == [(e + 1) * g + PIPELINE_LATENCY - 1 for e in range(len(entries))]
+    assert results[-1][0] + 1 == len(entries) * g + PIPELINE_LATENCY
 
 
 def test_rejects_bad_slots():

@@ -2,7 +2,7 @@
 SCHEDULE and FRAME batches through the protocol encoders, outputs decoded with the protocol's
 compact decoder and Schedule.expand, compared with the golden model with ==; every image's
 counters checked (outputs per channel and per instance, and the bound
-steps * G + IMAGE_LATENCY, exact without stalls); random stalls on both streams.
+steps * G + PIPELINE_LATENCY, exact without stalls); random stalls on both streams.
 """
 
 import random
@@ -15,7 +15,8 @@ from stream_sim import run_streams, simulate
 from hdl.config import DEFAULT, AccelConfig
 from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
                           decode_stream_counters, image_beats, schedule_beats, weight_beats)
-from hdl.engine import IMAGE_LATENCY, VelcroAccelerator
+from hdl.config import PIPELINE_LATENCY
+from hdl.engine import VelcroAccelerator
 from py_ref.golden import Frame, golden_ofm, random_frame
 from py_ref.schedule import deal
 from test_schedule import skewed_mask
@@ -78,7 +79,7 @@ def check_batch(cfg, frames, schedule, beats, images, *, stall, seed):
     for k, f in enumerate(frames):
         np.testing.assert_array_equal(got[k], golden_ofm(f), err_msg=f"image {k} seed={seed}")
     assert len(images) == b_count, f"seed={seed}"
-    bound = schedule.steps * cfg.groups + IMAGE_LATENCY
+    bound = schedule.steps * cfg.groups + PIPELINE_LATENCY
     for k, c in enumerate(images):
         assert c["image_computed"] == frames[0].uncompressed.tolist(), f"image {k} seed={seed}"
         assert c["image_instance"] == schedule.counts.tolist(), f"image {k} seed={seed}"

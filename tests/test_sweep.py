@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hdl.config import AccelConfig, DEFAULT
-from hdl.contract import (IMAGE_LATENCY, buffer_cycles, image_cycle_floors, input_cycles,
+from hdl.contract import (PIPELINE_LATENCY, buffer_cycles, image_cycle_floors, input_cycles,
                           stream_image_cycles, work_cycles)
 from sim import measure, perf_model, workloads
 from sim.energy import (EnergyModel, HOROWITZ_45NM, add_pj, image_energy, linear_fit, mult_pj,
@@ -119,7 +119,7 @@ def test_cycle_floors_of_the_default_design():
     assert work_cycles(DEFAULT, 4096) == 4096 and work_cycles(DEFAULT, 410) == 410
     assert input_cycles(DEFAULT) == 64 * 4
     assert image_cycle_floors(DEFAULT, 410) == {"compute": 410, "input": 256, "output": 103,
-                                                "buffers": (256 + 410 + IMAGE_LATENCY + 5) / 2}
+                                                "buffers": (256 + 410 + PIPELINE_LATENCY + 5) / 2}
     # the turnaround never limits the default design: at C = 0.99 the dealer still does
     assert stream_image_cycles(DEFAULT, 41) == 256
 
@@ -146,7 +146,7 @@ def _fake(cfg, ratios, overhead=1, kind="random", total=None):
         u = n - int(c * n)
         steps = -(-u // cfg.instances)
         work = work_cycles(cfg, steps)
-        pts.append(FakePoint(kind, c, 1 - u / n, u, steps, steps, work + IMAGE_LATENCY,
+        pts.append(FakePoint(kind, c, 1 - u / n, u, steps, steps, work + PIPELINE_LATENCY,
                              work + overhead, 1e6 * u / n + 2e5, -(-u // cfg.bus_bytes)))
     return pts
 
@@ -304,7 +304,7 @@ def test_small_sweep_end_to_end(tmp_path):
     for r in rows:
         assert r["golden_ok"] == "True" and r["toggles"] > 0 and r["energy_pj"] > 0
         assert r["frame_cycles"] == stream_image_cycles(cfg, int(r["steps"]))
-        assert r["compute_cycles"] == r["work_cycles"] + perf_model.IMAGE_LATENCY
+        assert r["compute_cycles"] == r["work_cycles"] + perf_model.PIPELINE_LATENCY
     assert [r["limit"] for r in rows] == ["compute"] * 3 + ["buffers", "input"]
     assert rows[3]["buffer_cycles"] == buffer_cycles(cfg, int(rows[3]["steps"])) > max(
         rows[3]["work_cycles"] + 1, rows[3]["input_cycles"])
