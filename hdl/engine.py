@@ -16,8 +16,8 @@ Pieces, each a component with its own test, joined here:
 Images stream back to back: image j + 1 loads while image j computes, and the walkers start image
 j + 1 as soon as they have offered image j's last entry (and j + 1 is loaded), so the datapaths
 never drain between images. An image's buffer is released when the packer has taken its last
-result. Without stalls image j takes exactly ``steps * G + PIPELINE_LATENCY`` cycles (hdl.config; between images the walkers add one
-idle cycle when G = 1, none when G > 1) from
+result. Without stalls image j takes exactly ``steps * G + PIPELINE_LATENCY`` cycles
+(hdl.config; between images the walkers add one idle cycle when G = 1, none when G > 1) from
 its first work entry to its last result (counter ``image_cycles``, which leaves out cycles in
 which output backpressure holds instance 0's result).
 
@@ -32,10 +32,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .datapath import Datapath, entries_per_instance
+from .datapath import Datapath, _times, entries_per_instance
 from .dealer import WindowDealer
 from .packer import OutputPacker, beat_layout
-from .datapath import _times
 from .protocol import (MAX_BATCH, Opcode, layer_fields, layer_layout, layer_values, pixel_layout,
                        schedule_entry_layout, stream_counter_layout)
 from .walker import WorkWalker

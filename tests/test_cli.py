@@ -39,10 +39,16 @@ def velcro(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
+def _default_signals():
+    """In the child: SIGINT as a terminal's Ctrl-C finds it. A shell starts background jobs with
+    SIGINT ignored, and the test run may be one (then Python never installs its handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_velcro(*args, env):
     return subprocess.Popen([sys.executable, "-m", "velcro_cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, **env})
+                            env={**os.environ, **env}, preexec_fn=_default_signals)
 
 
 def assert_one_line_error(r, *needles):
