@@ -61,8 +61,50 @@ def _progress(message: str) -> None:
     print(f"velcro sim: {message}", file=sys.stderr, flush=True)
 
 
-def _cmd_sim(args) -> int:
+def _cached_build(cfg, args, say):
+    """The simulator build of ``cfg`` for ``args.sim``; a first build estimated beyond this
+    machine's memory or ``--max-build-minutes`` is refused before it starts."""
+    from py_ref.cli import CliError
+    from sim.runner import Build, estimate_build
+
+    build = Build(cfg, args.sim, defer=True, verbose=args.verbose)
+    if build.is_current():
+        say(f"{cfg.tag} on {args.sim} (cached build)")
+        return build
+    est = estimate_build(cfg, args.sim, generate=build.needs_generation())
+    if est.too_big:
+        raise CliError(f"building {cfg.tag} for {args.sim} would take {est}: more than "
+                       f"this machine's {est.machine_megabytes / 1024:.1f} GB")
+    if est.seconds > args.max_build_minutes * 60:
+        raise CliError(f"building {cfg.tag} for {args.sim} would take {est}: over "
+                       f"--max-build-minutes={args.max_build_minutes:g} (raise it to "
+                       f"build anyway)")
+    say(f"building {cfg.tag} for {args.sim} (first time, {est})")
+    return build
+
+
+@contextlib.contextmanager
+def _simulator_errors(sim: str):
+    """A failed build or simulation, a missing tool: one CliError line."""
     import subprocess
+
+    from py_ref.cli import CliError
+    from sim.runner import BuildFailed, SimulationFailed
+    from sim.toolchain import ToolchainError
+
+    try:
+        yield
+    except BuildFailed as exc:
+        raise CliError(f"{sim} build failed, see {exc.log or 'the output above'}") from None
+    except SimulationFailed as exc:
+        raise CliError(f"simulation failed, see {exc.log or 'the output above'}") from None
+    except ToolchainError as exc:
+        raise CliError(str(exc)) from None
+    except (subprocess.CalledProcessError, SystemExit) as exc:   # a cocotb runner path we missed
+        raise CliError(f"simulation failed ({exc!r}); run again with --verbose") from None
+
+
+def _cmd_sim(args) -> int:
 
     import numpy as np
 
@@ -82,33 +124,11 @@ def _cmd_sim(args) -> int:
         raise CliError(f"{args.frame}: frame does not fit the generator: {exc}") from None
 
     from sim.frame_runner import run_frame
-    from sim.runner import Build, BuildFailed, SimulationFailed, estimate_build
-    from sim.toolchain import ToolchainError
 
-    try:
-        build = Build(cfg, args.sim, defer=True, verbose=args.verbose)
-        if build.is_current():
-            _progress(f"{cfg.tag} on {args.sim} (cached build)")
-        else:
-            est = estimate_build(cfg, args.sim, generate=build.needs_generation())
-            if est.too_big:
-                raise CliError(f"building {cfg.tag} for {args.sim} would take {est}: more than "
-                               f"this machine's {est.machine_megabytes / 1024:.1f} GB")
-            if est.seconds > args.max_build_minutes * 60:
-                raise CliError(f"building {cfg.tag} for {args.sim} would take {est}: over "
-                               f"--max-build-minutes={args.max_build_minutes:g} (raise it to "
-                               f"build anyway)")
-            _progress(f"building {cfg.tag} for {args.sim} (first time, {est})")
+    with _simulator_errors(args.sim):
+        build = _cached_build(cfg, args, _progress)
         with _stdout_to_stderr():
             result = run_frame(frame, build=build, progress=_progress, batch=batch)
-    except BuildFailed as exc:
-        raise CliError(f"{args.sim} build failed, see {exc.log or 'the output above'}") from None
-    except SimulationFailed as exc:
-        raise CliError(f"simulation failed, see {exc.log or 'the output above'}") from None
-    except ToolchainError as exc:
-        raise CliError(str(exc)) from None
-    except (subprocess.CalledProcessError, SystemExit) as exc:   # a cocotb runner path we missed
-        raise CliError(f"simulation failed ({exc!r}); run again with --verbose") from None
 
     def write(tmp):
         with open(tmp, "wb") as f:                   # a file object: savez adds no suffix
@@ -156,8 +176,6 @@ def _cmd_network(args) -> int:
     setup = commands.network_setup(args)
 
     from sim.network import NETWORK_DESIGN, NetworkMismatch, layer_config, run_network
-    from sim.runner import Build, BuildFailed, SimulationFailed, estimate_build
-    from sim.toolchain import ToolchainError
 
     qnet = setup["qnet"]
     try:
@@ -165,25 +183,13 @@ def _cmd_network(args) -> int:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     try:
-        build = Build(NETWORK_DESIGN, args.sim, defer=True, verbose=args.verbose)
-        if not build.is_current():
-            est = estimate_build(NETWORK_DESIGN, args.sim, generate=build.needs_generation())
-            if est.too_big or est.seconds > args.max_build_minutes * 60:
-                raise CliError(f"building {NETWORK_DESIGN.tag} for {args.sim} would take {est}: "
-                               f"over --max-build-minutes={args.max_build_minutes:g} or this "
-                               "machine's memory")
-            _network_progress(f"building {NETWORK_DESIGN.tag} for {args.sim} (first time, {est})")
-        with _stdout_to_stderr():
-            result = run_network(qnet, setup["ifmaps"], args.sim, build=build,
-                                 progress=_network_progress)
+        with _simulator_errors(args.sim):
+            build = _cached_build(NETWORK_DESIGN, args, _network_progress)
+            with _stdout_to_stderr():
+                result = run_network(qnet, setup["ifmaps"], args.sim, build=build,
+                                     progress=_network_progress)
     except NetworkMismatch as exc:
         raise CliError(f"the RTL differs from the golden model: {exc}") from None
-    except BuildFailed as exc:
-        raise CliError(f"{args.sim} build failed, see {exc.log or 'the output above'}") from None
-    except SimulationFailed as exc:
-        raise CliError(f"simulation failed, see {exc.log or 'the output above'}") from None
-    except ToolchainError as exc:
-        raise CliError(str(exc)) from None
     layers = result["layers"]
     labels = setup["labels"]
     arrays = {
