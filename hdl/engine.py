@@ -220,13 +220,13 @@ class VelcroAccelerator(wiring.Component):
         loading = Signal()
         m.d.comb += loading.eq(dealer.busy | (dealer.i.valid & dealer.i.ready))
         with m.If(dealer.start):
-            m.d.sync += [cnt.batch_cycles.eq(1), cnt.load_cycles.eq(0), cnt.compute_cycles.eq(0),
+            m.d.sync += [cnt.batch_cycles.eq(1), cnt.load_cycles.eq(0), cnt.datapath_cycles.eq(0),
                          cnt.overlap_cycles.eq(0), cnt.drain_cycles.eq(0),
                          cnt.mac_active_cycles.eq(0)]
         with m.Elif(in_batch):
             m.d.sync += [cnt.batch_cycles.eq(cnt.batch_cycles + 1),
                          cnt.load_cycles.eq(cnt.load_cycles + loading),
-                         cnt.compute_cycles.eq(cnt.compute_cycles + computing),
+                         cnt.datapath_cycles.eq(cnt.datapath_cycles + computing),
                          cnt.overlap_cycles.eq(cnt.overlap_cycles + (loading & computing)),
                          cnt.drain_cycles.eq(cnt.drain_cycles + (self.o.valid & ~computing)),
                          cnt.mac_active_cycles.eq(cnt.mac_active_cycles

@@ -300,7 +300,7 @@ STREAM_COUNTERS = (
     ("images", "cycles", "images completed since reset"),
     ("batch_cycles", "cycles", "FRAME header accepted .. last image completed, inclusive"),
     ("load_cycles", "cycles", "the window dealer accepting, writing or dealing segments"),
-    ("compute_cycles", "cycles", "work entries in flight in any datapath"),
+    ("datapath_cycles", "cycles", "work entries in flight in any datapath"),
     ("overlap_cycles", "cycles", "loading and computing in the same cycle"),
     ("drain_cycles", "cycles", "output beats waiting or leaving while nothing computes"),
     ("mac_active_cycles", "cycles", "at least one instance multiplied"),
