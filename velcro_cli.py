@@ -19,9 +19,6 @@ import sys
 from pathlib import Path
 
 DIST = "velcro-accel"
-RESULT_ARRAYS = ("ofm", "compute_cycles", "total_cycles", "batch_cycles", "load_cycles",
-                 "drain_cycles", "mac_active_cycles", "computed", "skipped",
-                 "computed_per_instance")
 
 
 def version() -> str:
@@ -132,24 +129,21 @@ def _cmd_sim(args) -> int:
 
     def write(tmp):
         with open(tmp, "wb") as f:                   # a file object: savez adds no suffix
-            np.savez(f, **{k: result[k] for k in RESULT_ARRAYS})
+            np.savez(f, **result.arrays(batched=batch is not None))
 
     try:
         atomic_write(out, write)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
-    images = "" if batch is None else f"images={len(batch)} batch_cycles={int(result['batch_cycles'])} "
-    print(f"{images}compute_cycles={int(np.max(result['compute_cycles']))} "
-          f"total_cycles={int(result['total_cycles'])} "
-          f"max_uncompressed={int(frame.uncompressed.max())} -> {out}")
+    print(f"{result.summary()} max_uncompressed={int(frame.uncompressed.max())} -> {out}")
     return 0
 
 
 #: What NET.npz holds (``velcro network``); per-image arrays first, then per layer.
 NET_ARRAYS = ("labels", "logits", "top1", "reference_logits", "top1_float", "top1_float_dense",
               "top1_int8_dense", "top1_torch_int8", "layer_names", "layer_ratio", "layer_cycles",
-              "layer_dense_cycles", "layer_mac_utilisation", "layer_compute_cycles",
-              "layer_batch_cycles")
+              "layer_dense_cycles", "layer_mac_utilisation", "layer_image_cycles",
+              "layer_stream_cycles")
 
 
 def _guarded_network(args) -> int:
@@ -203,8 +197,8 @@ def _cmd_network(args) -> int:
         "layer_cycles": np.array([f["cycles"] for f in layers], np.int64),
         "layer_dense_cycles": np.array([f["dense_cycles"] for f in layers], np.int64),
         "layer_mac_utilisation": np.array([f["mac_utilisation"] for f in layers]),
-        "layer_compute_cycles": np.stack([f["compute_cycles"] for f in layers]),
-        "layer_batch_cycles": np.array([f["batch_cycles"] for f in layers], np.int64),
+        "layer_image_cycles": np.stack([f["image_cycles"] for f in layers]),
+        "layer_stream_cycles": np.array([f["stream_cycles"] for f in layers], np.int64),
     }
     assert tuple(arrays) == NET_ARRAYS
 

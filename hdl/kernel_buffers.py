@@ -56,13 +56,15 @@ import json
 
 from .config import AccelConfig
 from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
-from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words, decode_batch,
-                       image_beats, layer_beats, param_beats, schedule_beats, weight_beats)
+from .program import LayerProgram
+from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words,
+                       decode_counter_words, image_beats, layer_beats, param_beats,
+                       schedule_beats)
 
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
            "buffer_bytes", "pack_beats", "pack_params", "pack_schedule", "pack_ifmap",
-           "pack_frame", "unpack_ofm", "counter_names", "KERNEL_NAME", "HBM_CHANNELS",
+           "pack_frame", "unpack_ofm", "counter_names", "read_counters", "KERNEL_NAME", "HBM_CHANNELS",
            "MAX_COMPUTE_UNITS", "MAX_FRAMES", "check_compute_units", "cu_names", "hbm_banks",
            "kernel_config_json", "read_kernel_config", "split_batch", "gather"]
 
@@ -105,15 +107,14 @@ def pack_beats(beats) -> bytes:
     return b"".join(int(b).to_bytes(BEAT_BYTES, "little") for b in beats)
 
 
-def pack_params(cfg: AccelConfig, frame) -> bytes:
-    _check(cfg)
-    return pack_beats(layer_beats(cfg)
-                      + weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift))
+def pack_params(program: LayerProgram) -> bytes:
+    _check(program.cfg)
+    return pack_beats(program.params_beats())
 
 
-def pack_schedule(cfg: AccelConfig, schedule) -> bytes:
-    _check(cfg)
-    return pack_beats(schedule_beats(cfg, schedule))
+def pack_schedule(program: LayerProgram) -> bytes:
+    _check(program.cfg)
+    return pack_beats(program.schedule_beats())
 
 
 def pack_ifmap(cfg: AccelConfig, ifmaps) -> bytes:
@@ -122,26 +123,33 @@ def pack_ifmap(cfg: AccelConfig, ifmaps) -> bytes:
     return pack_beats(batch_frame_beats(cfg, ifmaps)[1:])
 
 
-def pack_frame(cfg: AccelConfig, frame, schedule, ifmaps=None) -> dict:
-    """{buffer name: bytes} of every input buffer: ``frame``'s constants, its ``schedule``
-    (``deal(frame.mask, N)``) and ``ifmaps`` (default: ``frame.ifmap``)."""
-    return {"params": pack_params(cfg, frame), "schedule": pack_schedule(cfg, schedule),
-            "ifmap": pack_ifmap(cfg, frame.ifmap if ifmaps is None else ifmaps)}
+def pack_frame(program: LayerProgram, ifmaps) -> dict:
+    """{buffer name: bytes} of every input buffer: the layer ``program``'s constants and
+    schedule, and ``ifmaps`` (int8 [B, C_in, H, W] or [C_in, H, W])."""
+    return {"params": pack_params(program), "schedule": pack_schedule(program),
+            "ifmap": pack_ifmap(program.cfg, ifmaps)}
 
 
-def unpack_ofm(cfg: AccelConfig, raw: bytes, schedule, means, images: int = 1) -> np.ndarray:
+def unpack_ofm(program: LayerProgram, raw: bytes, images: int = 1) -> np.ndarray:
     """The ofm buffer's bytes -> uint8 [images, N, H, W] (compact outputs expanded)."""
-    size = buffer_bytes(cfg, schedule, images)["ofm"]
+    size = buffer_bytes(program.cfg, program.schedule, images)["ofm"]
     if len(raw) < size:
         raise ValueError(f"ofm buffer holds {len(raw)} bytes, expected {size}")
     raw = bytes(raw[:size])
     beats = [int.from_bytes(raw[i:i + BEAT_BYTES], "little") for i in range(0, size, BEAT_BYTES)]
-    return decode_batch(cfg, beats, schedule, means, images)
+    return program.expand(beats, images)
 
 
 def counter_names(cfg: AccelConfig) -> list:
     """Names of the 32-bit read-only counters from Reg.COUNTERS on, one per word."""
     return counter_words(cfg)
+
+
+def read_counters(cfg: AccelConfig, read_word) -> dict:
+    """The engine's counters read through ``read_word(address)`` (one 32-bit register), named
+    as :func:`hdl.protocol.decode_stream_counters` names them."""
+    return decode_counter_words(cfg, [read_word(Reg.COUNTERS + 4 * i)
+                                      for i in range(len(counter_words(cfg)))])
 
 
 # -- compute units -------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ __all__ = ["Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beat
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
            "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
-           "decode_stream_counters", "counter_elements", "MAX_BATCH"]
+           "decode_stream_counters", "decode_counter_words", "counter_elements", "MAX_BATCH"]
 
 
 class Opcode(enum.IntEnum):
@@ -356,4 +356,18 @@ def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
         raw = value >> offset
         words = [(raw >> (width * i)) & ((1 << width) - 1) for i in range(count)]
         out[name] = words[0] if kind == "cycles" else words
+    return out
+
+
+def decode_counter_words(cfg: AccelConfig, words) -> dict:
+    """The kernel's counter registers (one 32-bit word each, in :func:`counter_words` order) ->
+    the same {name: int or list of int} as :func:`decode_stream_counters`."""
+    words = [int(w) for w in words]
+    if len(words) != len(counter_words(cfg)):
+        raise ValueError(f"{len(counter_words(cfg))} counter words expected, not {len(words)}")
+    out, pos = {}, 0
+    for name, kind, _ in STREAM_COUNTERS:
+        count = counter_elements(cfg, kind)
+        out[name] = words[pos] if kind == "cycles" else words[pos:pos + count]
+        pos += count
     return out

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compute-cycle benchmark of the default design on Verilator: compute_cycles against the
+"""Compute-cycle benchmark of the default design on Verilator: image_cycles against the
 work steps * G (steps: the busiest instance's entries of the pixel deal).
 
 The engine's contract is compute = steps * G + PIPELINE_LATENCY (G = 1 on the default
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
         m = measure(build, w, BUILD / "bench_compute" / cfg.tag / f"c{round(100 * w.ratio):03d}",
                     batches=(1, 2))
         work = work_cycles(cfg, m.steps)
-        print(f"{w.ratio:5.2f} {work:6d} {m.compute_cycles:8d} {m.compute_cycles / max(work, 1):13.4f} "
-              f"{m.compute_cycles - work:8d} {m.frame_cycles:6g}")
+        print(f"{w.ratio:5.2f} {work:6d} {m.image_cycles:8d} {m.image_cycles / max(work, 1):13.4f} "
+              f"{m.image_cycles - work:8d} {m.frame_cycles:6g}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
 

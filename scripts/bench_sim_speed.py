@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                                   "result": str(work / "result.json")}], work / "run")
         t2 = time.perf_counter()
         rows.append({"sim": sim, "build_s": t1 - t0, "process_s": t2 - t1, "frame_s": k["wall_s"],
-                     "cycles": k["sim_cycles"], "frame_cycles": k["batch_cycles"],
+                     "cycles": k["sim_cycles"], "frame_cycles": k["stream_cycles"],
                      "cps": k["sim_cycles"] / k["wall_s"]})
         print(f"{sim}: {k['sim_cycles']} cycles in {k['wall_s']:.2f} s = {rows[-1]['cps']:.0f} cycles/s "
               f"(process {t2 - t1:.1f} s, build/cache check {t1 - t0:.1f} s)", flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Streaming benchmark of the default design on Verilator: steady-state cycles per image.
 
-steady = (batch_cycles(B = 8) - batch_cycles(B = 2)) / 6, from the first input beat of the first
+steady = (stream_cycles(B = 8) - stream_cycles(B = 2)) / 6, from the first input beat of the first
 image to the last output beat of the last image (constants excluded), at C = 0, 0.3, 0.6, 0.9
 for random masks and point-wide masks (one percentile threshold over [N, H, W] of variances
 whose per-channel scales spread over three decades). Printed: steady, the work steps * G
@@ -32,13 +32,13 @@ from py_ref.schedule import deal  # noqa: E402
 from sim.frame_runner import run_frame  # noqa: E402
 
 
-def batch_cycles(frame: Frame, ifmaps) -> int:
+def stream_cycles(frame: Frame, ifmaps) -> int:
     res = run_frame(frame, "verilator", batch=ifmaps)
     for k, x in enumerate(ifmaps):
         expected = golden_ofm(Frame(**{**frame.__dict__, "ifmap": x}))
-        if not np.array_equal(res["ofm"][k], expected):
+        if not np.array_equal(res.ofm[k], expected):
             raise SystemExit(f"image {k}: output differs from the golden model")
-    return int(res["batch_cycles"])
+    return res.stream_cycles
 
 
 def main(argv=None) -> int:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             frame = random_frame(cfg, rng, mask=mask)
             s = deal(mask, cfg.instances)
             work = s.steps * cfg.groups
-            steady = (batch_cycles(frame, ifmaps) - batch_cycles(frame, ifmaps[:2])) / 6
+            steady = (stream_cycles(frame, ifmaps) - stream_cycles(frame, ifmaps[:2])) / 6
             base = steady if base is None else base
             speedup = base / steady
             ideal = 1 / (1 - float(mask.mean()))
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         f"(target <= 16): {'targets met' if met else 'TARGETS MISSED'}")
     args.out.write_text(
         f"# scripts/bench_stream.py (default design, Verilator, seed {args.seed})\n\n```\n"
-        + "\n".join(lines) + "\n```\n\nsteady = (batch_cycles(B=8) - batch_cycles(B=2)) / 6; "
+        + "\n".join(lines) + "\n```\n\nsteady = (stream_cycles(B=8) - stream_cycles(B=2)) / 6; "
         "work = steps * G (the busiest instance's entries of the pixel deal); excess = steady - "
         "work (the walkers' one idle cycle between images at G = 1); ratio = speedup over "
         "C = 0 / (1 / (1 - C)). Every output checked against the golden model.\n")

@@ -32,12 +32,9 @@ def main() -> int:
     t0 = time.perf_counter()
     res = run_frame(frame, args.sim)
     wall = time.perf_counter() - t0
-    ok = np.array_equal(res["ofm"], golden_ofm(frame))
-    for key in ("total_cycles", "batch_cycles", "load_cycles", "compute_cycles", "drain_cycles",
-                "mac_active_cycles"):
-        print(f"{key:>18}: {int(res[key])}")
-    print(f"{'computed':>18}: {res['computed'].tolist()}")
-    print(f"{'skipped':>18}: {res['skipped'].tolist()}")
+    ok = np.array_equal(res.ofm[0], golden_ofm(frame))
+    for key, value in res.image(0).items():
+        print(f"{key:>18}: {value}")
     print(f"{'sum U':>18}: {int(frame.uncompressed.sum())}, bound steps*G + latency = "
           f"{compute_cycle_bound(cfg, deal(frame.mask, cfg.instances))}")
     print(f"{'golden check':>18}: {'bit-exact' if ok else 'MISMATCH'} ({wall:.1f} s wall incl. build)")

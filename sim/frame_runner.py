@@ -1,13 +1,15 @@
 """Run one FRAME (one image or a batch) through the RTL: the Python API behind ``velcro sim``.
 
-    result = run_frame(frame, sim="verilator")   # dict: ofm, compute_cycles, total_cycles, ...
-    result = run_frame(frame, batch=ifmaps)      # ifmaps int8 [B, C_in, H, W]: per-image arrays
+    result = run_frame(frame, sim="verilator")   # hdl.results.StreamResult of one image
+    result = run_frame(frame, batch=ifmaps)      # ifmaps int8 [B, C_in, H, W]: B images
+    result.ofm, result.counters["image_cycles"], result.stream_cycles, result.arrays()
 
 The design is generated to match the frame's shapes and compiled once per configuration
 (see sim/runner.py); every call starts the simulator on that cached model, in a private
 temporary folder (``velcro-sim-*`` in $TMPDIR) that is removed however the call ends. A batch
-is sent as one FRAME command of B images after the constants (WEIGHTS, SCHEDULE); ``batch_cycles`` counts
-from the first input beat of the first image to the last output beat of the last image.
+is sent as one FRAME command of B images after the constants (WEIGHTS, SCHEDULE);
+``stream_cycles`` counts from the first input beat of the first image to the last output beat
+of the last image.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hdl.contract import config_for_frame
+from hdl.program import LayerProgram
+from hdl.results import StreamResult
 from py_ref.golden import Frame
 
 from .runner import Build, SimulationFailed, ticking
@@ -31,9 +35,10 @@ FAILED_LOG = "failed-run.log"
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
               build: Build | None = None, progress=None, batch=None, cfg=None,
-              **config_overrides) -> dict:
+              **config_overrides) -> StreamResult:
     """Simulate ``frame`` (or ``batch``, ifmaps [B, C_in, H, W] with ``frame``'s constants);
-    returns ofm (uint8 [N,H,W], or [B,N,H,W] for a batch) and every hardware counter.
+    returns the run's result record (ofm [B, N, H, W], B = 1 without ``batch``, and every
+    counter).
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
     ``build`` is the model to use (default: the cached one for the frame's configuration);
@@ -56,11 +61,7 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
             if cfg.design != build.cfg.design:
                 raise ValueError(f"layer {cfg.tag} is not a layer of the build's design "
                                  f"{build.cfg.tag}")
-            shape = (cfg.in_channels, cfg.height, cfg.width)
-            if tuple(frame.ifmap.shape) != shape or frame.weight.shape[0] != cfg.out_channels:
-                raise ValueError(f"the frame (ifmap {list(frame.ifmap.shape)}, N = "
-                                 f"{frame.weight.shape[0]}) is not the layer {list(shape)}, "
-                                 f"N = {cfg.out_channels}")
+            LayerProgram.for_frame(cfg, frame)      # ValueError unless the frame is the layer
             env["VELCRO_CONFIG"] = cfg.to_json()
         arrays = dataclasses.asdict(frame)
         if batch is not None:
@@ -77,13 +78,10 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
             exc.log = _keep_log(exc.log, build.build_dir / FAILED_LOG)
             raise
         with np.load(tmp / "result.npz") as arrays:
-            result = {k: arrays[k] for k in arrays.files}
+            result = StreamResult.from_arrays(arrays)
         if saif_path is not None:
             Path(saif_path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / "dump.saif", saif_path)
-    result["ofm"] = result["ofm"].astype(np.uint8)
-    for key in ("computed", "skipped"):
-        result[key] = result[key].astype(np.int64)
     return result
 
 

@@ -2,15 +2,15 @@
 
     build = Build(cfg, "verilator", saif=True)
     m = measure(build, workload, workdir, batches=(1, 6))
-    m.frame_cycles, m.toggles_per_image, m.compute_cycles
+    m.frame_cycles, m.toggles_per_image, m.image_cycles
 
 A workload (:mod:`sim.workloads`) is a frame's constants and a batch of ifmaps. For each batch
 size ``b`` the library runs one FRAME command of ``b`` images after the constants and reads
-``batch_cycles``, from the first image beat to the last output beat. The fill (first load, last
+``stream_cycles``, from the first image beat to the last output beat. The fill (first load, last
 drain, pipeline latency) is the same for every batch size, so the steady-state cycles per image
 are the difference of two batch sizes::
 
-    frame_cycles = (batch_cycles(b2) - batch_cycles(b1)) / (b2 - b1)
+    frame_cycles = (stream_cycles(b2) - stream_cycles(b1)) / (b2 - b1)
 
 Switching activity (SAIF builds) is traced only where it is needed (:mod:`sim.saif_window`): in
 the larger batch, over one image period of the steady state, from the edge that accepts image
@@ -68,11 +68,11 @@ WINDOW_IMAGE = 3
 @dataclasses.dataclass(frozen=True)
 class BatchRun:
     images: int
-    batch_cycles: int          # first image beat .. last output beat
+    stream_cycles: int         # first image beat .. last output beat
     out_beats: int             # compact output beats of the batch
-    compute_cycles: list       # each image's compute cycles (the image_cycles counter)
-    computed: list             # each image's computed outputs per channel
-    batch: dict                # the batch counters (load, compute, overlap, drain, ...)
+    image_cycles: list         # each image's image_cycles counter
+    image_computed: list       # each image's computed outputs per channel
+    batch: dict                # the batch counters (hdl.results.BATCH_COUNTERS)
     sim_cycles: int
     wall_s: float
 
@@ -99,13 +99,13 @@ class Measurement:
     def frame_cycles(self) -> float:
         """Steady-state cycles per image: the batch-size difference."""
         a, b = self._pair
-        return (b.batch_cycles - a.batch_cycles) / (b.images - a.images)
+        return (b.stream_cycles - a.stream_cycles) / (b.images - a.images)
 
     @property
-    def compute_cycles(self) -> int:
+    def image_cycles(self) -> int:
         """One image's compute phase (the engine's image_cycles counter, the same for every
         image of a batch without output stalls)."""
-        return max(self.runs[-1].compute_cycles)
+        return max(self.runs[-1].image_cycles)
 
     @property
     def toggles_per_image(self) -> float | None:
@@ -134,11 +134,14 @@ def run_steps(build: Build, steps: list[dict], test_dir: Path) -> list[dict]:
 
 
 def _batch_run(raw: dict) -> BatchRun:
-    return BatchRun(images=raw["images"], batch_cycles=raw["batch_cycles"],
+    from hdl.results import BATCH_COUNTERS
+    first = raw["per_image"][0]
+    return BatchRun(images=raw["images"], stream_cycles=raw["stream_cycles"],
                     out_beats=raw["out_beats"],
-                    compute_cycles=[p["image_cycles"] for p in raw["per_image"]],
-                    computed=[p["image_computed"] for p in raw["per_image"]],
-                    batch=raw["batch"], sim_cycles=raw["sim_cycles"], wall_s=raw["wall_s"])
+                    image_cycles=[p["image_cycles"] for p in raw["per_image"]],
+                    image_computed=[p["image_computed"] for p in raw["per_image"]],
+                    batch={name: first[name] for name in BATCH_COUNTERS},
+                    sim_cycles=raw["sim_cycles"], wall_s=raw["wall_s"])
 
 
 def _keep(saif: Path, keep: Path) -> None:
@@ -209,9 +212,9 @@ class _Point:
         runs = tuple(_batch_run(r) for r in raws)
         u = (~w.frame.mask).reshape(w.frame.mask.shape[0], -1).sum(axis=1)
         for r in runs:
-            if any(list(c) != u.tolist() for c in r.computed):
+            if any(list(c) != u.tolist() for c in r.image_computed):
                 raise SimulationFailed(f"{w.kind} C={w.ratio}: computed counters "
-                                       f"{r.computed[0]} differ from the mask's {u.tolist()}")
+                                       f"{r.image_computed[0]} differ from the mask's {u.tolist()}")
         m = Measurement(w.kind, w.ratio, w.actual_ratio, int(u.sum()), int(u.max()),
                         self.schedule_steps, runs)
         if not self.build.saif:

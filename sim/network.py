@@ -69,7 +69,7 @@ def run_network(qnet, ifmaps: np.ndarray, sim: str = "verilator", *,
                 progress=None) -> dict:
     """Run ``qnet`` on conv1 inputs ``ifmaps`` int8 [K, 1, 64, 64] layer after layer on the
     RTL. Returns {"ofm": [per layer], "acc", "logits", "layers": [per layer figures with the
-    measured "compute_cycles" [K] and "batch_cycles"]}; NetworkMismatch if any layer's ofm
+    measured "image_cycles" [K] and "stream_cycles"]}; NetworkMismatch if any layer's ofm
     differs from the golden model or the logits from the int8 reference."""
     say = progress or (lambda message: None)
     configs = [layer_config(design, layer) for layer in qnet.layers]
@@ -83,7 +83,7 @@ def run_network(qnet, ifmaps: np.ndarray, sim: str = "verilator", *,
         say(f"layer {layer.name}: {len(x)} images of {list(x.shape[1:])} on {sim}")
         frame = layer.frame(x[0])
         result = run_frame(frame, sim, build=build, batch=x, cfg=cfg)
-        ofm = result["ofm"]
+        ofm = result.ofm
         for k, xx in enumerate(x):
             expected = golden_ofm(layer.frame(xx))
             if not np.array_equal(ofm[k], expected):
@@ -91,10 +91,10 @@ def run_network(qnet, ifmaps: np.ndarray, sim: str = "verilator", *,
                 raise NetworkMismatch(f"layer {layer.name}, image {k}: {len(bad)} outputs differ "
                                       f"from the golden model, first at {bad[0].tolist()}")
         fig = layer_figures(cfg, layer)
-        fig["compute_cycles"] = np.asarray(result["compute_cycles"], np.int64)
-        fig["batch_cycles"] = int(result["batch_cycles"])
-        if not (fig["compute_cycles"] == fig["compute_bound"]).all():
-            raise NetworkMismatch(f"layer {layer.name}: compute took {fig['compute_cycles']} "
+        fig["image_cycles"] = result.counters["image_cycles"]
+        fig["stream_cycles"] = result.stream_cycles
+        if not (fig["image_cycles"] == fig["compute_bound"]).all():
+            raise NetworkMismatch(f"layer {layer.name}: compute took {fig['image_cycles']} "
                                   f"cycles per image, the law says {fig['compute_bound']}")
         figures.append(fig)
         ofms.append(ofm)

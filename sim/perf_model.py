@@ -37,7 +37,7 @@ R2_MIN = 0.98
 ACCEPTED_KINDS = ("random", "velcro")
 
 CSV_COLUMNS = ["mask_kind", "ratio", "actual_ratio", "sum_u", "max_channel_u", "steps",
-               "compute_cycles", "frame_cycles", "work_cycles", "input_cycles", "output_cycles",
+               "image_cycles", "frame_cycles", "work_cycles", "input_cycles", "output_cycles",
                "buffer_cycles", "limit", "speedup", "ideal_speedup", "speedup_vs_ideal", "out_bytes",
                "images_per_s", "gops", "toggles", "compute_pj", "load_pj", "drain_pj",
                "toggle_pj", "static_pj", "energy_pj", "energy_norm", "golden_ok"]
@@ -62,7 +62,7 @@ def analyse(cfg: AccelConfig, points, model: EnergyModel = EnergyModel()) -> lis
         rows.append({
             "mask_kind": p.kind, "ratio": p.ratio, "actual_ratio": p.actual_ratio,
             "sum_u": p.sum_u, "max_channel_u": p.max_channel_u, "steps": p.steps,
-            "compute_cycles": p.compute_cycles, "frame_cycles": p.frame_cycles,
+            "image_cycles": p.image_cycles, "frame_cycles": p.frame_cycles,
             "work_cycles": floors["compute"], "input_cycles": floors["input"],
             "output_cycles": floors["output"], "buffer_cycles": floors["buffers"],
             "limit": stream_limit(cfg, p.steps),

@@ -92,7 +92,7 @@ def _table(rows) -> list[str]:
     for r in rows:
         out.append(
             f"| {r['ratio']:.2f} | {r['actual_ratio']:.4f} | {r['sum_u']} | {r['max_channel_u']} | "
-            f"{r['compute_cycles']} | {r['frame_cycles']:g} | {r['work_cycles']} | {r['limit']} | "
+            f"{r['image_cycles']} | {r['frame_cycles']:g} | {r['work_cycles']} | {r['limit']} | "
             f"{r['speedup']:.3f} | {r['ideal_speedup']:.3f} | {r['speedup_vs_ideal']:.4f} | "
             f"{r['out_bytes']:g} | {r['images_per_s']:,.0f} | {r['gops']:.1f} | "
             f"{r['energy_pj'] / 1e3:.1f} | {r['energy_norm']:.4f} |")
@@ -122,7 +122,7 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              f"SCHEDULE), one FRAME command of B images for B in {tuple(batches)}, one after "
              "the other (several points share a simulator process). `frame_cycles` is the steady-state cycles per image, the difference "
              "of the batches' cycles (first image beat to last output beat) over the difference of "
-             "B, so the fill cancels; `compute_cycles` is one image's compute phase (its first "
+             "B, so the fill cancels; `image_cycles` is one image's compute phase (its first "
              "work entry to its last result, the engine's `image_cycles` counter).")
     L.append("- Every image of every batch was expanded from the compact output and compared with "
              "the golden model (`==`), and its computed counters with the mask: all passed "

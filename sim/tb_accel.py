@@ -23,9 +23,9 @@ from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
-from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_batch,
-                          decode_stream_counters, image_beats, layer_beats, schedule_beats,
-                          weight_beats)
+from hdl.program import LayerProgram
+from hdl.protocol import batch_frame_beats, decode_stream_counters, image_beats
+from hdl.results import StreamResult
 from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame
 from py_ref.schedule import deal
 
@@ -41,8 +41,7 @@ def stall_generator(rng: random.Random, probability: float):
 def config_beats(cfg: AccelConfig, frame, layer: bool = True) -> list[int]:
     """LAYER (unless ``layer`` is false), WEIGHTS and SCHEDULE commands for ``frame``'s
     constants on ``cfg``'s layer."""
-    return ((layer_beats(cfg) if layer else []) + weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)
-            + schedule_beats(cfg, deal(frame.mask, cfg.instances)))
+    return LayerProgram.for_frame(cfg, frame).config_beats(layer)
 
 
 class SeededTB:
@@ -92,12 +91,8 @@ class AccelTB(SeededTB):
         await RisingEdge(self.dut.clk)
 
     def counters(self) -> dict:
-        """The counters, per-channel ones cut to the layer's N (the design holds N_max)."""
-        out = decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
-        n = self.cfg.out_channels
-        assert not any(out["image_computed"][n:]), "a channel beyond the layer's N counted"
-        out["image_computed"] = out["image_computed"][:n]
-        return out
+        """The counters as the engine holds them (per-channel ones for the design's N_max)."""
+        return decode_stream_counters(self.cfg, self.dut.counters.value.to_unsigned())
 
     async def transfer(self, beats, n_out: int, *, stop_after: int | None = None,
                        on_accept=None):
@@ -164,47 +159,47 @@ class AccelTB(SeededTB):
         await RisingEdge(self.dut.clk)
         return counters
 
-    async def run_batch(self, frames, *, load_config=True, check=True, on_image=None):
+    async def run_batch(self, frames, *, load_config=True, check=True,
+                        on_image=None) -> StreamResult:
         """One FRAME command of ``len(frames)`` images sharing ``frames[0]``'s constants (after
         those constants unless ``load_config`` is false).
 
-        Returns (ofm uint8 [B, N, H, W], per-image counters, batch counters, batch cycles from
-        the first image beat to the last output beat); with ``check`` asserts ofm == golden and
-        every image's counters. ``on_image`` maps image indices to functions called on the
-        edge that accepts that image's first input beat (see :meth:`transfer`).
+        Returns the run's :class:`~hdl.results.StreamResult` (``stream_cycles``: the first image
+        beat accepted to the last output beat); with ``check`` asserts ofm == golden and every
+        image's counters. ``on_image`` maps image indices to functions called on the edge that
+        accepts that image's first input beat (see :meth:`transfer`).
         """
         cfg = self.cfg
-        schedule = deal(frames[0].mask, cfg.instances)
-        head = (config_beats(cfg, frames[0], layer=cfg != self.engine_layer)
-                if load_config else [])
+        program = LayerProgram.for_frame(cfg, frames[0])
+        head = program.config_beats(layer=cfg != self.engine_layer) if load_config else []
         if load_config:
             self.engine_layer = cfg
-        beats = head + batch_frame_beats(cfg, np.stack([f.ifmap for f in frames]))
-        n_out = compact_beats_per_image(cfg, schedule.stream_length) * len(frames)
+        beats = head + program.frame_beats(np.stack([f.ifmap for f in frames]))
+        n_out = program.output_beats(len(frames))
         first_beat = len(head) + 1                      # after the FRAME header
         on_accept = {first_beat + k * image_beats(cfg): fn for k, fn in (on_image or {}).items()}
         out, images, taken = await self.transfer(beats, n_out, on_accept=on_accept)
         batch = await self.finish(images, len(frames))
-        per = compact_beats_per_image(cfg, schedule.stream_length)
+        per = program.output_beats()
         lasts = [last for _, last, _ in out]
         assert lasts == ([0] * (per - 1) + [1] if per else []) * len(frames), \
             "TLAST not on the last beat of each image only"
-        ofm = decode_batch(cfg, [d for d, _, _ in out], schedule, frames[0].means, len(frames))
+        ofm = program.expand([d for d, _, _ in out], len(frames))
         first = taken[len(head) + 1] if len(taken) > len(head) + 1 else taken[-1]
         end = out[-1][2] if out else taken[-1]
+        result = StreamResult.from_samples(cfg, ofm, images, batch, end - first + 1)
         if check:
             for k, f in enumerate(frames):
-                self.check(f, ofm[k], images[k], schedule, k)
-        return ofm, images, batch, end - first + 1
+                self.check(f, result, program.schedule, k)
+        return result
 
-    async def run(self, frame: Frame, *, load_config=True, check=True):
-        """One image: returns (ofm [N, H, W], counters as a flat dict of the old names)."""
-        ofm, images, batch, cycles = await self.run_batch([frame], load_config=load_config,
-                                                          check=check)
-        return ofm[0], single_image_counters(self.cfg, images[0], batch, cycles)
+    async def run(self, frame: Frame, *, load_config=True, check=True) -> StreamResult:
+        """One image: a FRAME command of B = 1."""
+        return await self.run_batch([frame], load_config=load_config, check=check)
 
-    def check(self, frame: Frame, ofm, counters, schedule, k=0):
+    def check(self, frame: Frame, result: StreamResult, schedule, k=0):
         expected = golden_ofm(frame)
+        ofm, counters = result.ofm[k], result.image(k)
         mismatches = np.argwhere(ofm != expected)
         assert len(mismatches) == 0, (
             f"image {k}: {len(mismatches)} outputs differ from the golden model, first at "
@@ -218,18 +213,6 @@ class AccelTB(SeededTB):
                 f"image {k}: compute took {counters['image_cycles']} cycles, bound {bound}")
         self.dut._log.info("image %d ok: sum U=%d compute=%d (bound %d)", k, schedule.total,
                            counters["image_cycles"], bound)
-
-
-def single_image_counters(cfg: AccelConfig, image: dict, batch: dict, cycles: int) -> dict:
-    """One image's counters under the names RESULT.npz has always used."""
-    computed = image["image_computed"][:cfg.out_channels]
-    return {"frames": batch["batches"], "total_cycles": batch["batch_cycles"],
-            "batch_cycles": cycles, "load_cycles": batch["load_cycles"],
-            "compute_cycles": image["image_cycles"], "drain_cycles": batch["drain_cycles"],
-            "overlap_cycles": batch["overlap_cycles"],
-            "mac_active_cycles": batch["mac_active_cycles"], "computed": computed,
-            "computed_per_instance": image["image_instance"],
-            "skipped": [cfg.positions - c for c in computed]}
 
 
 def _structured_masks(cfg: AccelConfig):
@@ -323,10 +306,10 @@ async def back_to_back(dut):
     tb.set_backpressure_generator()
     skewed = random_frame(cfg, tb.np_rng, mask=point_wide_mask(
         tb.np_rng, (cfg.out_channels, cfg.height, cfg.width), 0.5, skewed=True))
-    _, images, batch, _ = await tb.run_batch(_same_constants(cfg, tb.np_rng, skewed, 5))
+    result = await tb.run_batch(_same_constants(cfg, tb.np_rng, skewed, 5))
     bound = compute_cycle_bound(cfg, deal(skewed.mask, cfg.instances))
-    assert [c["image_cycles"] for c in images] == [bound] * 5, (images, bound)
-    assert batch["batches"] == 5 and batch["images"] == 19
+    assert result.counters["image_cycles"].tolist() == [bound] * 5, (result.counters, bound)
+    assert result.counters["batches"] == 5 and result.counters["images"] == 19
 
 
 @cocotb.test()
@@ -413,16 +396,5 @@ async def run_frame_file(dut):
     ifmaps = arrays["ifmap"]
     frames = [Frame.from_arrays({**arrays, "ifmap": x})
               for x in (ifmaps if ifmaps.ndim == 4 else ifmaps[None])]
-    ofm, images, batch, cycles = await tb.run_batch(frames, check=False)
-    if ifmaps.ndim == 3:
-        result = single_image_counters(tb.cfg, images[0], batch, cycles)
-        result["ofm"] = ofm[0]
-    else:
-        per = [single_image_counters(tb.cfg, c, batch, cycles) for c in images]
-        result = {k: np.asarray([p[k] for p in per]) for k in
-                  ("compute_cycles", "computed", "computed_per_instance", "skipped")}
-        result.update({k: per[0][k] for k in ("frames", "total_cycles", "batch_cycles",
-                                               "load_cycles", "drain_cycles", "overlap_cycles",
-                                               "mac_active_cycles")})
-        result["ofm"] = ofm
-    np.savez(os.environ["VELCRO_RESULT"], **{k: np.asarray(v) for k, v in result.items()})
+    result = await tb.run_batch(frames, check=False)
+    np.savez(os.environ["VELCRO_RESULT"], **result.arrays(batched=ifmaps.ndim == 4))

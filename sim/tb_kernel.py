@@ -28,6 +28,8 @@ from hdl.regmap import GMEM_IN, GMEM_OUT, REGISTERS
 from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_START,
                                 FLAG_LOAD_CONFIG, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg,
                                 buffer_bytes, counter_names, pack_frame, unpack_ofm)
+from hdl.program import LayerProgram
+from hdl.protocol import decode_counter_words
 from py_ref.golden import Frame, golden_ofm, random_frame
 from py_ref.schedule import deal
 
@@ -157,11 +159,10 @@ class KernelTB(SeededTB):
 
     def load(self, frames, addrs: dict, *, ifmap_only=False):
         """Write the buffers of a batch (``frames`` share ``frames[0]``'s constants)."""
-        frame = frames[0]
-        self.schedule = deal(frame.mask, self.cfg.instances)
+        self.program = LayerProgram.for_frame(self.cfg, frames[0])
         self.images = len(frames)
-        self.sizes = buffer_bytes(self.cfg, self.schedule, self.images)
-        data = pack_frame(self.cfg, frame, self.schedule, np.stack([f.ifmap for f in frames]))
+        self.sizes = buffer_bytes(self.cfg, self.program.schedule, self.images)
+        data = pack_frame(self.program, np.stack([f.ifmap for f in frames]))
         for name, raw in data.items():
             if not ifmap_only or name == "ifmap":
                 self.hbm.write(addrs[name], raw)
@@ -207,8 +208,11 @@ class KernelTB(SeededTB):
         assert not after & (CTRL_DONE | CTRL_READY), f"ap_done/ap_ready not cleared on read ({after:#x})"
 
     async def counters(self) -> dict:
-        names = counter_names(self.cfg)
-        return {n: await self.read_reg(Reg.COUNTERS + 4 * i) for i, n in enumerate(names)}
+        """The engine's counters by name (hdl.protocol.STREAM_COUNTERS; the image_* ones of
+        the last completed image)."""
+        words = [await self.read_reg(Reg.COUNTERS + 4 * i)
+                 for i in range(len(counter_names(self.cfg)))]
+        return decode_counter_words(self.cfg, words)
 
     async def run(self, frame: Frame, addrs: dict, *, load_config=True, interrupt=False,
                   images=1, frames=None):
@@ -225,7 +229,7 @@ class KernelTB(SeededTB):
         status = await self.read_reg(Reg.STATUS)
         assert status == 0, f"STATUS={status:#x}"
         raw = self.hbm.read(addrs["ofm"], self.sizes["ofm"])
-        ofm = unpack_ofm(cfg, raw, self.schedule, frame.means, images)
+        ofm = unpack_ofm(self.program, raw, images)
         for k, f in enumerate(frames):
             expected = golden_ofm(f)
             bad = np.argwhere(ofm[k] != expected)
@@ -250,8 +254,10 @@ class KernelTB(SeededTB):
             got = sum(n * 64 for a, n in self.reads if lo <= a < hi)
             assert got == self.sizes[name], f"{name}: read {got} of {self.sizes[name]} bytes"
         counters = await self.counters()
-        assert ([counters[f"image_computed[{n}]"] for n in range(cfg.out_channels)]
-                == frame.uncompressed.tolist())
+        n = cfg.out_channels
+        assert counters["image_computed"][:n] == frame.uncompressed.tolist()
+        assert not any(counters["image_computed"][n:]), "a channel beyond the layer's N counted"
+        assert counters["image_instance"] == self.program.schedule.counts.tolist()
         cycles = await self.read_reg(Reg.KERNEL_CYCLES)
         self.dut._log.info("run ok: %d images, %d read bursts, %d write bursts, kernel %d cycles, "
                            "engine compute %d cycles per image", images, len(self.reads),

@@ -9,8 +9,9 @@ One simulator process runs a list of *steps* read from the JSON file named by
 * ``run``: send one FRAME command of the B images, collect every output beat, expand the compact
   output and compare every image with the golden model (``==``, :meth:`AccelTB.run_batch`, which
   also checks each image's computed counts and its compute-cycle bound), then write the
-  counters to ``result``: ``batch_cycles`` (first image beat to last output beat), the batch
-  counters, each image's counters, the batch's output beats and the simulator's own cycle count;
+  counters to ``result``: the batch's :class:`~hdl.results.StreamResult` (``stream_cycles``:
+  first image beat to last output beat, the batch counters, each image's counters), the
+  batch's output beats and the simulator's own cycle count;
 * ``saif_windows`` (with ``run``, on a SAIF build run without whole-run tracing): a list of
   ``{"path": <.saif>, "from": k, "to": m}``, each traced from the edge that accepts image k's
   first input beat to the edge that accepts image m's (:mod:`sim.saif_window`); ``m == k``
@@ -87,11 +88,11 @@ async def sweep_steps(dut):
             frames = [Frame(**{**frame.__dict__, "ifmap": x}) for x in ifmaps]
             t0, s0 = time.perf_counter(), get_sim_time("ns")
             on_image, marks = _saif_windows(step.get("saif_windows", []), len(frames))
-            _, images, batch, cycles = await tb.run_batch(
+            run = await tb.run_batch(
                 frames, load_config=step.get("config", True), check=True, on_image=on_image)
             total = int(frame.uncompressed.sum())
-            result = {"images": len(frames), "batch_cycles": cycles, "batch": batch,
-                      "per_image": images,
+            result = {"images": len(frames), "stream_cycles": run.stream_cycles,
+                      "per_image": [run.image(k) for k in range(run.images)],
                       "out_beats": compact_beats_per_image(tb.cfg, total) * len(frames),
                       "wall_s": time.perf_counter() - t0,      # simulation + golden checks
                       "sim_cycles": round((get_sim_time("ns") - s0) / CLOCK_NS),

@@ -20,6 +20,7 @@ from conftest import seed_for
 
 from hdl.config import AccelConfig
 from hdl.contract import PIPELINE_LATENCY, compute_cycle_bound
+from hdl.results import RESULT_ARRAYS
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
@@ -78,14 +79,18 @@ def test_sim_frame(tmp_path, frame, sim):
     frame.save(tmp_path / "frame.npz")
     r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", "--sim", sim)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("\n") == 1 and r.stdout.startswith("compute_cycles="), r.stdout
+    bound = compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith(f"images=1 image_cycles={bound} "), \
+        r.stdout
     with np.load(tmp_path / "result.npz") as res:
+        assert tuple(res.files) == RESULT_ARRAYS
         assert res["ofm"].dtype == np.uint8
         np.testing.assert_array_equal(res["ofm"], golden_ofm(frame))
-        assert res["computed"].tolist() == frame.uncompressed.tolist()
-        assert res["skipped"].tolist() == (CFG.positions - frame.uncompressed).tolist()
-        assert int(res["compute_cycles"]) == compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
-        assert int(res["total_cycles"]) > int(res["compute_cycles"])
+        assert res["image_computed"].tolist() == frame.uncompressed.tolist()
+        assert res["image_skipped"].tolist() == (CFG.positions - frame.uncompressed).tolist()
+        assert int(res["image_cycles"]) == bound
+        assert int(res["batches"]) == int(res["images"]) == 1
+        assert int(res["batch_cycles"]) > int(res["stream_cycles"]) > int(res["image_cycles"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.npz", "result.npz"]
     umask = os.umask(0o022)
     os.umask(umask)
@@ -102,19 +107,20 @@ def test_sim_batch(tmp_path, frame, sim):
     np.savez(tmp_path / "frame.npz", **arrays)
     r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", "--sim", sim)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("\n") == 1 and r.stdout.startswith("images=3 batch_cycles="), r.stdout
     bound = compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith(f"images=3 image_cycles={bound} "), \
+        r.stdout
     with np.load(tmp_path / "result.npz") as res:
         assert res["ofm"].shape == (3, *frame.mask.shape) and res["ofm"].dtype == np.uint8
         for k in range(3):
             np.testing.assert_array_equal(res["ofm"][k],
                                           golden_ofm(dataclasses.replace(frame, ifmap=ifmaps[k])),
                                           err_msg=f"image {k}")
-        assert res["compute_cycles"].tolist() == [bound] * 3
-        assert res["computed"].shape == (3, CFG.out_channels)
-        assert res["computed_per_instance"].shape == (3, CFG.instances)
-        assert (res["computed"] == frame.uncompressed).all()
-        assert int(res["batch_cycles"]) >= 3 * (bound - PIPELINE_LATENCY)   # three images of work
+        assert res["image_cycles"].tolist() == [bound] * 3
+        assert res["image_computed"].shape == (3, CFG.out_channels)
+        assert res["image_instance"].shape == (3, CFG.instances)
+        assert (res["image_computed"] == frame.uncompressed).all()
+        assert int(res["stream_cycles"]) >= 3 * (bound - PIPELINE_LATENCY)   # three images of work
 
 
 def test_sim_refuses_an_empty_batch(tmp_path, frame, no_build):
@@ -450,7 +456,7 @@ def test_two_concurrent_sims_of_a_fresh_configuration(tmp_path, tiny_rtl):
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (out, err), f, i in zip(procs, outs, frames, range(2)):
         assert p.returncode == 0, err
-        assert out.count("\n") == 1 and out.startswith("compute_cycles="), out
+        assert out.count("\n") == 1 and out.startswith("images=1 image_cycles="), out
         with np.load(tmp_path / f"result{i}.npz") as res:
             np.testing.assert_array_equal(res["ofm"], golden_ofm(f))
     errs = "".join(err for _, err in outs)

@@ -77,7 +77,7 @@ def test_exported_frame_through_rtl(exported):
     frame_runner = pytest.importorskip("sim.frame_runner")
     r, _ = exported
     out = frame_runner.run_frame(r.frame, sim="verilator")
-    assert np.array_equal(out["ofm"], golden_ofm(r.frame))
+    assert np.array_equal(out.ofm[0], golden_ofm(r.frame))
 
 
 def test_conv1_export_of_several_images():

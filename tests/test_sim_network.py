@@ -65,7 +65,8 @@ def test_network_on_verilator(tmp_path):
         assert net["layer_dense_cycles"].tolist() == [4097, 4097, 4097, 2049, 1024]
         assert net["layer_cycles"][0] == 4097
         assert np.all(net["layer_cycles"][1:] < net["layer_dense_cycles"][1:])
-        assert net["layer_compute_cycles"].shape == (5, 3)
+        assert net["layer_image_cycles"].shape == (5, 3)
+        assert (net["layer_image_cycles"][:, 0] <= net["layer_cycles"]).all()
 
 
 def test_one_layer_on_icarus(qnet):
@@ -76,10 +77,10 @@ def test_one_layer_on_icarus(qnet):
     cfg = layer_config(NETWORK_DESIGN, layer)
     result = run_frame(layer.frame(ifmaps[0]), "icarus", build=get_build(NETWORK_DESIGN, "icarus"),
                        batch=ifmaps, cfg=cfg)
-    assert np.array_equal(result["ofm"][0], golden_ofm(layer.frame(ifmaps[0])))
-    assert np.array_equal(result["ofm"][0], ref["ofm"][4][0])
+    assert np.array_equal(result.ofm[0], golden_ofm(layer.frame(ifmaps[0])))
+    assert np.array_equal(result.ofm[0], ref["ofm"][4][0])
     fig = layer_figures(cfg, layer)
-    assert result["compute_cycles"].tolist() == [fig["compute_bound"]]
+    assert result.counters["image_cycles"].tolist() == [fig["compute_bound"]]
     assert fig["cycles"] == stream_image_cycles(cfg, deal(layer.mask, 16).steps)
 
 

@@ -133,7 +133,7 @@ class FakePoint:
     sum_u: int
     max_channel_u: int
     steps: int
-    compute_cycles: int
+    image_cycles: int
     frame_cycles: float
     toggles_per_image: float
     out_beats_per_image: float
@@ -197,7 +197,7 @@ def test_csv_round_trip(tmp_path):
     back = perf_model.read_csv(tmp_path / "s.csv")
     assert list(back[0]) == perf_model.CSV_COLUMNS
     assert back[1]["frame_cycles"] == rows[1]["frame_cycles"] and back[1]["limit"] == "compute"
-    for column in ("mask_kind", "ratio", "compute_cycles", "frame_cycles", "speedup",
+    for column in ("mask_kind", "ratio", "image_cycles", "frame_cycles", "speedup",
                    "ideal_speedup", "energy_pj", "energy_norm"):        # issue 12's minimum
         assert column in perf_model.CSV_COLUMNS
 
@@ -304,7 +304,7 @@ def test_small_sweep_end_to_end(tmp_path):
     for r in rows:
         assert r["golden_ok"] == "True" and r["toggles"] > 0 and r["energy_pj"] > 0
         assert r["frame_cycles"] == stream_image_cycles(cfg, int(r["steps"]))
-        assert r["compute_cycles"] == r["work_cycles"] + perf_model.PIPELINE_LATENCY
+        assert r["image_cycles"] == r["work_cycles"] + perf_model.PIPELINE_LATENCY
     assert [r["limit"] for r in rows] == ["compute"] * 3 + ["buffers", "input"]
     assert rows[3]["buffer_cycles"] == buffer_cycles(cfg, int(rows[3]["steps"])) > max(
         rows[3]["work_cycles"] + 1, rows[3]["input_cycles"])
@@ -346,7 +346,7 @@ def test_saif_window_is_one_period_of_the_stream(tmp_path):
         run = build.run("sim.tb_sweep", ["sweep_steps"], env={"VELCRO_SWEEP_JOBS": str(jobs)},
                         test_dir=tmp_path / f"whole{b}", quiet=True)      # whole run traced
         whole[b] = (int(saif_toggle_vector(run / "dump.saif").sum()),
-                    json.loads((tmp_path / f"r{b}.json").read_text())["batch_cycles"])
+                    json.loads((tmp_path / f"r{b}.json").read_text())["stream_cycles"])
     np.save(tmp_path / "iw.npy", np.repeat(w.batch(1), k + 3, axis=0))
     windows = [{"path": str(tmp_path / "period.saif"), "from": k, "to": k + 1},
                {"path": str(tmp_path / "state.saif"), "from": k + 2, "to": k + 2}]

@@ -10,8 +10,9 @@ The batch is random (seed 1; B images, default two per compute unit) unless ``--
 a FRAME.npz (``velcro export`` writes one; its ifmap may be [B, C_in, H, W], a batch of B
 images). ``--frame`` may be given once per layer: the layers run one after another on the same
 xclbin, each run loading its layer's constants (LAYER + WEIGHTS, SCHEDULE) and streaming its
-batch. The host deals the work list (py_ref.schedule.deal) and packs the buffers with
-hdl/kernel_buffers.py; the kernel returns the computed outputs only, which unpack_ofm expands
+batch. The host turns each layer into one hdl.program.LayerProgram (its shape, constants and
+the work list py_ref.schedule.deal gives it) and packs the buffers with hdl/kernel_buffers.py;
+the kernel returns the computed outputs only, which unpack_ofm expands
 with the schedule and the means.
 
 The design the kernel was built for, and its number of compute units k (``make kernel
@@ -155,14 +156,15 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
     if all match the golden model, 1 otherwise."""
     import dataclasses
 
-    from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, counter_names,
-                                    gather, pack_frame, unpack_ofm)
+    from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, gather,
+                                    pack_frame, read_counters, unpack_ofm)
+    from hdl.program import LayerProgram
     from py_ref.golden import golden_ofm
-    from py_ref.schedule import deal
 
     images = len(ifmaps)
     frames = [dataclasses.replace(frame, ifmap=x) for x in ifmaps]
-    schedule = deal(frame.mask, cfg.instances)
+    program = LayerProgram.for_frame(cfg, frame)
+    schedule = program.schedule
     shares = split_batch(images, cus)
 
     sync_to, sync_from = (pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE,
@@ -176,7 +178,7 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
         kernel = pyxrt.kernel(device, uuid, f"{KERNEL_NAME}:{{{cu}}}",
                               pyxrt.kernel.cu_access_mode.exclusive)
         sizes = buffer_bytes(cfg, schedule, len(share))
-        data = pack_frame(cfg, frame, schedule, ifmaps[share.start:share.stop])
+        data = pack_frame(program, ifmaps[share.start:share.stop])
         bos = {}
         for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then the scalars
             # group_id(i): the HBM pseudo-channel connectivity.cfg gave this CU's master of i
@@ -201,15 +203,13 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
             failed = True
             continue
         bos["ofm"].sync(sync_from, sizes["ofm"], 0)
-        outputs[cu] = unpack_ofm(cfg, bytes(bos["ofm"].read(sizes["ofm"], 0)), schedule,
-                                 frame.means, len(share))
+        outputs[cu] = unpack_ofm(program, bytes(bos["ofm"].read(sizes["ofm"], 0)), len(share))
         status = kernel.read_register(Reg.STATUS)
         cycles = kernel.read_register(Reg.KERNEL_CYCLES)
-        counters = {n: kernel.read_register(Reg.COUNTERS + 4 * i)
-                    for i, n in enumerate(counter_names(cfg))}
+        counters = read_counters(cfg, kernel.read_register)
         print(f"{cu}: images {share.start}..{share.stop - 1}, STATUS={status:#x} kernel "
               f"cycles={cycles} engine: " +
-              ", ".join(f"{k}={v}" for k, v in counters.items() if "[" not in k))
+              ", ".join(f"{k}={v}" for k, v in counters.items() if isinstance(v, int)))
         if status:
             print(f"FAIL: {cu}: STATUS={status:#x} (hdl/regmap.py)", file=sys.stderr)
             failed = True
