@@ -15,7 +15,6 @@ from hdl.protocol import (STREAM_COUNTERS, counter_words, decode_counter_words,
                           decode_stream_counters, counter_fields)
 from hdl.results import BATCH_COUNTERS, IMAGE_COUNTERS, RESULT_ARRAYS, StreamResult
 from py_ref.golden import golden_ofm, random_frame
-from py_ref.schedule import deal
 
 #: a design with maxima above its own shape, and layers on it: W not a multiple of P, C_in not
 #: a multiple of L, N < P, N = 1, N > P, the design itself
