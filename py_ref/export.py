@@ -169,7 +169,9 @@ def conv_layers(model, example: torch.Tensor) -> dict[str, ConvLayer]:
             if not isinstance(out, torch.Tensor):       # t.dim(), t.size(), ...
                 return out
             seen = set()
-            for t in [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]:
+            flat = [t for a in list(args) + list(kwargs.values())
+                    for t in (a if isinstance(a, (list, tuple)) else [a])]
+            for t in [a for a in flat if isinstance(a, torch.Tensor)]:
                 tag = tags.get(id(t))
                 if tag is None or tag in seen:
                     continue
