@@ -24,6 +24,10 @@ tunes on the next ``--tune-images``, the rest validate), and the sizes go to std
 ``evaluate`` prints all-class and task-restricted top-1, the out-of-task rate and McNemar
 tests of the compressed model against the uncompressed one (py_ref/significance.py).
 
+``export`` writes one conv + ReLU layer as FRAME.npz: any of the fmnist CNN's five, or a 3x3
+stride-1 conv + BatchNorm + ReLU of ResNet-18 / GoogLeNet (py_ref/export.py decides, by tracing
+the model, and refuses the rest by name with the reason; ``--list-layers`` shows the verdicts).
+
 A statistics file records the model, the sha256 of its weights and the task; a masks file
 records the same plus the sha256 of the statistics' content (not a path), and carries the
 means it substitutes, so ``evaluate`` needs no other file and refuses a model, weights, task
@@ -989,8 +993,8 @@ def register(subparsers) -> None:
                     "output goes through its BatchNorm (folded) into a ReLU and whose shape fits "
                     "the accelerator (C_in <= 64). Other layers are refused with the reason; "
                     "--list-layers shows every conv's verdict."))
-    _model_options(p, model_help="fmnist (default), resnet18 or googlenet (default: the --masks "
-                                 "model); any 3x3 stride-1 pad-1 conv + ReLU layer is exportable")
+    _model_options(p, model_help="fmnist, resnet18 or googlenet (default: the --masks model, "
+                                 "else fmnist); any 3x3 stride-1 pad-1 conv + ReLU layer is exportable")
     p.add_argument("--images", type=int, default=None, metavar="N",
                    help="calibration images for the profile and the scales (default 256, or the "
                         "masks' record)")
