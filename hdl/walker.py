@@ -22,7 +22,14 @@ from .config import AccelConfig
 from .datapath import WriteSignature, entries_per_instance, work_layout
 from .protocol import schedule_entry_layout
 
-__all__ = ["WorkWalker"]
+__all__ = ["WorkWalker", "entry_write_signature"]
+
+
+def entry_write_signature(cfg: AccelConfig) -> WriteSignature:
+    """The write port of an instance's work-list memory, seen from the writer: entry ``addr`` of
+    the run (:func:`hdl.protocol.schedule_entry_layout`)."""
+    cfg = cfg.design
+    return WriteSignature(range(entries_per_instance(cfg)), schedule_entry_layout(cfg))
 
 
 class WorkWalker(wiring.Component):
@@ -35,8 +42,7 @@ class WorkWalker(wiring.Component):
         cfg = cfg.design
         self.cfg, self.instance = cfg, instance
         super().__init__({
-            "write": In(WriteSignature(range(entries_per_instance(cfg)),
-                                       schedule_entry_layout(cfg))),
+            "write": In(entry_write_signature(cfg)),
             "count": Out(range(entries_per_instance(cfg) + 1)),
             "clear": In(1),             # a new schedule begins: count = 0
             "start": In(1),
