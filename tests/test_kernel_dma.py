@@ -214,9 +214,11 @@ def test_feeder(case):
                                      rng=rng, stall=stall)
             got.append(([p for _, p in out], want))
             assert not ctx.get(dut.busy), f"seed={seed}: busy after the last beat"
-            ctx.set(dut.i.valid, 1)           # a stray beat is not taken
-            assert not ctx.get(dut.i.ready)
+            ctx.set(dut.i.valid, 1)           # a stray beat is not taken, nor anything sent
+            ctx.set(dut.o.ready, 1)
+            assert not ctx.get(dut.i.ready) and not ctx.get(dut.o.valid)
             ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 0)
 
     simulate(dut, bench)
     for n, (out, want) in enumerate(got):
