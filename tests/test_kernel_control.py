@@ -263,7 +263,7 @@ def random_registers(rng):
     for b in BUFFERS:
         regs[b] &= ~63
         if unaligned and rng.random() < 0.5:
-            regs[b] |= rng.randrange(1, 64)
+            regs[b] |= rng.choice([1 << rng.randrange(6), rng.randrange(1, 64)])
     regs["frames"] = rng.choice([0, 1, rng.getrandbits(16)])
     return regs
 
