@@ -17,17 +17,28 @@ are fully strobed; one read and one write stream in flight at a time.
 Every pointer must be 64-byte aligned; above 4 GB is fine (64-bit addresses). The buffer
 formats are in :mod:`hdl.kernel_buffers`.
 
-Datapath: a read sequencer issues bursts for params, schedule (if load_config) and ifmap in
-that order into a 256-beat FIFO (it only asks for data the FIFO has room for, so R never
-backs up into the interconnect); the feed passes the params buffer (the layer's LAYER and
-WEIGHTS commands, PARAMS_BEATS beats) and the schedule buffer (its SCHEDULE command,
-SCHEDULE_BEATS beats) to the engine as they are, then a FRAME header with the FRAMES
-register's B and the ifmap buffer's IFMAP_BEATS beats. The layer's shape travels in its
-commands, so one xclbin runs every layer within its design's maxima. The engine's compact
-output goes through a 128-beat FIFO; a write burst's address is issued only once its data is in
-the FIFO, so W never stalls mid-burst: full bursts up to the next 4 KB page while the engine
-runs, then whatever is left once it is idle (the output length depends on the schedule).
-ap_done rises once every write response is back.
+Parts (each a ``wiring.Component`` with its own test), joined below with ``wiring.connect``:
+
+* control (:mod:`hdl.kernel_control`): :class:`~hdl.kernel_control.ApCtrl`, the s_axi_control
+  slave (registers, ap_ctrl_hs, interrupt), hands ap_start and the host's registers to the
+  :class:`~hdl.kernel_control.Launcher`, which checks the pointers, latches the arguments and
+  strobes ``launch`` to the three movers, then raises ap_done once they and the engine are idle.
+* movers (:mod:`hdl.kernel_dma`), every link an ``amaranth.lib.stream``: the
+  :class:`~hdl.kernel_dma.ReadSequencer` issues bursts for params, schedule (if load_config)
+  and ifmap in that order into a 256-beat FIFO (it only asks for data the FIFO has room for, so
+  R never backs up into the interconnect); the :class:`~hdl.kernel_dma.Feeder` passes the
+  params buffer (the layer's LAYER and WEIGHTS commands, PARAMS_BEATS beats) and the schedule
+  buffer (its SCHEDULE command, SCHEDULE_BEATS beats) to the engine as they are, then a FRAME
+  header with the FRAMES register's B and the ifmap buffer's IFMAP_BEATS beats. The layer's
+  shape travels in its commands, so one xclbin runs every layer within its design's maxima.
+  The :class:`~hdl.kernel_dma.WriteBack` takes the engine's compact output through a 128-beat
+  FIFO; a write burst's address is issued only once its data is in the FIFO, so W never stalls
+  mid-burst: full bursts up to the next 4 KB page while the engine runs, then whatever is left
+  once it is idle with its input all fed (the output length depends on the schedule). ap_done
+  rises once every write response is back.
+
+This module keeps only the Vitis port names (:func:`kernel_members`) and the mapping of the
+parts' streams onto them.
 """
 
 from __future__ import annotations
