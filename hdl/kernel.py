@@ -53,13 +53,12 @@ from .config import AccelConfig
 from .engine import VelcroAccelerator
 from .kernel_buffers import KERNEL_NAME
 from .kernel_control import AXIL_PORTS, ApCtrl, Launcher, check_counters
-from .kernel_dma import AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer, WriteBack
+from .kernel_dma import AXI_ADDR_BITS, AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer, WriteBack
 from .regmap import GMEM_IN, GMEM_OUT
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
            "axi_members"]
 
-AXI_ADDR_BITS = 64
 READ_FIFO_DEPTH = 256
 WRITE_FIFO_DEPTH = 128
 

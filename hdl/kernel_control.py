@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from .kernel_buffers import (ALIGN, BUFFERS, INPUT_BUFFERS, STATUS_AXI_ERROR, STATUS_REFUSED,
                              STATUS_UNALIGNED_SHIFT)
 from .protocol import STREAM_COUNTERS, counter_elements, counter_words, stream_counter_layout
-from .regmap import ADDR_BITS, REGISTER, REGISTERS
+from .regmap import ADDR_BITS, REGISTER, REGISTERS, pointers
 
 __all__ = ["AXIL_PORTS", "REGISTER_LAYOUT", "ARGUMENTS", "LaunchSignature", "ControlSignature",
            "ApCtrl", "Launcher", "register_file", "check_counters"]
@@ -40,7 +40,7 @@ REGISTER_LAYOUT = data.StructLayout({r.name.lower(): r.width for r in REGISTERS
 #: What one run needs, latched at launch: each buffer's address, each input buffer's beats,
 #: FLAGS.load_config and B (FRAMES, 0 counting as 1).
 ARGUMENTS = data.StructLayout({
-    "base": data.StructLayout({b: 64 for b in BUFFERS}),
+    "base": data.StructLayout({b: pointers()[b].width for b in BUFFERS}),
     "beats": data.StructLayout({b: 32 for b in INPUT_BUFFERS}),
     "load_config": 1,
     "images": REGISTER["FRAMES"].width,

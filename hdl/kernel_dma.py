@@ -26,16 +26,17 @@ from .kernel_buffers import BEAT_BYTES, INPUT_BUFFERS
 from .kernel_control import LaunchSignature
 from .protocol import Opcode
 
-__all__ = ["AXI_DATA_BITS", "BURST_BEATS", "BEAT_SHIFT", "BURST", "READ_BEAT", "WRITE_BEAT",
+__all__ = ["AXI_ADDR_BITS", "AXI_DATA_BITS", "BURST_BEATS", "BEAT_SHIFT", "BURST", "READ_BEAT", "WRITE_BEAT",
            "ReadSequencer", "Feeder", "WriteBack"]
 
+AXI_ADDR_BITS = 64
 AXI_DATA_BITS = 8 * BEAT_BYTES
 BEAT_SHIFT = BEAT_BYTES.bit_length() - 1     # AxSIZE: log2 of the bytes per beat
 PAGE_BITS = 12                               # bursts never cross a 4 KB page
 BURST_BEATS = (1 << PAGE_BITS) // BEAT_BYTES  # AXI4 allows 256; 64 x 64 B = 4 KB, one page
 
 #: AR / AW payload: byte address and AXI length (beats - 1)
-BURST = data.StructLayout({"addr": 64, "len": 8})
+BURST = data.StructLayout({"addr": AXI_ADDR_BITS, "len": 8})
 #: R payload
 READ_BEAT = data.StructLayout({"data": AXI_DATA_BITS, "resp": 2})
 #: W payload (fully strobed)
@@ -92,7 +93,7 @@ class ReadSequencer(wiring.Component):
         first_seg = Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1)
         last_seg = len(INPUT_BUFFERS) - 1
         seg = Signal(range(len(INPUT_BUFFERS)))
-        addr = Signal(64)
+        addr = Signal(AXI_ADDR_BITS)
         left = Signal(32)
         length = Signal(range(BURST_BEATS + 1))
         credits = Signal(range(self.depth + 1))   # beats asked for and not yet out of ``o``
@@ -182,7 +183,7 @@ class WriteBack(wiring.Component):
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=self.depth)
         wiring.connect(m, wiring.flipped(self.i), buf.w_stream)
         running = Signal()
-        addr = Signal(64)
+        addr = Signal(AXI_ADDR_BITS)
         length = Signal(range(BURST_BEATS + 1))
         count = Signal(range(BURST_BEATS + 1))
         data_phase = Signal()
