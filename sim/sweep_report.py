@@ -86,7 +86,7 @@ def plot(path: Path, rows_by_kind: dict, cfg: AccelConfig, model: EnergyModel) -
 
 
 def _table(rows) -> list[str]:
-    head = ("| C | C used | sum U | max channel U | compute cyc | frame cyc | work | limit | "
+    head = ("| C | C used | sum U | max channel U | image cyc | frame cyc | work | limit | "
             "speedup | 1/(1-C) | speedup / ideal | out bytes | images/s | GOPS | E (nJ) | E/E0 |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
