@@ -152,3 +152,164 @@ def test_longest_legal_output_name_is_written(tmp_path):
     assert longest.read_bytes() == b"x" and _listing(tmp_path) == [longest.name]
     with pytest.raises(CliError, match="too long"):
         check_output(longest.with_name("c" + longest.name))
+
+
+# -- 2. the library refuses what it cannot compute ---------------------------------------------
+
+from hdl import protocol                                           # noqa: E402
+from hdl.protocol import ProtocolError                             # noqa: E402
+from py_ref.golden import Frame, golden_ofm, point_wide_mask       # noqa: E402
+from py_ref.schedule import deal                                   # noqa: E402
+
+
+@pytest.fixture
+def frame():
+    return random_frame(CFG, np.random.default_rng(seed_for("hostile-library")), density=0.4)
+
+
+def _quant(frame, **change):
+    q = {"bias": frame.bias.copy(), "mult": frame.mult.copy(), "shift": frame.shift.copy()}
+    for name, (k, value) in change.items():
+        q[name] = q[name].astype(object)
+        q[name][k] = value
+    return q
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mult": (0, 2**16)}, "mult[0] = 65536"),
+    ({"mult": (1, -1)}, "mult[1] = -1"),
+    ({"shift": (0, 32)}, "shift[0] = 32"),
+    ({"shift": (1, -3)}, "shift[1] = -3"),
+    ({"bias": (0, 2**31)}, "bias[0] = 2147483648"),
+    ({"bias": (1, -2**31 - 1)}, "bias[1] = -2147483649"),
+    ({"bias": (0, 0.5)}, "bias must be integers"),
+    ({"mult": (0, True)}, "mult must be integers"),
+])
+def test_weight_beats_refuses_values_beyond_their_fields(frame, change, message):
+    q = _quant(frame, **change)
+    with pytest.raises(ProtocolError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        protocol.weight_beats(CFG, frame.weight, q["bias"], q["mult"], q["shift"])
+
+
+def test_weight_beats_fields_do_not_spill():
+    """Before: mult = 65536, shift = 0 encoded exactly as mult = 0, shift = 1.  Every value that
+    is accepted round-trips through the record's fields."""
+    w = np.zeros((CFG.out_channels, CFG.in_channels, 3, 3), np.int8)
+    with pytest.raises(ProtocolError):
+        protocol.weight_beats(CFG, w, [0, 0], [65536, 0], [0, 0])
+    beats = protocol.weight_beats(CFG, w, [-2**31, 2**31 - 1], [65535, 0], [31, 0])
+    quant = beats[-CFG.out_channels:]
+    assert quant[0] == (2**31) | (65535 << 32) | (31 << 48)
+    assert quant[1] == 2**31 - 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda f: f.bias[:1], "bias must have shape"),
+    (lambda f: np.concatenate([f.mult, f.mult]), "mult must have shape"),
+    (lambda f: f.weight[:, :1], "weight must have shape"),
+    (lambda f: f.weight.astype(np.int16) * 300, "weight"),
+])
+def test_weight_beats_refuses_wrong_shapes(frame, bad, message):
+    arrays = {"weight": frame.weight, "bias": frame.bias, "mult": frame.mult, "shift": frame.shift}
+    name = message.split()[0]
+    arrays[name] = bad(frame)
+    with pytest.raises(ProtocolError, match=name):
+        protocol.weight_beats(CFG, **arrays)
+
+
+@pytest.mark.parametrize("ifmap, message", [
+    (np.full((2, 6, 8), 200, np.uint8), "ifmap.* = 200"),
+    (np.full((2, 6, 8), 1000, np.int16), "ifmap.* = 1000"),
+    (np.full((2, 6, 8), -129, np.int64), "ifmap.* = -129"),
+    (np.full((2, 6, 8), 0.7), "ifmap must be integers"),
+    (np.zeros((2, 6, 8), bool), "ifmap must be integers"),
+])
+@pytest.mark.parametrize("encoder", ["batch_frame_beats", "segment_records"])
+def test_frame_encoders_refuse_what_does_not_fit_int8(ifmap, message, encoder):
+    with pytest.raises(ProtocolError, match=message):
+        getattr(protocol, encoder)(CFG, ifmap)
+
+
+def test_frame_encoders_take_any_integer_dtype_in_range():
+    rng = np.random.default_rng(seed_for("hostile-int16-ifmap"))
+    x = rng.integers(-128, 128, size=(2, 6, 8))
+    for dtype in (np.int16, np.int64):
+        assert protocol.batch_frame_beats(CFG, x.astype(dtype)) == \
+            protocol.batch_frame_beats(CFG, x.astype(np.int8))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: protocol.decode_compact(CFG, [0.0], 64), ProtocolError, "must be integers"),
+    (lambda: protocol.decode_compact(CFG, [2**512], 64), ProtocolError, "does not fit"),
+    (lambda: protocol.decode_compact(CFG, [-1], 64), ProtocolError, "does not fit"),
+    (lambda: protocol.decode_compact(CFG, [], -5), ProtocolError, "length must be at least 0"),
+    (lambda: protocol.decode_compact(CFG, [0], 64, 0), ProtocolError, "images must be at least 1"),
+    (lambda: protocol.decode_compact(CFG, [0], 1.5), ProtocolError, "length must be an integer"),
+    (lambda: protocol.decode_stream_counters(CFG, -1), ProtocolError, "counters = -1"),
+    (lambda: protocol.decode_stream_counters(CFG, 1 << 4000), ProtocolError, "does not fit"),
+    (lambda: protocol.decode_stream_counters(CFG, 3.0), ProtocolError, "must be integers"),
+    (lambda: protocol.decode_counter_words(CFG, [-1] * len(protocol.counter_words(CFG))),
+     ProtocolError, "counter word"),
+])
+def test_decoders_refuse(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_decode_batch_refuses(frame):
+    schedule = deal(frame.mask, CFG.instances)
+    per = protocol.compact_beats_per_image(CFG, schedule.stream_length)
+    for beats, images, message in (([0.0] * per, 1, "must be integers"),
+                                   ([-1] * per, 1, "does not fit"),
+                                   ([1 << CFG.bus_width] * per, 1, "does not fit"),
+                                   ([], 0, "images must be at least 1")):
+        with pytest.raises(ProtocolError, match=message):
+            protocol.decode_batch(CFG, beats, schedule, frame.means, images)
+
+
+def test_schedule_refuses_bad_instances(frame):
+    schedule = deal(frame.mask, CFG.instances)
+    for p, error in ((-1, ValueError), (CFG.instances, ValueError), (1.5, TypeError),
+                     (True, TypeError), ("0", TypeError)):
+        for method in (schedule.compact_index, schedule.entries, schedule.segments):
+            with pytest.raises(error):
+                method(p)
+    assert schedule.compact_index(np.int64(1)).tolist() == schedule.compact_index(1).tolist()
+
+
+def test_frame_owns_read_only_copies(frame):
+    arrays = {name: getattr(frame, name).copy() for name in
+              ("ifmap", "weight", "bias", "mask", "means", "mult", "shift")}
+    validated = Frame.from_arrays(arrays)
+    expected = golden_ofm(validated)
+    arrays["mult"][0] = 2**40
+    arrays["ifmap"][...] = 0
+    np.testing.assert_array_equal(golden_ofm(validated), expected)
+    for name in arrays:
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(validated, name).reshape(-1)[0] = 0
+    direct = Frame(**arrays | {"mult": frame.mult.copy()})
+    assert not direct.mult.flags.writeable
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (), (2, 0, 3), (2, 3, 4, 5), (2.0, 3, 4), "abc"])
+def test_point_wide_mask_refuses_bad_shapes(shape):
+    with pytest.raises(ValueError, match="shape must be"):
+        point_wide_mask(np.random.default_rng(0), shape, 0.5)
+
+
+def test_point_wide_mask_refuses_bad_ratios():
+    for ratio in (-0.1, 1.5, float("nan"), None):
+        with pytest.raises(ValueError, match="ratio"):
+            point_wide_mask(np.random.default_rng(0), (2, 3, 4), ratio)
+    assert point_wide_mask(np.random.default_rng(0), (2, 3, 4), 0.5).shape == (2, 3, 4)
+
+
+def test_host_script_deeply_nested_config_is_one_line(tmp_path):
+    host = REPO / "hdl" / "kernel_files" / "host_velcro.py"
+    (tmp_path / "config.json").write_text("[" * 200000 + "]" * 200000)
+    r = subprocess.run([sys.executable, str(host), str(tmp_path / "x.xclbin"),
+                        "--config", str(tmp_path / "config.json")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "nested too deeply" in r.stderr and "Traceback" not in r.stderr
