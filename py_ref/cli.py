@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["one_line_errors", "CliError", "check_output", "atomic_write", "main_guard", "Terminated", "one_line",
-           "new_file_mode"]
+           "new_file_mode", "checked_options", "EXIT_STDOUT_GONE", "MAX_SEED"]
 
 
 class CliError(Exception):
@@ -56,6 +56,87 @@ def one_line_errors(parser):
         sys.exit(2)
     parser.error = error
     return parser
+
+
+#: Options whose value is a file name: their readers and check_output report an empty one.
+_PATH_OPTIONS = {"out", "stats", "masks", "weights", "data", "config", "frame"}
+#: The largest seed: what numpy's, torch's and Python's generators all take (32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def _seed(value):
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be 0..{MAX_SEED} (32 bits), not {value}")
+    return value
+
+
+def _threads(value):
+    cores = os.cpu_count() or 1
+    if value > cores:
+        raise ValueError(f"must be at most this machine's {cores} cores, not {value}")
+    return value
+
+
+def _finite(value):
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, not {value}")
+    return value
+
+
+def _not_negative(value):
+    if not value >= 0:
+        raise ValueError(f"must be at least 0, not {value:g}")
+    return value
+
+
+def _not_empty(value):
+    if value.strip() == "":
+        raise ValueError("must not be empty (leave the option out for its default)")
+    return value
+
+
+#: dest -> extra checks of an option's value, beyond its type: one table for every command.
+_VALUE_CHECKS = {"seed": (_seed,), "threads": (_threads,), "max_build_minutes": (_not_negative,)}
+
+
+def checked_options(parser):
+    """Give every option of ``parser`` and its subcommands the checks of its value class, as
+    argparse types (so a bad value is a one-line usage error before anything runs): a float is
+    finite (no nan, no inf), a string option not empty (unless a file name, refused by its own
+    reader), and by name: ``--seed`` 0..2**32-1, ``--threads`` at most the machine's cores,
+    ``--max-build-minutes`` at least 0 (0: no first build).  Returns the parser."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                checked_options(sub)
+            continue
+        if not action.option_strings or action.nargs == 0 or action.const is not None:
+            continue
+        checks = list(_VALUE_CHECKS.get(action.dest, ()))
+        if action.type is float:
+            checks.insert(0, _finite)
+        if action.type is None and action.dest not in _PATH_OPTIONS and not action.choices:
+            checks.insert(0, _not_empty)
+        if checks:
+            action.type = _checked_type(action.type or str, checks)
+    return parser
+
+
+def _checked_type(base, checks):
+    def convert(text):
+        import argparse
+
+        value = base(text)                      # ValueError: argparse's "invalid int value"
+        try:
+            for check in checks:
+                value = check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+    convert.__name__ = getattr(base, "__name__", "value")
+    return convert
 
 
 def check_output(path, *, inputs=(), suffix: str | None = None) -> Path:
@@ -209,15 +290,49 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+#: Exit status when the result line cannot be written (stdout closed or a broken pipe): what a
+#: shell shows for a program killed by SIGPIPE, as ``seq 100000 | head -1`` does for seq.
+EXIT_STDOUT_GONE = 128 + signal.SIGPIPE
+
+
+def _stdout_gone() -> None:
+    """stdout cannot take the result line: point fd 1 at /dev/null so nothing else (the
+    interpreter's final flush) complains; the output files already written stay."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    sys.stdout = open(os.devnull, "w")
+
+
+def _stdout_is_closed() -> bool:
+    try:
+        os.fstat(1)
+    except OSError:
+        return True
+    return sys.stdout is None
+
+
 def main_guard(func, *args) -> int:
     """Run ``func(*args)``; map user errors and signals to the CLI's exit statuses.
 
-    CliError -> 2 with one line; Ctrl-C -> 130; SIGTERM -> 143.  Cleanup (``finally``
-    blocks, temporary folders) runs in every case because both signals unwind the stack.
+    CliError -> 2 with one line; Ctrl-C -> 130; SIGTERM and SIGHUP -> 143 (SIGHUP: the
+    terminal went away, the same clean exit).  Cleanup (``finally`` blocks, temporary folders)
+    runs in every case because the signals unwind the stack.  stdout closed (``>&-``) or a
+    broken pipe (``| head -1``): the result line is dropped without a message, what was written
+    stays, exit status 141 (:data:`EXIT_STDOUT_GONE`), the same for every command.
     """
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    closed = _stdout_is_closed()
+    if closed:                      # fd 1 free: the next open() would take it; hold /dev/null
+        _stdout_gone()
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return func(*args)
+        status = func(*args)
+        sys.stdout.flush()          # a pipe's buffered result line fails here, not at exit
+        return EXIT_STDOUT_GONE if closed and status == 0 else status
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_STDOUT_GONE
     except CliError as exc:
         print(f"velcro: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -228,4 +343,5 @@ def main_guard(func, *args) -> int:
         print("velcro: terminated", file=sys.stderr)
         return 143
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

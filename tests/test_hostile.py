@@ -313,3 +313,175 @@ def test_host_script_deeply_nested_config_is_one_line(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "nested too deeply" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- 3. inputs: the archive reader, option values, stdout --------------------------------------
+
+import zipfile                                                     # noqa: E402
+
+import py_ref.cli                                                  # noqa: E402
+
+
+def _frame_arrays(seed_name):
+    f = random_frame(CFG, np.random.default_rng(seed_for(seed_name)), density=0.4)
+    return {k: getattr(f, k) for k in ("ifmap", "weight", "bias", "mask", "means", "mult", "shift")}
+
+
+def test_fifo_as_frame_is_refused_without_blocking(tmp_path, no_build):
+    fifo = tmp_path / "frame.npz"
+    os.mkfifo(fifo)
+    r = velcro("sim", fifo, "--out", tmp_path / "r.npz", *NO_BUILD, env=no_build, timeout=60)
+    assert_one_line_error(r, "not a regular file")
+    assert _listing(tmp_path) == ["frame.npz"]
+
+
+def test_host_script_fifo_frame_is_refused_without_blocking(tmp_path):
+    from hdl.kernel_buffers import kernel_config_json
+    (tmp_path / "config.json").write_text(kernel_config_json(AccelConfig(), 1))
+    os.mkfifo(tmp_path / "frame.npz")
+    r = subprocess.run([sys.executable, str(REPO / "hdl" / "kernel_files" / "host_velcro.py"),
+                        str(tmp_path / "x.xclbin"), "--config", str(tmp_path / "config.json"),
+                        "--frame", str(tmp_path / "frame.npz")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "not a regular file" in r.stderr
+
+
+def _npy_bytes(a):
+    import io
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _duplicate_member(path, arrays):
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.writestr("ifmap.npy", _npy_bytes(arrays["ifmap"] * 0))
+
+
+def _member_without_suffix(path, arrays):
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("ifmap", _npy_bytes(arrays["ifmap"] * 0))
+
+
+def _inflating_member(path, arrays):
+    """A small zip whose means member inflates far beyond any frame (a zip bomb: 1 GB)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, a in arrays.items():
+            if name != "means":
+                z.writestr(f"{name}.npy", _npy_bytes(a))
+        header = _npy_bytes(np.zeros((0, 4096, 4096), np.uint8)).replace(b"(0, 4096",
+                                                                          b"(64, 4096")
+        with z.open("means.npy", "w", force_zip64=True) as member:
+            member.write(header)
+            block = bytes(1 << 20)
+            for _ in range(64 * 16):
+                member.write(block)
+
+
+def _too_many_images(path, arrays):
+    np.savez(path, **{**arrays, "ifmap": np.zeros((65536, *arrays["ifmap"].shape), np.int8)})
+
+
+def _beyond_memory(path, arrays):
+    """Within every maximum, but more than the memory allowed (VELCRO_MAX_FRAME_BYTES)."""
+    np.savez(path, **{**arrays, "ifmap": np.zeros((64, *arrays["ifmap"].shape), np.int8)})
+
+
+def _size_lies(path, arrays):
+    """The member holds more bytes than its header's shape: refused as damaged, not loaded."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, a in arrays.items():
+            z.writestr(f"{name}.npy", _npy_bytes(a) + (bytes(1000) if name == "bias" else b""))
+
+
+ARCHIVES = {
+    "duplicate member": (_duplicate_member, "array 'ifmap' is stored twice"),
+    "ifmap next to ifmap.npy": (_member_without_suffix, "array 'ifmap' is stored twice"),
+    "zip bomb": (_inflating_member, "height=4096 is out of range"),
+    "B > 65535": (_too_many_images, "images=65536 is out of range"),
+    "beyond memory": (_beyond_memory, "more than the 0.0 GB"),
+    "size lies": (_size_lies, "damaged .npz archive (array 'bias' holds"),
+}
+
+
+@pytest.mark.parametrize("kind", ARCHIVES)
+def test_archive_reader_checks_every_header_before_inflating(tmp_path, kind, no_build):
+    make, message = ARCHIVES[kind]
+    path = tmp_path / "frame.npz"
+    make(path, _frame_arrays("hostile-archive"))
+    env = {**no_build, "VELCRO_MAX_FRAME_BYTES": "4096"} if kind == "beyond memory" else no_build
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = velcro("sim", path, "--out", tmp_path / "r.npz", *NO_BUILD, env=env, timeout=300)
+    assert_one_line_error(r, f"cannot read {path}", message)
+    assert not (tmp_path / "r.npz").exists()
+    if kind == "zip bomb":        # the 1 GB member was never inflated into memory (kB)
+        assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < max(before, 1) + 600_000
+
+
+def test_frame_limits_are_the_generators():
+    from hdl import config, protocol
+    from py_ref import frame_file
+    assert frame_file.MAX_BATCH == protocol.MAX_BATCH
+    assert frame_file.MAX_OUT_CHANNELS == config.MAX_OUT_CHANNELS
+    for name, most in (("height", frame_file.MAX_HEIGHT), ("width", frame_file.MAX_WIDTH),
+                       ("in_channels", frame_file.MAX_IN_CHANNELS)):
+        AccelConfig(**{"height": 8, "width": 8, name: most})
+        with pytest.raises(config.ConfigError, match="out of range"):
+            AccelConfig(**{"height": 8, "width": 8, name: most + 1})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["profile", "--seed", str(2**64), "--out", "{tmp}/s.pt"], "--seed: must be 0..4294967295"),
+    (["export", "--seed", "-1", "--out", "{tmp}/f.npz"], "--seed: must be 0..4294967295"),
+    (["evaluate", "--seed", str(2**40)], "--seed: must be 0..4294967295"),
+    (["network", "--seed", str(2**64), "--out", "{tmp}/n.npz"], "--seed: must be"),
+    (["profile", "--threads", "100000", "--out", "{tmp}/s.pt"], "--threads: must be at most"),
+    (["network", "--threads", "100000", "--out", "{tmp}/n.npz"], "--threads: must be at most"),
+    (["profile", "--task", "", "--out", "{tmp}/s.pt"], "--task: must not be empty"),
+    (["network", "--task", " ", "--out", "{tmp}/n.npz"], "--task: must not be empty"),
+    (["sim", "{tmp}/f.npz", "--out", "{tmp}/r.npz", "--max-build-minutes", "nan"],
+     "--max-build-minutes: must be a finite number"),
+    (["sim", "{tmp}/f.npz", "--out", "{tmp}/r.npz", "--max-build-minutes", "-1"],
+     "--max-build-minutes: must be at least 0"),
+    (["export", "--threshold", "inf", "--out", "{tmp}/f.npz"], "must be a finite number"),
+    (["network", "--uniform", "nan", "--out", "{tmp}/n.npz"], "must be a finite number"),
+])
+def test_option_values_are_checked_by_their_class(tmp_path, argv, message):
+    r = velcro(*[a.replace("{tmp}", str(tmp_path)) for a in argv], timeout=120)
+    assert_one_line_error(r, message)
+    assert _listing(tmp_path) == []
+
+
+def _closed(args):
+    return subprocess.run([sys.executable, "-m", "velcro_cli", *map(str, args)], cwd=REPO,
+                          stderr=subprocess.PIPE, text=True, timeout=600,
+                          preexec_fn=lambda: os.close(1))
+
+
+def _broken_pipe(args):
+    read, write = os.pipe()
+    os.close(read)                   # nobody reads: the first write is EPIPE
+    try:
+        return subprocess.run([sys.executable, "-m", "velcro_cli", *map(str, args)], cwd=REPO,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=600)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("stdout", [_closed, _broken_pipe], ids=["closed", "broken-pipe"])
+@pytest.mark.parametrize("command", ["export", "sim"])
+def test_gone_stdout_is_a_quiet_exit_with_the_output_kept(tmp_path, frame_file, stdout, command):
+    """Like coreutils: no message, no traceback, the output file written, status 141.  ``sim``
+    runs CFG's build (cached: tests/test_cli.py builds it)."""
+    out = tmp_path / "out.npz"
+    args = (["export", "--images", "16", "--out", out] if command == "export" else
+            ["sim", frame_file, "--out", out])
+    r = stdout(args)
+    assert r.returncode == getattr(py_ref.cli, "EXIT_STDOUT_GONE", 141), r.stderr
+    assert "Traceback" not in r.stderr and "error" not in r.stderr, r.stderr
+    with np.load(out) as result:
+        assert "ofm" in result.files or "ifmap" in result.files
