@@ -26,7 +26,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hdl.config import AccelConfig
-from hdl.generate import BUILD, REPO, TOP, generated_rtl, rtl_is_current
+from hdl.generate import (BUILD, REPO, TOP, check_build_folder, content_stamp, generated_rtl,
+                          rtl_is_current, stamp_is_valid)
 
 from . import saif_window, toolchain
 
@@ -175,6 +176,11 @@ class Build:
         self.name = (tag or cfg.tag) + ("-saif" if saif else "")
         self.build_dir = BUILD / "sim" / sim / self.name
         self.log = self.build_dir / "build.log"
+        for folder in (self.build_dir, BUILD / "rtl" / cfg.tag):
+            try:
+                check_build_folder(folder)
+            except OSError as exc:
+                raise toolchain.ToolchainError(str(exc.strerror or exc)) from None
         self.runner = None
         if not defer:
             self.build()
@@ -223,8 +229,9 @@ class Build:
         return self.build_dir / (self.toplevel if self.sim == "verilator" else "sim.vvp")
 
     def _stamp_matches(self) -> bool:
-        return (self._stamp.exists() and self._product.exists()
-                and self._stamp.read_text() == self._digest())
+        """The cached model is complete: its stamp (written last) records these sources and
+        the product's content (a truncated or emptied binary is rebuilt, never run)."""
+        return stamp_is_valid(self._stamp, self._digest(), [self._product])
 
     def is_current(self) -> bool:
         """True if the cached model can be used as is: no generation and no compilation."""
@@ -281,7 +288,7 @@ class Build:
         if not fresh:
             fd, tmp = tempfile.mkstemp(dir=self.build_dir, prefix=".sources.", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
-                f.write(self._digest())
+                f.write(content_stamp(self._digest(), [self._product]))
             os.replace(tmp, self._stamp)
         return runner
 

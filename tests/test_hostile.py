@@ -485,3 +485,77 @@ def test_gone_stdout_is_a_quiet_exit_with_the_output_kept(tmp_path, frame_file, 
     assert "Traceback" not in r.stderr and "error" not in r.stderr, r.stderr
     with np.load(out) as result:
         assert "ofm" in result.files or "ifmap" in result.files
+
+
+# -- 4. the build cache: complete entries only, a folder that is one, SIGHUP -------------------
+
+TINY = AccelConfig(height=5, width=6, in_channels=1, instances=2)
+
+
+def test_generated_verilog_is_used_only_while_complete(tmp_path, monkeypatch):
+    """Truncated, emptied or replaced: the stamp's content digest no longer matches, so the
+    Verilog is generated again (before: "verilator build failed" on every run)."""
+    from hdl import generate
+    monkeypatch.setattr(generate, "BUILD", tmp_path)
+    path = generate.generated_rtl(TINY)
+    good = path.read_bytes()
+    assert generate.rtl_is_current(TINY)
+    for damage in (lambda: path.write_bytes(good[:len(good) // 2]), lambda: path.write_bytes(b""),
+                   lambda: path.write_bytes(good.replace(b"module", b"mdule", 1))):
+        damage()
+        assert not generate.rtl_is_current(TINY)
+        assert generate.generated_rtl(TINY).read_bytes() == good
+        assert generate.rtl_is_current(TINY)
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_a_cached_model_is_used_only_while_complete(tmp_path, monkeypatch, sim):
+    """The simulator model's stamp records the product's content, written after it: an empty
+    or half-size binary (or sim.vvp) is not current (before: Exec format error / "simulation
+    failed" on every run, never rebuilt)."""
+    from hdl import generate
+    from sim import runner
+    monkeypatch.setattr(generate, "BUILD", tmp_path)
+    monkeypatch.setattr(runner, "BUILD", tmp_path)
+    source = tmp_path / "top.v"
+    source.write_text("module top; endmodule\n")
+    build = runner.Build(TINY, sim, sources=[source], defer=True)
+    build.build_dir.mkdir(parents=True)
+    product = build._product
+    product.write_bytes(os.urandom(100_000))
+    build._stamp.write_text(generate.content_stamp(build._digest(), [product]))
+    assert build.is_current()
+    whole = product.read_bytes()
+    for damage in (whole[:50_000], b"", whole[:-1] + bytes([whole[-1] ^ 1])):
+        product.write_bytes(damage)
+        assert not build.is_current()
+    product.write_bytes(whole)
+    assert build.is_current()
+    build._stamp.write_text(build._digest())          # the old stamp (sources only): rebuild
+    assert not build.is_current()
+
+
+def _root_is_a_file(tmp_path):
+    (tmp_path / "root").write_text("")
+    return tmp_path / "root", "is not a folder"
+
+
+def _sim_folder_is_a_file(tmp_path):
+    (tmp_path / "root" / "sim").mkdir(parents=True)
+    (tmp_path / "root" / "sim" / "verilator").write_text("")
+    return tmp_path / "root", "is not a folder"
+
+
+def _proc_root(tmp_path):
+    return "/proc/velcro-build", "cannot create files in /proc"
+
+
+@pytest.mark.parametrize("make", [_root_is_a_file, _sim_folder_is_a_file, _proc_root],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_a_build_folder_that_cannot_be_one_is_one_line(tmp_path, frame_file, make):
+    root, message = make(tmp_path)
+    listing = sorted(str(p) for p in tmp_path.rglob("*"))
+    r = velcro("sim", frame_file, "--out", tmp_path / "r.npz", env={"VELCRO_BUILD": str(root)},
+               timeout=300)
+    assert_one_line_error(r, f"build folder {root}", message)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == listing
