@@ -18,6 +18,7 @@ the steady state per image is measured (sim/measure.py) and modelled (sim/perf_m
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
@@ -73,7 +74,7 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     from sim.runner import Build, SimulationFailed
     args = parse_args(argv)
     cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
@@ -83,32 +84,60 @@ def main(argv=None) -> int:
     build = Build(cfg, "verilator", saif=True, defer=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
-    # kept SAIF files are staged and move into ``out`` only once every point has passed
+    # A private run folder (two sweeps of one shape never share group or point folders); the
+    # kept SAIF files are staged in it and reach ``out`` only with the other results.
     (BUILD / "sweep").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{cfg.tag}-keep-", dir=BUILD / "sweep"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.tag}-run-", dir=BUILD / "sweep"))
+    staging = run_dir / "keep"
+    staging.mkdir()
     keep = {(k, c): f"{k}_c{round(c * 100):03d}.saif.gz"
             for k in args.kind_list for c in args.ratio_list
             if any(abs(c - s) < 1e-9 for s in KEEP_SAIF)}
     try:
-        points, loads = _simulate(args, cfg, build, staging, keep)
-        if keep:
-            (out / "saif").mkdir(parents=True, exist_ok=True)
-        for name in keep.values():
-            shutil.move(staging / name, out / "saif" / name)
-    except SimulationFailed as exc:
-        print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
-              file=sys.stderr)
-        return 1
-    except measure.BatchesError as exc:
-        print(f"sweep: error: --batches: {exc}", file=sys.stderr)
-        return 2
+        try:
+            points, loads = _simulate(args, cfg, build, run_dir, staging, keep)
+        except SimulationFailed as exc:
+            print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
+                  file=sys.stderr)
+            return 1
+        except measure.BatchesError as exc:
+            print(f"sweep: error: --batches: {exc}", file=sys.stderr)
+            return 2
+        t["sim"] = time.perf_counter()
+        return _write(args, argv, cfg, points, loads, {staging / n: Path("saif") / n
+                                                         for n in keep.values()}, t)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    t["sim"] = time.perf_counter()
-    return _write(args, argv, cfg, points, loads, [out / "saif" / n for n in keep.values()], t)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _simulate(args, cfg, build, staging, keep):
+def _signals(func):
+    """Run ``func`` with SIGTERM and SIGHUP raised as py_ref.cli.Terminated; on Ctrl-C or
+    those, every simulator and compiler of every thread is killed (sim.runner.kill_running)
+    before the folders are removed, and the exit is 130 / 143 without a traceback."""
+    def run(argv=None) -> int:
+        import signal
+
+        from py_ref.cli import Terminated, _on_sigterm
+        from sim.runner import kill_running
+        previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM,
+                                                                      signal.SIGHUP)}
+        try:
+            return func(argv)
+        except KeyboardInterrupt:
+            kill_running()
+            print("sweep: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            kill_running()
+            print("sweep: terminated", file=sys.stderr)
+            return 143
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return run
+
+
+def _simulate(args, cfg, build, run_dir, staging, keep):
     """Profile the workloads and measure them all, the kept SAIF files into ``staging``:
     (points, workloads by kind)."""
     from tqdm import tqdm
@@ -124,19 +153,47 @@ def _simulate(args, cfg, build, staging, keep):
                                              calibration=args.images))
             todo = [w for k in kinds for w in loads[k]]
             runs.append(pool.submit(
-                measure.measure_all, build, todo, BUILD / "sweep" / cfg.tag,
+                measure.measure_all, build, todo, run_dir / "points",
                 batches=args.batch_list, jobs=args.jobs, progress=bar.update,
                 keep_saif=lambda w: (staging / keep[(w.kind, w.ratio)]
                                      if (w.kind, w.ratio) in keep else None)))
-        for kinds in (["random"] if "random" in args.kind_list else [], later):
-            if kinds:
-                start(kinds)
-        return [p for r in runs for p in r.result()], loads
+        try:
+            for kinds in (["random"] if "random" in args.kind_list else [], later):
+                if kinds:
+                    start(kinds)
+            return [p for r in runs for p in r.result()], loads
+        except BaseException:           # before the pool waits for its threads' simulators
+            from sim.runner import kill_running
+            kill_running()
+            raise
 
 
 def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
-    """Analyse the measured points and write the CSV, plot, report and timing log."""
+    """Analyse the measured points and write the CSV, plot, report, timing log and the kept
+    SAIF files (``saif_files``: staged path -> name under ``out``): all into a folder beside
+    them first, then renamed into place one after the other once every one is complete, so
+    an interrupted or failed sweep leaves the previous results whole."""
     out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=".sweep-new-", dir=out))
+    try:
+        status, wall, names = _write_into(new, args, argv, cfg, points, loads,
+                                          sorted(new / n for n in saif_files.values()), t)
+        for staged, name in saif_files.items():
+            (new / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, new / name)
+            names.append(name)
+        for name in names:                       # every file complete: replace them together
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new / name, out / name)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    print(f"wrote {out / 'sweep.csv'}, {out / 'throughput_energy.png'}, {out / 'REPORT.md'}; {wall}")
+    return status
+
+
+def _write_into(out, args, argv, cfg, points, loads, saif_files, t):
+    """(exit status, wall-time line, file names written) of the results written into ``out``."""
     todo = [w for k in args.kind_list for w in loads[k]]
     model = EnergyModel()
     by_kind = {k: perf_model.analyse(cfg, [p for p in points if p.kind == k], model)
@@ -161,10 +218,14 @@ def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
             "workloads + simulation); host expansion of the compact output, worst per image: "
             + ", ".join(f"{k} {1e3 * s:.3f} ms" for k, s in expand.items()))
     (out / "timing.log").write_text(wall + "\n")
-    print(f"wrote {out / 'sweep.csv'}, {out / 'throughput_energy.png'}, {out / 'REPORT.md'}; {wall}")
     for msg in acceptance["failures"]:
         print(f"TARGET MISSED: {msg}", file=sys.stderr)
-    return 0 if acceptance["ok"] or args.no_check else 1
+    status = 0 if acceptance["ok"] or args.no_check else 1
+    return status, wall, ["sweep.csv", "throughput_energy.png", "REPORT.md", "timing.log"]
+
+
+main = _signals(_main)
+
 
 if __name__ == "__main__":
     sys.exit(main())

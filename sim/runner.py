@@ -71,13 +71,20 @@ class _RunnerMixin:
     def _execute_cmds(self, cmds, cwd, stdout=None):
         for cmd in cmds:
             stderr = None if stdout is None else subprocess.STDOUT
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr,
-                                    start_new_session=True)
+            with _RUNNING_LOCK:
+                if _STOPPING.is_set():
+                    raise RuntimeError("stopped: the process is exiting (kill_running)")
+                proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout,
+                                        stderr=stderr, start_new_session=True)
+                _RUNNING.add(proc)
             try:
                 returncode = proc.wait()
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(proc)
             if returncode != 0:
                 raise RuntimeError(f"Command failed with return code: {returncode}")
 
@@ -99,6 +106,25 @@ def ticking(say, what: str):
     finally:
         stop.set()
         thread.join()
+
+
+#: Every compiler or simulator process group started by any thread, so that an interrupted
+#: program can end them all (a signal reaches the main thread only: threads waiting on their
+#: simulators would otherwise keep them running, reparented to init).
+_RUNNING: set = set()
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def kill_running() -> list[int]:
+    """End every process group started through a runner, in any thread, and refuse to start
+    new ones from now on (the program is exiting).  Returns the killed PIDs."""
+    with _RUNNING_LOCK:
+        _STOPPING.set()
+        procs = list(_RUNNING)
+    for proc in procs:
+        _kill_group(proc)
+    return [proc.pid for proc in procs]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -559,3 +559,99 @@ def test_a_build_folder_that_cannot_be_one_is_one_line(tmp_path, frame_file, mak
                timeout=300)
     assert_one_line_error(r, f"build folder {root}", message)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == listing
+
+
+# -- 5. make sim / scripts/sweep.py: simulators die with the sweep, results replaced together ----
+
+def test_kill_running_ends_the_simulators_of_every_thread(tmp_path, monkeypatch):
+    """A signal reaches the main thread only; kill_running ends the process groups the worker
+    threads wait on (before: sweep.py exited and its Verilator simulators kept running), and
+    no new one starts afterwards.  Checked by PID."""
+    import threading
+    import time
+
+    from sim import runner
+    monkeypatch.setattr(runner, "_STOPPING", threading.Event())
+    mixin = runner._RunnerMixin()
+    mixin.env = dict(os.environ)
+    errors = []
+
+    def work():
+        try:
+            mixin._execute_cmds([["sh", "-c", "sleep 60 & sleep 60"]], cwd=tmp_path)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(runner._RUNNING) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    groups = [p.pid for p in runner._RUNNING]
+    assert sorted(runner.kill_running()) == sorted(groups)
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert len(errors) == 2
+    deadline = time.monotonic() + 10
+    while any(_alive_in_group(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [_alive_in_group(g) for g in groups] == [[], []]   # sh and both sleeps of each
+    with pytest.raises(RuntimeError, match="stopped"):
+        mixin._execute_cmds([["true"]], cwd=tmp_path)
+
+
+def _alive_in_group(pgid: int) -> list[int]:
+    """PIDs of process group ``pgid`` that still run (zombies awaiting init do not count)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append(int(proc.name))
+    return alive
+
+
+def _sweep_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sweep_script", REPO / "scripts" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_results_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    """The plot fails after the CSV was written: the previous results stay whole (before:
+    sweep.csv was replaced in place, the report kept the old numbers), nothing is left over."""
+    import argparse
+    import time
+    sweep = _sweep_module()
+    out = tmp_path / "results"
+    out.mkdir()
+    old = {name: f"old {name}\n" for name in ("sweep.csv", "REPORT.md", "timing.log")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    monkeypatch.setattr(sweep.perf_model, "analyse", lambda cfg, points, model: [])
+    monkeypatch.setattr(sweep.perf_model, "check_acceptance",
+                        lambda by_kind: {"kinds": {}, "failures": [], "ok": True})
+    monkeypatch.setattr(sweep.measure, "expand_seconds", lambda *a, **k: 0.0)
+
+    def broken_plot(path, *a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(sweep.sweep_report, "plot", broken_plot)
+    args = argparse.Namespace(out=out, kind_list=["random"], task="footwear", images=0,
+                              batch_list=[1, 6], no_check=True)
+
+    class _W:
+        class frame:
+            mask = means = None
+    now = time.perf_counter()
+    with pytest.raises(OSError, match="No space"):
+        sweep._write(args, [], CFG, [], {"random": [_W()]}, {}, {"start": now, "build": now,
+                                                                  "sim": now})
+    assert {p.name: p.read_text() for p in out.iterdir()} == old
