@@ -49,8 +49,9 @@ def parse_args(argv):
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--instances", type=int, default=16)
     ap.add_argument("--in-channels", type=int, default=1)
-    ap.add_argument("--batches", default="1,6", help="the two batch sizes whose difference is "
-                    "the steady state")
+    ap.add_argument("--batches", default=None, help="the two batch sizes whose difference is "
+                    "the steady state (default: 1 and 6, or 1 and 7 for a point whose stream "
+                    "repeats every two images: chosen per point from its period)")
     ap.add_argument("--seed", type=int, default=3, help="seed of the random data and image choice")
     ap.add_argument("--task", default="footwear", help="Fashion-MNIST task of the velcro kinds")
     ap.add_argument("--images", type=int, default=256, help="calibration images of the profile")
@@ -59,11 +60,13 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     try:
         args.ratio_list = [float(c) for c in args.ratios.split(",")]
-        args.batch_list = [int(b) for b in args.batches.split(",")]
+        args.batch_list = (None if args.batches is None
+                           else [int(b) for b in args.batches.split(",")])
     except ValueError:
         ap.error("--ratios and --batches are comma-separated numbers")
     try:    # a point whose stream repeats every two images checks again (sim.measure)
-        measure.check_batches(args.batch_list, saif=True)
+        if args.batch_list is not None:
+            measure.check_batches(args.batch_list, saif=True)
     except measure.BatchesError as exc:
         ap.error(f"--batches: {exc}")
     if args.ratio_list[0] != 0 or any(not 0 <= c < 1 for c in args.ratio_list):
@@ -144,11 +147,13 @@ def _simulate(args, cfg, build, run_dir, staging, keep):
 
     # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
     later = [k for k in args.kind_list if k != "random"]
+    # enough images for every point's batches (chosen per point from its period when not given)
+    images = max(args.batch_list or measure.batches_for(2, saif=True))
     loads, runs = {}, []
     with tqdm(total=len(args.kind_list) * len(args.ratio_list), desc="sweep", unit="point") as bar, \
             ThreadPoolExecutor(max_workers=2) as pool:
         def start(kinds):
-            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, max(args.batch_list),
+            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, images,
                                              seed=args.seed, task=args.task,
                                              calibration=args.images))
             todo = [w for k in kinds for w in loads[k]]
@@ -203,12 +208,13 @@ def _write_into(out, args, argv, cfg, points, loads, saif_files, t):
                      for w in loads[k]) for k in args.kind_list}
     perf_model.write_csv(out / "sweep.csv", [r for k in args.kind_list for r in by_kind[k]])
     sweep_report.plot(out / "throughput_energy.png", by_kind, cfg, model)
-    info = {"task": args.task, "calibration": args.images, "images": max(args.batch_list),
+    batches = args.batch_list or sorted({r.images for p in points for r in p.runs})
+    info = {"task": args.task, "calibration": args.images, "images": max(batches),
             "point": loads["velcro"][0].point} if "velcro" in by_kind else None
     command = "python scripts/sweep.py" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     sweep_report.write_report(out / "REPORT.md", cfg, by_kind, acceptance, model, command=command,
-                              batches=args.batch_list, info=info, saif_files=sorted(saif_files))
+                              batches=batches, info=info, saif_files=sorted(saif_files))
     for kind, a in acceptance["kinds"].items():
         print(f"{kind}: worst speedup / ideal {a['worst_speedup_vs_ideal']:.4f} (C = "
               f"{a['worst_ratio']:.2f}); E/E0 = {a['fit']['intercept']:.4f} "

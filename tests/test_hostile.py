@@ -655,3 +655,87 @@ def test_sweep_results_are_replaced_together_or_not_at_all(tmp_path, monkeypatch
         sweep._write(args, [], CFG, [], {"random": [_W()]}, {}, {"start": now, "build": now,
                                                                   "sim": now})
     assert {p.name: p.read_text() for p in out.iterdir()} == old
+
+
+def test_batches_are_chosen_from_the_period():
+    """Without --batches every point gets sizes its period can measure (before: the default
+    1,6 failed on a stream repeating every two images, after the SAIF build)."""
+    from sim import measure
+    assert measure.batches_for(1, saif=True) == list(measure.DEFAULT_BATCHES)
+    for period in (1, 2):
+        for saif in (True, False):
+            b = measure.batches_for(period, saif)
+            assert measure.check_batches(b, saif, period) == b
+    assert measure.batches_for(2, saif=True) == [1, 7]
+    sweep = _sweep_module()
+    assert sweep.parse_args(["--kinds", "random"]).batch_list is None
+
+
+def _processes_under(folder: Path) -> dict[int, str]:
+    """PID -> command line of the running processes whose working folder is under ``folder``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cwd = os.readlink(proc / "cwd")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cwd.startswith(str(folder)) and state != "Z":
+                found[int(proc.name)] = cmd
+    return found
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sig, status", [(__import__("signal").SIGTERM, 143),
+                                         (__import__("signal").SIGINT, 130)],
+                         ids=["SIGTERM", "Ctrl-C"])
+def test_sweep_signal_kills_its_simulators(tmp_path, sig, status):
+    """sweep.py stopped while its simulators run: they end with it (checked by PID), its run
+    folder is removed, nothing is written, no traceback (before: SIGTERM left both Verilator
+    simulators at 100 % CPU, reparented to init; SIGINT waited for them, then a traceback).
+    Uses the 16x16 SAIF model tests/test_sweep.py builds (a first run compiles it)."""
+    import signal
+    import time
+
+    from hdl.generate import BUILD
+    out = tmp_path / "results"
+    sweep_dir = BUILD / "sweep"
+    before = set(sweep_dir.iterdir()) if sweep_dir.exists() else set()
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), "--height", "16",
+                             "--width", "16", "--instances", "4", "--kinds", "random",
+                             "--ratios", "0,0.3,0.5,0.8", "--batches", "1,7", "--out", str(out),
+                             "--jobs", "2"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 900
+    sims = {}
+    while not sims:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        sims = {pid: cmd for pid, cmd in _processes_under(sweep_dir.resolve()).items()
+                if _descends_from(pid, proc.pid)}
+        time.sleep(0.05)
+    print(f"signalling sweep.py (pid {proc.pid}) while these run: {sims}")
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr, stderr
+    time.sleep(0.5)
+    alive = {pid for pid in sims if os.path.exists(f"/proc/{pid}")
+             and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}
+    assert not alive, {pid: sims[pid] for pid in alive}
+    left = set(sweep_dir.iterdir()) - before
+    assert not [p for p in left if "-run-" in p.name or "-keep-" in p.name], left
+    assert not out.exists() or not any(out.iterdir())
