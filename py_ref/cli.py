@@ -6,11 +6,15 @@ py_ref/commands.py) uses these, so the contract holds in one place:
 * bad input raises :class:`CliError`; :func:`main_guard` prints it as one line
   ``velcro: error: ...`` on stderr and returns exit status 2 (never a traceback);
 * output paths are checked with :func:`check_output` *before* any long work (not a folder,
-  not empty, not one of the inputs, its folder exists);
+  not empty, not one of the inputs, not an existing non-regular file, its folder exists and
+  takes new files, names within the file system's limits);
 * outputs are written with :func:`atomic_write`: a temporary name in the same folder, then a
   rename, so no partial or overwritten file is ever left behind;
-* SIGTERM is turned into the same clean exit as Ctrl-C (status 130 / 143), so ``finally``
-  blocks remove temporary files and folders.
+* SIGTERM and SIGHUP are turned into the same clean exit as Ctrl-C (status 143 / 130), so
+  ``finally`` blocks remove temporary files and folders;
+* option values are checked by their class (:func:`checked_options`);
+* a result line that cannot be written (stdout closed, a broken pipe) is a quiet exit 141 with
+  every output file kept (:func:`main_guard`).
 
 It imports nothing from hdl/ (py_ref sits at the bottom of the layers).
 """
