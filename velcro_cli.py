@@ -234,7 +234,7 @@ def _cmd_network(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
-    from py_ref.cli import one_line_errors
+    from py_ref.cli import checked_options, one_line_errors
 
     parser = one_line_errors(argparse.ArgumentParser(prog="velcro",
                                                      description=__doc__.splitlines()[0]))
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a first build estimated to take longer (default 60)")
     p.set_defaults(func=_guarded_network)
     commands.register(sub)
-    return parser
+    return checked_options(parser)
 
 
 def _main(argv) -> int:

@@ -44,6 +44,15 @@ MAX_OUT_CHANNELS = 256
 _SHAPE = ("height", "width", "in_channels", "out_channels")
 
 
+def load_json(text: str):
+    """``json.loads`` of untrusted text: every way it can fail is a ValueError (json's own
+    errors are; a document nested too deeply raises RecursionError, here turned into one)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("the JSON document is nested too deeply") from None
+
+
 class ConfigError(ValueError):
     """A configuration value is outside what the generator supports."""
 
@@ -142,7 +151,10 @@ class AccelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "AccelConfig":
-        return cls(**json.loads(text))
+        d = load_json(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, not {type(d).__name__}")
+        return cls(**d)
 
     @property
     def tag(self) -> str:

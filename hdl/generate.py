@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,68 @@ def _generator_digest() -> str:
     for path in sorted(Path(__file__).parent.glob("*.py")):
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def content_stamp(inputs: str, files) -> str:
+    """A cache entry's stamp: the digest of what it was made from (``inputs``) and the SHA-256
+    of every file it consists of.  Written last, after the files are complete; an entry is
+    valid only while :func:`stamp_is_valid` finds every file with its recorded content, so a
+    truncated, emptied or half-written file is rebuilt instead of used."""
+    return json.dumps({"inputs": inputs,
+                       "files": {Path(f).name: _file_digest(Path(f)) for f in files}},
+                      sort_keys=True)
+
+
+def stamp_is_valid(stamp: Path, inputs: str, files) -> bool:
+    """True if ``stamp`` (:func:`content_stamp`) records ``inputs`` and every one of ``files``
+    exists as a regular file with the recorded content.  Any problem (a missing, unreadable or
+    old-format stamp, a file changed since) means False: rebuild."""
+    try:
+        record = json.loads(Path(stamp).read_text())
+        if not isinstance(record, dict) or record.get("inputs") != inputs:
+            return False
+        recorded = record.get("files")
+        return (isinstance(recorded, dict) and len(recorded) == len(files)
+                and all(recorded.get(Path(f).name) == _file_digest(Path(f)) for f in files))
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_build_folder(folder: Path) -> None:
+    """Refuse, before anything is made, a cache folder that cannot be one: ``folder`` or the
+    nearest of its existing parents is not a folder (a file, a device), or no file can be
+    created in it (/proc, /sys, read-only).  Creates nothing (a refused run leaves no build
+    root behind).  Raises NotADirectoryError / PermissionError-like OSError with a message."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):    # a parent decides (maybe a file)
+            continue
+        except OSError as exc:
+            raise OSError(exc.errno, f"build folder {folder}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotADirectoryError(f"build folder {folder}: {p} is not a folder "
+                                     "(set VELCRO_BUILD to a folder)")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=p, prefix=".velcro-probe.")
+        except OSError as exc:
+            raise OSError(exc.errno, f"build folder {folder}: cannot create files in {p} "
+                                     f"({exc.strerror}); set VELCRO_BUILD to a writable "
+                                     "folder") from None
+        os.close(fd)
+        os.unlink(tmp)
+        return
 
 
 def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP) -> Path:
@@ -65,8 +128,7 @@ def rtl_is_current(cfg: AccelConfig, name: str = TOP) -> bool:
     """True if ``generated_rtl(cfg, ..., name)`` would reuse its cached file (no generation)."""
     folder = BUILD / "rtl" / cfg.tag
     stamp = folder / f"{name}.sha1"
-    return ((folder / f"{name}.v").exists() and stamp.exists()
-            and stamp.read_text() == _generator_digest())
+    return stamp_is_valid(stamp, _generator_digest(), [folder / f"{name}.v"])
 
 
 def generated_rtl(cfg: AccelConfig, component_factory=None, name: str = TOP) -> Path:
@@ -81,12 +143,12 @@ def generated_rtl(cfg: AccelConfig, component_factory=None, name: str = TOP) -> 
     folder.mkdir(parents=True, exist_ok=True)
     # One generator per folder at a time; a second process waits, then finds the stamp fresh.
     with FileLock(str(folder / ".lock")):
-        if not path.exists() or not stamp.exists() or stamp.read_text() != digest:
+        if not stamp_is_valid(stamp, digest, [path]):
             stamp.unlink(missing_ok=True)          # an interrupted generation is never "fresh"
             component = component_factory(cfg) if component_factory is not None else None
             write_verilog(cfg, path, component=component, name=name)
             _write_atomic(folder / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-            _write_atomic(stamp, digest)
+            _write_atomic(stamp, content_stamp(digest, [path]))     # last: the entry is complete
     return path
 
 

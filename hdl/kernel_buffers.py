@@ -54,7 +54,7 @@ import numpy as np
 
 import json
 
-from .config import AccelConfig
+from .config import AccelConfig, load_json
 from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
 from .program import LayerProgram
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words,
@@ -193,8 +193,9 @@ def kernel_config_json(cfg: AccelConfig, compute_units: int = 1) -> str:
 
 
 def read_kernel_config(text: str):
-    """(AccelConfig, compute units) from config.json's text (no ``compute_units``: 1)."""
-    d = json.loads(text)
+    """(AccelConfig, compute units) from config.json's text (no ``compute_units``: 1).  Any
+    text that is not such an object is a ValueError (also one nested too deeply to parse)."""
+    d = load_json(text)
     if not isinstance(d, dict):
         raise ValueError(f"expected a JSON object, not {type(d).__name__}")
     k = check_compute_units(d.pop("compute_units", 1))

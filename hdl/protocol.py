@@ -50,9 +50,9 @@ import enum
 
 import numpy as np
 
-from .config import AccelConfig
+from .config import BIAS_BITS, IFMAP_BITS, MULT_BITS, SHIFT_BITS, WEIGHT_BITS, AccelConfig
 
-__all__ = ["Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "schedule_entry_fields",
+__all__ = ["ProtocolError", "check_field", "QUANT_FIELDS", "Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "schedule_entry_fields",
            "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
@@ -65,6 +65,69 @@ class Opcode(enum.IntEnum):
     FRAME = 4
     SCHEDULE = 5      # (2 and 3 were MASK and MEANS of the skip-list engine)
     LAYER = 6
+
+
+class ProtocolError(ValueError):
+    """A value the host was asked to encode (or decode) does not fit the protocol's field: the
+    encoders refuse it instead of sending something the hardware would read differently."""
+
+
+def check_field(name: str, values, width: int, *, signed: bool = False,
+                maximum: int | None = None) -> np.ndarray:
+    """The one check of every encoded (and decoded) field: ``values`` (a number or an array)
+    must be integers (not float, not bool) within a ``width``-bit field, two's complement when
+    ``signed``, and at most ``maximum`` when given (a field whose hardware uses fewer bits than
+    its slot, e.g. shift 0..31 in 8 bits).  Returns the values as an integer array; raises
+    :class:`ProtocolError` naming the field, the first offending value and the range.  Python
+    ints of any size are compared exactly (object arrays)."""
+    # not np.asarray: a list of Python ints beyond int64 would become float64 and round
+    a = values if isinstance(values, (np.ndarray, np.generic)) else np.array(values, dtype=object)
+    a = np.asarray(a)
+    if a.dtype == object:
+        bad = [v for v in a.flat if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise ProtocolError(f"{name} must be integers, not {type(bad[0]).__name__} {bad[0]!r}")
+    elif a.dtype.kind not in "iu":
+        raise ProtocolError(f"{name} must be integers, not {a.dtype}")
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    if maximum is not None:
+        hi = min(hi, maximum)
+    if a.size:
+        small, big = int(a.min()), int(a.max())
+        if small < lo or big > hi:
+            flat = a.reshape(-1)
+            at = int(np.argmax([not lo <= int(v) <= hi for v in flat])) if a.size < 1 << 16 \
+                else (int(np.argmin(flat)) if small < lo else int(np.argmax(flat)))
+            where = f"[{at}]" if a.ndim else ""
+            value = int(flat[at])
+            shown = value if abs(value) < 1 << 64 else f"a {value.bit_length()}-bit value"
+            span = f"{lo}..{hi}" if hi < 1 << 64 else f"0..2**{width}-1"
+            bits = "" if maximum is not None and hi < (1 << width) - 1 else \
+                f", {width} bits{' signed' if signed else ''}"
+            raise ProtocolError(f"{name}{where} = {shown} does not fit its field ({span}{bits})")
+    return a
+
+
+def _check_count(name: str, value, minimum: int = 0) -> int:
+    """An integer argument (a length, a count): an int (not bool, not float) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ProtocolError(f"{name} must be an integer, not {value!r}")
+    if value < minimum:
+        raise ProtocolError(f"{name} must be at least {minimum}, not {value}")
+    return int(value)
+
+
+def _check_shape(name: str, values, shape: tuple) -> np.ndarray:
+    a = np.asarray(values)
+    if a.shape != tuple(shape):
+        raise ProtocolError(f"{name} must have shape {list(shape)}, not {list(a.shape)}")
+    return a
+
+
+#: The WEIGHTS command's quant record, low bits first: field -> (slot bits, signed, maximum).
+#: shift has an 8-bit slot of which the requantiser uses SHIFT_BITS (0..31).
+QUANT_FIELDS = {"bias": (BIAS_BITS, True, None), "mult": (MULT_BITS, False, None),
+                "shift": (8, False, (1 << SHIFT_BITS) - 1)}
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:
@@ -105,8 +168,7 @@ def layer_beats(cfg: AccelConfig) -> list[int]:
     fields, values = layer_fields(cfg), layer_values(cfg)
     record, shift = 0, 0
     for name, width in fields.items():
-        if values[name] >> width:       # AccelConfig already refuses a layer beyond the maxima
-            raise ValueError(f"{name}={values[name]} does not fit the design's {width} bits")
+        check_field(name, values[name], width)   # AccelConfig already refuses a layer beyond
         record |= values[name] << shift
         shift += width
     per = cfg.beats(shift)
@@ -115,14 +177,27 @@ def layer_beats(cfg: AccelConfig) -> list[int]:
 
 
 def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
+    """The WEIGHTS command: int8 weight [N, C_in, 3, 3], then one quant record per channel
+    (:data:`QUANT_FIELDS`); every value checked against its field first (ProtocolError)."""
     n, g_count, lanes = cfg.out_channels, cfg.groups, cfg.lanes
+    weight = check_field("weight", _check_shape("weight", weight, (n, cfg.in_channels, 3, 3)),
+                         WEIGHT_BITS, signed=True)
+    quant = {}
+    for name, values in (("bias", bias), ("mult", mult), ("shift", shift)):
+        width, signed, maximum = QUANT_FIELDS[name]
+        quant[name] = [int(v) for v in check_field(name, _check_shape(name, values, (n,)), width,
+                                                   signed=signed, maximum=maximum)]
     w = np.zeros((n, g_count * lanes, 3, 3), np.int8)
     w[:, :cfg.in_channels] = weight
     # [n, g, l, ky, kx] -> [n, g, ky, kx, l]
     w = w.reshape(n, g_count, lanes, 3, 3).transpose(0, 1, 3, 4, 2).reshape(n * g_count, 9 * lanes)
     beats = [_header(Opcode.WEIGHTS)] + _records_to_beats(cfg, w.view(np.uint8))
-    for b, m, s in zip(bias, mult, shift):
-        beats.append((int(b) & 0xFFFF_FFFF) | (int(m) << 32) | (int(s) << 48))
+    for k in range(n):
+        record, offset = 0, 0
+        for name, (width, _, _) in QUANT_FIELDS.items():
+            record |= (quant[name][k] & ((1 << width) - 1)) << offset
+            offset += width
+        beats.append(record)
     return beats
 
 
@@ -168,7 +243,7 @@ def _pack(fields: dict, values: dict) -> np.ndarray:
     """Field arrays (same shape) -> packed object ints, low field first."""
     out, shift = 0, 0
     for name, width in fields.items():
-        out = out + (np.asarray(values[name]).astype(object) << shift)
+        out = out + (check_field(name, values[name], width).astype(object) << shift)
         shift += width
     return out
 
@@ -203,6 +278,8 @@ def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
     off = schedule.offsets.T                                     # [S, P]
     pixels = np.where(off >= 0, _pack(pixel_fields(cfg), {"offset": np.maximum(off, 0),
                                                           "valid": np.ones_like(off)}), 0)
+    check_field("SCHEDULE steps", steps, 24)
+    check_field("SCHEDULE total", schedule.total, 32)
     beats = [int(Opcode.SCHEDULE) | (steps << 8) | (schedule.total << 32)]
     beats += _join_records(cfg, entries, sum(schedule_entry_fields(cfg).values()))
     beats += _join_records(cfg, pixels, sum(pixel_fields(cfg).values()))
@@ -231,11 +308,11 @@ def _ifmap_batch(cfg: AccelConfig, ifmaps) -> np.ndarray:
         x = x[None]
     shape = (cfg.in_channels, cfg.height, cfg.width)
     if x.ndim != 4 or x.shape[1:] != shape or x.shape[0] < 1:
-        raise ValueError(f"ifmaps must have shape [B, {', '.join(map(str, shape))}] or "
-                         f"[{', '.join(map(str, shape))}], not {np.shape(ifmaps)!r}")
+        raise ProtocolError(f"ifmaps must have shape [B, {', '.join(map(str, shape))}] or "
+                            f"[{', '.join(map(str, shape))}], not {np.shape(ifmaps)!r}")
     if x.shape[0] > MAX_BATCH:
-        raise ValueError(f"a FRAME command holds at most {MAX_BATCH} images, not {x.shape[0]}")
-    return x
+        raise ProtocolError(f"a FRAME command holds at most {MAX_BATCH} images, not {x.shape[0]}")
+    return check_field("ifmap", x, IFMAP_BITS, signed=True).astype(np.int8)
 
 
 def batch_frame_beats(cfg: AccelConfig, ifmaps) -> list[int]:
@@ -262,6 +339,9 @@ def segment_records(cfg: AccelConfig, ifmap) -> np.ndarray:
     """uint8 [H*G*J, P*L]: the ifmap's segment records (rows, then channel groups, then
     segments; byte o*L + l = ifmap[g*L + l, y, j*P + o], zero past W and past C_in)."""
     lanes, g_count, p_count, j_count = cfg.lanes, cfg.groups, cfg.instances, cfg.row_segments
+    ifmap = check_field("ifmap", _check_shape("ifmap", ifmap, (cfg.in_channels, cfg.height,
+                                                               cfg.width)),
+                        IFMAP_BITS, signed=True)
     x = np.zeros((g_count * lanes, cfg.height, j_count * p_count), np.int8)
     x[:cfg.in_channels, :, :cfg.width] = ifmap
     x = x.reshape(g_count, lanes, cfg.height, j_count, p_count).transpose(2, 0, 3, 4, 1)
@@ -276,9 +356,15 @@ def compact_beats_per_image(cfg: AccelConfig, length: int) -> int:
 def decode_compact(cfg: AccelConfig, beats, length: int, images: int = 1) -> np.ndarray:
     """Output beats of ``images`` images -> uint8 [images, length] (compact order, padding
     included)."""
+    length = _check_count("length", length)
+    images = _check_count("images", images, 1)
     per = compact_beats_per_image(cfg, length)
+    beats = check_field("output beat", beats if isinstance(beats, np.ndarray) else list(beats),
+                        cfg.bus_width)
+    if beats.ndim != 1:
+        raise ProtocolError(f"beats must be a sequence of integers, not shape {list(beats.shape)}")
     if len(beats) != per * images:
-        raise ValueError(f"beats must be {per * images} for {images} images of {length} bytes, "
+        raise ProtocolError(f"beats must be {per * images} for {images} images of {length} bytes, "
                          f"not {len(beats)}")
     raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
     return np.frombuffer(raw, np.uint8).reshape(images, per * cfg.bus_bytes)[:, :length].copy()
@@ -351,6 +437,9 @@ def stream_counter_layout(cfg: AccelConfig):
 
 def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
     """The ``counters`` port's raw bits -> {name: int or list of int}."""
+    fields = counter_fields(cfg)
+    check_field("counters", value, fields[-1][1] + fields[-1][2] * fields[-1][3])
+    value = int(value)
     out = {}
     for (name, offset, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS):
         raw = value >> offset
@@ -362,9 +451,9 @@ def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
 def decode_counter_words(cfg: AccelConfig, words) -> dict:
     """The kernel's counter registers (one 32-bit word each, in :func:`counter_words` order) ->
     the same {name: int or list of int} as :func:`decode_stream_counters`."""
-    words = [int(w) for w in words]
+    words = [int(w) for w in check_field("counter word", list(words), 32)]
     if len(words) != len(counter_words(cfg)):
-        raise ValueError(f"{len(counter_words(cfg))} counter words expected, not {len(words)}")
+        raise ProtocolError(f"{len(counter_words(cfg))} counter words expected, not {len(words)}")
     out, pos = {}, 0
     for name, kind, _ in STREAM_COUNTERS:
         count = counter_elements(cfg, kind)

@@ -69,6 +69,8 @@ def _guarded(func):
             return func(args)
         except (VelcroError, FrameError) as e:
             raise CliError(one_line(e) or type(e).__name__) from None
+        except BrokenPipeError:
+            raise                        # stdout went away: main_guard's quiet exit
         except OSError as e:
             what = e.strerror or one_line(e) or type(e).__name__
             raise CliError(f"{e.filename}: {what}" if e.filename else what) from None

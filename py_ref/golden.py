@@ -72,7 +72,8 @@ def _check_arrays(arrays: dict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Frame:
     """One layer invocation: the arrays of the arithmetic contract, validated at construction
-    (``Frame(...)`` raises :class:`FrameError` on a wrong dtype, range or shape)."""
+    (``Frame(...)`` raises :class:`FrameError` on a wrong dtype, range or shape).  The frame
+    holds read-only copies of the arrays it was given."""
 
     ifmap: np.ndarray   # int8  [C_in, H, W]
     weight: np.ndarray  # int8  [N, C_in, 3, 3]
@@ -83,6 +84,14 @@ class Frame:
     shift: np.ndarray   # int64 [N], 0..31
 
     def __post_init__(self):
+        # The frame owns read-only copies: a caller changing its arrays after validation (say
+        # mult[0] = 2**40) cannot change the validated frame, nor can anything downstream.
+        for name in FRAME_ARRAYS:
+            a = getattr(self, name)
+            if isinstance(a, np.ndarray):
+                a = a.copy()
+                a.flags.writeable = False
+                object.__setattr__(self, name, a)
         _check_arrays({name: getattr(self, name) for name in FRAME_ARRAYS})
 
     @classmethod
@@ -214,6 +223,13 @@ def point_wide_mask(rng: np.random.Generator, shape, ratio: float, *, skewed: bo
     activation point [N, H, W], here of random variances whose per-channel scales span three
     decades, so channels keep very different numbers of outputs.  ``skewed`` also forces
     channel 0 fully compressed and channel 1 fully kept (the balance tests' extreme case)."""
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else shape
+    if (not isinstance(shape, tuple) or len(shape) != 3
+            or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
+                   for d in shape)):
+        raise ValueError(f"shape must be (N, H, W) of sizes at least 1, not {shape!r}")
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
+        raise ValueError(f"ratio must be a fraction 0..1, not {ratio!r}")
     n = shape[0]
     scale = np.logspace(0, 3, n)[rng.permutation(n)]
     variance = rng.random(shape) * scale[:, None, None]

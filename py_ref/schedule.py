@@ -91,6 +91,8 @@ class Schedule:
     # -- per instance ---------------------------------------------------------------------------
 
     def _run(self, p: int) -> slice:
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
+            raise TypeError(f"instance must be an integer, not {p!r}")
         if not 0 <= p < self.instances:
             raise ValueError(f"instance must be in 0..{self.instances - 1}, not {p!r}")
         return slice(int(self.starts[p]), int(self.starts[p + 1]))
@@ -108,7 +110,8 @@ class Schedule:
 
     def compact_index(self, p: int) -> np.ndarray:
         """Stream position of each of instance p's entries: k * P + p."""
-        return np.arange(self.counts[p]) * self.instances + p
+        s = self._run(p)
+        return np.arange(s.stop - s.start) * self.instances + int(p)
 
     # -- output ---------------------------------------------------------------------------------
 

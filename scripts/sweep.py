@@ -18,6 +18,7 @@ the steady state per image is measured (sim/measure.py) and modelled (sim/perf_m
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import sys
@@ -48,8 +49,9 @@ def parse_args(argv):
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--instances", type=int, default=16)
     ap.add_argument("--in-channels", type=int, default=1)
-    ap.add_argument("--batches", default="1,6", help="the two batch sizes whose difference is "
-                    "the steady state")
+    ap.add_argument("--batches", default=None, help="the two batch sizes whose difference is "
+                    "the steady state (default: 1 and 6, or 1 and 7 for a point whose stream "
+                    "repeats every two images: chosen per point from its period)")
     ap.add_argument("--seed", type=int, default=3, help="seed of the random data and image choice")
     ap.add_argument("--task", default="footwear", help="Fashion-MNIST task of the velcro kinds")
     ap.add_argument("--images", type=int, default=256, help="calibration images of the profile")
@@ -58,11 +60,13 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     try:
         args.ratio_list = [float(c) for c in args.ratios.split(",")]
-        args.batch_list = [int(b) for b in args.batches.split(",")]
+        args.batch_list = (None if args.batches is None
+                           else [int(b) for b in args.batches.split(",")])
     except ValueError:
         ap.error("--ratios and --batches are comma-separated numbers")
     try:    # a point whose stream repeats every two images checks again (sim.measure)
-        measure.check_batches(args.batch_list, saif=True)
+        if args.batch_list is not None:
+            measure.check_batches(args.batch_list, saif=True)
     except measure.BatchesError as exc:
         ap.error(f"--batches: {exc}")
     if args.ratio_list[0] != 0 or any(not 0 <= c < 1 for c in args.ratio_list):
@@ -73,7 +77,7 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     from sim.runner import Build, SimulationFailed
     args = parse_args(argv)
     cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
@@ -83,60 +87,118 @@ def main(argv=None) -> int:
     build = Build(cfg, "verilator", saif=True, defer=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
-    # kept SAIF files are staged and move into ``out`` only once every point has passed
+    # A private run folder (two sweeps of one shape never share group or point folders); the
+    # kept SAIF files are staged in it and reach ``out`` only with the other results.
     (BUILD / "sweep").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{cfg.tag}-keep-", dir=BUILD / "sweep"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.tag}-run-", dir=BUILD / "sweep"))
+    staging = run_dir / "keep"
+    staging.mkdir()
     keep = {(k, c): f"{k}_c{round(c * 100):03d}.saif.gz"
             for k in args.kind_list for c in args.ratio_list
             if any(abs(c - s) < 1e-9 for s in KEEP_SAIF)}
     try:
-        points, loads = _simulate(args, cfg, build, staging, keep)
-        if keep:
-            (out / "saif").mkdir(parents=True, exist_ok=True)
-        for name in keep.values():
-            shutil.move(staging / name, out / "saif" / name)
-    except SimulationFailed as exc:
-        print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
-              file=sys.stderr)
-        return 1
-    except measure.BatchesError as exc:
-        print(f"sweep: error: --batches: {exc}", file=sys.stderr)
-        return 2
+        try:
+            points, loads = _simulate(args, cfg, build, run_dir, staging, keep)
+        except SimulationFailed as exc:
+            print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
+                  file=sys.stderr)
+            return 1
+        except measure.BatchesError as exc:
+            print(f"sweep: error: --batches: {exc}", file=sys.stderr)
+            return 2
+        t["sim"] = time.perf_counter()
+        return _write(args, argv, cfg, points, loads, {staging / n: Path("saif") / n
+                                                         for n in keep.values()}, t)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    t["sim"] = time.perf_counter()
-    return _write(args, argv, cfg, points, loads, [out / "saif" / n for n in keep.values()], t)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _simulate(args, cfg, build, staging, keep):
+def _signals(func):
+    """Run ``func`` with SIGTERM and SIGHUP raised as py_ref.cli.Terminated; on Ctrl-C or
+    those, every simulator and compiler of every thread is killed (sim.runner.kill_running)
+    before the folders are removed, and the exit is 130 / 143 without a traceback."""
+    def run(argv=None) -> int:
+        import signal
+
+        from py_ref.cli import Terminated, _on_sigterm
+        from sim.runner import kill_running
+        previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM,
+                                                                      signal.SIGHUP)}
+        try:
+            return func(argv)
+        except KeyboardInterrupt:
+            kill_running()
+            print("sweep: interrupted", file=sys.stderr)
+            return 130
+        except Terminated:
+            kill_running()
+            print("sweep: terminated", file=sys.stderr)
+            return 143
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return run
+
+
+def _simulate(args, cfg, build, run_dir, staging, keep):
     """Profile the workloads and measure them all, the kept SAIF files into ``staging``:
     (points, workloads by kind)."""
     from tqdm import tqdm
 
     # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
     later = [k for k in args.kind_list if k != "random"]
+    # enough images for every point's batches (chosen per point from its period when not given)
+    images = max(args.batch_list or measure.batches_for(2, saif=True))
     loads, runs = {}, []
     with tqdm(total=len(args.kind_list) * len(args.ratio_list), desc="sweep", unit="point") as bar, \
             ThreadPoolExecutor(max_workers=2) as pool:
         def start(kinds):
-            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, max(args.batch_list),
+            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, images,
                                              seed=args.seed, task=args.task,
                                              calibration=args.images))
             todo = [w for k in kinds for w in loads[k]]
             runs.append(pool.submit(
-                measure.measure_all, build, todo, BUILD / "sweep" / cfg.tag,
+                measure.measure_all, build, todo, run_dir / "points",
                 batches=args.batch_list, jobs=args.jobs, progress=bar.update,
                 keep_saif=lambda w: (staging / keep[(w.kind, w.ratio)]
                                      if (w.kind, w.ratio) in keep else None)))
-        for kinds in (["random"] if "random" in args.kind_list else [], later):
-            if kinds:
-                start(kinds)
-        return [p for r in runs for p in r.result()], loads
+        try:
+            for kinds in (["random"] if "random" in args.kind_list else [], later):
+                if kinds:
+                    start(kinds)
+            return [p for r in runs for p in r.result()], loads
+        except BaseException:           # before the pool waits for its threads' simulators
+            from sim.runner import kill_running
+            kill_running()
+            raise
 
 
 def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
-    """Analyse the measured points and write the CSV, plot, report and timing log."""
+    """Analyse the measured points and write the CSV, plot, report, timing log and the kept
+    SAIF files (``saif_files``: staged path -> name under ``out``): all into a folder beside
+    them first, then renamed into place one after the other once every one is complete, so
+    an interrupted or failed sweep leaves the previous results whole."""
     out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=".sweep-new-", dir=out))
+    try:
+        status, wall, names = _write_into(new, args, argv, cfg, points, loads,
+                                          sorted(new / n for n in saif_files.values()), t)
+        for staged, name in saif_files.items():
+            (new / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, new / name)
+            names.append(name)
+        for name in names:                       # every file complete: replace them together
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new / name, out / name)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    print(f"wrote {out / 'sweep.csv'}, {out / 'throughput_energy.png'}, {out / 'REPORT.md'}; {wall}")
+    return status
+
+
+def _write_into(out, args, argv, cfg, points, loads, saif_files, t):
+    """(exit status, wall-time line, file names written) of the results written into ``out``."""
     todo = [w for k in args.kind_list for w in loads[k]]
     model = EnergyModel()
     by_kind = {k: perf_model.analyse(cfg, [p for p in points if p.kind == k], model)
@@ -146,12 +208,13 @@ def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
                      for w in loads[k]) for k in args.kind_list}
     perf_model.write_csv(out / "sweep.csv", [r for k in args.kind_list for r in by_kind[k]])
     sweep_report.plot(out / "throughput_energy.png", by_kind, cfg, model)
-    info = {"task": args.task, "calibration": args.images, "images": max(args.batch_list),
+    batches = args.batch_list or sorted({r.images for p in points for r in p.runs})
+    info = {"task": args.task, "calibration": args.images, "images": max(batches),
             "point": loads["velcro"][0].point} if "velcro" in by_kind else None
     command = "python scripts/sweep.py" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     sweep_report.write_report(out / "REPORT.md", cfg, by_kind, acceptance, model, command=command,
-                              batches=args.batch_list, info=info, saif_files=sorted(saif_files))
+                              batches=batches, info=info, saif_files=sorted(saif_files))
     for kind, a in acceptance["kinds"].items():
         print(f"{kind}: worst speedup / ideal {a['worst_speedup_vs_ideal']:.4f} (C = "
               f"{a['worst_ratio']:.2f}); E/E0 = {a['fit']['intercept']:.4f} "
@@ -161,10 +224,14 @@ def _write(args, argv, cfg, points, loads, saif_files, t) -> int:
             "workloads + simulation); host expansion of the compact output, worst per image: "
             + ", ".join(f"{k} {1e3 * s:.3f} ms" for k, s in expand.items()))
     (out / "timing.log").write_text(wall + "\n")
-    print(f"wrote {out / 'sweep.csv'}, {out / 'throughput_energy.png'}, {out / 'REPORT.md'}; {wall}")
     for msg in acceptance["failures"]:
         print(f"TARGET MISSED: {msg}", file=sys.stderr)
-    return 0 if acceptance["ok"] or args.no_check else 1
+    status = 0 if acceptance["ok"] or args.no_check else 1
+    return status, wall, ["sweep.csv", "throughput_energy.png", "REPORT.md", "timing.log"]
+
+
+main = _signals(_main)
+
 
 if __name__ == "__main__":
     sys.exit(main())

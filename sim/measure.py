@@ -53,7 +53,7 @@ from .workloads import Workload
 
 __all__ = ["BatchRun", "Measurement", "run_steps", "measure", "measure_all", "DEFAULT_BATCHES",
            "WINDOW_IMAGE", "window_images", "check_batches", "BatchesError", "SimulationFailed",
-           "best_of", "expand_seconds"]
+           "best_of", "expand_seconds", "batches_for"]
 
 #: Batch sizes whose difference gives the steady state: 1 (no overlap at all) and 6 (room for
 #: the traced period and the state record after it).
@@ -182,6 +182,18 @@ def check_batches(batches, saif: bool, period: int = 1) -> list[int]:
     return batches
 
 
+def batches_for(period: int, saif: bool) -> list[int]:
+    """The batch sizes of a point whose stream repeats every ``period`` images when none are
+    given: :data:`DEFAULT_BATCHES` if they can measure it, else the same first batch and the
+    smallest larger second one that can (period 2: 1 and 7)."""
+    low, high = DEFAULT_BATCHES
+    while True:
+        try:
+            return check_batches([low, high], saif, period)
+        except BatchesError:
+            high += 1
+
+
 class _Point:
     """One workload's steps in a shared simulator process, and its measurement afterwards."""
 
@@ -189,7 +201,8 @@ class _Point:
         self.build, self.workload, self.keep_saif = build, workload, keep_saif
         self.schedule_steps = deal(workload.frame.mask, build.cfg.instances).steps
         self.period = window_images(build.cfg, self.schedule_steps)
-        self.batches = check_batches(batches, build.saif, self.period)
+        self.batches = (batches_for(self.period, build.saif) if batches is None
+                        else check_batches(batches, build.saif, self.period))
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         frame_path = self.dir / "frame.npz"

@@ -26,7 +26,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hdl.config import AccelConfig
-from hdl.generate import BUILD, REPO, TOP, generated_rtl, rtl_is_current
+from hdl.generate import (BUILD, REPO, TOP, check_build_folder, content_stamp, generated_rtl,
+                          rtl_is_current, stamp_is_valid)
 
 from . import saif_window, toolchain
 
@@ -70,13 +71,20 @@ class _RunnerMixin:
     def _execute_cmds(self, cmds, cwd, stdout=None):
         for cmd in cmds:
             stderr = None if stdout is None else subprocess.STDOUT
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout, stderr=stderr,
-                                    start_new_session=True)
+            with _RUNNING_LOCK:
+                if _STOPPING.is_set():
+                    raise RuntimeError("stopped: the process is exiting (kill_running)")
+                proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=stdout,
+                                        stderr=stderr, start_new_session=True)
+                _RUNNING.add(proc)
             try:
                 returncode = proc.wait()
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(proc)
             if returncode != 0:
                 raise RuntimeError(f"Command failed with return code: {returncode}")
 
@@ -98,6 +106,25 @@ def ticking(say, what: str):
     finally:
         stop.set()
         thread.join()
+
+
+#: Every compiler or simulator process group started by any thread, so that an interrupted
+#: program can end them all (a signal reaches the main thread only: threads waiting on their
+#: simulators would otherwise keep them running, reparented to init).
+_RUNNING: set = set()
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def kill_running() -> list[int]:
+    """End every process group started through a runner, in any thread, and refuse to start
+    new ones from now on (the program is exiting).  Returns the killed PIDs."""
+    with _RUNNING_LOCK:
+        _STOPPING.set()
+        procs = list(_RUNNING)
+    for proc in procs:
+        _kill_group(proc)
+    return [proc.pid for proc in procs]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -175,6 +202,11 @@ class Build:
         self.name = (tag or cfg.tag) + ("-saif" if saif else "")
         self.build_dir = BUILD / "sim" / sim / self.name
         self.log = self.build_dir / "build.log"
+        for folder in (self.build_dir, BUILD / "rtl" / cfg.tag):
+            try:
+                check_build_folder(folder)
+            except OSError as exc:
+                raise toolchain.ToolchainError(str(exc.strerror or exc)) from None
         self.runner = None
         if not defer:
             self.build()
@@ -223,8 +255,9 @@ class Build:
         return self.build_dir / (self.toplevel if self.sim == "verilator" else "sim.vvp")
 
     def _stamp_matches(self) -> bool:
-        return (self._stamp.exists() and self._product.exists()
-                and self._stamp.read_text() == self._digest())
+        """The cached model is complete: its stamp (written last) records these sources and
+        the product's content (a truncated or emptied binary is rebuilt, never run)."""
+        return stamp_is_valid(self._stamp, self._digest(), [self._product])
 
     def is_current(self) -> bool:
         """True if the cached model can be used as is: no generation and no compilation."""
@@ -281,7 +314,7 @@ class Build:
         if not fresh:
             fd, tmp = tempfile.mkstemp(dir=self.build_dir, prefix=".sources.", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
-                f.write(self._digest())
+                f.write(content_stamp(self._digest(), [self._product]))
             os.replace(tmp, self._stamp)
         return runner
 

@@ -506,8 +506,9 @@ def _processes_in(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("sig, status, last", [(signal.SIGTERM, 143, "velcro: terminated"),
-                                               (signal.SIGINT, 130, "velcro: interrupted")],
-                         ids=["SIGTERM", "Ctrl-C"])
+                                               (signal.SIGINT, 130, "velcro: interrupted"),
+                                               (signal.SIGHUP, 143, "velcro: terminated")],
+                         ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
 def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status, last):
     """Interrupted while the compiler runs: a clean exit, the run's temporary folder removed,
     no output, no compiler left running in the build folder, no stamp claiming a build."""
