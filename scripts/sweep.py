@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from hdl.config import AccelConfig  # noqa: E402
 from hdl.generate import BUILD  # noqa: E402
+from py_ref.schedule import deal  # noqa: E402
 from sim import measure, perf_model, sweep_report, workloads  # noqa: E402
 from sim.energy import EnergyModel  # noqa: E402
 
@@ -83,6 +84,22 @@ def _main(argv=None) -> int:
     cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
                       in_channels=args.in_channels)
     out, t = args.out, {"start": time.perf_counter()}
+    # the random workloads (host-side numpy, seconds) before the build: explicit --batches are
+    # checked against each point's stream period now, not after the model is built; the
+    # velcro kinds' masks need a profile and are checked as they are made (sim.measure)
+    images = max(args.batch_list or measure.batches_for(2, saif=True))
+    early = ({"random": workloads.random_workloads(cfg, args.ratio_list, images, args.seed)}
+             if "random" in args.kind_list else {})
+    if args.batch_list is not None:
+        try:
+            for w in early.get("random", []):
+                steps = deal(w.frame.mask, cfg.instances).steps
+                measure.check_batches(args.batch_list, saif=True,
+                                      period=measure.window_images(cfg, steps))
+        except measure.BatchesError as exc:
+            print(f"sweep: error: --batches: {exc} (C = {w.ratio:g}, before building)",
+                  file=sys.stderr)
+            return 2
     print(f"building / checking the Verilator SAIF model of {cfg.tag}", file=sys.stderr, flush=True)
     build = Build(cfg, "verilator", saif=True, defer=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
@@ -98,7 +115,7 @@ def _main(argv=None) -> int:
             if any(abs(c - s) < 1e-9 for s in KEEP_SAIF)}
     try:
         try:
-            points, loads = _simulate(args, cfg, build, run_dir, staging, keep)
+            points, loads = _simulate(args, cfg, build, run_dir, staging, keep, images, early)
         except SimulationFailed as exc:
             print(f"sweep: {exc}\nA golden-model mismatch or counter error fails the sweep.",
                   file=sys.stderr)
@@ -140,22 +157,25 @@ def _signals(func):
     return run
 
 
-def _simulate(args, cfg, build, run_dir, staging, keep):
-    """Profile the workloads and measure them all, the kept SAIF files into ``staging``:
-    (points, workloads by kind)."""
+def _simulate(args, cfg, build, run_dir, staging, keep, images, early):
+    """Profile the workloads and measure them all (``early``: those already made, by kind), the
+    kept SAIF files into ``staging``: (points, workloads by kind)."""
     from tqdm import tqdm
 
     # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
     later = [k for k in args.kind_list if k != "random"]
-    # enough images for every point's batches (chosen per point from its period when not given)
-    images = max(args.batch_list or measure.batches_for(2, saif=True))
+    # ``images``: enough for every point's batches (chosen per point from its period when not
+    # given)
     loads, runs = {}, []
     with tqdm(total=len(args.kind_list) * len(args.ratio_list), desc="sweep", unit="point") as bar, \
             ThreadPoolExecutor(max_workers=2) as pool:
         def start(kinds):
-            loads.update(workloads.workloads(cfg, kinds, args.ratio_list, images,
-                                             seed=args.seed, task=args.task,
-                                             calibration=args.images))
+            todo_kinds = [k for k in kinds if k not in early]
+            loads.update({k: early[k] for k in kinds if k in early})
+            if todo_kinds:
+                loads.update(workloads.workloads(cfg, todo_kinds, args.ratio_list, images,
+                                                 seed=args.seed, task=args.task,
+                                                 calibration=args.images))
             todo = [w for k in kinds for w in loads[k]]
             runs.append(pool.submit(
                 measure.measure_all, build, todo, run_dir / "points",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,23 @@ def test_batches_that_cannot_measure_are_refused(tmp_path):
     assert r.stderr.splitlines()[-1].startswith(
         "sweep.py: error: --batches: a SAIF measurement needs a batch of at least"), r.stderr
     assert "building" not in r.stderr and not out.exists()
+
+
+def test_batches_checked_against_each_period_before_building(tmp_path):
+    """README's other-size example at --batches 1,6: C = 0.9 repeats every two images there
+    (the window buffers limit), so 1,6 cannot measure it; refused before any model is built
+    (the build root stays uncreated)."""
+    root, out = tmp_path / "build-root", tmp_path / "results"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--height", "32",
+                        "--width", "32", "--instances", "8", "--kinds", "random", "--ratios",
+                        "0,0.3,0.6,0.9", "--batches", "1,6", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "VELCRO_BUILD": str(root)})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "sweep: error: --batches: batches [1, 6] must differ by a multiple of the stream's "
+        "period of 2 images (C = 0.9, before building)"), r.stderr
+    assert len(r.stderr.splitlines()) == 1 and not out.exists() and not root.exists()
 
 
 def test_random_workloads_nested_and_dense():
