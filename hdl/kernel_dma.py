@@ -132,11 +132,16 @@ class Feeder(wiring.Component):
     """``i`` (the read stream) to ``o`` (the engine's commands): each segment's beats, the
     ifmap's after a FRAME header inserted with the run's B. ``busy`` until the last beat."""
 
+    #: The registers besides ``busy``, visible as ``self.state`` so that the formal harness
+    #: (hdl/formal) can state its invariants over them: the segment, header to send, beats left.
+    STATE = data.StructLayout({"seg": range(len(INPUT_BUFFERS)), "head": 1, "left": 32})
+
     def __init__(self):
         super().__init__({"launch": In(LaunchSignature()),
                           "i": In(stream.Signature(AXI_DATA_BITS)),
                           "o": Out(stream.Signature(AXI_DATA_BITS)),
                           "busy": Out(1)})
+        self.state = Signal(self.STATE)
 
     def elaborate(self, platform):
         m = Module()
@@ -148,13 +153,11 @@ class Feeder(wiring.Component):
         assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
         seg_head = Array([C(0, 1), C(0, 1), C(1, 1)])
         seg_opcode = Array([C(0, 32), C(0, 32), C(int(Opcode.FRAME), 32) | (args.images << 8)])
-        seg = Signal(range(len(INPUT_BUFFERS)))
+        seg, head, left = self.state.seg, self.state.head, self.state.left
         # an empty segment is skipped, header and all: no FRAME without images
         any_first, first_seg = _first_nonempty(
             beats, Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1))
         any_next, next_seg = _first_nonempty(beats, seg + 1)
-        head = Signal()
-        left = Signal(32)
         m.d.comb += [o.valid.eq(self.busy & (head | i.valid)),
                      o.payload.eq(Mux(head, seg_opcode[seg], i.payload)),
                      i.ready.eq(self.busy & ~head & o.ready)]

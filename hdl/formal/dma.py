@@ -1,0 +1,122 @@
+"""Formal harnesses of the kernel's data movers (:mod:`hdl.kernel_dma`).
+
+The environment (assumed): the Launcher starts a run only with the part idle and holds the
+run's arguments until the next start (it refuses unaligned pointers, so bases are 64-byte
+aligned); the AXI slave and the streams' other ends obey valid/ready; memory returns R beats
+only for beats asked for; B comes only after a burst's last W beat. Ghost counters (beats
+asked, fed, written) state what the part must have done, so "each byte once, in order" is a
+counter per segment rather than a list.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import Assert, Assume, Cover
+
+from ..kernel_buffers import INPUT_BUFFERS
+from ..kernel_control import ARGUMENTS
+from ..kernel_dma import BEAT_SHIFT, BURST_BEATS, PAGE_BITS, Feeder, ReadSequencer, WriteBack
+from ..protocol import Opcode
+from .props import Harness, held, past, quiet_after_reset
+
+__all__ = ["FeederHarness", "ReadSequencerHarness", "WriteBackHarness"]
+
+PAGE_BYTES = 1 << PAGE_BITS
+
+
+def _run(m, h, dut):
+    """The Launcher as environment: start only when ``dut`` is idle, the arguments held
+    through the run; returns the run's arguments and a flag: a run was launched since reset."""
+    args = Signal(ARGUMENTS, name="run_args")
+    launched = Signal(name="launched")
+    with m.If(dut.launch.start):
+        m.d.sync += [args.eq(dut.launch.args), launched.eq(1)]
+    m.d.comb += Assume(~dut.launch.start | ~dut.busy, "start only when idle")
+    # the ghost `args` is the run's: the part's copy must not change while it works
+    m.d.comb += Assume(~launched | dut.launch.start | (dut.launch.args == args),
+                       "arguments held until the next start")
+    # the Launcher refuses unaligned pointers
+    m.d.comb += [Assume(dut.launch.args.base[b][:BEAT_SHIFT] == 0, f"{b} aligned")
+                 for b in ARGUMENTS.members["base"].members]
+    return args, launched
+
+
+def _segments(args):
+    """{buffer: beats this run reads} (params and schedule only with load_config)."""
+    return {b: Mux(args.load_config | (b == "ifmap"), args.beats[b], 0) for b in INPUT_BUFFERS}
+
+
+class FeederHarness(Harness):
+    """:class:`~hdl.kernel_dma.Feeder`: ``o`` obeys valid/ready given ``i`` does; ``i`` gives up
+    exactly the run's beats; ``o`` is params, schedule, the FRAME header (only if the ifmap has
+    beats) and the ifmap beats, each passed through unchanged; ``busy`` until the last."""
+
+    def elaborate(self, platform):
+        m = self.module()
+        m.submodules.dut = dut = Feeder()
+        self.drive_inputs(m, dut, "env")
+        i, o = dut.i, dut.o
+        args, launched = _run(m, self, dut)
+        seg = _segments(args)
+        pre = Signal(34)                    # beats before the header
+        total = Signal(34)
+        header = Signal()
+        m.d.comb += [pre.eq(seg["params"] + seg["schedule"]), total.eq(pre + seg["ifmap"]),
+                     header.eq(seg["ifmap"] != 0)]
+        taken, fed = Signal(34), Signal(35)
+        with m.If(dut.launch.start):
+            m.d.sync += [taken.eq(0), fed.eq(0)]
+        with m.Else():
+            m.d.sync += [taken.eq(taken + (i.valid & i.ready)), fed.eq(fed + (o.valid & o.ready))]
+
+        held(m, self, i.valid, i.ready, i.payload, Assume, "i")
+        held(m, self, o.valid, o.ready, o.payload, Assert, "o")
+        quiet_after_reset(m, self, o.valid, name="o")
+        at_header = header & (fed == pre)
+        frame = Const(int(Opcode.FRAME), 32) | (args.images << 8)
+        m.d.comb += [
+            Assert(dut.busy == (launched & (fed < total + header)), "busy until the last beat"),
+            Assert(fed == taken + (header & (fed > pre)), "every beat out came in, or is the header"),
+            Assert(~(i.valid & i.ready) | (dut.busy & (taken < total)), "only the run's beats taken"),
+            Assert(~o.valid | ~at_header | ((o.payload == frame) & ~i.ready), "the FRAME header"),
+            Assert(~o.valid | at_header | ((o.payload == i.payload) & i.valid),
+                   "a beat passed through"),
+            Assert(~(o.valid & o.ready) | at_header | i.ready, "a beat out is a beat taken"),
+        ]
+        # the invariants that make k-induction close: the registers agree with the ghost counts
+        st = dut.state
+        idx = {b: k for k, b in enumerate(INPUT_BUFFERS)}
+        before = Signal(34)
+        m.d.comb += before.eq(Mux(st.seg == idx["ifmap"], pre,
+                                  Mux(st.seg == idx["schedule"], seg["params"], 0)))
+        seg_now = Signal(32)
+        m.d.comb += seg_now.eq(Mux(st.seg == idx["ifmap"], seg["ifmap"],
+                                   Mux(st.seg == idx["schedule"], seg["schedule"], seg["params"])))
+        m.d.comb += [
+            Assert(~dut.busy | ((st.left != 0) & (st.left <= seg_now) & (st.seg != 3)),
+                   "inv: beats left in the segment"),
+            Assert(~dut.busy | (taken == before + seg_now - st.left), "inv: beats taken"),
+            Assert(~st.head | (dut.busy & (st.seg == idx["ifmap"]) & (st.left == seg_now)),
+                   "inv: the header opens the ifmap"),
+            Assert(~dut.busy | (fed == taken + (header & (st.seg == idx["ifmap"]) & ~st.head)),
+                   "inv: fed while busy"),
+            Assert(dut.busy | ~launched | ((taken == total) & (fed == total + header)),
+                   "inv: a run ended"),
+            Assert(launched | ((fed == 0) & (taken == 0)), "inv: before a run"),
+        ]
+        ended = past(m, dut.busy) & ~dut.busy & ~past(m, ResetSignal()) & self.started
+        all_there = Cat(args.beats[b] != 0 for b in INPUT_BUFFERS).all()
+        m.d.comb += [
+            Cover(o.valid & ~o.ready & dut.busy & (fed > 0), "o stalled mid-run"),
+            Cover(o.valid & at_header & o.ready, "the header goes out"),
+            Cover(ended & args.load_config & all_there, "a run with all three segments ends"),
+            Cover(ended & args.load_config & (args.beats.params == 0) & (args.beats.ifmap != 0),
+                  "params empty: skipped"),
+            Cover(ended & args.load_config & (args.beats.schedule == 0) & (args.beats.params != 0)
+                  & (args.beats.ifmap != 0), "schedule empty: skipped"),
+            Cover(ended & (args.beats.ifmap == 0) & (fed == pre) & (pre != 0),
+                  "ifmap empty: no header, nothing fed for it"),
+            Cover(past(m, dut.launch.start) & ~dut.busy & launched & (total == 0),
+                  "everything empty: never busy"),
+        ]
+        return m
