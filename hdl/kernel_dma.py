@@ -84,6 +84,12 @@ class ReadSequencer(wiring.Component):
                           "r": In(stream.Signature(READ_BEAT)),
                           "o": Out(stream.Signature(AXI_DATA_BITS)),
                           "busy": Out(1), "error": Out(1)})
+        #: the registers, for the formal harness's invariants (as :attr:`Feeder.state`); credits:
+        #: beats asked for and not yet out of ``o``; ``level``: the FIFO's
+        self.state = Signal(data.StructLayout({
+            "seg": range(len(INPUT_BUFFERS)), "addr": AXI_ADDR_BITS, "left": 32,
+            "credits": range(depth + 1)}))
+        self.level = Signal(range(depth + 1))
 
     def elaborate(self, platform):
         m = Module()
@@ -101,14 +107,13 @@ class ReadSequencer(wiring.Component):
         seg_base = Array(args.base[b] for b in INPUT_BUFFERS)
         seg_beats = Array(beats)
         assert INPUT_BUFFERS[-1] == "ifmap"     # load_config=0 skips all but the ifmap
-        seg = Signal(range(len(INPUT_BUFFERS)))
+        seg, addr, left = self.state.seg, self.state.addr, self.state.left
+        credits = self.state.credits
+        m.d.comb += self.level.eq(buf.level)
         any_first, first_seg = _first_nonempty(
             beats, Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1))
         any_next, next_seg = _first_nonempty(beats, seg + 1)
-        addr = Signal(AXI_ADDR_BITS)
-        left = Signal(32)
         length = Signal(range(BURST_BEATS + 1))
-        credits = Signal(range(self.depth + 1))   # beats asked for and not yet out of ``o``
         m.d.comb += [length.eq(_burst_len(addr, left)),
                      ar.payload.addr.eq(addr), ar.payload.len.eq(length - 1),
                      ar.valid.eq(self.busy & (credits + length <= self.depth))]

@@ -120,3 +120,98 @@ class FeederHarness(Harness):
                   "everything empty: never busy"),
         ]
         return m
+
+
+def _segment_sums(m, args, seg_index):
+    """(beats of the run's segments before ``seg_index``, beats of segment ``seg_index``)."""
+    seg = _segments(args)
+    idx = {b: k for k, b in enumerate(INPUT_BUFFERS)}
+    before, now = Signal(34), Signal(32)
+    m.d.comb += [
+        before.eq(Mux(seg_index == idx["ifmap"], seg["params"] + seg["schedule"],
+                      Mux(seg_index == idx["schedule"], seg["params"], 0))),
+        now.eq(Mux(seg_index == idx["ifmap"], seg["ifmap"],
+                   Mux(seg_index == idx["schedule"], seg["schedule"], seg["params"])))]
+    return before, now
+
+
+class ReadSequencerHarness(Harness):
+    """:class:`~hdl.kernel_dma.ReadSequencer` with a ``depth``-beat FIFO: AR held until ready;
+    bursts of 1..64 beats, 64-byte aligned, inside one 4 KB page; the bursts cover each segment
+    of the run once, in order (the address of each is the segment's base plus the beats asked
+    so far), nothing more; R is never refused (every response consumed) and the beats asked and
+    not yet out of ``o`` never exceed the FIFO; ``o`` held until ready; no VALID after reset."""
+
+    def __init__(self, depth: int = BURST_BEATS):
+        super().__init__()
+        self.depth = depth
+
+    def elaborate(self, platform):
+        m = self.module()
+        m.submodules.dut = dut = ReadSequencer(self.depth)
+        self.drive_inputs(m, dut, "env")
+        ar, r, o, st = dut.ar, dut.r, dut.o, dut.state
+        args, launched = _run(m, self, dut)
+        seg = _segments(args)
+        total = Signal(34)
+        m.d.comb += total.eq(seg["params"] + seg["schedule"] + seg["ifmap"])
+        asked, got, taken = Signal(34), Signal(34), Signal(34)
+        ar_done, r_done, o_done = ar.valid & ar.ready, r.valid & r.ready, o.valid & o.ready
+        beats = ar.payload.len + 1
+        m.d.sync += [asked.eq(asked + Mux(ar_done, beats, 0)), got.eq(got + r_done),
+                     taken.eq(taken + o_done)]
+        with m.If(dut.launch.start):
+            m.d.sync += asked.eq(0)
+
+        held(m, self, ar.valid, ar.ready, ar.payload, Assert, "ar")
+        held(m, self, r.valid, r.ready, r.payload, Assume, "r")
+        held(m, self, o.valid, o.ready, o.payload, Assert, "o")
+        quiet_after_reset(m, self, ar.valid, o.valid, name="ar/o")
+        # memory answers only what was asked for (across runs: beats still in flight count)
+        m.d.comb += Assume(~r.valid | ((got - taken)[:34] < st.credits), "R only for beats asked")
+
+        before, now = _segment_sums(m, args, st.seg)
+        page_beats = 1 << (PAGE_BITS - BEAT_SHIFT)
+        m.d.comb += [
+            Assert(~ar.valid | dut.busy, "AR only while busy"),
+            Assert(~ar.valid | (ar.payload.addr[:BEAT_SHIFT] == 0), "AR aligned"),
+            Assert(~ar.valid | (beats <= BURST_BEATS), "ARLEN within 64 beats (AXI4: 256)"),
+            Assert(~ar.valid | (ar.payload.addr[BEAT_SHIFT:PAGE_BITS] + beats <= page_beats),
+                   "no burst crosses 4 KB"),
+            Assert(~ar.valid | (ar.payload.addr == st.addr), "AR address is the sequencer's"),
+            Assert(~ar.valid | (beats <= st.left), "a burst stays inside its segment"),
+            Assert(~dut.busy | (asked == before + now - st.left), "each beat asked once, in order"),
+            Assert(dut.busy | ~launched | (asked == total), "a run asks for all its beats"),
+            Assert(~r.valid | r.ready, "R never refused"),
+            Assert(st.credits <= self.depth, "no more asked than the FIFO holds"),
+            Assert(dut.level <= st.credits, "the FIFO holds only beats asked for"),
+            Assert((got - taken)[:34] <= st.credits, "inv: R beats were asked for"),
+            Assert((dut.level + taken)[:34] == got, "inv: FIFO level"),
+        ]
+        # the address: the segment's base plus the beats asked in it so far
+        base = Signal(64)
+        idx = {b: k for k, b in enumerate(INPUT_BUFFERS)}
+        m.d.comb += base.eq(Mux(st.seg == idx["ifmap"], args.base.ifmap,
+                                Mux(st.seg == idx["schedule"], args.base.schedule, args.base.params)))
+        m.d.comb += [
+            Assert(~dut.busy | (st.addr == (base + ((now - st.left) << BEAT_SHIFT))[:64]),
+                   "the address covers the segment from its base"),
+            Assert(~dut.busy | ((st.left != 0) & (st.left <= now) & (st.seg != 3)),
+                   "inv: beats left in the segment"),
+            Assert(launched | ((asked == 0) & ~dut.busy), "inv: before a run"),
+        ]
+        ended = past(m, dut.busy) & ~dut.busy & ~past(m, ResetSignal()) & self.started
+        m.d.comb += [
+            Cover(ar.valid & ~ar.ready, "AR stalled"),
+            Cover(ar_done & (ar.payload.addr[BEAT_SHIFT:PAGE_BITS] + beats == page_beats)
+                  & (beats < BURST_BEATS), "a burst cut at a page end"),
+            Cover(dut.busy & ~ar.valid & (st.credits != 0), "AR waits for credits"),
+            Cover(o.valid & ~o.ready, "o stalled"),
+            Cover(r.valid & (dut.level != 0), "R beat into a non-empty FIFO"),
+            Cover(ended & args.load_config & (args.beats.params == 0) & (asked != 0),
+                  "params empty: skipped"),
+            Cover(ended & (args.beats.ifmap == 0) & (asked != 0), "ifmap empty: skipped"),
+            Cover(ended & args.load_config & (seg["params"] != 0) & (seg["schedule"] != 0)
+                  & (seg["ifmap"] != 0), "a run over three segments ends"),
+        ]
+        return m
