@@ -199,18 +199,22 @@ class WriteBack(wiring.Component):
                           "w": Out(stream.Signature(WRITE_BEAT)),
                           "b": In(stream.Signature(2)),
                           "busy": Out(1), "out_beats": Out(32), "error": Out(1)})
+        #: the registers and the FIFO level, for the formal harness (as :attr:`Feeder.state`)
+        self.state = Signal(data.StructLayout({
+            "running": 1, "addr": AXI_ADDR_BITS, "count": range(BURST_BEATS + 1),
+            "data_phase": 1, "b_pending": 16}))
+        self.level = Signal(range(depth + 1))
 
     def elaborate(self, platform):
         m = Module()
         aw, w, b = self.aw, self.w, self.b
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=self.depth)
         wiring.connect(m, wiring.flipped(self.i), buf.w_stream)
-        running = Signal()
-        addr = Signal(AXI_ADDR_BITS)
+        st = self.state
+        running, addr, count, data_phase, b_pending = (st.running, st.addr, st.count,
+                                                       st.data_phase, st.b_pending)
         length = Signal(range(BURST_BEATS + 1))
-        count = Signal(range(BURST_BEATS + 1))
-        data_phase = Signal()
-        b_pending = Signal(16)
+        m.d.comb += self.level.eq(buf.level)
         m.d.comb += [length.eq(Mux(self.drain, _burst_len(addr, buf.level), _to_page(addr))),
                      aw.payload.addr.eq(addr), aw.payload.len.eq(length - 1),
                      aw.valid.eq(running & ~data_phase & (length != 0) & (buf.level >= length)),

@@ -215,3 +215,104 @@ class ReadSequencerHarness(Harness):
                   & (seg["ifmap"] != 0), "a run over three segments ends"),
         ]
         return m
+
+
+#: write bursts the interconnect lets be outstanding (assumed: it holds AWREADY low beyond)
+MAX_OUTSTANDING = 255
+
+
+class WriteBackHarness(Harness):
+    """:class:`~hdl.kernel_dma.WriteBack`: AW and W held until ready; bursts of 1..64 beats,
+    aligned, inside one 4 KB page, at consecutive addresses from the ofm base; an address only
+    once its beats are in the FIFO and one burst's W at a time; WLAST exactly on each burst's
+    last beat; W beats = the AW bursts' sum = the engine's beats at the end; every B consumed
+    and ``busy`` until the last; no VALID after reset."""
+
+    def __init__(self, depth: int = BURST_BEATS):
+        super().__init__()
+        self.depth = depth
+
+    def elaborate(self, platform):
+        m = self.module()
+        m.submodules.dut = dut = WriteBack(self.depth)
+        self.drive_inputs(m, dut, "env")
+        i, aw, w, b, st = dut.i, dut.aw, dut.w, dut.b, dut.state
+        args, launched = _run(m, self, dut)
+        rst = ResetSignal()
+        i_done, aw_done = i.valid & i.ready, aw.valid & aw.ready
+        w_done, b_done = w.valid & w.ready, b.valid & b.ready
+        beats = aw.payload.len + 1
+        pushed, aw_beats, w_beats = Signal(34), Signal(34), Signal(34)
+        aw_bursts, w_lasts, b_got = Signal(16), Signal(16), Signal(16)
+        with m.If(dut.launch.start):
+            m.d.sync += [pushed.eq(0), aw_beats.eq(0), w_beats.eq(0)]
+        with m.Else():
+            m.d.sync += [pushed.eq(pushed + i_done), aw_beats.eq(aw_beats + Mux(aw_done, beats, 0)),
+                         w_beats.eq(w_beats + w_done)]
+        m.d.sync += [aw_bursts.eq(aw_bursts + aw_done), w_lasts.eq(w_lasts + (w_done & w.payload.last)),
+                     b_got.eq(b_got + b_done)]
+        # the engine: output only in a run until drain, which then holds until the next start
+        open_ = Signal()
+        with m.If(dut.launch.start):
+            m.d.sync += open_.eq(1)
+        with m.Elif(dut.drain):
+            m.d.sync += open_.eq(0)
+        m.d.comb += [
+            Assume(~i.valid | (open_ & ~dut.drain), "engine output only in a run, before drain"),
+            Assume(~self.started | ~past(m, dut.drain & ~dut.launch.start & ~rst) | dut.drain,
+                   "drain holds"),
+            Assume(~b.valid | (w_lasts != b_got), "B only after a burst's last W"),
+            Assume(~aw.ready | ((aw_bursts - b_got)[:16] < MAX_OUTSTANDING),
+                   "the interconnect bounds outstanding writes"),
+        ]
+        held(m, self, i.valid, i.ready, i.payload, Assume, "i")
+        held(m, self, b.valid, b.ready, b.payload, Assume, "b")
+        held(m, self, aw.valid, aw.ready, aw.payload, Assert, "aw")
+        held(m, self, w.valid, w.ready, w.payload, Assert, "w")
+        quiet_after_reset(m, self, aw.valid, w.valid, name="aw/w")
+        w_left = Signal(34)
+        m.d.comb += w_left.eq(aw_beats - w_beats)
+        page_beats = 1 << (PAGE_BITS - BEAT_SHIFT)
+        m.d.comb += [
+            Assert(~aw.valid | (aw.payload.addr[:BEAT_SHIFT] == 0), "AW aligned"),
+            Assert(~aw.valid | (beats <= BURST_BEATS), "AWLEN within 64 beats (AXI4: 256)"),
+            Assert(~aw.valid | (aw.payload.addr[BEAT_SHIFT:PAGE_BITS] + beats <= page_beats),
+                   "no burst crosses 4 KB"),
+            Assert(~aw.valid | (aw.payload.addr == (args.base.ofm + (aw_beats << BEAT_SHIFT))[:64]),
+                   "bursts at consecutive addresses from the ofm base"),
+            Assert(~aw.valid | (dut.level >= beats), "an address only once its data is in"),
+            Assert(~aw.valid | (w_left == 0), "one burst's W at a time"),
+            Assert(~w.valid | (w_left != 0), "no W without its address"),
+            Assert(~w.valid | (w.payload.last == (w_left == 1)), "WLAST on each burst's last beat"),
+            Assert(~b.valid | b.ready, "every B consumed"),
+            Assert((aw_bursts - b_got)[:16] <= MAX_OUTSTANDING, "outstanding writes bounded"),
+            Assert(dut.busy | ~launched | ((w_beats == aw_beats) & (aw_beats == pushed)
+                                           & (aw_bursts == b_got)),
+                   "at the end: W beats = AW beats = engine beats, every B back"),
+            Assert(dut.out_beats == w_beats[:32], "OUT_BEATS"),
+            # invariants for the induction
+            Assert(st.data_phase == (w_left != 0), "inv: data phase"),
+            Assert(~st.data_phase | (st.count == w_left), "inv: count"),
+            Assert(st.b_pending == (aw_bursts - b_got)[:16], "inv: B pending"),
+            Assert((w_lasts - b_got)[:16] <= st.b_pending, "inv: B owed"),
+            Assert((aw_bursts - w_lasts)[:16] == st.data_phase, "inv: WLAST per burst"),
+            Assert((dut.level + w_beats)[:34] == pushed, "inv: FIFO level"),
+            Assert(dut.level <= self.depth, "inv: FIFO bound"),
+            Assert(~st.running | (st.addr == (args.base.ofm + (aw_beats << BEAT_SHIFT))[:64]),
+                   "inv: address"),
+            Assert(st.running | ~launched | ~st.data_phase, "inv: done means no burst open"),
+            Assert(st.running | (dut.level == 0) | ~launched, "inv: done means FIFO empty"),
+            Assert(launched | (~st.running & (pushed == 0) & (aw_beats == 0)), "inv: before a run"),
+            Assert(~open_ | st.running, "inv: running while the engine may send"),
+        ]
+        ended = past(m, dut.busy) & ~dut.busy & ~past(m, rst) & self.started
+        m.d.comb += [
+            Cover(aw.valid & ~aw.ready, "AW stalled"),
+            Cover(w.valid & ~w.ready & w.payload.last, "the last W stalled"),
+            Cover(aw_done & ~dut.drain & (beats == BURST_BEATS), "a full burst before drain"),
+            Cover(aw_done & dut.drain & (beats > 1) & (beats < BURST_BEATS), "a short burst at drain"),
+            Cover(b.valid & (st.b_pending > 1), "two bursts awaiting B"),
+            Cover(ended & (w_beats > 1), "a run with data ends"),
+            Cover(ended & (w_beats == 0), "a run without output ends"),
+        ]
+        return m
