@@ -309,7 +309,7 @@ class WriteBackHarness(Harness):
         m.d.comb += [
             Cover(aw.valid & ~aw.ready, "AW stalled"),
             Cover(w.valid & ~w.ready & w.payload.last, "the last W stalled"),
-            Cover(aw_done & ~dut.drain & (beats == BURST_BEATS), "a full burst before drain"),
+            Cover(aw_done & ~dut.drain & (beats > 1), "a burst to the page end before drain"),
             Cover(aw_done & dut.drain & (beats > 1) & (beats < BURST_BEATS), "a short burst at drain"),
             Cover(b.valid & (st.b_pending > 1), "two bursts awaiting B"),
             Cover(ended & (w_beats > 1), "a run with data ends"),
