@@ -10,13 +10,14 @@ VENV_STAMP := $(VENV)/.installed
 APT_PACKAGES := iverilog dataset-fashion-mnist
 JOBS ?= 2
 
-.PHONY: all venv sysdeps sim network frame verilog lint test test-fast bench clean help
+.PHONY: all venv sysdeps sim network frame verilog lint test test-fast bench formal clean help
 all: verilog
 
 help:
 	@echo "make sim      main job: throughput/energy sweep of the 16 x 64x64 design vs C -> results/"
 	@echo "make network  the whole VELCRO CNN on the RTL, one design, every layer -> results/network/"
 	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
+	@echo "make formal   SymbiYosys proofs of the kernel's AXI masters and streams -> build/formal/"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
 	@echo "make bench    streaming, compute-cycle, expansion and simulation-speed benchmarks (default design)"
@@ -71,6 +72,9 @@ test: $(VENV_STAMP)
 
 test-fast: $(VENV_STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+formal: $(VENV_STAMP)
+	$(PY) scripts/formal.py
 
 bench: $(VENV_STAMP)
 	$(PY) scripts/bench_stream.py

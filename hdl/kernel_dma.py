@@ -3,11 +3,11 @@
 
 * :class:`ReadSequencer`: INCR bursts (at most 64 beats, never across a 4 KB page) over the
   input segments params, schedule (if load_config) and ifmap, in that order, on the AR
-  channel; the R beats go through its FIFO to ``o``. It only asks for data the FIFO has room
+  channel (a segment of 0 beats is skipped); the R beats go through its FIFO to ``o``. It only asks for data the FIFO has room
   for (credits), so R never backs up into the interconnect.
 * :class:`Feeder`: the read stream to the engine's command stream: the params and schedule
   buffers as they are (they hold whole commands), then a FRAME header (``Opcode.FRAME |
-  images << 8``) and the ifmap beats.
+  images << 8``) and the ifmap beats; an empty segment is skipped (no FRAME for 0 ifmap beats).
 * :class:`WriteBack`: engine output -> FIFO -> AW/W/B. A burst's address goes out only once its
   data is in the FIFO, so W never stalls mid-burst: full bursts up to the next 4 KB page while
   the engine runs, the remainder once ``drain`` says the output is complete.
@@ -54,6 +54,16 @@ def _burst_len(addr, left):
     return Mux(left < to_page, left, to_page)
 
 
+def _first_nonempty(beats, start):
+    """(any, index): the first of the segments ``start`` .. end whose ``beats`` is not 0, so a
+    zero-length segment is skipped (no burst, nothing fed); ``start`` may be one past the end."""
+    found, index = C(0, 1), C(0, range(len(beats)))
+    for k in reversed(range(len(beats))):
+        take = (start <= k) & (beats[k] != 0)
+        found, index = Mux(take, 1, found), Mux(take, k, index)
+    return found, index
+
+
 def _check_depth(depth):
     if not isinstance(depth, int):
         raise TypeError(f"depth must be an int, not {depth!r}")
@@ -74,6 +84,12 @@ class ReadSequencer(wiring.Component):
                           "r": In(stream.Signature(READ_BEAT)),
                           "o": Out(stream.Signature(AXI_DATA_BITS)),
                           "busy": Out(1), "error": Out(1)})
+        #: the registers, for the formal harness's invariants (as :attr:`Feeder.state`); credits:
+        #: beats asked for and not yet out of ``o``; ``level``: the FIFO's
+        self.state = Signal(data.StructLayout({
+            "seg": range(len(INPUT_BUFFERS)), "addr": AXI_ADDR_BITS, "left": 32,
+            "credits": range(depth + 1)}))
+        self.level = Signal(range(depth + 1))
 
     def elaborate(self, platform):
         m = Module()
@@ -87,32 +103,33 @@ class ReadSequencer(wiring.Component):
         with m.If(self.r.valid & self.r.ready & (self.r.payload.resp != 0)):
             m.d.sync += self.error.eq(1)
 
+        beats = [args.beats[b] for b in INPUT_BUFFERS]
         seg_base = Array(args.base[b] for b in INPUT_BUFFERS)
-        seg_beats = Array(args.beats[b] for b in INPUT_BUFFERS)
+        seg_beats = Array(beats)
         assert INPUT_BUFFERS[-1] == "ifmap"     # load_config=0 skips all but the ifmap
-        first_seg = Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1)
-        last_seg = len(INPUT_BUFFERS) - 1
-        seg = Signal(range(len(INPUT_BUFFERS)))
-        addr = Signal(AXI_ADDR_BITS)
-        left = Signal(32)
+        seg, addr, left = self.state.seg, self.state.addr, self.state.left
+        credits = self.state.credits
+        m.d.comb += self.level.eq(buf.level)
+        any_first, first_seg = _first_nonempty(
+            beats, Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1))
+        any_next, next_seg = _first_nonempty(beats, seg + 1)
         length = Signal(range(BURST_BEATS + 1))
-        credits = Signal(range(self.depth + 1))   # beats asked for and not yet out of ``o``
         m.d.comb += [length.eq(_burst_len(addr, left)),
                      ar.payload.addr.eq(addr), ar.payload.len.eq(length - 1),
                      ar.valid.eq(self.busy & (credits + length <= self.depth))]
         asked = ar.valid & ar.ready
         m.d.sync += credits.eq(credits + Mux(asked, length, 0) - (self.o.valid & self.o.ready))
         with m.If(self.launch.start):
-            m.d.sync += [self.busy.eq(1), seg.eq(first_seg), addr.eq(seg_base[first_seg]),
-                         left.eq(seg_beats[first_seg])]
+            m.d.sync += [self.busy.eq(any_first), seg.eq(first_seg),
+                         addr.eq(seg_base[first_seg]), left.eq(seg_beats[first_seg])]
         with m.Elif(asked):
             m.d.sync += [addr.eq(addr + (length << BEAT_SHIFT)), left.eq(left - length)]
             with m.If(left == length):
-                with m.If(seg == last_seg):
+                with m.If(~any_next):
                     m.d.sync += self.busy.eq(0)
                 with m.Else():
-                    m.d.sync += [seg.eq(seg + 1), addr.eq(seg_base[seg + 1]),
-                                 left.eq(seg_beats[seg + 1])]
+                    m.d.sync += [seg.eq(next_seg), addr.eq(seg_base[next_seg]),
+                                 left.eq(seg_beats[next_seg])]
         return m
 
 
@@ -120,43 +137,49 @@ class Feeder(wiring.Component):
     """``i`` (the read stream) to ``o`` (the engine's commands): each segment's beats, the
     ifmap's after a FRAME header inserted with the run's B. ``busy`` until the last beat."""
 
+    #: The registers besides ``busy``, visible as ``self.state`` so that the formal harness
+    #: (hdl/formal) can state its invariants over them: the segment, header to send, beats left.
+    STATE = data.StructLayout({"seg": range(len(INPUT_BUFFERS)), "head": 1, "left": 32})
+
     def __init__(self):
         super().__init__({"launch": In(LaunchSignature()),
                           "i": In(stream.Signature(AXI_DATA_BITS)),
                           "o": Out(stream.Signature(AXI_DATA_BITS)),
                           "busy": Out(1)})
+        self.state = Signal(self.STATE)
 
     def elaborate(self, platform):
         m = Module()
         args, i, o = self.launch.args, self.i, self.o
-        seg_beats = Array(args.beats[b] for b in INPUT_BUFFERS)
+        beats = [args.beats[b] for b in INPUT_BUFFERS]
+        seg_beats = Array(beats)
         # the params and schedule buffers carry their commands whole (the layer's shape sets
         # their lengths, PARAMS_BEATS and SCHEDULE_BEATS); FRAME gets its header inserted
         assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
         seg_head = Array([C(0, 1), C(0, 1), C(1, 1)])
         seg_opcode = Array([C(0, 32), C(0, 32), C(int(Opcode.FRAME), 32) | (args.images << 8)])
-        first_seg = Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1)
-        last_seg = len(INPUT_BUFFERS) - 1
-        seg = Signal(range(len(INPUT_BUFFERS)))
-        head = Signal()
-        left = Signal(32)
+        seg, head, left = self.state.seg, self.state.head, self.state.left
+        # an empty segment is skipped, header and all: no FRAME without images
+        any_first, first_seg = _first_nonempty(
+            beats, Mux(args.load_config, 0, len(INPUT_BUFFERS) - 1))
+        any_next, next_seg = _first_nonempty(beats, seg + 1)
         m.d.comb += [o.valid.eq(self.busy & (head | i.valid)),
                      o.payload.eq(Mux(head, seg_opcode[seg], i.payload)),
                      i.ready.eq(self.busy & ~head & o.ready)]
         with m.If(self.launch.start):
-            m.d.sync += [self.busy.eq(1), seg.eq(first_seg), head.eq(seg_head[first_seg]),
-                         left.eq(seg_beats[first_seg])]
+            m.d.sync += [self.busy.eq(any_first), seg.eq(first_seg),
+                         head.eq(seg_head[first_seg]), left.eq(seg_beats[first_seg])]
         with m.Elif(o.valid & o.ready):
             with m.If(head):
                 m.d.sync += head.eq(0)
             with m.Else():
                 m.d.sync += left.eq(left - 1)
                 with m.If(left == 1):
-                    with m.If(seg == last_seg):
+                    with m.If(~any_next):
                         m.d.sync += self.busy.eq(0)
                     with m.Else():
-                        m.d.sync += [seg.eq(seg + 1), head.eq(seg_head[seg + 1]),
-                                     left.eq(seg_beats[seg + 1])]
+                        m.d.sync += [seg.eq(next_seg), head.eq(seg_head[next_seg]),
+                                     left.eq(seg_beats[next_seg])]
         return m
 
 
@@ -176,18 +199,22 @@ class WriteBack(wiring.Component):
                           "w": Out(stream.Signature(WRITE_BEAT)),
                           "b": In(stream.Signature(2)),
                           "busy": Out(1), "out_beats": Out(32), "error": Out(1)})
+        #: the registers and the FIFO level, for the formal harness (as :attr:`Feeder.state`)
+        self.state = Signal(data.StructLayout({
+            "running": 1, "addr": AXI_ADDR_BITS, "count": range(BURST_BEATS + 1),
+            "data_phase": 1, "b_pending": 16}))
+        self.level = Signal(range(depth + 1))
 
     def elaborate(self, platform):
         m = Module()
         aw, w, b = self.aw, self.w, self.b
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=self.depth)
         wiring.connect(m, wiring.flipped(self.i), buf.w_stream)
-        running = Signal()
-        addr = Signal(AXI_ADDR_BITS)
+        st = self.state
+        running, addr, count, data_phase, b_pending = (st.running, st.addr, st.count,
+                                                       st.data_phase, st.b_pending)
         length = Signal(range(BURST_BEATS + 1))
-        count = Signal(range(BURST_BEATS + 1))
-        data_phase = Signal()
-        b_pending = Signal(16)
+        m.d.comb += self.level.eq(buf.level)
         m.d.comb += [length.eq(Mux(self.drain, _burst_len(addr, buf.level), _to_page(addr))),
                      aw.payload.addr.eq(addr), aw.payload.len.eq(length - 1),
                      aw.valid.eq(running & ~data_phase & (length != 0) & (buf.level >= length)),

@@ -52,8 +52,9 @@ def random_args(rng, *, load_config, lengths=None):
 
 
 def segments(args):
-    """The input buffers a run reads, in order."""
-    return [b for b in INPUT_BUFFERS if args["load_config"] or b == "ifmap"]
+    """The input buffers a run reads, in order (an empty one is skipped)."""
+    return [b for b in INPUT_BUFFERS
+            if (args["load_config"] or b == "ifmap") and args["beats"][b]]
 
 
 async def launch(ctx, dut, args):
@@ -169,6 +170,28 @@ def test_read_sequencer(depth, case):
         assert not busy
 
 
+#: Zero-length segments: each is skipped (no burst, nothing fed), the others unchanged.
+EMPTY_SEGMENTS = [{"params": 0, "schedule": 3, "ifmap": 70}, {"params": 5, "schedule": 0, "ifmap": 2},
+                  {"params": 0, "schedule": 0, "ifmap": 1}, {"params": 66, "schedule": 1, "ifmap": 0},
+                  {"params": 0, "schedule": 0, "ifmap": 0}]
+
+
+def test_read_sequencer_skips_empty_segments():
+    seed = seed_for("kernel_dma", "reader", "empty")
+    rng = random.Random(seed)
+    runs = [(random_args(rng, load_config=1, lengths=lengths), None) for lengths in EMPTY_SEGMENTS]
+    runs.append((random_args(rng, load_config=0, lengths={"params": 4, "schedule": 4, "ifmap": 0}),
+                 None))
+    for (args, _), (bursts, out, error, busy) in zip(runs, run_reader(BURST_BEATS, runs, seed=seed,
+                                                                      stall=0.3)):
+        want = [args["base"][b] + BEAT * k for b in segments(args)
+                for k in range(args["beats"][b])]
+        got = [addr + BEAT * k for addr, beats in bursts for k in range(beats)]
+        assert got == want and all(beats <= BURST_BEATS for _, beats in bursts), \
+            f"seed={seed}: {args['beats']}: bursts {bursts}"
+        assert out == [memory(a) for a in want] and not error and not busy
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.UnusedElaboratable")
 def test_read_sequencer_rejects_small_fifo():
     with pytest.raises(ValueError, match="depth must be at least a burst, 64 beats, not 32"):
@@ -184,21 +207,24 @@ def feeder_reference(args, data):
     before the ifmap."""
     out = []
     for b in segments(args):
-        if b == "ifmap":
+        if b == "ifmap":        # an empty ifmap is skipped with its header
             out.append(int(Opcode.FRAME) | args["images"] << 8)
         out += data[b]
     return out
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_feeder(case):
     seed = seed_for("kernel_dma", "feeder", case)
     rng = random.Random(seed)
     stall = 0.5 if case else 0.0
-    runs = [random_args(rng, load_config=1),
-            random_args(rng, load_config=0, lengths={"params": 0, "schedule": 0,
-                                                     "ifmap": rng.randrange(1, 100)}),
-            random_args(rng, load_config=1, lengths={"params": 1, "schedule": 1, "ifmap": 1})]
+    if case == 4:       # zero-length segments are skipped
+        runs = [random_args(rng, load_config=1, lengths=lengths) for lengths in EMPTY_SEGMENTS]
+    else:
+        runs = [random_args(rng, load_config=1),
+                random_args(rng, load_config=0, lengths={"params": 0, "schedule": 0,
+                                                         "ifmap": rng.randrange(1, 100)}),
+                random_args(rng, load_config=1, lengths={"params": 1, "schedule": 1, "ifmap": 1})]
     dut = Feeder()
     got = []
 
@@ -208,7 +234,7 @@ def test_feeder(case):
                     for b in INPUT_BUFFERS}
             want = feeder_reference(args, data)
             await launch(ctx, dut, args)
-            assert ctx.get(dut.busy)
+            assert ctx.get(dut.busy) == bool(want), f"seed={seed}: busy {args['beats']}"
             read = [beat for b in segments(args) for beat in data[b]]
             out, = await run_streams(ctx, sources=[(dut.i, read)], sinks=[(dut.o, len(want))],
                                      rng=rng, stall=stall)
