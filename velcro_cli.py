@@ -122,8 +122,15 @@ def _cmd_sim(args) -> int:
 
     from sim.frame_runner import run_frame
 
+    from hdl.program import LayerProgram
+    from sim.runner import about, estimate_run, run_cycles
+
     with _simulator_errors(args.sim):
         build = _cached_build(cfg, args, _progress)
+        images = 1 if batch is None else len(batch)
+        cycles = run_cycles(LayerProgram.for_frame(cfg, frame), images)
+        _progress(f"{images} image{'s' * (images != 1)}, about {cycles:,} cycles to simulate: "
+                  f"{about(estimate_run(cfg, args.sim, cycles))} once built")
         with _stdout_to_stderr():
             result = run_frame(frame, build=build, progress=_progress, batch=batch)
 

@@ -420,11 +420,19 @@ class BuildEstimate:
         return self.megabytes > self.machine_megabytes
 
     def __str__(self) -> str:
-        s = self.seconds
-        text = f"about {s:.0f} s" if s < 180 else f"about {s / 60:.0f} min"
+        text = about(self.seconds)
         if self.megabytes >= 1024:
             text += f" and {self.megabytes / 1024:.1f} GB of memory"
         return text
+
+
+def about(seconds: float) -> str:
+    """'about 40 s', 'about 12 min', 'about 3.5 h'."""
+    if seconds < 180:
+        return f"about {seconds:.0f} s"
+    if seconds < 3 * 3600:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def machine_megabytes() -> float:
@@ -432,6 +440,36 @@ def machine_megabytes() -> float:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     except (ValueError, OSError):
         return float("inf")
+
+
+# -- run estimate ------------------------------------------------------------------------------
+#
+# Simulated cycles per second of the default design (N = P = 16, L = 1, 64x64) in cocotb, golden
+# check included, measured by scripts/bench_sim_speed.py on the development machine (README,
+# "Benchmarks"); a run's estimate scales them by the default's multipliers over the design's
+# (N*L: the datapaths are most of a cycle's work) and adds the process start-up. An order of
+# magnitude, said before a long run starts, not a promise.
+SIM_SPEED = {"verilator": 9.7e3, "icarus": 145.0}       # cycles / s at N*L = 16
+SIM_STARTUP_SECONDS = {"verilator": 1.0, "icarus": 2.0}
+
+
+def estimate_run(cfg: AccelConfig, sim: str, cycles: int) -> float:
+    """Wall seconds of simulating ``cycles`` cycles of ``cfg``'s design on ``sim``."""
+    design = cfg.design
+    speed = SIM_SPEED[sim] * 16 / (design.instances * design.lanes)
+    return SIM_STARTUP_SECONDS[sim] + cycles / speed
+
+
+def run_cycles(program, images: int) -> int:
+    """Cycles of one ``velcro sim`` run: the constants' beats, then ``images`` images streamed
+    (each at least its input beats and its stream period) and the pipeline's drain."""
+    from hdl.config import PIPELINE_LATENCY
+    from hdl.contract import stream_image_cycles
+    from hdl.protocol import image_beats
+
+    cfg = program.cfg
+    period = max(image_beats(cfg), stream_image_cycles(cfg, program.schedule.steps))
+    return len(program.config_beats()) + images * period + PIPELINE_LATENCY
 
 
 def estimate_build(cfg: AccelConfig, sim: str, *, generate: bool = True) -> BuildEstimate:

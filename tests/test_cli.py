@@ -20,7 +20,9 @@ from conftest import seed_for
 
 from hdl.config import AccelConfig
 from hdl.contract import PIPELINE_LATENCY, compute_cycle_bound
+from hdl.program import LayerProgram
 from hdl.results import RESULT_ARRAYS
+from sim.runner import run_cycles
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 
@@ -82,6 +84,8 @@ def test_sim_frame(tmp_path, frame, sim):
     bound = compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
     assert r.stdout.count("\n") == 1 and r.stdout.startswith(f"images=1 image_cycles={bound} "), \
         r.stdout
+    cycles = run_cycles(LayerProgram.for_frame(CFG, frame), 1)     # said before the run starts
+    assert f"velcro sim: 1 image, about {cycles:,} cycles to simulate: about " in r.stderr
     with np.load(tmp_path / "result.npz") as res:
         assert tuple(res.files) == RESULT_ARRAYS
         assert res["ofm"].dtype == np.uint8

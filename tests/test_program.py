@@ -176,3 +176,22 @@ def test_result_record_and_its_file_form():
         StreamResult.from_samples(cfg, ofm, images, batch, 1)
     with pytest.raises(ValueError, match="needs the arrays"):
         StreamResult.from_arrays({k: v for k, v in arrays.items() if k != "stream_cycles"})
+
+
+def test_run_estimate():
+    """velcro sim's estimate: the constants, the images at their stream period, the drain;
+    wall time from the measured speed, slower on Icarus and on designs with more multipliers,
+    said in units a person reads."""
+    from hdl.config import DEFAULT, PIPELINE_LATENCY
+    from hdl.protocol import image_beats
+    from sim.runner import about, estimate_run, run_cycles
+    frame = random_frame(DEFAULT, np.random.default_rng(3), density=0.0)
+    program = LayerProgram.for_frame(DEFAULT, frame)
+    one, many = run_cycles(program, 1), run_cycles(program, 65535)
+    assert many - one == 65534 * max(image_beats(DEFAULT), 4097)           # dense: 4097 / image
+    assert one == len(program.config_beats()) + 4097 + PIPELINE_LATENCY
+    assert estimate_run(DEFAULT, "icarus", many) > estimate_run(DEFAULT, "verilator", many)
+    bigger = dataclasses.replace(DEFAULT, instances=32)
+    assert estimate_run(bigger, "verilator", many) > estimate_run(DEFAULT, "verilator", many)
+    assert about(40) == "about 40 s" and about(720) == "about 12 min"
+    assert about(estimate_run(DEFAULT, "verilator", many)).endswith(" h")   # hours: said first
