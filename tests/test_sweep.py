@@ -303,15 +303,20 @@ def test_small_sweep_end_to_end(tmp_path):
     proc = subprocess.run(odd + [str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
         "sweep: error: --batches: batches [1, 6] must differ by a multiple of the stream's "
-        "period of 2 images"), proc.stderr
+        "period of 2 images (C = 0.8, before building)"), proc.stderr
     assert not out.exists()
     proc = subprocess.run(cmd + [str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr          # C = 0.8 and 0.95 miss
     assert "TARGET MISSED: random C=0.80" in proc.stderr and "limited by buffers" in proc.stderr
     assert "TARGET MISSED: random C=0.95" in proc.stderr and "limited by input" in proc.stderr
-    proc = subprocess.run(cmd + [str(tmp_path / "again"), "--no-check"], capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # two sweeps of this shape at once (private run folders): both whole and the same
+    procs = [subprocess.Popen(cmd + [str(tmp_path / name), "--no-check"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in ("again", "twin")]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=900)
+        assert p.returncode == 0, stdout + stderr
+    assert (tmp_path / "twin" / "sweep.csv").read_bytes() == (
+        tmp_path / "again" / "sweep.csv").read_bytes()
     # deterministic: a rerun writes the same CSV and report (the command line names --out)
     assert (out / "sweep.csv").read_bytes() == (tmp_path / "again" / "sweep.csv").read_bytes()
     again = (tmp_path / "again" / "REPORT.md").read_text()
