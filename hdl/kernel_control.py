@@ -149,12 +149,17 @@ class ApCtrl(wiring.Component):
                           "control": Out(ControlSignature()),
                           "out_beats": In(32), "counters": In(stream_counter_layout(cfg)),
                           "interrupt": Out(1)})
+        #: the handshake's registers, visible so that the formal harness can state invariants
+        self.state = Signal(self.STATE)
+
+    #: ap_done, ap_ready, auto_restart (CTRL bits 1, 3, 7) and ISR
+    STATE = data.StructLayout({"ap_done": 1, "ap_ready": 1, "auto_restart": 1, "isr": 2})
 
     def elaborate(self, platform):
         m = Module()
         c = self.control
-        ap_done, ap_ready, auto_restart = Signal(), Signal(), Signal()
-        isr = Signal(2)
+        st = self.state
+        ap_done, ap_ready, auto_restart, isr = st.ap_done, st.ap_ready, st.auto_restart, st.isr
         host_start, read_clears = Signal(), Signal()
         isr_toggle = Signal(2)
         ctrl = REGISTER["CTRL"]

@@ -1,12 +1,13 @@
 """Formal properties of the kernel's parts, proven with SymbiYosys (``make formal``).
 
-One harness per part (:mod:`hdl.formal.dma`): the part's protocol as ``Assert``, the other side's
+One harness per part (:mod:`hdl.formal.dma`, :mod:`hdl.formal.control`): the part's protocol as ``Assert``, the other side's
 as ``Assume``, ``Cover`` for the states each property is about. :data:`PROOFS` lists them with
 the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 """
 
 from __future__ import annotations
 
+from .control import ApCtrlHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .run import Outcome, Proof, run_job
 
@@ -18,4 +19,5 @@ PROOFS = (
     Proof("read_sequencer", ReadSequencerHarness, "prove", 4, 14, slow=True),
     Proof("write_back", WriteBackHarness, "bmc", 12, 16, slow=True,
           why="k-induction fails on an unreached state not yet ruled out by an invariant"),
+    Proof("ap_ctrl", ApCtrlHarness, "prove", 2, 10),
 )
