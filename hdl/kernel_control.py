@@ -213,6 +213,8 @@ class Launcher(wiring.Component):
     def __init__(self):
         super().__init__({"control": In(ControlSignature()), "launch": Out(LaunchSignature()),
                           "busy": In(1), "axi_error": In(1)})
+        #: the FSM's RUN and DONE states, visible so that the formal harness can state invariants
+        self.state = Signal(data.StructLayout({"run": 1, "done": 1}))
 
     def elaborate(self, platform):
         m = Module()
@@ -225,7 +227,7 @@ class Launcher(wiring.Component):
         frames = c.regs.frames
         with m.If(running):
             m.d.sync += c.kernel_cycles.eq(c.kernel_cycles + 1)
-        with m.FSM(name="control"):
+        with m.FSM(name="control") as fsm:
             with m.State("IDLE"):
                 with m.If(c.start):
                     m.d.sync += c.kernel_cycles.eq(1)
@@ -255,4 +257,5 @@ class Launcher(wiring.Component):
             with m.State("DONE"):
                 # one cycle so ap_start (cleared at done) is seen low before a restart
                 m.next = "IDLE"
+        m.d.comb += [self.state.run.eq(fsm.ongoing("RUN")), self.state.done.eq(fsm.ongoing("DONE"))]
         return m

@@ -7,7 +7,7 @@ the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 
 from __future__ import annotations
 
-from .control import ApCtrlHarness
+from .control import ApCtrlHarness, LauncherHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .run import Outcome, Proof, run_job
 
@@ -20,4 +20,5 @@ PROOFS = (
     Proof("write_back", WriteBackHarness, "bmc", 12, 16, slow=True,
           why="k-induction fails on an unreached state not yet ruled out by an invariant"),
     Proof("ap_ctrl", ApCtrlHarness, "prove", 2, 10),
+    Proof("launcher", LauncherHarness, "prove", 4, 10),
 )

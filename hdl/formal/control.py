@@ -18,7 +18,8 @@ from amaranth import Cat, Module, Mux, ResetSignal, Signal
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..config import AccelConfig
-from ..kernel_buffers import BUFFERS, STATUS_REFUSED
+from ..kernel_buffers import (ALIGN, BUFFERS, INPUT_BUFFERS, STATUS_REFUSED,
+                              STATUS_UNALIGNED_SHIFT)
 from ..kernel_control import ApCtrl, Launcher
 from ..protocol import counter_words
 from ..regmap import REGISTER, REGISTERS
@@ -167,4 +168,74 @@ class ApCtrlHarness(Harness):
 
 
 class LauncherHarness(Harness):
-    """Placeholder: see :mod:`hdl.formal.control`."""
+    """:class:`~hdl.kernel_control.Launcher`: per accepted ap_start exactly one launch strobe if
+    every pointer is aligned, with the arguments the registers held at the start (FRAMES 0 as
+    1), and none otherwise; an unaligned start gives done at once and STATUS refused with the
+    unaligned pointers' bits; a launched run's done only after ``busy`` falls; done only for
+    an accepted start; ap_idle low from the start to the done of a launched run."""
+
+    def elaborate(self, platform):
+        m = self.module()
+        m.submodules.dut = dut = Launcher()
+        self.drive_inputs(m, dut, "env")
+        c, launch = dut.control, dut.launch
+        rst = ResetSignal()
+        # the environment: ap_start as ApCtrl drives it, falling only at a done
+        m.d.comb += Assume(rst | ~self.started | ~past(m, c.start) | c.start | past(m, c.done),
+                           "ap_start held until done")
+        # the harness's view of a run: accepted when ap_start is seen with no run served and
+        # not in the cycle after a done (ap_start is seen low there before a restart)
+        served, cool, launches, aligned_q = (Signal(name=n) for n in
+                                             ("served", "cool", "launches", "aligned_q"))
+        regs_q = Signal.like(c.regs, name="regs_q")
+        accept = Signal()
+        unaligned = Cat(c.regs[b][:ALIGN.bit_length() - 1].any() for b in BUFFERS)
+        m.d.comb += accept.eq(c.start & ~served & ~cool)
+        m.d.sync += cool.eq(c.done)
+        with m.If(accept):
+            m.d.sync += [served.eq(~c.done), launches.eq(0), aligned_q.eq(~unaligned.any()),
+                         regs_q.eq(c.regs)]
+        with m.Else():
+            with m.If(launch.start):
+                m.d.sync += launches.eq(1)
+            with m.If(c.done):
+                m.d.sync += served.eq(0)
+        frames = regs_q.frames
+        args = launch.args
+        m.d.comb += [
+            Assert(~c.done | accept | served, "done only for an accepted start"),
+            Assert(~launch.start | (served & aligned_q & ~launches & ~accept),
+                   "a launch only for an accepted, aligned start, once"),
+            Assert(~(accept & unaligned.any()) | c.done, "an unaligned start: done at once"),
+            Assert(~(accept & ~unaligned.any()) | ~c.done, "an aligned start: not done at once"),
+            Assert(~(served & c.done & ~accept) | (aligned_q & (launches | launch.start)
+                                                   & ~dut.busy),
+                   "a launched run is done only after its launch, once busy is low"),
+            Assert(~(served & aligned_q & ~accept) | ~c.idle, "not idle while a run is served"),
+            Assert(~(served & launch.start) |
+                   ((args.base.as_value() == Cat(regs_q[b] for b in BUFFERS))
+                    & (args.beats.as_value() == Cat(regs_q[f"{b}_beats"] for b in INPUT_BUFFERS))
+                    & (args.load_config == regs_q.flags[REGISTER["FLAGS"].field(
+                        "load_config").bit])
+                    & (args.images == Mux(frames == 0, 1, frames))),
+                   "launched with the registers of the start"),
+        ]
+        st = dut.state
+        m.d.comb += [
+            Assert(~self.started | (st.done == cool), "inv: DONE is the cycle after a done"),
+            Assert(st.run == (served & aligned_q & launches & ~accept), "inv: RUN"),
+            Assert(~served | accept | launch.start | st.run, "inv: a served run is on"),
+            Assert(c.idle == ~(launch.start | st.run), "inv: idle"),
+        ]
+        refused = past(m, accept & unaligned.any() & ~rst) & self.started
+        m.d.comb += Assert(~refused | rst | (c.status == (STATUS_REFUSED | (past(m, unaligned)
+                                                                           << STATUS_UNALIGNED_SHIFT))),
+                           "STATUS: refused, the unaligned pointers")
+        after = past(m, ~rst) & self.started
+        m.d.comb += [
+            Cover(after & launch.start, "a launch"),
+            Cover(after & c.done & served & launches & past(m, dut.busy), "a run done after busy"),
+            Cover(after & refused, "an unaligned start refused"),
+            Cover(after & accept & past(m, cool) & ~unaligned.any(), "a restart right after a done"),
+        ]
+        return m
