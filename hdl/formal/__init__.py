@@ -1,6 +1,7 @@
 """Formal properties of the kernel's parts, proven with SymbiYosys (``make formal``).
 
-One harness per part (:mod:`hdl.formal.dma`, :mod:`hdl.formal.control`): the part's protocol as ``Assert``, the other side's
+One harness per part (:mod:`hdl.formal.dma`, :mod:`hdl.formal.control`,
+:mod:`hdl.formal.engine`): the part's protocol as ``Assert``, the other side's
 as ``Assume``, ``Cover`` for the states each property is about. :data:`PROOFS` lists them with
 the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 """
@@ -8,6 +9,7 @@ the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 from __future__ import annotations
 
 from .control import ApCtrlHarness, LauncherHarness
+from .engine import EngineHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .run import Outcome, Proof, run_job
 
@@ -21,4 +23,6 @@ PROOFS = (
           why="k-induction fails on an unreached state not yet ruled out by an invariant"),
     Proof("ap_ctrl", ApCtrlHarness, "prove", 2, 10),
     Proof("launcher", LauncherHarness, "prove", 4, 10),
+    # the covers need a whole frame (LAYER, WEIGHTS, SCHEDULE, FRAME, ifmap): 41 cycles
+    Proof("engine", EngineHarness, "prove", 4, 44, slow=True),
 )
