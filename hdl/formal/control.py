@@ -14,7 +14,7 @@ launch (the parts are idle when a run starts).
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, ResetSignal, Signal
+from amaranth import Cat, Mux, ResetSignal, Signal
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..config import AccelConfig
@@ -228,14 +228,15 @@ class LauncherHarness(Harness):
             Assert(c.idle == ~(launch.start | st.run), "inv: idle"),
         ]
         refused = past(m, accept & unaligned.any() & ~rst) & self.started
-        m.d.comb += Assert(~refused | rst | (c.status == (STATUS_REFUSED | (past(m, unaligned)
-                                                                           << STATUS_UNALIGNED_SHIFT))),
+        refused_status = STATUS_REFUSED | (past(m, unaligned) << STATUS_UNALIGNED_SHIFT)
+        m.d.comb += Assert(~refused | rst | (c.status == refused_status),
                            "STATUS: refused, the unaligned pointers")
         after = past(m, ~rst) & self.started
         m.d.comb += [
             Cover(after & launch.start, "a launch"),
             Cover(after & c.done & served & launches & past(m, dut.busy), "a run done after busy"),
             Cover(after & refused, "an unaligned start refused"),
-            Cover(after & accept & past(m, cool) & ~unaligned.any(), "a restart right after a done"),
+            Cover(after & accept & past(m, cool) & ~unaligned.any(),
+                  "a restart right after a done"),
         ]
         return m
