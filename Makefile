@@ -17,7 +17,7 @@ help:
 	@echo "make sim      main job: throughput/energy sweep of the 16 x 64x64 design vs C -> results/"
 	@echo "make network  the whole VELCRO CNN on the RTL, one design, every layer -> results/network/"
 	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
-	@echo "make formal   SymbiYosys proofs of the kernel's AXI masters and streams -> build/formal/"
+	@echo "make formal   SymbiYosys proofs of the kernel's AXI ports, control and streams -> build/formal/"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
 	@echo "make bench    streaming, compute-cycle, expansion and simulation-speed benchmarks (default design)"

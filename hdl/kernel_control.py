@@ -149,12 +149,17 @@ class ApCtrl(wiring.Component):
                           "control": Out(ControlSignature()),
                           "out_beats": In(32), "counters": In(stream_counter_layout(cfg)),
                           "interrupt": Out(1)})
+        #: the handshake's registers, visible so that the formal harness can state invariants
+        self.state = Signal(self.STATE)
+
+    #: ap_done, ap_ready, auto_restart (CTRL bits 1, 3, 7) and ISR
+    STATE = data.StructLayout({"ap_done": 1, "ap_ready": 1, "auto_restart": 1, "isr": 2})
 
     def elaborate(self, platform):
         m = Module()
         c = self.control
-        ap_done, ap_ready, auto_restart = Signal(), Signal(), Signal()
-        isr = Signal(2)
+        st = self.state
+        ap_done, ap_ready, auto_restart, isr = st.ap_done, st.ap_ready, st.auto_restart, st.isr
         host_start, read_clears = Signal(), Signal()
         isr_toggle = Signal(2)
         ctrl = REGISTER["CTRL"]
@@ -208,6 +213,8 @@ class Launcher(wiring.Component):
     def __init__(self):
         super().__init__({"control": In(ControlSignature()), "launch": Out(LaunchSignature()),
                           "busy": In(1), "axi_error": In(1)})
+        #: the FSM's RUN and DONE states, visible so that the formal harness can state invariants
+        self.state = Signal(data.StructLayout({"run": 1, "done": 1}))
 
     def elaborate(self, platform):
         m = Module()
@@ -220,7 +227,7 @@ class Launcher(wiring.Component):
         frames = c.regs.frames
         with m.If(running):
             m.d.sync += c.kernel_cycles.eq(c.kernel_cycles + 1)
-        with m.FSM(name="control"):
+        with m.FSM(name="control") as fsm:
             with m.State("IDLE"):
                 with m.If(c.start):
                     m.d.sync += c.kernel_cycles.eq(1)
@@ -250,4 +257,5 @@ class Launcher(wiring.Component):
             with m.State("DONE"):
                 # one cycle so ap_start (cleared at done) is seen low before a restart
                 m.next = "IDLE"
+        m.d.comb += [self.state.run.eq(fsm.ongoing("RUN")), self.state.done.eq(fsm.ongoing("DONE"))]
         return m

@@ -1,13 +1,19 @@
 """Formal properties of the kernel's parts, proven with SymbiYosys (``make formal``).
 
-One harness per part (:mod:`hdl.formal.dma`): the part's protocol as ``Assert``, the other side's
+One harness per part (:mod:`hdl.formal.dma`, :mod:`hdl.formal.control`,
+:mod:`hdl.formal.engine`): the part's protocol as ``Assert``, the other side's
 as ``Assume``, ``Cover`` for the states each property is about. :data:`PROOFS` lists them with
 the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
+from ..config import AccelConfig
+from .control import ApCtrlHarness, LauncherHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
+from .engine import EngineHarness
 from .run import Outcome, Proof, run_job
 
 __all__ = ["PROOFS", "Proof", "Outcome", "run_job"]
@@ -18,4 +24,10 @@ PROOFS = (
     Proof("read_sequencer", ReadSequencerHarness, "prove", 4, 14, slow=True),
     Proof("write_back", WriteBackHarness, "bmc", 12, 16, slow=True,
           why="k-induction fails on an unreached state not yet ruled out by an invariant"),
+    Proof("ap_ctrl", ApCtrlHarness, "prove", 2, 10),
+    # the default kernel's map: more counter words, the same registers
+    Proof("ap_ctrl_default", partial(ApCtrlHarness, AccelConfig()), "prove", 2, 10),
+    Proof("launcher", LauncherHarness, "prove", 4, 10),
+    # the covers need a whole frame (LAYER, WEIGHTS, SCHEDULE, FRAME, ifmap): 41 cycles
+    Proof("engine", EngineHarness, "prove", 4, 44, slow=True),
 )
