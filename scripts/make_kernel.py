@@ -7,7 +7,8 @@ Writes into the output folder (default build/kernel/):
 * ``velcro_kernel.v``      the Amaranth-generated Verilog of :class:`hdl.kernel.VelcroKernel`
 * ``kernel.xml``           Vitis kernel description (ports, arguments, register map comments)
 * ``package_kernel.tcl``   Vivado batch script: package the IP, then ``package_xo``
-* ``velcro_kernel.xdc``    300 MHz out-of-context clock on ap_clk
+* ``velcro_kernel.xdc``    the kernel clock (300 MHz, hdl/kernel_buffers.py) on ap_clk,
+                           out of context
 * ``connectivity.cfg``     ``v++ --link`` connectivity: ``nk=`` with K compute units (``--cus``,
                            default 1), each AXI master of each CU on its own HBM pseudo-channel
                            (CU j: m_axi_gmem_in on HBM[2j], m_axi_gmem_out on HBM[2j+1])
@@ -40,14 +41,14 @@ sys.path.insert(0, str(REPO))
 from hdl.config import ConfigError  # noqa: E402
 from hdl.generate import BUILD, add_config_arguments, config_from_args, write_verilog  # noqa: E402
 from hdl.kernel import KERNEL_NAME, VelcroKernel  # noqa: E402
-from hdl.kernel_buffers import (MAX_COMPUTE_UNITS, buffer_bytes, check_compute_units,  # noqa: E402
+from hdl.kernel_buffers import (KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, MAX_COMPUTE_UNITS, buffer_bytes, check_compute_units,  # noqa: E402
                                 counter_names, hbm_banks, kernel_config_json)
 from hdl.regmap import ADDR_BITS, AXI_MASTERS, REGISTERS, Reg, arguments, text_table  # noqa: E402
 from py_ref.cli import one_line, one_line_errors  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 
 TEMPLATES = REPO / "hdl" / "kernel_files"
-COPIED = ("velcro_kernel.xdc", "host_velcro.py")
+COPIED = ("host_velcro.py",)
 
 
 def kernel_xml(cfg) -> str:
@@ -112,6 +113,13 @@ def package_tcl(cfg) -> str:
     text = (TEMPLATES / "package_kernel.tcl").read_text()
     return (text.replace("@REGISTERS@", "\n".join(regs)).replace("@CLOCKS@", "\n".join(clocks))
             .replace("@KERNEL@", KERNEL_NAME).replace("@TAG@", cfg.tag))
+
+
+def kernel_xdc() -> str:
+    """The out-of-context clock constraint, from hdl.kernel_buffers' one clock definition."""
+    text = (TEMPLATES / "velcro_kernel.xdc").read_text()
+    return (text.replace("@PERIOD_NS@", f"{KERNEL_CLOCK_PERIOD_NS:.3f}")
+            .replace("@MHZ@", str(KERNEL_CLOCK_MHZ)))
 
 
 def connectivity_cfg(compute_units: int = 1) -> str:
@@ -201,6 +209,7 @@ def main(argv=None) -> int:
         (tmp / "kernel.xml").write_text(kernel_xml(cfg))
         (tmp / "package_kernel.tcl").write_text(package_tcl(cfg))
         (tmp / "connectivity.cfg").write_text(connectivity_cfg(k))
+        (tmp / "velcro_kernel.xdc").write_text(kernel_xdc())
         for name in COPIED:
             shutil.copy(TEMPLATES / name, tmp / name)
 

@@ -21,7 +21,8 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import (BUFFERS, HBM_CHANNELS, KERNEL_NAME, MAX_COMPUTE_UNITS,
+from hdl.kernel_buffers import (BUFFERS, ENGINE_INSTANCE, HBM_CHANNELS, KERNEL_CLOCK_PERIOD_NS,
+                                KERNEL_NAME, MAX_COMPUTE_UNITS,
                                 MAX_FRAMES, buffer_bytes, cu_names, gather, hbm_banks,
                                 kernel_config_json, pack_ifmap, read_kernel_config, split_batch)
 from hdl.protocol import compact_beats_per_image, image_beats
@@ -179,7 +180,14 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 2)
     assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2)
     assert (out / "host_velcro.py").read_bytes() == HOST.read_bytes()
-    assert "module velcro_kernel(" in (out / "velcro_kernel.v").read_text()
+    verilog = (out / "velcro_kernel.v").read_text()
+    assert "module velcro_kernel(" in verilog
+    # the SAIF files' scope velcro_kernel/engine (sim.saif_window.kernel_saif) is this instance
+    assert re.search(rf"^  \S+ +{ENGINE_INSTANCE} \($", verilog, re.M)
+    # the XDC's clock from the one definition (hdl.kernel_buffers)
+    assert "create_clock -name ap_clk -period 3.333 [get_ports ap_clk]" in (
+        out / "velcro_kernel.xdc").read_text()
+    assert KERNEL_CLOCK_PERIOD_NS == 3.333
     assert "2 compute units" in capsys.readouterr().out
     # again with another count: the folder is replaced whole, no temporary folder left
     (out / "stale.txt").write_text("from an older run")
