@@ -39,7 +39,7 @@ from .kernel_buffers import KERNEL_CLOCK_MHZ
 
 __all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
-           "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init",
+           "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init", "strip_uram_init", "uram_memories",
            "module_fingerprint", "submodule_source", "stitch"]
 
 #: Alveo U280 (xcu280-fsvh2892-2L-e) totals, DS963 / the U280 data sheet (DS963: 1,304K LUT,
@@ -134,6 +134,44 @@ def strip_zero_init(text: str) -> str:
         lines = m.group(0).splitlines()[1:-1]
         return "" if lines and all(_ZERO_WORD.fullmatch(ln) for ln in lines) else m.group(0)
     return _INIT_BLOCK.sub(repl, text)
+
+
+_URAM_INIT = re.compile(r'^(  \(\* ram_style = "ultra" \*\)\n  reg [^\n]*\n)'
+                        r'(  initial begin\n(?:    [^\n]*\n)*?  end\n)', re.M)
+
+
+def strip_uram_init(text: str) -> str:
+    """Drop the all-zero ``initial`` block of every UltraRAM memory (``ram_style = "ultra"``):
+    the Verilog ``make kernel`` ships and the simulations run (hdl.generate.write_verilog).
+
+    Amaranth writes one zero line per word for ``init=[]``; UltraScale+ URAM288 has no initial
+    contents, so Vivado cannot honour such a block. Dropping it is equivalent because no word of
+    these memories is read before it is written: the only URAM memories are the walkers' work
+    lists (hdl/walker.py), whose SCHEDULE command writes entry k at address k from address 0,
+    and a read at address k reaches the work stream only while k < count, the entries written
+    since the last ``clear`` (count starts at 0); the read data at other addresses is the
+    payload of an invalid beat. The other memories (LUTRAM and block RAM windows, pixel tables,
+    weights, FIFOs) keep their zero initialisation: Vivado initialises those primitives. A URAM
+    memory with non-zero contents is refused (ValueError): it could not be built."""
+    def repl(m):
+        lines = m.group(2).splitlines()[1:-1]
+        if not all(_ZERO_WORD.fullmatch(ln) for ln in lines):
+            raise ValueError(f"UltraRAM memory with non-zero initial contents: "
+                             f"{m.group(1).splitlines()[1].strip()}")
+        return m.group(1)
+    return _URAM_INIT.sub(repl, text)
+
+
+def uram_memories(text: str) -> dict:
+    """{memory name: initialised?} of the UltraRAM memories in Verilog ``text`` (every module;
+    the same name in two modules counts once, initialised if either is)."""
+    out = {}
+    for mod in re.split(r"^(?=module )", text, flags=re.M):
+        for name in re.findall(r'^  \(\* ram_style = "ultra" \*\)\n  reg [^\n]*?(\S+) \[\d+:\d+\];$',
+                               mod, re.M):
+            init = re.search(rf"^    {re.escape(name)}\[\d+\] = ", mod, re.M) is not None
+            out[name] = out.get(name, False) or init
+    return out
 
 
 def module_fingerprint(text: str) -> str:

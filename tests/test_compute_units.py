@@ -21,6 +21,8 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
+from hdl.kernel import kernel_rtl
+from hdl.synthesis import uram_memories
 from hdl.kernel_buffers import (BUFFERS, ENGINE_INSTANCE, HBM_CHANNELS, KERNEL_CLOCK_PERIOD_NS,
                                 KERNEL_NAME, MAX_COMPUTE_UNITS,
                                 MAX_FRAMES, buffer_bytes, cu_names, gather, hbm_banks,
@@ -188,6 +190,12 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert "create_clock -name ap_clk -period 3.333 [get_ports ap_clk]" in (
         out / "velcro_kernel.xdc").read_text()
     assert KERNEL_CLOCK_PERIOD_NS == 3.333
+    # no zero initial block on the UltraRAM memories (Vivado cannot initialise URAM; written
+    # before read: hdl.synthesis.strip_uram_init), block RAM and LUTRAM keep theirs
+    assert uram_memories(verilog) == {"entries": False}
+    assert re.search(r"^    windows\[0\] = ", verilog, re.M)
+    # the cocotb kernel tests simulate this very text (hdl.kernel.kernel_rtl)
+    assert kernel_rtl(SMALL).read_text() == verilog
     assert "2 compute units" in capsys.readouterr().out
     # again with another count: the folder is replaced whole, no temporary folder left
     (out / "stale.txt").write_text("from an older run")

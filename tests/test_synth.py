@@ -21,6 +21,19 @@ def test_strip_zero_init_drops_only_all_zero_memory_init():
     assert "n[1] = 8'h05;" in out and "n[0] = 8'h00;" in out
 
 
+def test_strip_uram_init_drops_only_the_ultraram_zero_init():
+    uram = ('  (* ram_style = "ultra" *)\n  reg [12:0] entries [1:0];\n  initial begin\n'
+            "    entries[0] = 13'h0000;\n    entries[1] = 13'h0000;\n  end\n")
+    bram = "  reg [7:0] w [1:0];\n  initial begin\n    w[0] = 8'h00;\n    w[1] = 8'h00;\n  end\n"
+    text = "module a(clk);\n" + uram + bram + "endmodule\n"
+    assert S.uram_memories(text) == {"entries": True}
+    out = S.strip_uram_init(text)
+    assert out == "module a(clk);\n" + uram.split("  initial")[0] + bram + "endmodule\n"
+    assert S.uram_memories(out) == {"entries": False}
+    with pytest.raises(ValueError, match="non-zero initial contents: reg \\[12:0\\] entries"):
+        S.strip_uram_init(text.replace("entries[1] = 13'h0000", "entries[1] = 13'h0001"))
+
+
 def test_blackbox_stub_keeps_header_and_ports_only():
     mod = ("module \\top.sub (a, b, clk);\n  input [3:0] a;\n  wire [3:0] a;\n  output b;\n"
            "  reg b = 1'h0;\n  input clk;\n  always @(posedge clk) b <= a[0];\nendmodule\n")
