@@ -132,10 +132,12 @@ def connectivity_cfg(compute_units: int = 1) -> str:
              "# The inputs (ifmap, params, schedule) are read through one AXI master, the ofm",
              "# written through the other; every master of every compute unit sits on its own",
              "# HBM pseudo-channel, so reads and writes, and the compute units, do not share one.",
-             "# nk= separates the CU names with '.' as UG1393 (Vitis 2020.2, 2021.2) documents;",
-             "# UG1702 (Vitis 2024.2) documents ',': change it there if v++ refuses the '.'.",
+             "# nk= names no CUs: v++ then numbers them " + f"{KERNEL_NAME}_1 .. "
+             f"{KERNEL_NAME}_{len(banks)}, the names",
+             "# below, in every Vitis (UG1393 2020.2/2021.2 separates listed names with '.',",
+             "# UG1702 2024.2 with ','; both document the default numbering).",
              "[connectivity]",
-             f"nk={KERNEL_NAME}:{len(banks)}:{'.'.join(banks)}"]
+             f"nk={KERNEL_NAME}:{len(banks)}"]
     for master in AXI_MASTERS:
         buffers = ", ".join(r.arg for r in arguments() if r.port == master)
         lines.append(f"# {master}: {buffers}")

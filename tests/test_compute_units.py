@@ -153,7 +153,8 @@ def _connectivity(text):
 def test_connectivity_of_two_cus(make_kernel):
     lines, nk, sp = _connectivity(make_kernel.connectivity_cfg(2))
     assert lines[0] == "[connectivity]"
-    assert nk == ["nk=velcro_kernel:2:velcro_kernel_1.velcro_kernel_2"]
+    # no CU names: v++ numbers them velcro_kernel_1, _2 (UG1393 and UG1702 both), the sp= names
+    assert nk == ["nk=velcro_kernel:2"] and cu_names(2) == ["velcro_kernel_1", "velcro_kernel_2"]
     assert sp == {"velcro_kernel_1.m_axi_gmem_in": "HBM[0]",
                   "velcro_kernel_1.m_axi_gmem_out": "HBM[1]",
                   "velcro_kernel_2.m_axi_gmem_in": "HBM[2]",
@@ -164,7 +165,7 @@ def test_connectivity_of_two_cus(make_kernel):
 def test_connectivity_of_a_full_card(make_kernel):
     _, nk, sp = _connectivity(make_kernel.connectivity_cfg(MAX_COMPUTE_UNITS))
     names = cu_names(MAX_COMPUTE_UNITS)
-    assert nk == [f"nk={KERNEL_NAME}:16:{'.'.join(names)}"]
+    assert nk == [f"nk={KERNEL_NAME}:16"] and names[-1] == f"{KERNEL_NAME}_16"
     assert set(sp) == {f"{cu}.{m}" for cu in names for m in AXI_MASTERS}
     assert sorted(sp.values(), key=lambda b: int(b[4:-1])) == [f"HBM[{i}]" for i in range(32)]
     # the masters are the ports kernel.xml declares, with the pointers that use them
