@@ -179,7 +179,7 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert make_kernel.main([*SMALL_ARGS, "--cus", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["velcro_kernel.v", "kernel.xml", "package_kernel.tcl", "velcro_kernel.xdc",
-         "connectivity.cfg", "host_velcro.py", "config.json"])
+         "connectivity.cfg", "host_velcro.py", "config.json", ".inputs.sha1"])
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 2)
     assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2)
     assert (out / "host_velcro.py").read_bytes() == HOST.read_bytes()
@@ -204,6 +204,33 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 3)
     assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["kernel"]
+
+
+def test_make_kernel_one_folder_per_build_cached_by_content(make_kernel, tmp_path, capsys,
+                                                            monkeypatch):
+    """Without --out: build/kernels/<tag>_cu<K>, build/kernel linked to the latest; CUS=2 leaves
+    the CUS=1 folder alone; an unchanged folder is not rewritten (its .xo survives)."""
+    monkeypatch.setattr(make_kernel, "BUILD", tmp_path)
+    one, two = (tmp_path / "kernels" / f"{SMALL.tag}_cu{k}" for k in (1, 2))
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert (tmp_path / "kernel").resolve() == one.resolve()
+    (one / "velcro_kernel.xo").write_text("packaged")              # make xo's output
+    mtime = (one / "velcro_kernel.v").stat().st_mtime_ns
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "2"]) == 0
+    assert (tmp_path / "kernel").resolve() == two.resolve()
+    assert read_kernel_config((one / "config.json").read_text()) == (SMALL, 1)
+    assert read_kernel_config((two / "config.json").read_text()) == (SMALL, 2)
+    capsys.readouterr()
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert (tmp_path / "kernel").resolve() == one.resolve()
+    assert (one / "velcro_kernel.xo").read_text() == "packaged"
+    assert (one / "velcro_kernel.v").stat().st_mtime_ns == mtime
+    # a changed input (another K's stamp here) rewrites the folder whole
+    (one / ".inputs.sha1").write_text("stale")
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert not (one / "velcro_kernel.xo").exists()
+    assert (one / "velcro_kernel.v").read_text() == (two / "velcro_kernel.v").read_text()
 
 
 @pytest.mark.parametrize("value, message", [
