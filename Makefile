@@ -22,6 +22,8 @@ help:
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
 	@echo "make bench    streaming, compute-cycle, expansion and simulation-speed benchmarks (default design)"
 	@echo "make kernel   Vitis RTL kernel folder for the Alveo U280 -> build/kernel/ (CUS=k: k compute units)"
+	@echo "make xo       package_xo of build/kernel (Vivado on PATH); make xclbin TARGET=hw_emu|hw PLATFORM=..."
+	@echo "              v++ --link (Vitis on PATH) and build/kernel/deploy/ for the FPGA host"
 	@echo "make synth    Yosys UltraScale+ resources, logic depth, fit, card projection -> results/synth/"
 	@echo "make velcro-results  VELCRO / S-VELCRO analyses on real data -> results/velcro/"
 	@echo "make frame    one default frame on Verilator with its counters (quick check)"

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from .config import AccelConfig, ConfigError
+from .synthesis import merge_identical_modules, strip_uram_init
 
 TOP = "velcro_accel"
 REPO = Path(__file__).resolve().parent.parent
@@ -97,12 +98,19 @@ def check_build_folder(folder: Path) -> None:
 
 
 def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP) -> Path:
-    """Convert ``component`` (default: the accelerator for ``cfg``) to Verilog at ``path``."""
+    """Convert ``component`` (default: the accelerator for ``cfg``) to Verilog at ``path``,
+    without the zero initialisation of the UltraRAM memories (:func:`hdl.synthesis.
+    strip_uram_init`: Vivado cannot initialise URAM; they are written before they are read)
+    and with identical sibling modules merged into one (:func:`hdl.synthesis.
+    merge_identical_modules`: the P datapaths are one module ``velcro_datapath`` instantiated
+    as ``datapath0`` .. ``datapath<P-1>``, the walkers one ``velcro_walker``). Every
+    simulation, lint, ``make synth`` and ``make kernel`` use this text."""
     from amaranth.back import verilog
     from .engine import VelcroAccelerator
 
     component = component if component is not None else VelcroAccelerator(cfg)
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = merge_identical_modules(strip_uram_init(
+        verilog.convert(component, name=name, emit_src=False)))
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, text)
     return path

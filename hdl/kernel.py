@@ -51,7 +51,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
-from .kernel_buffers import KERNEL_NAME
+from .kernel_buffers import ENGINE_INSTANCE, KERNEL_NAME
 from .kernel_control import AXIL_PORTS, ApCtrl, Launcher, check_counters
 from .kernel_dma import AXI_ADDR_BITS, AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer, WriteBack
 from .regmap import GMEM_IN, GMEM_OUT
@@ -138,7 +138,7 @@ class VelcroKernel(wiring.Component):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.engine = engine = VelcroAccelerator(self.cfg)
+        m.submodules[ENGINE_INSTANCE] = engine = VelcroAccelerator(self.cfg)
         m.submodules.ap_ctrl = ap_ctrl = ApCtrl(self.cfg)
         m.submodules.launcher = launcher = Launcher()
         m.submodules.reader = reader = ReadSequencer(READ_FIFO_DEPTH)

@@ -64,7 +64,8 @@ from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words
 __all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
            "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
            "buffer_bytes", "pack_beats", "pack_params", "pack_schedule", "pack_ifmap",
-           "pack_frame", "unpack_ofm", "counter_names", "read_counters", "KERNEL_NAME", "HBM_CHANNELS",
+           "pack_frame", "unpack_ofm", "counter_names", "read_counters", "KERNEL_NAME", "ENGINE_INSTANCE",
+           "KERNEL_CLOCK_MHZ", "KERNEL_CLOCK_PERIOD_NS", "HBM_CHANNELS",
            "MAX_COMPUTE_UNITS", "MAX_FRAMES", "check_compute_units", "cu_names", "hbm_banks",
            "kernel_config_json", "read_kernel_config", "split_batch", "gather"]
 
@@ -155,6 +156,15 @@ def read_counters(cfg: AccelConfig, read_word) -> dict:
 # -- compute units -------------------------------------------------------------------------------
 
 KERNEL_NAME = "velcro_kernel"
+#: The engine's instance name inside the kernel (hdl/kernel.py): the SAIF files' scope is
+#: ``velcro_kernel/engine`` (sim.saif_window.kernel_saif).
+ENGINE_INSTANCE = "engine"
+#: The kernel clock, the one definition: the U280 platform's default kernel clock (v++
+#: --kernel_frequency overrides it at link time). make kernel's XDC, make synth's throughput,
+#: the energy model's static term and the SAIF files' clock all derive from it.
+KERNEL_CLOCK_MHZ = 300
+#: Its period as the XDC states it, in ns rounded to 1 ps: 3.333.
+KERNEL_CLOCK_PERIOD_NS = round(1e3 / KERNEL_CLOCK_MHZ, 3)
 #: HBM pseudo-channels of the U280 (HBM[0] .. HBM[31], 256 MB each).
 HBM_CHANNELS = 32
 #: One pseudo-channel per AXI master of every compute unit.

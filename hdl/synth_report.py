@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -62,32 +63,48 @@ def _add(*parts, scale=None):
     return {k: sum(f * p[k] for f, p in zip(scale, parts)) for k in KEYS}
 
 
+def datapath_source(mods: dict) -> str:
+    """The engine's datapath module and its submodules, renamed ``datapath`` (``datapath_mac0``
+    ...), from the generator's Verilog (``mods``: :func:`hdl.synthesis.verilog_modules`), where
+    the P copies are one module ``velcro_datapath`` (:func:`hdl.synthesis.
+    merge_identical_modules`)."""
+    names = [n for n in mods if n == DATAPATH or n.startswith(DATAPATH + "_")]
+    if DATAPATH not in names:
+        raise ValueError(f"no module {DATAPATH} in the Verilog (the generator merges the "
+                         "datapath copies into it)")
+    return re.sub(rf"\b{DATAPATH}\b|\b{DATAPATH}_", lambda m: m.group(0)[len("velcro_"):],
+                  "".join(mods[n] for n in names))
+
+
+#: The generator's one datapath and one walker module (hdl.synthesis.merge_identical_modules).
+DATAPATH, WALKER = "velcro_datapath", "velcro_walker"
+
+
 def hierarchical_sources(text: str, top: str, instances: int, work: Path):
     """From the kernel's (or engine's) Verilog ``text`` write ``work``/datapath.v (the engine's
-    own ``datapath0`` module and its submodules, renamed ``datapath``) and
-    ``work``/<top>_bb.v (the design with every ``datapath<p>`` a black-box stub), both without
-    zero memory initialisation (:func:`hdl.synthesis.strip_zero_init`). Returns the two paths,
-    the datapath module names and whether all datapath copies are the same text (up to
-    Amaranth's numbered names, :func:`hdl.synthesis.module_fingerprint`)."""
+    one datapath module, ``velcro_datapath``, and its submodules, renamed ``datapath``) and
+    ``work``/<top>_bb.v (the design with that module a black-box stub), both without zero
+    memory initialisation (:func:`hdl.synthesis.strip_zero_init`). Returns the two paths, the
+    datapath and walker module names (one each: the generator merges the P identical copies,
+    :func:`hdl.synthesis.merge_identical_modules`), the engine's name and whether the engine
+    instantiates the datapath module once per instance (``datapath0`` .. ``datapath<P-1>``),
+    which the merge implies the copies were the same text up to Amaranth's numbered names."""
     mods = S.verilog_modules(text)
     eng = next(n for n in mods if n.lstrip("\\").endswith(".engine") or n == "engine")
-    eng = eng if eng.startswith("\\") else "\\" + eng
-    dps = [f"{eng}.datapath{p}" for p in range(instances)]
-    walkers = [f"{eng}.walker{p}" for p in range(instances)]
-    missing = [n for n in dps + walkers if n not in mods]
+    # the walkers merge when they are the same text (they are in every configuration tried)
+    walkers = [WALKER] if WALKER in mods else [f"{eng}.walker{p}" for p in range(instances)]
+    missing = [n for n in (DATAPATH, *walkers) if n not in mods]
     if missing:
         raise ValueError(f"not in the Verilog: {missing[:3]}")
-    same = len({S.module_fingerprint(S.submodule_source(mods, d, "datapath"))
-                for d in dps}) == 1
+    insts = re.findall(rf"^  {DATAPATH} +(\S+) \(", mods[eng], re.M)
+    same = insts == [f"datapath{p}" for p in range(instances)]
     dp_src = work / "datapath.v"
-    dp_src.write_text(S.strip_zero_init(S.submodule_source(mods, dps[0], "datapath")))
-    inside = tuple(d.lstrip("\\") + "." for d in dps)
-    bb = "".join(S.blackbox_stub(t) if n in dps else t for n, t in mods.items()
-                 if not n.lstrip("\\").startswith(inside))
+    dp_src.write_text(S.strip_zero_init(datapath_source(mods)))
+    bb = "".join(S.blackbox_stub(t) if n == DATAPATH else t for n, t in mods.items()
+                 if not n.startswith(DATAPATH + "_"))
     bb_src = work / f"{top}_bb.v"
     bb_src.write_text(S.strip_zero_init(bb))
-    return dp_src, bb_src, [d.lstrip("\\") for d in dps], \
-        [w.lstrip("\\") for w in walkers], eng.lstrip("\\"), same
+    return dp_src, bb_src, [DATAPATH], [w.lstrip("\\") for w in walkers], eng.lstrip("\\"), same
 
 
 def _whole_path_owner(d: dict, whole: dict) -> str:
@@ -128,7 +145,7 @@ def run(out: Path, *, stage=print) -> dict:
     x7_net = _synth("datapath", dp_src, "datapath", work, "xc7", stage, times)
     cascade = S.dsp_cascade(x7_net, "datapath")
     k_net = _synth(KERNEL_NAME, bb_src, KERNEL_NAME, work, "xcup", stage, times, keep=(
-        eng, f"{eng}.walker*"), what=f" ({cfg.instances} datapaths black boxes, engine and "
+        eng, *walkers), what=f" ({cfg.instances} datapaths black boxes, engine and "
         "walkers kept as modules)")
     stage("engine and kernel: resources, logic levels")
     mods = dict(k_net["modules"])
@@ -140,7 +157,8 @@ def run(out: Path, *, stage=print) -> dict:
     shared = _resources(eng_cells)
     shell = _resources(S.cell_counts(k_net, KERNEL_NAME))
     inst = _add(dp_res, wk_max)
-    eng_total = _add(shared, dp_res, *wk_res, scale=[1, cfg.instances] + [1] * len(wk_res))
+    eng_total = _add(shared, dp_res, *wk_res,
+                     scale=[1, cfg.instances] + [eng_cells.get(w, 0) for w in walkers])
     kernel = _add(shell, eng_total)
     per_cu_shared = _add(shared, shell)
     wdepth = [S.logic_levels(k_net, w) for w in walkers]
@@ -230,19 +248,20 @@ def _report(cfg, s) -> str:
         f"configuration ({cfg.height}x{cfg.width}, C_in {cfg.in_channels}, L {cfg.lanes}, "
         f"N = P = {n}), one Verilog file generated by Amaranth.",
         f"* **Hierarchical (out-of-context) synthesis, nothing extrapolated.** Instance = the "
-        f"engine's own `datapath0` module (`Datapath`, every channel's filters, slots = N = {n}, "
-        "exactly as the engine instantiates it) synthesised on its own, plus `WorkWalker`. The "
-        f"kernel is synthesised with its {n} datapath modules as black boxes ({es['black_boxes']} "
+        f"engine's one datapath module `{DATAPATH}` (`Datapath`, every channel's filters, "
+        f"slots = N = {n}, exactly as the engine instantiates it as `datapath0` .. "
+        f"`datapath{n - 1}`) synthesised on its own, plus `WorkWalker` (`{WALKER}`). The "
+        f"kernel is synthesised with the datapath module as a black box ({es['black_boxes']} "
         f"black-box cells in the engine netlist) and the engine and its {es['walkers']} walkers "
         "kept as modules of their own (`keep_hierarchy`; everything else flattened), so its "
         "netlist gives the engine's shared logic (window dealer, packer, command front end, "
         "counters), "
-        "each walker, and the kernel shell (AXI, registers, FIFOs) separately. Engine = shared "
-        f"+ {n} x datapath + the {n} walkers; kernel = kernel shell + engine. The {n} datapath "
-        "modules Amaranth emits are the same text up to its numbered internal names: "
-        f"{'checked' if s['datapath_copies_identical'] else 'NOT the same'}. The walkers differ "
-        "only in their instance constant; per-instance figures take the largest walker "
-        f"({'all ' + str(n) + ' synthesise to the same cells' if s['walkers_identical'] else 'their LUT counts range ' + s['walker_lut_range']}).",
+        "the walker, and the kernel shell (AXI, registers, FIFOs) separately. Engine = shared "
+        f"+ {n} x datapath + {n} x walker; kernel = kernel shell + engine. Amaranth emits one "
+        f"module per instance; the generator (hdl/generate.py) merges the {n} datapaths, the "
+        "same text up to Amaranth's numbered internal names, into one module, and likewise the "
+        f"{n} walkers: {n} instances of it "
+        f"{'checked' if s['datapath_copies_identical'] else 'NOT found'}.",
         "* No optimisation crosses a boundary (as in Vivado's out-of-context flow): logic that "
         "a flat synthesis would remove or share across the datapath ports (constant or unused "
         "port bits) is counted. DSP48E2, block RAM and UltraRAM are not shared across modules "

@@ -35,9 +35,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from .kernel_buffers import KERNEL_CLOCK_MHZ
+
 __all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
-           "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init",
+           "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init", "strip_uram_init", "uram_memories",
+           "merge_identical_modules",
            "module_fingerprint", "submodule_source", "stitch"]
 
 #: Alveo U280 (xcu280-fsvh2892-2L-e) totals, DS963 / the U280 data sheet (DS963: 1,304K LUT,
@@ -48,8 +51,8 @@ U280 = {"LUT": 1_303_680, "FF": 2_607_360, "DSP48E2": 9024, "BRAM36": 2016, "URA
 SHELL_RESERVE = 0.15
 #: Vitis AI DPU for the U280, DPUCAHX8H: 17.2 TOPS int8 peak (PG367).
 DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
-#: Default platform clock of U280 Vitis kernels.
-CLOCK_MHZ = 300
+#: Default platform clock of U280 Vitis kernels (hdl.kernel_buffers.KERNEL_CLOCK_MHZ).
+CLOCK_MHZ = KERNEL_CLOCK_MHZ
 #: HBM pseudo-channels of the U280; each CU uses two (inputs, outputs).
 HBM_CHANNELS = 32
 HBM_GBPS = 460
@@ -132,6 +135,158 @@ def strip_zero_init(text: str) -> str:
         lines = m.group(0).splitlines()[1:-1]
         return "" if lines and all(_ZERO_WORD.fullmatch(ln) for ln in lines) else m.group(0)
     return _INIT_BLOCK.sub(repl, text)
+
+
+_URAM_INIT = re.compile(r'^(  \(\* ram_style = "ultra" \*\)\n  reg [^\n]*\n)'
+                        r'(  initial begin\n(?:    [^\n]*\n)*?  end\n)', re.M)
+
+
+def strip_uram_init(text: str) -> str:
+    """Drop the all-zero ``initial`` block of every UltraRAM memory (``ram_style = "ultra"``):
+    the Verilog ``make kernel`` ships and the simulations run (hdl.generate.write_verilog).
+
+    Amaranth writes one zero line per word for ``init=[]``; UltraScale+ URAM288 has no initial
+    contents, so Vivado cannot honour such a block. Dropping it is equivalent because no word of
+    these memories is read before it is written: the only URAM memories are the walkers' work
+    lists (hdl/walker.py), whose SCHEDULE command writes entry k at address k from address 0,
+    and a read at address k reaches the work stream only while k < count, the entries written
+    since the last ``clear`` (count starts at 0); the read data at other addresses is the
+    payload of an invalid beat. The other memories (LUTRAM and block RAM windows, pixel tables,
+    weights, FIFOs) keep their zero initialisation: Vivado initialises those primitives. A URAM
+    memory with non-zero contents is refused (ValueError): it could not be built."""
+    def repl(m):
+        lines = m.group(2).splitlines()[1:-1]
+        if not all(_ZERO_WORD.fullmatch(ln) for ln in lines):
+            raise ValueError(f"UltraRAM memory with non-zero initial contents: "
+                             f"{m.group(1).splitlines()[1].strip()}")
+        return m.group(1)
+    return _URAM_INIT.sub(repl, text)
+
+
+def uram_memories(text: str) -> dict:
+    """{memory name: initialised?} of the UltraRAM memories in Verilog ``text`` (every module;
+    the same name in two modules counts once, initialised if either is)."""
+    out = {}
+    for mod in re.split(r"^(?=module )", text, flags=re.M):
+        for name in re.findall(r'^  \(\* ram_style = "ultra" \*\)\n  reg [^\n]*?(\S+) \[\d+:\d+\];$',
+                               mod, re.M):
+            init = re.search(rf"^    {re.escape(name)}\[\d+\] = ", mod, re.M) is not None
+            out[name] = out.get(name, False) or init
+    return out
+
+
+_FAMILY = re.compile(r"(.+)\.([A-Za-z_]+)(\d+)")
+
+
+def _canonical(text: str) -> str:
+    """``text`` with Amaranth's numbered names (``$123``) renumbered in order of appearance:
+    equal for two texts iff one is the other with the numbers consistently renamed."""
+    seen: dict = {}
+    return re.sub(r"\$\d+", lambda m: "$" + str(seen.setdefault(m.group(0), len(seen))), text)
+
+
+def _header_ports(module_text: str) -> list:
+    body = module_text[module_text.index("module "):]
+    head = body[body.index("(") + 1:body.index(";")]
+    return [p.strip() for p in head.rsplit(")", 1)[0].split(",")]
+
+
+def merge_identical_modules(text: str, prefix: str = "velcro_") -> str:
+    """One module per set of identical sibling modules: the netlist a person can read.
+
+    Amaranth emits one module per elaboratable instance, named by its path with escaped dots
+    (``\\velcro_kernel.engine.datapath0`` .. ``datapath15``). Siblings ``<parent>.<base><k>``
+    whose text, with their submodules, is the same up to Amaranth's numbered internal names
+    (``$123``, consistently renamed) become one module ``<prefix><base>`` (submodules
+    ``<prefix><base>_<sub>``), the first copy's text; every instantiation names it, with the
+    first copy's port names, and keeps its instance name (``datapath0`` .. ``datapath15``).
+    Siblings that differ in anything else (the walkers' instance constants) stay as they are;
+    so does everything when the new name is taken. Deterministic: file order decides."""
+    found = list(_MODULE.finditer(text))
+    if not found:
+        return text
+    preamble = text[:found[0].start()]
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    mods = {m.group(1): text[m.start():e] for m, e in zip(found, ends)}   # with what follows
+    if any(text[m.end():e].strip() for m, e in zip(found, ends)):
+        raise ValueError("Verilog text is not a sequence of modules")
+    families: dict = {}
+    for name in mods:
+        m = _FAMILY.fullmatch(name.lstrip("\\"))
+        if m:
+            families.setdefault((m.group(1), m.group(2)), []).append((int(m.group(3)), name))
+    for (parent, base), members in sorted(families.items(), key=lambda f: f[0][0].count(".")):
+        members = [n for _, n in sorted(members)]
+        pmod = next((n for n in mods if n.lstrip("\\") == parent), None)
+        new = prefix + base
+        if len(members) < 2 or pmod is None or any(n not in mods for n in members) or any(
+                n.lstrip("\\") == new or n.lstrip("\\").startswith(new + "_") for n in mods):
+            continue
+
+        def subtree(name):
+            bare = name.lstrip("\\")
+            return [n for n in mods if n == name or n.lstrip("\\").startswith(bare + ".")]
+
+        def normal(name):
+            bare = name.lstrip("\\")
+            return _canonical("".join(mods[n].rstrip("\n") + "\n" for n in subtree(name))
+                              .replace(bare, "@"))
+
+        def same(name):
+            if normal(name) == normal(members[0]):
+                return True                        # the same text, numbers renamed
+            # Yosys sorts declarations by name, so renumbering reorders them: the lines as a
+            # multiset (make synth's check) and the port list in order
+            blank = [re.sub(r"\$\d+", "$", ", ".join(_header_ports(mods[n])))
+                     for n in (name, members[0])]
+            sub = [module_fingerprint("".join(mods[k].rstrip("\n") + "\n" for k in subtree(n)).replace(
+                n.lstrip("\\"), "@")) for n in (name, members[0])]
+            return blank[0] == blank[1] and sub[0] == sub[1]
+
+        if not all(same(n) for n in members[1:]):
+            continue
+        bare0 = members[0].lstrip("\\")
+        names = {n: (new if n == members[0] else
+                     new + "_" + n.lstrip("\\")[len(bare0) + 1:].replace(".", "_"))
+                 for n in subtree(members[0])}
+        ports0 = _header_ports(mods[members[0]])
+
+        def rename(t):
+            for old in sorted(names, key=len, reverse=True):
+                esc = "\\" + old.lstrip("\\")
+                t = t.replace(esc + " ", names[old] + " ")
+            return t
+
+        # the parent's instantiations: the one module, the first copy's port names
+        ptext = mods[pmod]
+        for n in members:
+            ports = dict(zip(_header_ports(mods[n]), ports0))
+            esc = "\\" + n.lstrip("\\") + " "
+            at = ptext.index("  " + esc)
+            end = ptext.index("\n  );\n", at)
+            block = ptext[at:end].replace("  " + esc, "  " + new + " ", 1)
+            block = re.sub(r"^    \.(\\\S+ |\w+)\(",
+                           lambda m: "    ." + _port_name(ports.get(m.group(1).strip(),
+                                                                     m.group(1).strip())) + "(",
+                           block, flags=re.M)
+            ptext = ptext[:at] + block + ptext[end:]
+        merged = {}
+        for name, t in mods.items():
+            if name == pmod:
+                merged[name] = ptext
+            elif name in names:
+                merged[names[name]] = rename(t)
+            elif any(name in subtree(n) for n in members[1:]):
+                continue
+            else:
+                merged[name] = t
+        mods = merged
+    return preamble + "".join(mods.values())
+
+
+def _port_name(name: str) -> str:
+    """A port name as a named connection writes it (an escaped name ends with a space)."""
+    return name + " " if name.startswith("\\") else name
 
 
 def module_fingerprint(text: str) -> str:

@@ -1,13 +1,19 @@
 """``make kernel``: everything Vivado/Vitis needs to turn the accelerator into a U280 .xo.
 
-    python scripts/make_kernel.py [--instances N --height H ...] [--cus K] [--out build/kernel]
+    python scripts/make_kernel.py [--instances N --height H ...] [--cus K] [--out DIR]
 
-Writes into the output folder (default build/kernel/):
+Writes one folder per configuration and K, build/kernels/<tag>_cu<K>/ (or ``--out``), and
+points build/kernel at it: ``make kernel CUS=2`` leaves the CUS=1 folder (and any .xo or
+xclbin built in it) alone. A folder whose inputs (the generator's sources, the templates,
+this script, K: ``.inputs.sha1``) are unchanged is left as it is; the Verilog is the cached
+``build/rtl/<tag>/velcro_kernel.v`` (hdl.kernel.kernel_rtl, regenerated only when the
+generator changes). The folder holds:
 
 * ``velcro_kernel.v``      the Amaranth-generated Verilog of :class:`hdl.kernel.VelcroKernel`
 * ``kernel.xml``           Vitis kernel description (ports, arguments, register map comments)
 * ``package_kernel.tcl``   Vivado batch script: package the IP, then ``package_xo``
-* ``velcro_kernel.xdc``    300 MHz out-of-context clock on ap_clk
+* ``velcro_kernel.xdc``    the kernel clock (300 MHz, hdl/kernel_buffers.py) on ap_clk,
+                           out of context
 * ``connectivity.cfg``     ``v++ --link`` connectivity: ``nk=`` with K compute units (``--cus``,
                            default 1), each AXI master of each CU on its own HBM pseudo-channel
                            (CU j: m_axi_gmem_in on HBM[2j], m_axi_gmem_out on HBM[2j+1])
@@ -38,16 +44,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hdl.config import ConfigError  # noqa: E402
-from hdl.generate import BUILD, add_config_arguments, config_from_args, write_verilog  # noqa: E402
-from hdl.kernel import KERNEL_NAME, VelcroKernel  # noqa: E402
-from hdl.kernel_buffers import (MAX_COMPUTE_UNITS, buffer_bytes, check_compute_units,  # noqa: E402
+from hdl.generate import BUILD, add_config_arguments, config_from_args  # noqa: E402
+from hdl.kernel import KERNEL_NAME, VelcroKernel, kernel_rtl  # noqa: E402
+from hdl.kernel_buffers import (KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, MAX_COMPUTE_UNITS, buffer_bytes, check_compute_units,  # noqa: E402
                                 counter_names, hbm_banks, kernel_config_json)
 from hdl.regmap import ADDR_BITS, AXI_MASTERS, REGISTERS, Reg, arguments, text_table  # noqa: E402
 from py_ref.cli import one_line, one_line_errors  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 
 TEMPLATES = REPO / "hdl" / "kernel_files"
-COPIED = ("velcro_kernel.xdc", "host_velcro.py")
+COPIED = ("host_velcro.py",)
 
 
 def kernel_xml(cfg) -> str:
@@ -114,6 +120,13 @@ def package_tcl(cfg) -> str:
             .replace("@KERNEL@", KERNEL_NAME).replace("@TAG@", cfg.tag))
 
 
+def kernel_xdc() -> str:
+    """The out-of-context clock constraint, from hdl.kernel_buffers' one clock definition."""
+    text = (TEMPLATES / "velcro_kernel.xdc").read_text()
+    return (text.replace("@PERIOD_NS@", f"{KERNEL_CLOCK_PERIOD_NS:.3f}")
+            .replace("@MHZ@", str(KERNEL_CLOCK_MHZ)))
+
+
 def connectivity_cfg(compute_units: int = 1) -> str:
     """``v++ --link --config`` file: ``compute_units`` CUs (nk=), every AXI master of every CU on
     its own HBM pseudo-channel (sp=, from hdl.kernel_buffers.hbm_banks)."""
@@ -124,10 +137,12 @@ def connectivity_cfg(compute_units: int = 1) -> str:
              "# The inputs (ifmap, params, schedule) are read through one AXI master, the ofm",
              "# written through the other; every master of every compute unit sits on its own",
              "# HBM pseudo-channel, so reads and writes, and the compute units, do not share one.",
-             "# nk= separates the CU names with '.' as UG1393 (Vitis 2020.2, 2021.2) documents;",
-             "# UG1702 (Vitis 2024.2) documents ',': change it there if v++ refuses the '.'.",
+             "# nk= names no CUs: v++ then numbers them " + f"{KERNEL_NAME}_1 .. "
+             f"{KERNEL_NAME}_{len(banks)}, the names",
+             "# below, in every Vitis (UG1393 2020.2/2021.2 separates listed names with '.',",
+             "# UG1702 2024.2 with ','; both document the default numbering).",
              "[connectivity]",
-             f"nk={KERNEL_NAME}:{len(banks)}:{'.'.join(banks)}"]
+             f"nk={KERNEL_NAME}:{len(banks)}"]
     for master in AXI_MASTERS:
         buffers = ", ".join(r.arg for r in arguments() if r.port == master)
         lines.append(f"# {master}: {buffers}")
@@ -183,33 +198,83 @@ def main(argv=None) -> int:
     parser.add_argument("--cus", type=compute_units_arg, default=1, metavar="K",
                         help=f"compute units (1..{MAX_COMPUTE_UNITS}: two HBM pseudo-channels "
                              f"each; make kernel CUS=K)")
-    parser.add_argument("--out", type=Path, default=BUILD / "kernel", help="output folder")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: build/kernels/<tag>_cu<K>, one per "
+                             "configuration and K, with build/kernel linked to it)")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
         component = VelcroKernel(cfg)
-        if args.out.exists() and not args.out.is_dir():
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file, expected a folder")
     except (ConfigError, ValueError) as exc:
         print(f"velcro: error: make_kernel.py: {one_line(exc)}", file=sys.stderr)
         return 2
-    out, k = args.out, args.cus
+    k = args.cus
+    out = args.out if args.out is not None else BUILD / "kernels" / f"{cfg.tag}_cu{k}"
+    digest = inputs_digest(k)
+    stamp = out / STAMP
+    units = f"{k} compute unit{'s' if k > 1 else ''}"
+    if args.out is None and stamp.exists() and stamp.read_text() == digest:
+        link_latest(out)
+        print(f"{out} is up to date ({cfg.tag}, {units}; build/kernel links to it); "
+              f"next steps: docs/KERNEL.md")
+        return 0
+    verilog = kernel_rtl(cfg)          # build/rtl/<tag>/velcro_kernel.v, cached by content
 
     def write(tmp: Path):
-        write_verilog(cfg, tmp / f"{KERNEL_NAME}.v", component=component, name=KERNEL_NAME)
+        shutil.copy(verilog, tmp / f"{KERNEL_NAME}.v")
         (tmp / "config.json").write_text(kernel_config_json(cfg, k))
         (tmp / "kernel.xml").write_text(kernel_xml(cfg))
         (tmp / "package_kernel.tcl").write_text(package_tcl(cfg))
         (tmp / "connectivity.cfg").write_text(connectivity_cfg(k))
+        (tmp / "velcro_kernel.xdc").write_text(kernel_xdc())
         for name in COPIED:
             shutil.copy(TEMPLATES / name, tmp / name)
+        (tmp / STAMP).write_text(digest)
 
     write_folder(out, write)
+    if args.out is None:
+        link_latest(out)
     for path in sorted(out.iterdir()):
-        print(f"  {path}")
-    print(f"wrote {out} ({cfg.tag}, {k} compute unit{'s' if k > 1 else ''}); "
-          f"next steps: docs/KERNEL.md")
+        if path.name != STAMP:
+            print(f"  {path}")
+    print(f"wrote {out} ({cfg.tag}, {units})"
+          + ("; build/kernel links to it" if args.out is None else "")
+          + "; next steps: docs/KERNEL.md")
     return 0
+
+
+#: The folder's record of what it was written from (:func:`inputs_digest`).
+STAMP = ".inputs.sha1"
+
+
+def inputs_digest(compute_units: int) -> str:
+    """Digest of everything a kernel folder is written from besides its configuration (in
+    its name): the generator's sources (hdl/*.py), the templates, this script and K."""
+    import hashlib
+    from hdl.generate import _generator_digest
+
+    h = hashlib.sha1(_generator_digest().encode())
+    for path in sorted(TEMPLATES.iterdir()) + [Path(__file__).resolve()]:
+        h.update(path.name.encode() + path.read_bytes())
+    h.update(f"cus={compute_units}".encode())
+    return h.hexdigest()
+
+
+def link_latest(folder: Path) -> Path:
+    """Point build/kernel (the folder the docs and make xo use) at ``folder``; a build/kernel
+    folder of the older layout (a make kernel folder itself) is removed first."""
+    link = BUILD / "kernel"
+    if link.is_dir() and not link.is_symlink():
+        if not (link / "config.json").exists():
+            raise FileExistsError(f"{link} is a folder that make kernel did not write")
+        shutil.rmtree(link)
+    tmp = link.with_name(f".{link.name}.link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(folder, link.parent), tmp)
+    os.replace(tmp, link)
+    return link
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -49,6 +48,7 @@ from py_ref.schedule import deal
 
 from .energy import saif_toggle_vector
 from .runner import Build, SimulationFailed
+from .saif_window import kernel_saif
 from .workloads import Workload
 
 __all__ = ["BatchRun", "Measurement", "run_steps", "measure", "measure_all", "DEFAULT_BATCHES",
@@ -144,14 +144,18 @@ def _batch_run(raw: dict) -> BatchRun:
                     sim_cycles=raw["sim_cycles"], wall_s=raw["wall_s"])
 
 
-def _keep(saif: Path, keep: Path) -> None:
-    """gzip ``saif`` to ``keep`` with mtime 0 (the same run gives a byte-identical file)."""
+def _keep(saif: Path, keep: Path, *, cycles: int, sim_period_ns: float) -> None:
+    """The window ``saif`` (``cycles`` cycles of ``sim_period_ns``) as Vivado should read it
+    (:func:`sim.saif_window.kernel_saif`: window-only DURATION and T0, the kernel's clock, the
+    engine's scope inside velcro_kernel; TC as in ``saif``), gzipped to ``keep`` with mtime 0
+    (the same run gives a byte-identical file)."""
+    text = kernel_saif(Path(saif).read_text(), cycles=cycles, sim_period_ns=sim_period_ns)
     keep.parent.mkdir(parents=True, exist_ok=True)
     tmp = keep.with_name(f".{keep.name}.tmp")
-    with open(saif, "rb") as src, open(tmp, "wb") as raw, \
+    with open(tmp, "wb") as raw, \
             gzip.GzipFile(filename=keep.name[:-3], mode="wb", fileobj=raw, compresslevel=6,
                           mtime=0) as dst:
-        shutil.copyfileobj(src, dst)
+        dst.write(text.encode())
     tmp.replace(keep)
 
 
@@ -241,7 +245,8 @@ class _Point:
                                    f"image(s) spans {m.window_cycles} cycles, the steady state "
                                    f"{m.frame_cycles} per image: not one period of the stream")
         if self.keep_saif is not None:
-            _keep(self.saifs[0], self.keep_saif)
+            _keep(self.saifs[0], self.keep_saif, cycles=m.window_cycles,
+                  sim_period_ns=raws[-1]["clock_ns"])
         for p in self.saifs:
             p.unlink()
         return m

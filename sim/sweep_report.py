@@ -12,6 +12,7 @@ import numpy as np
 
 from hdl.config import AccelConfig
 from hdl.contract import BUFFER_TURNAROUND, input_cycles, stream_floors
+from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
 from .measure import WINDOW_IMAGE
@@ -239,10 +240,14 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     for p in saif_files:
         L.append(f"- `{Path(p).relative_to(path.parent)}`")
     L.append(f"\nEach holds one image period of the steady state (the window the energy uses, "
-             f"inside a FRAME of {max(batches)} images), 10 ns clock, top scope `velcro_accel`; "
-             "the bits that are 1 at its start count one toggle each. In Vivado: `gunzip`, "
-             "then `read_saif -strip_path velcro_accel <file>.saif` (with the kernel wrapper's "
-             "instance path if the accelerator is not the top) and `report_power`.\n")
+             f"inside a FRAME of {max(batches)} images) and nothing else: DURATION is the "
+             f"window's cycles at the kernel clock ({KERNEL_CLOCK_PERIOD_NS} ns, "
+             f"{KERNEL_CLOCK_MHZ} MHz), T0 + T1 = DURATION for every net, times in fs; the "
+             "scope is the engine's instance inside the kernel, `velcro_kernel/engine` "
+             "(sim/saif_window.py `kernel_saif`). The bits that are 1 at its start count one "
+             "toggle each (as in the energy's figures). In Vivado, on the kernel: `gunzip`, then "
+             "`read_saif -strip_path velcro_kernel <file>.saif` and `report_power`; the named "
+             "nets match, Amaranth's numbered `$N` nets of the engine simulated alone may not.\n")
     L.append("## Rerun\n")
     L.append("`make sim`, or e.g. `python scripts/sweep.py --height 32 --width 32 --instances 8 "
              "--kinds random --ratios 0,0.3,0.6,0.9` (the velcro kinds need conv1's shape, the "

@@ -99,6 +99,7 @@ async def sweep_steps(dut):
                       "golden_ok": True}   # run_batch asserts every image == golden first
             if marks:
                 result["window_cycles"] = [round((b - a) / CLOCK_NS) for a, b in marks]
+                result["clock_ns"] = CLOCK_NS          # the kept SAIF's rescaling reads it
             with open(step["result"], "w") as f:
                 json.dump(result, f)
         elif step.get("config", True):

@@ -21,7 +21,10 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import (BUFFERS, HBM_CHANNELS, KERNEL_NAME, MAX_COMPUTE_UNITS,
+from hdl.kernel import kernel_rtl
+from hdl.synthesis import uram_memories
+from hdl.kernel_buffers import (BUFFERS, ENGINE_INSTANCE, HBM_CHANNELS, KERNEL_CLOCK_PERIOD_NS,
+                                KERNEL_NAME, MAX_COMPUTE_UNITS,
                                 MAX_FRAMES, buffer_bytes, cu_names, gather, hbm_banks,
                                 kernel_config_json, pack_ifmap, read_kernel_config, split_batch)
 from hdl.protocol import compact_beats_per_image, image_beats
@@ -150,7 +153,8 @@ def _connectivity(text):
 def test_connectivity_of_two_cus(make_kernel):
     lines, nk, sp = _connectivity(make_kernel.connectivity_cfg(2))
     assert lines[0] == "[connectivity]"
-    assert nk == ["nk=velcro_kernel:2:velcro_kernel_1.velcro_kernel_2"]
+    # no CU names: v++ numbers them velcro_kernel_1, _2 (UG1393 and UG1702 both), the sp= names
+    assert nk == ["nk=velcro_kernel:2"] and cu_names(2) == ["velcro_kernel_1", "velcro_kernel_2"]
     assert sp == {"velcro_kernel_1.m_axi_gmem_in": "HBM[0]",
                   "velcro_kernel_1.m_axi_gmem_out": "HBM[1]",
                   "velcro_kernel_2.m_axi_gmem_in": "HBM[2]",
@@ -161,7 +165,7 @@ def test_connectivity_of_two_cus(make_kernel):
 def test_connectivity_of_a_full_card(make_kernel):
     _, nk, sp = _connectivity(make_kernel.connectivity_cfg(MAX_COMPUTE_UNITS))
     names = cu_names(MAX_COMPUTE_UNITS)
-    assert nk == [f"nk={KERNEL_NAME}:16:{'.'.join(names)}"]
+    assert nk == [f"nk={KERNEL_NAME}:16"] and names[-1] == f"{KERNEL_NAME}_16"
     assert set(sp) == {f"{cu}.{m}" for cu in names for m in AXI_MASTERS}
     assert sorted(sp.values(), key=lambda b: int(b[4:-1])) == [f"HBM[{i}]" for i in range(32)]
     # the masters are the ports kernel.xml declares, with the pointers that use them
@@ -175,11 +179,24 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert make_kernel.main([*SMALL_ARGS, "--cus", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["velcro_kernel.v", "kernel.xml", "package_kernel.tcl", "velcro_kernel.xdc",
-         "connectivity.cfg", "host_velcro.py", "config.json"])
+         "connectivity.cfg", "host_velcro.py", "config.json", ".inputs.sha1"])
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 2)
     assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2)
     assert (out / "host_velcro.py").read_bytes() == HOST.read_bytes()
-    assert "module velcro_kernel(" in (out / "velcro_kernel.v").read_text()
+    verilog = (out / "velcro_kernel.v").read_text()
+    assert "module velcro_kernel(" in verilog
+    # the SAIF files' scope velcro_kernel/engine (sim.saif_window.kernel_saif) is this instance
+    assert re.search(rf"^  \S+ +{ENGINE_INSTANCE} \($", verilog, re.M)
+    # the XDC's clock from the one definition (hdl.kernel_buffers)
+    assert "create_clock -name ap_clk -period 3.333 [get_ports ap_clk]" in (
+        out / "velcro_kernel.xdc").read_text()
+    assert KERNEL_CLOCK_PERIOD_NS == 3.333
+    # no zero initial block on the UltraRAM memories (Vivado cannot initialise URAM; written
+    # before read: hdl.synthesis.strip_uram_init), block RAM and LUTRAM keep theirs
+    assert uram_memories(verilog) == {"entries": False}
+    assert re.search(r"^    windows\[0\] = ", verilog, re.M)
+    # the cocotb kernel tests simulate this very text (hdl.kernel.kernel_rtl)
+    assert kernel_rtl(SMALL).read_text() == verilog
     assert "2 compute units" in capsys.readouterr().out
     # again with another count: the folder is replaced whole, no temporary folder left
     (out / "stale.txt").write_text("from an older run")
@@ -187,6 +204,33 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 3)
     assert not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["kernel"]
+
+
+def test_make_kernel_one_folder_per_build_cached_by_content(make_kernel, tmp_path, capsys,
+                                                            monkeypatch):
+    """Without --out: build/kernels/<tag>_cu<K>, build/kernel linked to the latest; CUS=2 leaves
+    the CUS=1 folder alone; an unchanged folder is not rewritten (its .xo survives)."""
+    monkeypatch.setattr(make_kernel, "BUILD", tmp_path)
+    one, two = (tmp_path / "kernels" / f"{SMALL.tag}_cu{k}" for k in (1, 2))
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert (tmp_path / "kernel").resolve() == one.resolve()
+    (one / "velcro_kernel.xo").write_text("packaged")              # make xo's output
+    mtime = (one / "velcro_kernel.v").stat().st_mtime_ns
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "2"]) == 0
+    assert (tmp_path / "kernel").resolve() == two.resolve()
+    assert read_kernel_config((one / "config.json").read_text()) == (SMALL, 1)
+    assert read_kernel_config((two / "config.json").read_text()) == (SMALL, 2)
+    capsys.readouterr()
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert (tmp_path / "kernel").resolve() == one.resolve()
+    assert (one / "velcro_kernel.xo").read_text() == "packaged"
+    assert (one / "velcro_kernel.v").stat().st_mtime_ns == mtime
+    # a changed input (another K's stamp here) rewrites the folder whole
+    (one / ".inputs.sha1").write_text("stale")
+    assert make_kernel.main([*SMALL_ARGS, "--cus", "1"]) == 0
+    assert not (one / "velcro_kernel.xo").exists()
+    assert (one / "velcro_kernel.v").read_text() == (two / "velcro_kernel.v").read_text()
 
 
 @pytest.mark.parametrize("value, message", [

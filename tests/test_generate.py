@@ -6,7 +6,10 @@ import sys
 import pytest
 
 from hdl.config import AccelConfig
-from hdl.generate import generated_rtl
+import re
+
+from hdl import synthesis as S
+from hdl.generate import generated_rtl, write_verilog
 from sim.lint import lint
 
 
@@ -36,3 +39,26 @@ def test_lint_clean_with_documented_waivers(cfg):
     result = lint(generated_rtl(cfg), "velcro_accel")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "%Warning" not in result.stderr and "%Error" not in result.stderr
+
+
+def test_one_datapath_module_plain_names_deterministic(tmp_path):
+    """The P identical datapaths are one module ``velcro_datapath`` (and the walkers one
+    ``velcro_walker``) instantiated as datapath0 .. datapath<P-1>: no escaped per-copy modules;
+    two generations give the same bytes (hdl.synthesis.merge_identical_modules)."""
+    cfg = AccelConfig(height=7, width=9, in_channels=5, instances=4, lanes=2)
+    a = write_verilog(cfg, tmp_path / "a.v").read_text()
+    b = write_verilog(cfg, tmp_path / "b.v").read_text()
+    assert a == b
+    mods = S.verilog_modules(a)
+    assert "velcro_accel" in mods and "velcro_datapath" in mods and "velcro_walker" in mods
+    assert not [n for n in mods if re.search(r"\.(datapath|walker)\d", n)]
+    top = mods["velcro_accel"]
+    assert re.findall(r"^  velcro_datapath +(\S+) \(", top, re.M) == [
+        f"datapath{p}" for p in range(4)]
+    assert re.findall(r"^  velcro_walker +(\S+) \(", top, re.M) == [
+        f"walker{p}" for p in range(4)]
+    # every named port connection of an instance is a port of the one module
+    ports = set(S._header_ports(mods["velcro_datapath"]))
+    for block in re.findall(r"^  velcro_datapath +datapath\d+ \(\n(.*?)^  \);", top, re.M | re.S):
+        conn = {m.strip() for m in re.findall(r"^    \.(\\\S+ |\w+)\(", block, re.M)}
+        assert conn == ports

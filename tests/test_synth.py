@@ -8,7 +8,7 @@ from hdl import synthesis as S
 from hdl.config import AccelConfig
 from hdl.engine import VelcroAccelerator
 from hdl.generate import write_verilog
-from hdl.synth_report import _resources, hierarchical_sources
+from hdl.synth_report import _resources, datapath_source, hierarchical_sources
 
 SMALL = AccelConfig(height=4, width=4, instances=2)
 
@@ -19,6 +19,51 @@ def test_strip_zero_init_drops_only_all_zero_memory_init():
     out = S.strip_zero_init(text)
     assert "m[0]" not in out and "m[1]" not in out
     assert "n[1] = 8'h05;" in out and "n[0] = 8'h00;" in out
+
+
+def test_strip_uram_init_drops_only_the_ultraram_zero_init():
+    uram = ('  (* ram_style = "ultra" *)\n  reg [12:0] entries [1:0];\n  initial begin\n'
+            "    entries[0] = 13'h0000;\n    entries[1] = 13'h0000;\n  end\n")
+    bram = "  reg [7:0] w [1:0];\n  initial begin\n    w[0] = 8'h00;\n    w[1] = 8'h00;\n  end\n"
+    text = "module a(clk);\n" + uram + bram + "endmodule\n"
+    assert S.uram_memories(text) == {"entries": True}
+    out = S.strip_uram_init(text)
+    assert out == "module a(clk);\n" + uram.split("  initial")[0] + bram + "endmodule\n"
+    assert S.uram_memories(out) == {"entries": False}
+    with pytest.raises(ValueError, match="non-zero initial contents: reg \\[12:0\\] entries"):
+        S.strip_uram_init(text.replace("entries[1] = 13'h0000", "entries[1] = 13'h0001"))
+
+
+_SIB = """module \\top.sub{k} (a, \\p$%d$0 , clk);
+  input a;
+  wire a;
+  input \\p$%d$0 ;
+  wire \\p$%d$0 ;
+  wire \\$%d ;
+  assign \\$%d  = a & \\p$%d$0 ;
+endmodule
+"""
+
+
+def _family(numbers, const="1'h1"):
+    subs = "".join(_SIB.replace("{k}", str(k)) % ((n,) * 6) for k, n in enumerate(numbers))
+    subs = subs.replace("a & ", f"{const} & ", 1) if const != "1'h1" else subs
+    insts = "".join(f"  \\top.sub{k}  sub{k} (\n    .a(x),\n    .clk(clk),\n"
+                    f"    .\\p${n}$0 (y{k})\n  );\n" for k, n in enumerate(numbers))
+    return (f"/* header */\n\nmodule top(x, clk);\n  input x;\n{insts}endmodule\n\n" + subs)
+
+
+def test_merge_identical_modules_one_module_first_copy_ports():
+    out = S.merge_identical_modules(_family([7, 9]))
+    mods = S.verilog_modules(out)
+    assert list(mods) == ["top", "velcro_sub"]
+    assert out.count("  velcro_sub  sub") == 2 and "\\top.sub" not in out
+    assert out.count(".\\p$7$0 (y0)") == 1 and out.count(".\\p$7$0 (y1)") == 1
+    assert out.startswith("/* header */\n\nmodule top(")
+    assert S.merge_identical_modules(out) == out
+    # copies that differ in more than the numbers stay apart
+    odd = _family([7, 9], const="1'h0")
+    assert S.merge_identical_modules(odd) == odd
 
 
 def test_blackbox_stub_keeps_header_and_ports_only():
@@ -81,7 +126,7 @@ def small_engine(tmp_path_factory):
     flat = S.synth_netlist(flat_src, "engine", work / "flat.json", work / "flat.log")
     dp = S.synth_netlist(dp_src, "datapath", work / "dp.json", work / "dp.log")
     hier = S.synth_netlist(bb_src, "engine", work / "bb.json", work / "bb.log",
-                           keep=(eng, f"{eng}.walker*"))
+                           keep=(eng, *walkers))
     return {"work": work, "text": text, "dp_src": dp_src, "dps": dps, "walkers": walkers,
             "eng": eng, "same": same, "flat": flat, "dp": dp, "hier": hier}
 
@@ -89,18 +134,19 @@ def small_engine(tmp_path_factory):
 def test_hierarchical_engine_accounts_for_the_flat_one(small_engine):
     e = small_engine
     assert e["same"] and e["eng"] == "engine"
-    assert e["dps"] == ["engine.datapath0", "engine.datapath1"]
+    assert e["dps"] == ["velcro_datapath"] and e["walkers"] == ["velcro_walker"]
     cells = S.cell_counts(e["hier"], "engine")
-    # one black-box cell per instance, one kept walker per instance, nothing else hierarchical
-    assert [cells.get(d) for d in e["dps"]] == [1, 1]
-    assert [cells.get(w) for w in e["walkers"]] == [1, 1]
-    assert not any(t.startswith("engine") for t in
+    # the generator's one datapath module (a black box) and one walker module, instantiated
+    # once per instance, nothing else hierarchical
+    assert [cells.get(d) for d in e["dps"]] == [2]
+    assert [cells.get(w) for w in e["walkers"]] == [2]
+    assert not any(t.startswith("engine") or t.startswith("velcro") for t in
                    S.cell_counts(e["dp"], "datapath")), "datapath netlist is flat"
     shared = _resources(cells)
     dp = _resources(S.cell_counts(e["dp"], "datapath"))
-    walkers = [_resources(S.cell_counts(e["hier"], w)) for w in e["walkers"]]
+    walker = _resources(S.cell_counts(e["hier"], "velcro_walker"))
     keys = list(S.RESOURCES) + ["CARRY", "LUTRAM"]
-    hier = {k: shared[k] + SMALL.instances * dp[k] + sum(w[k] for w in walkers) for k in keys}
+    hier = {k: shared[k] + SMALL.instances * (dp[k] + walker[k]) for k in keys}
     flat = _resources(S.cell_counts(e["flat"], "engine"))
     # DSP48E2, block RAM and UltraRAM are never merged or removed across module boundaries in
     # these designs: the sums agree exactly
@@ -122,7 +168,7 @@ def test_zero_init_strip_keeps_the_cells(small_engine):
     from hdl import synthesis as S2
     mods = S2.verilog_modules(e["text"])
     with_init = e["work"] / "dp_init.v"
-    with_init.write_text(S2.submodule_source(mods, "\\engine.datapath0", "datapath"))
+    with_init.write_text(datapath_source(mods))
     assert "initial begin" in with_init.read_text()
     assert with_init.read_text() != e["dp_src"].read_text()
     net = S2.synth_netlist(with_init, "datapath", e["work"] / "dp_init.json",
