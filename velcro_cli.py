@@ -120,7 +120,7 @@ def _cmd_sim(args) -> int:
     except ConfigError as exc:
         raise CliError(f"{args.frame}: frame does not fit the generator: {exc}") from None
 
-    from sim.frame_runner import run_frame
+    from sim.frame_runner import golden_mismatch, run_frame
 
     with _simulator_errors(args.sim):
         build = _cached_build(cfg, args, _progress)
@@ -135,7 +135,19 @@ def _cmd_sim(args) -> int:
         atomic_write(out, write)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
-    print(f"{result.summary()} max_uncompressed={int(frame.uncompressed.max())} -> {out}")
+    mismatch = golden_mismatch(frame, result, batch)
+    if mismatch:                     # the RTL is wrong, not the input: exit 1, result kept
+        print(f"velcro: error: golden check failed: {mismatch} (RTL result in {out})",
+              file=sys.stderr)
+        return 1
+    _progress(f"golden check: bit-exact ({result.images} image"
+              f"{'s' if result.images != 1 else ''} against py_ref.golden.golden_ofm)")
+    # computed: the outputs the datapaths computed (sum over channels of U_n, per image) of
+    # the N*H*W, i.e. 1 - C; golden=bit-exact: every ofm equals the golden model's
+    total = frame.mask.size
+    computed = int(frame.uncompressed.sum())
+    print(f"{result.summary()} computed={computed}/{total} C={1 - computed / total:.3f} "
+          f"golden=bit-exact -> {out}")
     return 0
 
 
@@ -243,8 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = one_line_errors(sub.add_parser("sim", help="run one FRAME.npz through the RTL simulation",
                        description="Run one FRAME.npz through the generated Verilog (built once "
-                                   "per frame shape, cached in build/sim/) and write its output "
-                                   "map and hardware counters."))
+                                   "per frame shape, cached in build/sim/), check every output "
+                                   "against the golden model (py_ref.golden.golden_ofm) and write "
+                                   "its output map and hardware counters. The result line: "
+                                   "images, image_cycles (the slowest image's compute cycles), "
+                                   "batch_cycles, stream_cycles (first input beat to last output "
+                                   "beat), computed=U/NHW (outputs computed, not replaced by "
+                                   "their means), C (the compression ratio 1 - U/NHW) and "
+                                   "golden=bit-exact. A golden mismatch exits with status 1 "
+                                   "(the result is still written)."))
     p.add_argument("frame", help="FRAME.npz with ifmap, weight, bias, mask, means, mult, shift "
                                  "(np.savez or `velcro export` writes one)")
     p.add_argument("--out", required=True,

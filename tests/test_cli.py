@@ -82,6 +82,10 @@ def test_sim_frame(tmp_path, frame, sim):
     bound = compute_cycle_bound(CFG, deal(frame.mask, CFG.instances))
     assert r.stdout.count("\n") == 1 and r.stdout.startswith(f"images=1 image_cycles={bound} "), \
         r.stdout
+    computed = int(frame.uncompressed.sum())
+    assert f" computed={computed}/{frame.mask.size} " in r.stdout, r.stdout
+    assert " golden=bit-exact -> " in r.stdout, r.stdout
+    assert "velcro sim: golden check: bit-exact (1 image " in r.stderr, r.stderr
     with np.load(tmp_path / "result.npz") as res:
         assert tuple(res.files) == RESULT_ARRAYS
         assert res["ofm"].dtype == np.uint8
@@ -121,6 +125,42 @@ def test_sim_batch(tmp_path, frame, sim):
         assert res["image_instance"].shape == (3, CFG.instances)
         assert (res["image_computed"] == frame.uncompressed).all()
         assert int(res["stream_cycles"]) >= 3 * (bound - PIPELINE_LATENCY)   # three images of work
+
+
+def _fake_result(frame, ofm):
+    from hdl.results import BATCH_COUNTERS, IMAGE_COUNTERS, StreamResult
+    counters = {name: 0 for name in BATCH_COUNTERS}
+    counters.update({name: np.zeros((1, CFG.out_channels), np.int64) for name in IMAGE_COUNTERS})
+    counters["image_cycles"] = np.zeros(1, np.int64)
+    return StreamResult(ofm[None].astype(np.uint8), counters, 0)
+
+
+def test_golden_mismatch_names_the_first_difference(frame):
+    from sim.frame_runner import golden_mismatch
+    good = golden_ofm(frame)
+    assert golden_mismatch(frame, _fake_result(frame, good)) is None
+    bad = good.copy()
+    bad[1, 2, 3] ^= 1
+    message = golden_mismatch(frame, _fake_result(frame, bad))
+    assert message.startswith("image 0: 1 of ") and "[n,i,j]=[1, 2, 3]" in message, message
+
+
+def test_sim_golden_mismatch_exits_1_in_one_line(tmp_path, frame, monkeypatch, capsys):
+    """An RTL result that differs from the golden model: exit status 1, one line, result kept."""
+    import sim.frame_runner
+    import velcro_cli
+    bad = golden_ofm(frame).copy()
+    bad[0, 0, 0] ^= 0x80
+    monkeypatch.setattr(velcro_cli, "_cached_build", lambda cfg, args, say: None)
+    monkeypatch.setattr(sim.frame_runner, "run_frame",
+                        lambda frame, **kw: _fake_result(frame, bad))
+    frame.save(tmp_path / "frame.npz")
+    status = velcro_cli.main(["sim", str(tmp_path / "frame.npz"), "--out",
+                              str(tmp_path / "result.npz")])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "", (status, out, err)
+    assert err.count("\n") == 1 and err.startswith("velcro: error: golden check failed: image 0:")
+    assert (tmp_path / "result.npz").exists()
 
 
 def test_sim_refuses_an_empty_batch(tmp_path, frame, no_build):
