@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
                       in_channels=args.in_channels)
     out, t = args.out, {"start": time.perf_counter()}
-    print(f"building / checking the Verilator SAIF model of {cfg.tag}", file=sys.stderr, flush=True)
     build = Build(cfg, "verilator", saif=True, defer=True)
+    print(f"sweep: {plan(args, cfg, build)}", file=sys.stderr, flush=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
     # kept SAIF files are staged and move into ``out`` only once every point has passed
@@ -106,6 +106,38 @@ def main(argv=None) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     t["sim"] = time.perf_counter()
     return _write(args, argv, cfg, points, loads, [out / "saif" / n for n in keep.values()], t)
+
+
+#: Wall seconds per measured point of the default design (16 x 64x64, C_in 1) with the model
+#: built, two simulator processes: `make sim` took 109 s for its 38 points on the idle 2-core
+#: machine (README), about 10 s of it profiling the velcro kind. A point's simulation grows
+#: with the outputs N*H*W*C_in it streams; the estimate scales this figure by that.
+SECONDS_PER_POINT = 2.6
+PROFILE_SECONDS = 10
+
+
+def plan(args, cfg, build) -> str:
+    """The one-line plan and time estimate printed before anything is built or run."""
+    from sim.runner import estimate_build
+
+    points = len(args.kind_list) * len(args.ratio_list)
+    scale = (cfg.out_channels * cfg.positions * cfg.in_channels) / (16 * 64 * 64)
+    seconds = points * SECONDS_PER_POINT * scale * 2 / max(1, min(args.jobs, 2))
+    seconds += PROFILE_SECONDS * any(k != "random" for k in args.kind_list)
+    if build.is_current():
+        model = f"the cached Verilator SAIF model of {cfg.tag}"
+    else:
+        est = estimate_build(cfg, "verilator", generate=build.needs_generation())
+        model = f"the Verilator SAIF model of {cfg.tag} (first build, {est})"
+        seconds += est.seconds
+    return (f"plan: {points} points ({', '.join(args.kind_list)} x {len(args.ratio_list)} "
+            f"ratios C = {args.ratio_list[0]:g}..{args.ratio_list[-1]:g}), batches "
+            f"{','.join(map(str, args.batch_list))}, on {model}; estimate about "
+            f"{_minutes(seconds)} on an idle 2-core machine (longer when loaded)")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _simulate(args, cfg, build, staging, keep):

@@ -242,8 +242,10 @@ class Build:
         say = progress or (lambda message: None)
         if self.needs_generation():
             say(f"generating the Verilog of {self.cfg.tag}")
+            start = time.monotonic()
             with ticking(say, "generating"):
                 self.sources
+            say(f"generated the Verilog of {self.cfg.tag} in {time.monotonic() - start:.0f} s")
         sources = self.sources
         self.build_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.build_dir / "build.lock"))
@@ -267,6 +269,7 @@ class Build:
             self._stamp.unlink(missing_ok=True)    # an interrupted build is never "fresh"
             say(f"compiling {self.name} for {self.sim}"
                 + ("" if self.verbose else f" (log: {self.log})"))
+        start = time.monotonic()
         try:
             with ticking(say, "compiling") if not fresh else suppress():
                 runner.build(sources=sources, hdl_toplevel=self.toplevel,
@@ -283,6 +286,7 @@ class Build:
             with os.fdopen(fd, "w") as f:
                 f.write(self._digest())
             os.replace(tmp, self._stamp)
+            say(f"compiled {self.name} in {time.monotonic() - start:.0f} s")
         return runner
 
     # -- run -----------------------------------------------------------------------------------

@@ -502,6 +502,7 @@ def test_two_concurrent_sims_of_a_fresh_configuration(tmp_path, tiny_rtl):
     errs = "".join(err for _, err in outs)
     assert f"building {TINY.tag} for verilator (first time, about" in errs
     assert errs.count("velcro sim: compiling") == 1, errs
+    assert errs.count(f"velcro sim: compiled {TINY.tag} in ") == 1, errs    # says it finished
     assert "simulating" in errs
 
 
