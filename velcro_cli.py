@@ -64,7 +64,8 @@ def _cached_build(cfg, args, say):
     from py_ref.cli import CliError
     from sim.runner import Build, estimate_build
 
-    build = Build(cfg, args.sim, defer=True, verbose=args.verbose)
+    build = Build(cfg, args.sim, defer=True, verbose=args.verbose,
+                  waves=getattr(args, "waves", None))
     if build.is_current():
         say(f"{cfg.tag} on {args.sim} (cached build)")
         return build
@@ -114,6 +115,11 @@ def _cmd_sim(args) -> int:
     out = check_output(args.out, inputs=[args.frame])
     if not os.access(out.parent, os.W_OK):
         raise CliError(f"output folder {out.parent} is not writable")
+    waves = None
+    if args.waves:                  # RESULT.npz -> RESULT.fst / RESULT.vcd beside it
+        if args.sim == "icarus" and args.waves != "fst":
+            raise CliError("--sim icarus writes --waves fst only")
+        waves = check_output(out.with_suffix(f".{args.waves}"), inputs=[args.frame])
     frame, batch = read_batch(args.frame)
     try:
         cfg = config_for_frame(frame, instances=args.instances)
@@ -125,7 +131,8 @@ def _cmd_sim(args) -> int:
     with _simulator_errors(args.sim):
         build = _cached_build(cfg, args, _progress)
         with _stdout_to_stderr():
-            result = run_frame(frame, build=build, progress=_progress, batch=batch)
+            result = run_frame(frame, build=build, progress=_progress, batch=batch,
+                               waves_path=waves)
 
     def write(tmp):
         with open(tmp, "wb") as f:                   # a file object: savez adds no suffix
@@ -146,6 +153,8 @@ def _cmd_sim(args) -> int:
     # the N*H*W, i.e. 1 - C; golden=bit-exact: every ofm equals the golden model's
     total = frame.mask.size
     computed = int(frame.uncompressed.sum())
+    if waves:
+        _progress(f"waveform: {waves}")
     print(f"{result.summary()} computed={computed}/{total} C={1 - computed / total:.3f} "
           f"golden=bit-exact -> {out}")
     return 0
@@ -280,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-build-minutes", type=float, default=60, metavar="M",
                    help="refuse a first build estimated to take longer than M minutes "
                         "(default 60)")
+    p.add_argument("--waves", choices=("fst", "vcd"), default=None,
+                   help="also write the run's waveform, every signal of the design, beside "
+                        "--out (RESULT.fst or RESULT.vcd; Icarus: fst only); a waves build is a "
+                        "model of its own, cached in build/sim/<sim>/<tag>-<fst|vcd>/")
     p.set_defaults(func=_cmd_sim)
 
     p = one_line_errors(sub.add_parser(

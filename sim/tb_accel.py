@@ -5,7 +5,8 @@ the protocol helpers and expanded with ``Schedule.expand``); every stream runs u
 stalls; every image's compute cycles are checked against the bound
 ``steps * G + PIPELINE_LATENCY`` (steps: the busiest instance's entries of the pixel deal;
 exact when nothing stalls). The configuration arrives
-as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run (the seed is logged either way).
+as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` (or cocotb's ``COCOTB_RANDOM_SEED``) replays a
+run (the seed is logged either way).
 
 Run through pytest (tests/test_sim_accel.py) or ``velcro sim`` (testcase ``run_frame_file``).
 """
@@ -44,14 +45,24 @@ def config_beats(cfg: AccelConfig, frame, layer: bool = True) -> list[int]:
     return LayerProgram.for_frame(cfg, frame).config_beats(layer)
 
 
+def testbench_seed(seed: int | None = None) -> int:
+    """The testbench's seed: ``$VELCRO_SEED``, else cocotb's own ``$COCOTB_RANDOM_SEED`` (as
+    given, not cocotb's per-test derivation of it), else ``seed``, else a fresh random one."""
+    for name in ("VELCRO_SEED", "COCOTB_RANDOM_SEED"):
+        if os.environ.get(name, "").strip():
+            return int(os.environ[name])
+    return seed if seed is not None else random.randrange(2**31)
+
+
 class SeededTB:
     """Base of the testbenches: the configuration from ``$VELCRO_CONFIG`` and a seed that is
-    logged and can be replayed with ``$VELCRO_SEED``, feeding ``rng`` and ``np_rng``."""
+    logged and can be replayed with ``$VELCRO_SEED`` or cocotb's ``$COCOTB_RANDOM_SEED``
+    (:func:`testbench_seed`), feeding ``rng`` and ``np_rng``."""
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
         self.dut = dut
         self.cfg = cfg or AccelConfig.from_json(os.environ["VELCRO_CONFIG"])
-        self.seed = int(os.environ.get("VELCRO_SEED", seed if seed is not None else random.randrange(2**31)))
+        self.seed = testbench_seed(seed)
         dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)

@@ -591,3 +591,36 @@ def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status,
                    env={"VELCRO_BUILD": str(root), "TMPDIR": str(tmp)})
         assert r.returncode == 0, r.stderr
         assert not [p for p in tmp.iterdir() if p.name.startswith("velcro-sim-")]
+
+
+@pytest.mark.parametrize("sim,fmt", [("verilator", "vcd"), ("icarus", "fst")])
+def test_sim_waves_beside_the_result(tmp_path, sim, fmt):
+    """`velcro sim --waves`: the run's waveform, with the engine's signals, beside --out (a
+    waves build of its own, cached as build/sim/<sim>/<tag>-<fmt>/)."""
+    frame = tiny_frame(tmp_path / "frame.npz", 3)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
+               "--sim", sim, "--waves", fmt)
+    assert r.returncode == 0, r.stderr
+    assert " golden=bit-exact -> " in r.stdout, r.stdout
+    wave = tmp_path / f"result.{fmt}"
+    assert f"velcro sim: waveform: {wave}" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["frame.npz", "result.npz", wave.name])
+    data = wave.read_bytes()
+    if fmt == "vcd":
+        text = data.decode(errors="replace")
+        assert "$enddefinitions" in text
+        for signal in ("i__valid", "o__payload", "image_done"):
+            assert f" {signal} " in text, signal
+        for scope in ("velcro_accel", "control", "datapath1", "mac0", "requantiser"):
+            assert f"$scope module {scope} $end" in text, scope    # inside the engine too
+    else:                                                   # FST: its header block comes first
+        assert len(data) > 1000 and data[0] == 0, data[:16]
+    with np.load(tmp_path / "result.npz") as res:
+        np.testing.assert_array_equal(res["ofm"], golden_ofm(frame))
+
+
+def test_sim_waves_refuses_vcd_on_icarus(tmp_path, no_build):
+    tiny_frame(tmp_path / "frame.npz", 3)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
+               "--sim", "icarus", "--waves", "vcd", env=no_build)
+    assert_one_line_error(r, "--sim icarus writes --waves fst only")
