@@ -252,13 +252,48 @@ def _cmd_network(args) -> int:
     return 0
 
 
+class PlainHelp(argparse.HelpFormatter):
+    """--help without the reStructuredText of the docstrings: ``x`` and `x` print as 'x'."""
+
+    @staticmethod
+    def plain(text):
+        import re
+        return re.sub(r"``([^`]+)``|`([^`]+)`", lambda m: f"'{m.group(1) or m.group(2)}'", text)
+
+    def _format_text(self, text):
+        return super()._format_text(self.plain(text))
+
+    def _expand_help(self, action):
+        return self.plain(super()._expand_help(action))
+
+
+#: Descriptions of the algorithm subcommands (py_ref/commands.py registers them).
+DESCRIPTIONS = {
+    "profile": "VELCRO's preprocessing (py_ref/velcro.py): run the calibration images through the "
+               "model and record, for every activation point (conv output after its ReLU), the "
+               "per-element mean and variance; the statistics file feeds `velcro compress`.",
+    "compress": "Make VELCRO masks (single elements) or S-VELCRO masks (whole channels, "
+                "--structured) from the statistics of `velcro profile`: at each activation point "
+                "the fraction T of its lowest-variance elements is compressed (replaced by their "
+                "calibration means); T per point from --thresholds, --uniform, --preset or "
+                "--search.",
+    "evaluate": "Top-1 of the original model, and with --masks of the compressed one, on the "
+                "task's validation images; with a task, the task-restricted top-1 and the "
+                "out-of-task predictions, and the paired McNemar test and 95% interval of the "
+                "change against the uncompressed model.",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
     from py_ref.cli import one_line_errors
 
-    parser = one_line_errors(argparse.ArgumentParser(prog="velcro",
-                                                     description=__doc__.splitlines()[0]))
+    parser = one_line_errors(argparse.ArgumentParser(prog="velcro", formatter_class=PlainHelp,
+                                                     description="velcro: the project's command line. sim and network run the "
+                                 "RTL simulation; profile, compress, evaluate and export are "
+                                 "the VELCRO algorithm (PyTorch). 'velcro COMMAND --help' "
+                                 "describes each."))
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a first build estimated to take longer (default 60)")
     p.set_defaults(func=_guarded_network)
     commands.register(sub)
+    for name, p in sub.choices.items():
+        p.formatter_class = PlainHelp
+        if not p.description and name in DESCRIPTIONS:
+            p.description = DESCRIPTIONS[name]
     return parser
 
 

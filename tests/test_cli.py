@@ -379,6 +379,18 @@ def test_every_option_has_help():
     assert missing == []
 
 
+def test_help_is_plain_text_and_describes_every_command():
+    """No reStructuredText backticks in any --help; every subcommand has a description."""
+    r = velcro("--help")
+    assert r.returncode == 0 and "`" not in r.stdout, r.stdout
+    for name in ("sim", "network", "profile", "compress", "evaluate", "export"):
+        r = velcro(name, "--help")
+        assert r.returncode == 0 and "`" not in r.stdout, r.stdout
+        # usage, a blank line, then a description paragraph before the options
+        text = r.stdout.split("\n\n")
+        assert not text[1].startswith(("options:", "positional arguments:")), (name, r.stdout)
+
+
 def test_all_subcommands_are_registered():
     r = velcro("--help")
     assert r.returncode == 0
@@ -624,3 +636,18 @@ def test_sim_waves_refuses_vcd_on_icarus(tmp_path, no_build):
     r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
                "--sim", "icarus", "--waves", "vcd", env=no_build)
     assert_one_line_error(r, "--sim icarus writes --waves fst only")
+
+
+def test_make_help_lists_every_target():
+    """`make help` names every target of the Makefile and mk/*.mk (but its own helpers) and
+    the ARGS= syntax."""
+    import re
+    text = (REPO / "Makefile").read_text() + "".join(
+        p.read_text() for p in sorted((REPO / "mk").glob("*.mk")))
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):(?!=)", text, re.M)) - {"all", "help", "sysdeps"}
+    r = subprocess.run(["make", "-s", "--no-print-directory", "help"], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listed = set(re.findall(r"^make ([a-z][a-z0-9-]*)", r.stdout, re.M))
+    assert targets <= listed, targets - listed
+    assert 'ARGS="' in r.stdout, r.stdout
