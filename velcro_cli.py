@@ -119,7 +119,7 @@ def _cmd_sim(args) -> int:
     if args.waves:                  # RESULT.npz -> RESULT.fst / RESULT.vcd beside it
         if args.sim == "icarus" and args.waves != "fst":
             raise CliError("--sim icarus writes --waves fst only")
-        waves = check_output(out.with_suffix(f".{args.waves}"), inputs=[args.frame])
+        waves = check_output(out.with_suffix(f".{args.waves}"), inputs=[args.frame, out])
     frame, batch = read_batch(args.frame)
     try:
         cfg = config_for_frame(frame, instances=args.instances)
@@ -289,11 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from py_ref.cli import one_line_errors
 
-    parser = one_line_errors(argparse.ArgumentParser(prog="velcro", formatter_class=PlainHelp,
-                                                     description="velcro: the project's command line. sim and network run the "
-                                 "RTL simulation; profile, compress, evaluate and export are "
-                                 "the VELCRO algorithm (PyTorch). 'velcro COMMAND --help' "
-                                 "describes each."))
+    parser = one_line_errors(argparse.ArgumentParser(
+        prog="velcro", formatter_class=PlainHelp,
+        description="velcro: the project's command line. sim and network run the RTL "
+                    "simulation; profile, compress, evaluate and export are the VELCRO algorithm "
+                    "(PyTorch). 'velcro COMMAND --help' describes each."))
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
