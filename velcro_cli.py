@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 60)")
     p.add_argument("--waves", choices=("fst", "vcd"), default=None,
                    help="also write the run's waveform, every signal of the design, beside "
-                        "--out (RESULT.fst or RESULT.vcd; Icarus: fst only); a waves build is a "
+                        "--out (RESULT.fst or RESULT.vcd; Icarus: fst only; Verilator's fst needs "
+                        "liblz4-dev); a waves build is a "
                         "model of its own, cached in build/sim/<sim>/<tag>-<fst|vcd>/")
     p.set_defaults(func=_cmd_sim)
 

@@ -192,6 +192,8 @@ class Build:
                                            f"{' or '.join(WAVE_FORMATS[sim])}, not {waves!r}")
         if waves and saif:
             raise toolchain.ToolchainError("a build traces SAIF or waveforms, not both")
+        if waves == "fst" and sim == "verilator":
+            toolchain.check_verilator_fst()
         # a waves build is a model of its own (Verilator traces only what it was built to)
         self.waves = waves
         self.cfg, self.sim, self.saif, self.toplevel = cfg, sim, saif, toplevel

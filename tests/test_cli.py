@@ -651,3 +651,16 @@ def test_make_help_lists_every_target():
     listed = set(re.findall(r"^make ([a-z][a-z0-9-]*)", r.stdout, re.M))
     assert targets <= listed, targets - listed
     assert 'ARGS="' in r.stdout, r.stdout
+
+
+def test_verilator_fst_needs_lz4(monkeypatch, tmp_path):
+    """Verilator's FST writer compiles against lz4.h: without it a --waves fst build is refused
+    before it starts, naming the package (this machine may or may not have it)."""
+    from sim import runner, toolchain
+    monkeypatch.setattr(toolchain, "LZ4_HEADERS", (tmp_path / "lz4.h",))
+    with pytest.raises(toolchain.ToolchainError, match="liblz4-dev`, or use --waves vcd"):
+        runner.Build(TINY, "verilator", waves="fst", defer=True)
+    (tmp_path / "lz4.h").write_text("")
+    build = runner.Build(TINY, "verilator", waves="fst", defer=True)
+    assert build.name.endswith("-fst") and "--trace-fst" in build._build_args()
+    assert runner.Build(TINY, "verilator", waves="vcd", defer=True).name.endswith("-vcd")
