@@ -14,9 +14,11 @@ JOBS ?= 2
 all: verilog
 
 help:
+	@echo "make venv     .venv with the pinned requirements (every target does it first when needed)"
 	@echo "make sim      main job: throughput/energy sweep of the 16 x 64x64 design vs C -> results/"
 	@echo "make network  the whole VELCRO CNN on the RTL, one design, every layer -> results/network/"
-	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref)"
+	@echo "make test     full regression (Amaranth, cocotb on Icarus + Verilator, py_ref; JOBS=n workers)"
+	@echo "make test-fast  the regression without the tests marked slow, one process"
 	@echo "make formal   SymbiYosys proofs of the kernel's AXI ports, control and streams -> build/formal/"
 	@echo "make verilog  write build/velcro_accel.v (default configuration)"
 	@echo "make lint     verilator --lint-only -Wall on the generated Verilog"
@@ -27,6 +29,13 @@ help:
 	@echo "make synth    Yosys UltraScale+ resources, logic depth, fit, card projection -> results/synth/"
 	@echo "make velcro-results  VELCRO / S-VELCRO analyses on real data -> results/velcro/"
 	@echo "make frame    one default frame on Verilator with its counters (quick check)"
+	@echo "make velcro-test   the algorithm-side unit tests (fast)"
+	@echo "make velcro-bench  profiling overhead against plain inference"
+	@echo "make train-fmnist  retrain the Fashion-MNIST CNN deterministically (~5 min; weights are committed)"
+	@echo "make clean    remove build/ (generated Verilog, simulator models, kernel folders)"
+	@echo ""
+	@echo "Variables: make kernel ARGS=\"--in-channels 16 --instances 16\" CUS=2 (ARGS goes to"
+	@echo "scripts/make_kernel.py; quote several words), make test JOBS=4, PYTHON=python3.11 for the venv."
 
 sysdeps:
 	@missing=""; \

@@ -64,7 +64,8 @@ def _cached_build(cfg, args, say):
     from py_ref.cli import CliError
     from sim.runner import Build, estimate_build
 
-    build = Build(cfg, args.sim, defer=True, verbose=args.verbose)
+    build = Build(cfg, args.sim, defer=True, verbose=args.verbose,
+                  waves=getattr(args, "waves", None))
     if build.is_current():
         say(f"{cfg.tag} on {args.sim} (cached build)")
         return build
@@ -114,13 +115,18 @@ def _cmd_sim(args) -> int:
     out = check_output(args.out, inputs=[args.frame])
     if not os.access(out.parent, os.W_OK):
         raise CliError(f"output folder {out.parent} is not writable")
+    waves = None
+    if args.waves:                  # RESULT.npz -> RESULT.fst / RESULT.vcd beside it
+        if args.sim == "icarus" and args.waves != "fst":
+            raise CliError("--sim icarus writes --waves fst only")
+        waves = check_output(out.with_suffix(f".{args.waves}"), inputs=[args.frame, out])
     frame, batch = read_batch(args.frame)
     try:
         cfg = config_for_frame(frame, instances=args.instances)
     except ConfigError as exc:
         raise CliError(f"{args.frame}: frame does not fit the generator: {exc}") from None
 
-    from sim.frame_runner import run_frame
+    from sim.frame_runner import golden_mismatch, run_frame
 
     from hdl.program import LayerProgram
     from sim.runner import about, estimate_run, run_cycles
@@ -132,7 +138,8 @@ def _cmd_sim(args) -> int:
         _progress(f"{images} image{'s' * (images != 1)}, about {cycles:,} cycles to simulate: "
                   f"{about(estimate_run(cfg, args.sim, cycles))} once built")
         with _stdout_to_stderr():
-            result = run_frame(frame, build=build, progress=_progress, batch=batch)
+            result = run_frame(frame, build=build, progress=_progress, batch=batch,
+                               waves_path=waves)
 
     def write(tmp):
         with open(tmp, "wb") as f:                   # a file object: savez adds no suffix
@@ -142,7 +149,21 @@ def _cmd_sim(args) -> int:
         atomic_write(out, write)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
-    print(f"{result.summary()} max_uncompressed={int(frame.uncompressed.max())} -> {out}")
+    mismatch = golden_mismatch(frame, result, batch)
+    if mismatch:                     # the RTL is wrong, not the input: exit 1, result kept
+        print(f"velcro: error: golden check failed: {mismatch} (RTL result in {out})",
+              file=sys.stderr)
+        return 1
+    _progress(f"golden check: bit-exact ({result.images} image"
+              f"{'s' if result.images != 1 else ''} against py_ref.golden.golden_ofm)")
+    # computed: the outputs the datapaths computed (sum over channels of U_n, per image) of
+    # the N*H*W, i.e. 1 - C; golden=bit-exact: every ofm equals the golden model's
+    total = frame.mask.size
+    computed = int(frame.uncompressed.sum())
+    if waves:
+        _progress(f"waveform: {waves}")
+    print(f"{result.summary()} computed={computed}/{total} C={1 - computed / total:.3f} "
+          f"golden=bit-exact -> {out}")
     return 0
 
 
@@ -238,20 +259,62 @@ def _cmd_network(args) -> int:
     return 0
 
 
+class PlainHelp(argparse.HelpFormatter):
+    """--help without the reStructuredText of the docstrings: ``x`` and `x` print as 'x'."""
+
+    @staticmethod
+    def plain(text):
+        import re
+        return re.sub(r"``([^`]+)``|`([^`]+)`", lambda m: f"'{m.group(1) or m.group(2)}'", text)
+
+    def _format_text(self, text):
+        return super()._format_text(self.plain(text))
+
+    def _expand_help(self, action):
+        return self.plain(super()._expand_help(action))
+
+
+#: Descriptions of the algorithm subcommands (py_ref/commands.py registers them).
+DESCRIPTIONS = {
+    "profile": "VELCRO's preprocessing (py_ref/velcro.py): run the calibration images through the "
+               "model and record, for every activation point (conv output after its ReLU), the "
+               "per-element mean and variance; the statistics file feeds `velcro compress`.",
+    "compress": "Make VELCRO masks (single elements) or S-VELCRO masks (whole channels, "
+                "--structured) from the statistics of `velcro profile`: at each activation point "
+                "the fraction T of its lowest-variance elements is compressed (replaced by their "
+                "calibration means); T per point from --thresholds, --uniform, --preset or "
+                "--search.",
+    "evaluate": "Top-1 of the original model, and with --masks of the compressed one, on the "
+                "task's validation images; with a task, the task-restricted top-1 and the "
+                "out-of-task predictions, and the paired McNemar test and 95% interval of the "
+                "change against the uncompressed model.",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
     from py_ref.cli import checked_options, one_line_errors
 
-    parser = one_line_errors(argparse.ArgumentParser(prog="velcro",
-                                                     description=__doc__.splitlines()[0]))
+    parser = one_line_errors(argparse.ArgumentParser(
+        prog="velcro", formatter_class=PlainHelp,
+        description="velcro: the project's command line. sim and network run the RTL "
+                    "simulation; profile, compress, evaluate and export are the VELCRO algorithm "
+                    "(PyTorch). 'velcro COMMAND --help' describes each."))
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = one_line_errors(sub.add_parser("sim", help="run one FRAME.npz through the RTL simulation",
                        description="Run one FRAME.npz through the generated Verilog (built once "
-                                   "per frame shape, cached in build/sim/) and write its output "
-                                   "map and hardware counters."))
+                                   "per frame shape, cached in build/sim/), check every output "
+                                   "against the golden model (py_ref.golden.golden_ofm) and write "
+                                   "its output map and hardware counters. The result line: "
+                                   "images, image_cycles (the slowest image's compute cycles), "
+                                   "batch_cycles, stream_cycles (first input beat to last output "
+                                   "beat), computed=U/NHW (outputs computed, not replaced by "
+                                   "their means), C (the compression ratio 1 - U/NHW) and "
+                                   "golden=bit-exact. A golden mismatch exits with status 1 "
+                                   "(the result is still written)."))
     p.add_argument("frame", help="FRAME.npz with ifmap, weight, bias, mask, means, mult, shift "
                                  "(np.savez or `velcro export` writes one)")
     p.add_argument("--out", required=True,
@@ -268,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-build-minutes", type=float, default=60, metavar="M",
                    help="refuse a first build estimated to take longer than M minutes "
                         "(default 60)")
+    p.add_argument("--waves", choices=("fst", "vcd"), default=None,
+                   help="also write the run's waveform, every signal of the design, beside "
+                        "--out (RESULT.fst or RESULT.vcd; Icarus: fst only; Verilator's fst needs "
+                        "liblz4-dev); a waves build is a "
+                        "model of its own, cached in build/sim/<sim>/<tag>-<fst|vcd>/")
     p.set_defaults(func=_cmd_sim)
 
     p = one_line_errors(sub.add_parser(
@@ -302,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a first build estimated to take longer (default 60)")
     p.set_defaults(func=_guarded_network)
     commands.register(sub)
+    for name, p in sub.choices.items():
+        p.formatter_class = PlainHelp
+        if not p.description and name in DESCRIPTIONS:
+            p.description = DESCRIPTIONS[name]
     return checked_options(parser)
 
 

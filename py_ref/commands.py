@@ -603,12 +603,15 @@ def evaluation_lines(task: str, r: dict, classes) -> list[str]:
     out = [line]
     if classes is not None:
         shown = ", ".join(map(str, classes)) if len(classes) <= 8 else f"{len(classes)} classes"
-        out.append(f"  {'':28s} {'top-1, all classes':>18s} {'top-1, task classes':>19s} "
-                   f"{'out-of-task predictions':>23s}   (task classes: {shown})")
+        # columns three spaces apart, each number right-aligned under its header
+        heads = ("top-1, all classes", "top-1, task classes", "out-of-task predictions")
+        out.append(f"  {'':12s}" + "".join(f"   {h}" for h in heads)
+                   + f"   (task classes: {shown})")
         rows = [("uncompressed", "")] + ([("compressed", "_compressed")] if comp else [])
         for name, sfx in rows:
-            out.append(f"  {name:28s} {100 * r['top1' + sfx]:17.2f}% {100 * r['top1_task' + sfx]:18.2f}% "
-                       f"{100 * r['out_of_task' + sfx]:22.2f}%")
+            values = (r['top1' + sfx], r['top1_task' + sfx], r['out_of_task' + sfx])
+            out.append(f"  {name:12s}" + "".join(f"   {f'{100 * v:.2f}%':>{len(h)}s}"
+                                                 for h, v in zip(heads, values)))
     if comp:
         tests = [("top-1, all classes", "correct")]
         if classes is not None:

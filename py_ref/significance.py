@@ -5,14 +5,19 @@ images*, so the two accuracies are paired: only the discordant images matter, ``
 uncompressed model right, the compressed one wrong: lost) and ``c`` (gained).  Under the null
 hypothesis (equal accuracy) each discordant image is lost or gained with probability 1/2.
 
-* :func:`mcnemar_p`: two-sided p-value; exact binomial (``2 * P(X <= min(b, c))``,
-  X ~ Binomial(b + c, 1/2), capped at 1) when ``b + c < EXACT_BELOW``, otherwise the
-  chi-square statistic with continuity correction, (|b - c| - 1)^2 / (b + c) on 1 degree of
-  freedom.  scipy is not a dependency: both are a few lines of ``math``.
-* :func:`wilson`: Wilson score interval of one proportion.
+* :func:`mcnemar_p`: two-sided p-value; exact binomial (``scipy.stats.binomtest`` at p = 1/2,
+  i.e. ``2 * P(X <= min(b, c))``, X ~ Binomial(b + c, 1/2), capped at 1) when
+  ``b + c < EXACT_BELOW``, otherwise the chi-square statistic with continuity correction,
+  (|b - c| - 1)^2 / (b + c), on 1 degree of freedom (``scipy.stats.chi2.sf``). scipy has no
+  McNemar function of its own (statsmodels has one; not a dependency for two lines).
+* :func:`wilson`: Wilson score interval of one proportion
+  (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``).
 * :func:`newcombe_paired`: Newcombe's (1998, method 10) interval for the difference of two
   paired proportions, built from the two Wilson intervals and the phi correlation of the
-  2x2 table.
+  2x2 table: scipy lacks it, so it stays here.
+
+tests/test_velcro_metrics.py checks every scipy-backed function against the closed-form
+formulas on known tables (and Newcombe's 1998 worked example).
 * :func:`compare`: all of it for two per-image correctness vectors; ``lossless`` means "not
   significantly worse at level ``alpha``" (the compressed model lost more images than it
   gained *and* p < alpha would be "worse").  That is a statement about evidence, not a proof
@@ -27,6 +32,8 @@ import dataclasses
 import math
 from typing import Sequence
 
+from scipy import stats
+
 __all__ = ["EXACT_BELOW", "ALPHA", "Z95", "mcnemar_p", "binom_two_sided", "wilson",
            "newcombe_paired", "Paired", "compare"]
 
@@ -35,7 +42,7 @@ __all__ = ["EXACT_BELOW", "ALPHA", "Z95", "mcnemar_p", "binom_two_sided", "wilso
 EXACT_BELOW = 25
 #: The stated significance level of "lossless" (two-sided McNemar).
 ALPHA = 0.05
-#: The standard normal quantile of a two-sided 95 % interval.
+#: The standard normal quantile of a two-sided 95 % interval (``stats.norm.ppf(0.975)``).
 Z95 = 1.959963984540054
 
 
@@ -55,12 +62,8 @@ def binom_two_sided(k: int, n: int) -> float:
         raise ValueError(f"k must be <= n, not {k} > {n}")
     if n == 0:
         return 1.0
-    m = min(k, n - k)
-    # sum of C(n, i) / 2^n for i <= m, in log space so that n in the tens of thousands is fine
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(m + 1)]
-    top = max(logs)
-    tail = math.exp(top - n * math.log(2)) * sum(math.exp(v - top) for v in logs)
-    return min(1.0, 2.0 * tail)
+    # at p = 1/2 scipy's two-sided p (outcomes no more likely than k) is 2 P(X <= min(k, n - k))
+    return min(1.0, float(stats.binomtest(k, n, 0.5).pvalue))
 
 
 def mcnemar_p(b: int, c: int, *, exact: bool | None = None) -> float:
@@ -77,7 +80,7 @@ def mcnemar_p(b: int, c: int, *, exact: bool | None = None) -> float:
     if exact:
         return binom_two_sided(min(b, c), n)
     stat = max(abs(b - c) - 1, 0) ** 2 / n
-    return math.erfc(math.sqrt(stat / 2))   # survival function of chi-square with 1 dof
+    return float(stats.chi2.sf(stat, df=1))
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -85,12 +88,10 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     k, n = _count(k, "k"), _count(n, "n")
     if n == 0 or k > n:
         raise ValueError(f"need 0 <= k <= n and n >= 1, not k={k}, n={n}")
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # at k = 0 or k = n the bound is exactly 0 or 1 (the formula rounds to 1 - 1e-16)
-    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - 2 * stats.norm.sf(z),
+                                             method="wilson")
+    # at k = 0 or k = n the bound is exactly 0 or 1 (scipy returns them so)
+    return (0.0 if k == 0 else max(0.0, float(ci.low))), (1.0 if k == n else min(1.0, float(ci.high)))
 
 
 def newcombe_paired(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[float, float]:

@@ -100,8 +100,8 @@ def _main(argv=None) -> int:
             print(f"sweep: error: --batches: {exc} (C = {w.ratio:g}, before building)",
                   file=sys.stderr)
             return 2
-    print(f"building / checking the Verilator SAIF model of {cfg.tag}", file=sys.stderr, flush=True)
     build = Build(cfg, "verilator", saif=True, defer=True)
+    print(f"sweep: {plan(args, cfg, build)}", file=sys.stderr, flush=True)
     build.build(progress=lambda msg: print(f"sweep: {msg}", file=sys.stderr, flush=True))
     t["build"] = time.perf_counter()
     # A private run folder (two sweeps of one shape never share group or point folders); the
@@ -155,6 +155,36 @@ def _signals(func):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return run
+
+
+#: Wall seconds per measured point of the default design (16 x 64x64, C_in 1) with the model
+#: built, two simulator processes: `make sim` took 109 s for its 38 points on the idle 2-core
+#: machine (README), about 10 s of it profiling the velcro kind. A point's simulation grows
+#: with the outputs N*H*W*C_in it streams; the estimate scales this figure by that.
+SECONDS_PER_POINT = 2.6
+PROFILE_SECONDS = 10
+
+
+def plan(args, cfg, build) -> str:
+    """The one-line plan and time estimate printed before anything is built or run."""
+    from sim.runner import about, estimate_build
+
+    batches = (",".join(map(str, args.batch_list)) if args.batch_list is not None
+               else "chosen per point from its stream period")
+    points = len(args.kind_list) * len(args.ratio_list)
+    scale = (cfg.out_channels * cfg.positions * cfg.in_channels) / (16 * 64 * 64)
+    seconds = points * SECONDS_PER_POINT * scale * 2 / max(1, min(args.jobs, 2))
+    seconds += PROFILE_SECONDS * any(k != "random" for k in args.kind_list)
+    if build.is_current():
+        model = f"the cached Verilator SAIF model of {cfg.tag}"
+    else:
+        est = estimate_build(cfg, "verilator", generate=build.needs_generation())
+        model = f"the Verilator SAIF model of {cfg.tag} (first build, {est})"
+        seconds += est.seconds
+    return (f"plan: {points} points ({', '.join(args.kind_list)} x {len(args.ratio_list)} "
+            f"ratios C = {args.ratio_list[0]:g}..{args.ratio_list[-1]:g}), batches "
+            f"{batches}, on {model}; estimate {about(seconds)} on an idle 2-core machine "
+            f"(longer when loaded)")
 
 
 def _simulate(args, cfg, build, run_dir, staging, keep, images, early):

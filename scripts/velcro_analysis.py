@@ -136,7 +136,9 @@ def variance_figure(tasks, out):
         ax.set_title(f"{s.name} {list(s.shape)}", fontsize=9)
         ax.set_xlabel("element variance (0 drawn at 1e-6)")
     axes[0].set_ylabel("share of elements with variance <= x\n(= threshold T that compresses them)")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    # the first panel's upper left is empty in every panel (curves rise at variances > 1e-2);
+    # the last panel's lower right, where the legend was, holds conv5's curves
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("Cumulative variance of activation elements per task (Fashion-MNIST CNN, "
                  "calibration images)", fontsize=10)
     fig.tight_layout()
@@ -290,8 +292,11 @@ def accuracy_figure(tasks, sw, ops, out):
                                 capsize=3, label=lab)
             base = 100 * t.base[key]
             ax.axhline(0, color="gray", lw=0.9, ls=":")
-            ax.annotate(f"uncompressed = {base:.1f}%", (1, 0), xycoords=("axes fraction", "data"),
-                        xytext=(-3, 3), textcoords="offset points", ha="right", fontsize=7, color="gray")
+            # the baseline in the empty lower left corner (the data start at 0 and fall, or
+            # rise a little: an annotation on the 0 line sat under the shirts panel's points)
+            ax.text(0.03, 0.04, f"uncompressed top-1: {base:.1f}%", transform=ax.transAxes,
+                    ha="left", va="bottom", fontsize=8, color="0.3",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(f"{name} (n={len(t.valid[1])})", fontsize=10)
@@ -299,9 +304,15 @@ def accuracy_figure(tasks, sw, ops, out):
                 ax.set_xlabel("element C (%)")
         axes[0, 0].set_ylabel("change in task-restricted top-1\n(points, 95% paired CI)")
         axes[1, 0].set_ylabel("change in all-class top-1\n(points, 95% paired CI)")
-    axes[0, 0].legend(fontsize=6, loc="lower left")
+    # one legend for the figure, below the panels, at a readable size
+    seen = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=len(seen), fontsize=9,
+               frameon=False)
     fig.suptitle("Compressed minus uncompressed on the held-out images (Fashion-MNIST CNN)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(out / "accuracy_vs_c_fmnist.png", dpi=110, metadata={"Software": None})
     plt.close(fig)
 

@@ -25,7 +25,7 @@ import numpy as np
 from hdl.contract import config_for_frame
 from hdl.program import LayerProgram
 from hdl.results import StreamResult
-from py_ref.golden import Frame
+from py_ref.golden import Frame, golden_ofm
 
 from .runner import Build, SimulationFailed, ticking
 
@@ -35,12 +35,14 @@ FAILED_LOG = "failed-run.log"
 
 def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = None,
               build: Build | None = None, progress=None, batch=None, cfg=None,
-              **config_overrides) -> StreamResult:
+              waves_path: Path | None = None, **config_overrides) -> StreamResult:
     """Simulate ``frame`` (or ``batch``, ifmaps [B, C_in, H, W] with ``frame``'s constants);
     returns the run's result record (ofm [B, N, H, W], B = 1 without ``batch``, and every
     counter).
 
     With ``saif_path`` (Verilator only) the switching activity of the run is saved there.
+    With ``waves_path`` (``build`` a waves build, ``Build(..., waves="fst"|"vcd")``) the run's
+    waveform, every signal of the design, is copied there.
     ``build`` is the model to use (default: the cached one for the frame's configuration);
     ``cfg`` is the layer to run on ``build``'s design (default: the build's own shape): the
     testbench sends the LAYER command that sets it (hdl.protocol), so one build runs every
@@ -82,7 +84,28 @@ def run_frame(frame: Frame, sim: str = "verilator", *, saif_path: Path | None = 
         if saif_path is not None:
             Path(saif_path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / "dump.saif", saif_path)
+        if waves_path is not None:
+            if not build.waves:
+                raise ValueError("waves_path needs a waves build (Build(..., waves=...))")
+            shutil.copyfile(build.waves_file(run_dir), waves_path)
     return result
+
+
+def golden_mismatch(frame: Frame, result: StreamResult, batch=None) -> str | None:
+    """None if every image's ofm in ``result`` equals ``py_ref.golden.golden_ofm`` bit for bit,
+    else one line naming the first differing image and output (``velcro sim`` checks with it;
+    the testbench's ``run_frame_file`` only runs the frame)."""
+    ifmaps = [frame.ifmap] if batch is None else list(np.asarray(batch, np.int8))
+    ofm = np.asarray(result.ofm).reshape(len(ifmaps), *frame.mask.shape)
+    for k, ifmap in enumerate(ifmaps):
+        expected = golden_ofm(dataclasses.replace(frame, ifmap=ifmap))
+        bad = np.argwhere(ofm[k] != expected)
+        if len(bad):
+            where = tuple(bad[0])
+            return (f"image {k}: {len(bad)} of {expected.size} outputs differ from the golden "
+                    f"model, first at [n,i,j]={list(map(int, where))}: RTL {int(ofm[k][where])}, "
+                    f"golden {int(expected[where])}")
+    return None
 
 
 def _keep_log(log: Path | None, keep: Path) -> Path | None:

@@ -32,6 +32,9 @@ from hdl.generate import (BUILD, REPO, TOP, check_build_folder, content_stamp, g
 from . import saif_window, toolchain
 
 SIMULATORS = ("icarus", "verilator")
+#: Waveform formats of a ``waves`` build: Verilator writes either, Icarus FST (cocotb's dump
+#: module); ``$VELCRO_WAVES`` (fst or vcd) turns the tests' builds into waves builds.
+WAVE_FORMATS = {"verilator": ("fst", "vcd"), "icarus": ("fst",)}
 LINT_WAIVERS = REPO / "hdl" / "lint_waivers.vlt"
 CLOCK_NS = 10
 HEARTBEAT_S = 30            # a progress callback hears from a long step this often
@@ -175,7 +178,23 @@ def _make_runner(sim: str):
             return [verilate, make + ["CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0"]]
 
     class QuietIcarus(_RunnerMixin, Icarus):
-        pass
+        """cocotb's Icarus runner; its waves dump module declares a SystemVerilog ``string``,
+        which the ``-g2005`` the generated Verilog needs rejects: the same module in
+        Verilog-2005 (a wide reg holds the ``+dumpfile_path=`` plusarg)."""
+
+        def _create_iverilog_dump_file(self) -> None:
+            default = str(Path(self.build_dir) / f"{self.hdl_toplevel}.fst")
+            with open(self.iverilog_dump_file, "w") as f:
+                f.write("module cocotb_iverilog_dump();\n"
+                        "reg [8*4096-1:0] dumpfile_path;\n"
+                        "initial begin\n"
+                        '    if ($value$plusargs("dumpfile_path=%s", dumpfile_path))\n'
+                        "        $dumpfile(dumpfile_path);\n"
+                        "    else\n"
+                        f'        $dumpfile("{default}");\n'
+                        f"    $dumpvars(0, {self.hdl_toplevel});\n"
+                        "end\n"
+                        "endmodule\n")
 
     return FastVerilator() if sim == "verilator" else QuietIcarus()
 
@@ -190,16 +209,25 @@ class Build:
 
     def __init__(self, cfg: AccelConfig, sim: str, *, saif: bool = False, sources=None,
                  toplevel: str = TOP, tag: str | None = None, verbose: bool = False,
-                 defer: bool = False):
+                 defer: bool = False, waves: str | None = None):
         if sim not in SIMULATORS:
             raise toolchain.ToolchainError(f"unknown simulator {sim!r} (expected one of {SIMULATORS})")
         if saif and sim != "verilator":
             raise toolchain.ToolchainError("SAIF switching activity needs --sim verilator")
+        if waves is not None and waves not in WAVE_FORMATS[sim]:
+            raise toolchain.ToolchainError(f"{sim} writes waveforms as "
+                                           f"{' or '.join(WAVE_FORMATS[sim])}, not {waves!r}")
+        if waves and saif:
+            raise toolchain.ToolchainError("a build traces SAIF or waveforms, not both")
+        if waves == "fst" and sim == "verilator":
+            toolchain.check_verilator_fst()
+        # a waves build is a model of its own (Verilator traces only what it was built to)
+        self.waves = waves
         self.cfg, self.sim, self.saif, self.toplevel = cfg, sim, saif, toplevel
         self.verbose = verbose
         toolchain.setup(sim)
         self._sources = [Path(s) for s in sources] if sources else None
-        self.name = (tag or cfg.tag) + ("-saif" if saif else "")
+        self.name = (tag or cfg.tag) + ("-saif" if saif else "") + (f"-{waves}" if waves else "")
         self.build_dir = BUILD / "sim" / sim / self.name
         self.log = self.build_dir / "build.log"
         for folder in (self.build_dir, BUILD / "rtl" / cfg.tag):
@@ -232,6 +260,8 @@ class Build:
         args += ["-j", str(os.cpu_count() or 1)] if jobs else []
         # SAIF: Verilator's SAIF writer checks every recorded change with an assert() that
         # repeats its hash lookup; NDEBUG drops the check (about a tenth of a traced cycle)
+        if self.waves == "fst":         # cocotb's waves=True adds --trace (VCD); FST instead
+            args += ["--trace-fst"]
         return args + (["--trace-saif", "-CFLAGS", "-DNDEBUG"] if self.saif else [])
 
     def _digest(self) -> str:
@@ -239,7 +269,8 @@ class Build:
         for p in self.sources:
             h.update(p.read_bytes())
         # the arguments too, minus -j (the core count does not change the model)
-        h.update(json.dumps([self.toplevel, self._build_args(jobs=False), self.saif]).encode())
+        h.update(json.dumps([self.toplevel, self._build_args(jobs=False), self.saif]
+                            + ([self.waves] if self.waves else [])).encode())
         if self.sim == "verilator":
             h.update(LINT_WAIVERS.read_bytes())
         if self.saif:
@@ -275,8 +306,10 @@ class Build:
         say = progress or (lambda message: None)
         if self.needs_generation():
             say(f"generating the Verilog of {self.cfg.tag}")
+            start = time.monotonic()
             with ticking(say, "generating"):
                 self.sources
+            say(f"generated the Verilog of {self.cfg.tag} in {time.monotonic() - start:.0f} s")
         sources = self.sources
         self.build_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.build_dir / "build.lock"))
@@ -300,11 +333,13 @@ class Build:
             self._stamp.unlink(missing_ok=True)    # an interrupted build is never "fresh"
             say(f"compiling {self.name} for {self.sim}"
                 + ("" if self.verbose else f" (log: {self.log})"))
+        start = time.monotonic()
         try:
             with ticking(say, "compiling") if not fresh else suppress():
                 runner.build(sources=sources, hdl_toplevel=self.toplevel,
                              build_dir=self.build_dir, timescale=("1ns", "1ps"),
-                             build_args=self._build_args(), waves=self.saif, always=True,
+                             build_args=self._build_args(), waves=self.saif or bool(self.waves),
+                             always=True,
                              log_file=None if (fresh or self.verbose) else self.log)
         except (RuntimeError, subprocess.CalledProcessError, SystemExit, OSError) as exc:
             where = "the output above" if self.verbose else str(self.log)
@@ -316,6 +351,7 @@ class Build:
             with os.fdopen(fd, "w") as f:
                 f.write(content_stamp(self._digest(), [self._product]))
             os.replace(tmp, self._stamp)
+            say(f"compiled {self.name} in {time.monotonic() - start:.0f} s")
         return runner
 
     # -- run -----------------------------------------------------------------------------------
@@ -330,7 +366,8 @@ class Build:
         ``quiet`` sends the simulator's log to ``<test_dir>/sim.log`` instead of stdout; its
         tail is put in the exception if the run fails. On a SAIF build the whole run is traced
         into ``<test_dir>/dump.saif`` unless ``trace`` is False (then the testbench chooses
-        windows, :mod:`sim.saif_window`).
+        windows, :mod:`sim.saif_window`). On a waves build every run writes its waveform,
+        :meth:`waves_file` of ``test_dir``.
         """
         from cocotb_tools.runner import get_results
 
@@ -359,11 +396,15 @@ class Build:
         # mutates it, so a shallow copy per call makes concurrent runs of one model (threads)
         # independent
         runner = copy.copy(self.runner)
+        waves = bool(self.waves) or (self.saif and trace is not False)
+        plusargs = []
+        if self.waves and self.sim == "icarus":      # cocotb's default: the shared build folder
+            plusargs = [f"+dumpfile_path={self.waves_file(test_dir).resolve()}"]
         try:
             runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
                         testcase=testcases, build_dir=self.build_dir, test_dir=test_dir,
                         extra_env=extra_env, results_xml=str(results.resolve()),
-                        waves=self.saif if trace is None else (self.saif and trace),
+                        waves=waves, plusargs=plusargs,
                         timescale=("1ns", "1ps"), log_file=log)
         except (SystemExit, RuntimeError) as exc:
             code = exc.code if isinstance(exc, SystemExit) else exc
@@ -377,6 +418,20 @@ class Build:
             raise SimulationFailed(f"{self.sim}: {failed} of {tests} cocotb tests failed "
                                    f"(results in {results}); {tail()}", log)
         return test_dir
+
+    def waves_file(self, test_dir) -> Path:
+        """Where a run in ``test_dir`` of this waves build writes its waveform."""
+        return Path(test_dir) / f"dump.{self.waves}"
+
+
+def waves_from_env() -> str | None:
+    """``$VELCRO_WAVES`` (fst or vcd, empty: none), for the tests' builds."""
+    value = os.environ.get("VELCRO_WAVES", "").strip().lower()
+    if value in ("", "0", "none", "no"):
+        return None
+    if value not in ("fst", "vcd"):
+        raise toolchain.ToolchainError(f"VELCRO_WAVES={value!r}: expected fst or vcd")
+    return value
 
 
 # -- first-build estimate ----------------------------------------------------------------------

@@ -35,14 +35,18 @@ def _si(value, _pos=None) -> str:
 
 
 def plot(path: Path, rows_by_kind: dict, cfg: AccelConfig, model: EnergyModel) -> None:
-    """Throughput (images/s) and energy per image against C, ideal curves and fits drawn."""
+    """Throughput (images/s), speedup / ideal and energy per image against C, ideal curves
+    and fits drawn. The middle panel shows what the log-scale throughput hides: how far the
+    measured speedup falls below 1/(1-C), against the acceptance target."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     mhz = model.clock_hz / 1e6
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 5))
+    from .perf_model import SPEEDUP_TARGET
+
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(18, 5))
     c_max = max(r["actual_ratio"] for rows in rows_by_kind.values() for r in rows)
     cs = np.linspace(0, c_max, 200)
     ref = next(iter(rows_by_kind.values()))[0]["images_per_s"]
@@ -62,6 +66,24 @@ def plot(path: Path, rows_by_kind: dict, cfg: AccelConfig, model: EnergyModel) -
     ax1.set_title(f"Throughput, images/s at {mhz:.0f} MHz (steady state)")
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(loc="upper left", fontsize=8)
+
+    ax3.axhline(1.0, color="0.6", lw=4, alpha=0.6, label="ideal: 1/(1-C) of the mask", zorder=1)
+    ax3.axhline(SPEEDUP_TARGET, color="tab:red", lw=1, ls="--",
+                label=f"target {SPEEDUP_TARGET:g}", zorder=1)
+    worst = 1.0
+    for kind, rows in rows_by_kind.items():
+        col, mk, ms, filled = STYLE.get(kind, FALLBACK)
+        ratio = [r["speedup_vs_ideal"] for r in rows]
+        worst = min(worst, *ratio)
+        ax3.plot([r["actual_ratio"] for r in rows], ratio, marker=mk, color=col, lw=0.8, ms=ms,
+                 mfc=col if filled else "none",
+                 label=f"{kind} (worst {min(ratio):.4f})", zorder=2)
+    ax3.set_ylim(min(SPEEDUP_TARGET, worst) - 0.01, 1.005)
+    ax3.set_xlabel("compression ratio C (of the mask used)")
+    ax3.set_ylabel("speedup / ideal 1/(1-C)")
+    ax3.set_title("Measured speedup against the ideal")
+    ax3.grid(True, alpha=0.3)
+    ax3.legend(loc="lower left", fontsize=8)
 
     ax2.plot(cs, 1 - cs, color="0.6", lw=4, alpha=0.6, label="proportional: 1 - C", zorder=1)
     for kind, rows in rows_by_kind.items():

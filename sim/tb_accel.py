@@ -5,9 +5,23 @@ the protocol helpers and expanded with ``Schedule.expand``); every stream runs u
 stalls; every image's compute cycles are checked against the bound
 ``steps * G + PIPELINE_LATENCY`` (steps: the busiest instance's entries of the pixel deal;
 exact when nothing stalls). The configuration arrives
-as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` replays a run (the seed is logged either way).
+as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` (or cocotb's ``COCOTB_RANDOM_SEED``) replays a
+run (the seed is logged either way).
 
 Run through pytest (tests/test_sim_accel.py) or ``velcro sim`` (testcase ``run_frame_file``).
+
+Why :meth:`AccelTB.transfer` drives the two streams with its own per-cycle loop instead of
+cocotbext-axi's stream models (``cocotbext.axi.stream.define_stream`` fits the engine's
+valid/ready/payload ports as they are; testcase ``stream_models_speed`` runs both): not speed.
+``python scripts/bench_tb_stream.py --images 2048`` (Verilator, the 16-instance 6x8 layer,
+stall probability 0.2 on both streams, the 2-core machine under load, 2026-12-02) measured the
+hand loop at 16,005 and 15,805 simulated cycles/s against the models' 15,116 and 15,292: only
+3-6 % faster. It stays because the testbenches need what the models do not expose: the cycle at
+which every input beat is accepted and every output beat leaves (``stream_cycles``, the
+sweep's frame periods), a callback in the ReadOnly phase of the very edge that accepts a given
+beat (the SAIF window of sim/tb_sweep.py opens and closes there, to the cycle), stopping after a
+given number of cycles (reset mid-frame) and sampling ``image_done``'s counters on the cycle
+it pulses.
 """
 
 from __future__ import annotations
@@ -44,14 +58,24 @@ def config_beats(cfg: AccelConfig, frame, layer: bool = True) -> list[int]:
     return LayerProgram.for_frame(cfg, frame).config_beats(layer)
 
 
+def testbench_seed(seed: int | None = None) -> int:
+    """The testbench's seed: ``$VELCRO_SEED``, else cocotb's own ``$COCOTB_RANDOM_SEED`` (as
+    given, not cocotb's per-test derivation of it), else ``seed``, else a fresh random one."""
+    for name in ("VELCRO_SEED", "COCOTB_RANDOM_SEED"):
+        if os.environ.get(name, "").strip():
+            return int(os.environ[name])
+    return seed if seed is not None else random.randrange(2**31)
+
+
 class SeededTB:
     """Base of the testbenches: the configuration from ``$VELCRO_CONFIG`` and a seed that is
-    logged and can be replayed with ``$VELCRO_SEED``, feeding ``rng`` and ``np_rng``."""
+    logged and can be replayed with ``$VELCRO_SEED`` or cocotb's ``$COCOTB_RANDOM_SEED``
+    (:func:`testbench_seed`), feeding ``rng`` and ``np_rng``."""
 
     def __init__(self, dut, cfg: AccelConfig | None = None, seed: int | None = None):
         self.dut = dut
         self.cfg = cfg or AccelConfig.from_json(os.environ["VELCRO_CONFIG"])
-        self.seed = int(os.environ.get("VELCRO_SEED", seed if seed is not None else random.randrange(2**31)))
+        self.seed = testbench_seed(seed)
         dut._log.info("config %s seed %d", self.cfg.to_json(), self.seed)
         self.rng = random.Random(self.seed)
         self.np_rng = np.random.default_rng(self.seed)
@@ -398,3 +422,66 @@ async def run_frame_file(dut):
               for x in (ifmaps if ifmaps.ndim == 4 else ifmaps[None])]
     result = await tb.run_batch(frames, check=False)
     np.savez(os.environ["VELCRO_RESULT"], **result.arrays(batched=ifmaps.ndim == 4))
+
+
+@cocotb.test()
+async def stream_models_speed(dut):
+    """Benchmark behind scripts/bench_tb_stream.py: one batch of $VELCRO_BENCH_IMAGES images
+    streamed twice under the same stall probability, first with :meth:`AccelTB.transfer` (the
+    hand loop), then with cocotbext-axi's generic stream models (``define_stream`` source and
+    sink on the same ``i``/``o`` valid-ready-payload ports); both outputs checked against the
+    golden model; wall seconds and simulated cycles of each written as JSON to $VELCRO_BENCH."""
+    import json
+    import time
+
+    from cocotb.simtime import get_sim_time
+    from cocotbext.axi.stream import define_stream
+
+    tb = AccelTB(dut, seed=1)
+    await tb.reset()
+    cfg = tb.cfg
+    count = int(os.environ.get("VELCRO_BENCH_IMAGES", "16"))
+    frames = _same_constants(cfg, tb.np_rng, random_frame(cfg, tb.np_rng, density=0.3), count)
+    program = LayerProgram.for_frame(cfg, frames[0])
+    beats = program.config_beats(layer=False) + program.frame_beats(
+        np.stack([f.ifmap for f in frames]))
+    n_out = program.output_beats(count)
+    bus_mask = (1 << cfg.bus_width) - 1
+    report = {"images": count, "beats_in": len(beats), "beats_out": n_out}
+
+    def check(words):
+        ofm = program.expand([w & bus_mask for w in words], count)
+        for k, f in enumerate(frames):
+            assert np.array_equal(ofm[k], golden_ofm(f)), f"image {k}"
+
+    # the hand loop
+    tb.random_stalls(0.2)
+    t0, c0 = time.perf_counter(), get_sim_time("ns")
+    out, images, _ = await tb.transfer(beats, n_out)
+    report["hand"] = {"seconds": time.perf_counter() - t0,
+                      "cycles": (get_sim_time("ns") - c0) / CLOCK_NS}
+    await tb.finish(images, count)
+    check([d | (last << cfg.bus_width) for d, last, _ in out])
+
+    # cocotbext-axi's stream models on the same ports (prefix i_ + _payload = i__payload)
+    Bus, Beat, Source, Sink, _ = define_stream("Engine", signals=["payload", "valid", "ready"])
+    source = Source(Bus.from_prefix(dut, "i_"), dut.clk, dut.rst)
+    sink = Sink(Bus.from_prefix(dut, "o_"), dut.clk, dut.rst)
+    source.set_pause_generator(stall_generator(tb.rng, 0.2))
+    sink.set_pause_generator(stall_generator(tb.rng, 0.2))
+    t0, c0 = time.perf_counter(), get_sim_time("ns")
+    for b in beats:
+        source.send_nowait(Beat(payload=b))
+    words = [int((await sink.recv()).payload) for _ in range(n_out)]
+    report["models"] = {"seconds": time.perf_counter() - t0,
+                        "cycles": (get_sim_time("ns") - c0) / CLOCK_NS}
+    source.set_pause_generator(None)
+    sink.set_pause_generator(None)
+    await tb.finish([None] * count, count)
+    check(words)
+    for kind in ("hand", "models"):
+        r = report[kind]
+        r["cycles_per_second"] = r["cycles"] / r["seconds"]
+    dut._log.info("stream speed %s", report)
+    with open(os.environ["VELCRO_BENCH"], "w") as f:
+        json.dump(report, f)

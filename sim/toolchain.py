@@ -42,3 +42,15 @@ def setup(sim: str) -> Path:
     if sim == "icarus":
         return setup_icarus()
     raise ToolchainError(f"unknown simulator {sim!r} (expected 'verilator' or 'icarus')")
+
+
+#: Verilator's FST writer (``--trace-fst``) compiles against liblz4's header.
+LZ4_HEADERS = (Path("/usr/include/lz4.h"), Path("/usr/local/include/lz4.h"))
+
+
+def check_verilator_fst() -> None:
+    """Refuse a Verilator FST build up front when lz4.h is missing (the C++ build would fail
+    after a minute with ``fatal error: lz4.h``)."""
+    if not any(p.exists() for p in LZ4_HEADERS):
+        raise ToolchainError("Verilator writes FST with liblz4, whose header lz4.h is missing: "
+                             "run `apt-get install liblz4-dev`, or use --waves vcd")

@@ -11,9 +11,9 @@ import pytest
 
 def seed_for(*parts) -> int:
     """The seed of one test case: a stable CRC of its name parts (Python's ``hash()`` is salted
-    per process), or ``$VELCRO_SEED`` to replay a logged run.  Printed, so pytest shows it with
+    per process), or ``$VELCRO_SEED`` (else cocotb's ``$COCOTB_RANDOM_SEED``) to replay a logged run.  Printed, so pytest shows it with
     a failure."""
-    env = os.environ.get("VELCRO_SEED")
+    env = os.environ.get("VELCRO_SEED") or os.environ.get("COCOTB_RANDOM_SEED")
     seed = int(env) if env else zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
     print(f"seed={seed} ({'/'.join(map(str, parts))})")
     return seed
@@ -23,8 +23,14 @@ _builds = {}
 
 
 def get_build(cfg, sim, **kwargs):
-    from sim.runner import Build
+    """``$VELCRO_WAVES=fst`` (or vcd) makes the builds without SAIF waves builds: each run then
+    leaves ``dump.fst`` in its test folder (pytest's tmp_path)."""
+    from sim.runner import Build, waves_from_env
 
+    if not kwargs.get("saif") and "waves" not in kwargs:
+        kwargs["waves"] = waves_from_env()
+        if sim == "icarus" and kwargs["waves"] == "vcd":
+            kwargs["waves"] = "fst"                  # Icarus writes FST only (sim.runner)
     key = (cfg, sim, tuple(sorted(kwargs.items())))
     if key not in _builds:
         _builds[key] = Build(cfg, sim, **kwargs)

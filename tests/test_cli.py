@@ -86,6 +86,10 @@ def test_sim_frame(tmp_path, frame, sim):
         r.stdout
     cycles = run_cycles(LayerProgram.for_frame(CFG, frame), 1)     # said before the run starts
     assert f"velcro sim: 1 image, about {cycles:,} cycles to simulate: about " in r.stderr
+    computed = int(frame.uncompressed.sum())
+    assert f" computed={computed}/{frame.mask.size} " in r.stdout, r.stdout
+    assert " golden=bit-exact -> " in r.stdout, r.stdout
+    assert "velcro sim: golden check: bit-exact (1 image " in r.stderr, r.stderr
     with np.load(tmp_path / "result.npz") as res:
         assert tuple(res.files) == RESULT_ARRAYS
         assert res["ofm"].dtype == np.uint8
@@ -125,6 +129,42 @@ def test_sim_batch(tmp_path, frame, sim):
         assert res["image_instance"].shape == (3, CFG.instances)
         assert (res["image_computed"] == frame.uncompressed).all()
         assert int(res["stream_cycles"]) >= 3 * (bound - PIPELINE_LATENCY)   # three images of work
+
+
+def _fake_result(frame, ofm):
+    from hdl.results import BATCH_COUNTERS, IMAGE_COUNTERS, StreamResult
+    counters = {name: 0 for name in BATCH_COUNTERS}
+    counters.update({name: np.zeros((1, CFG.out_channels), np.int64) for name in IMAGE_COUNTERS})
+    counters["image_cycles"] = np.zeros(1, np.int64)
+    return StreamResult(ofm[None].astype(np.uint8), counters, 0)
+
+
+def test_golden_mismatch_names_the_first_difference(frame):
+    from sim.frame_runner import golden_mismatch
+    good = golden_ofm(frame)
+    assert golden_mismatch(frame, _fake_result(frame, good)) is None
+    bad = good.copy()
+    bad[1, 2, 3] ^= 1
+    message = golden_mismatch(frame, _fake_result(frame, bad))
+    assert message.startswith("image 0: 1 of ") and "[n,i,j]=[1, 2, 3]" in message, message
+
+
+def test_sim_golden_mismatch_exits_1_in_one_line(tmp_path, frame, monkeypatch, capsys):
+    """An RTL result that differs from the golden model: exit status 1, one line, result kept."""
+    import sim.frame_runner
+    import velcro_cli
+    bad = golden_ofm(frame).copy()
+    bad[0, 0, 0] ^= 0x80
+    monkeypatch.setattr(velcro_cli, "_cached_build", lambda cfg, args, say: None)
+    monkeypatch.setattr(sim.frame_runner, "run_frame",
+                        lambda frame, **kw: _fake_result(frame, bad))
+    frame.save(tmp_path / "frame.npz")
+    status = velcro_cli.main(["sim", str(tmp_path / "frame.npz"), "--out",
+                              str(tmp_path / "result.npz")])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "", (status, out, err)
+    assert err.count("\n") == 1 and err.startswith("velcro: error: golden check failed: image 0:")
+    assert (tmp_path / "result.npz").exists()
 
 
 def test_sim_refuses_an_empty_batch(tmp_path, frame, no_build):
@@ -343,6 +383,18 @@ def test_every_option_has_help():
     assert missing == []
 
 
+def test_help_is_plain_text_and_describes_every_command():
+    """No reStructuredText backticks in any --help; every subcommand has a description."""
+    r = velcro("--help")
+    assert r.returncode == 0 and "`" not in r.stdout, r.stdout
+    for name in ("sim", "network", "profile", "compress", "evaluate", "export"):
+        r = velcro(name, "--help")
+        assert r.returncode == 0 and "`" not in r.stdout, r.stdout
+        # usage, a blank line, then a description paragraph before the options
+        text = r.stdout.split("\n\n")
+        assert not text[1].startswith(("options:", "positional arguments:")), (name, r.stdout)
+
+
 def test_all_subcommands_are_registered():
     r = velcro("--help")
     assert r.returncode == 0
@@ -466,6 +518,7 @@ def test_two_concurrent_sims_of_a_fresh_configuration(tmp_path, tiny_rtl):
     errs = "".join(err for _, err in outs)
     assert f"building {TINY.tag} for verilator (first time, about" in errs
     assert errs.count("velcro sim: compiling") == 1, errs
+    assert errs.count(f"velcro sim: compiled {TINY.tag} in ") == 1, errs    # says it finished
     assert "simulating" in errs
 
 
@@ -555,3 +608,64 @@ def test_sim_signal_during_build_leaves_nothing(tmp_path, tiny_rtl, sig, status,
                    env={"VELCRO_BUILD": str(root), "TMPDIR": str(tmp)})
         assert r.returncode == 0, r.stderr
         assert not [p for p in tmp.iterdir() if p.name.startswith("velcro-sim-")]
+
+
+@pytest.mark.parametrize("sim,fmt", [("verilator", "vcd"), ("icarus", "fst")])
+def test_sim_waves_beside_the_result(tmp_path, sim, fmt):
+    """`velcro sim --waves`: the run's waveform, with the engine's signals, beside --out (a
+    waves build of its own, cached as build/sim/<sim>/<tag>-<fmt>/)."""
+    frame = tiny_frame(tmp_path / "frame.npz", 3)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
+               "--sim", sim, "--waves", fmt)
+    assert r.returncode == 0, r.stderr
+    assert " golden=bit-exact -> " in r.stdout, r.stdout
+    wave = tmp_path / f"result.{fmt}"
+    assert f"velcro sim: waveform: {wave}" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["frame.npz", "result.npz", wave.name])
+    data = wave.read_bytes()
+    if fmt == "vcd":
+        text = data.decode(errors="replace")
+        assert "$enddefinitions" in text
+        for signal in ("i__valid", "o__payload", "image_done"):
+            assert f" {signal} " in text, signal
+        for scope in ("velcro_accel", "control", "datapath1", "mac0", "requantiser"):
+            assert f"$scope module {scope} $end" in text, scope    # inside the engine too
+    else:                                                   # FST: its header block comes first
+        assert len(data) > 1000 and data[0] == 0, data[:16]
+    with np.load(tmp_path / "result.npz") as res:
+        np.testing.assert_array_equal(res["ofm"], golden_ofm(frame))
+
+
+def test_sim_waves_refuses_vcd_on_icarus(tmp_path, no_build):
+    tiny_frame(tmp_path / "frame.npz", 3)
+    r = velcro("sim", tmp_path / "frame.npz", "--out", tmp_path / "result.npz", *TINY_ARGS,
+               "--sim", "icarus", "--waves", "vcd", env=no_build)
+    assert_one_line_error(r, "--sim icarus writes --waves fst only")
+
+
+def test_make_help_lists_every_target():
+    """`make help` names every target of the Makefile and mk/*.mk (but its own helpers) and
+    the ARGS= syntax."""
+    import re
+    text = (REPO / "Makefile").read_text() + "".join(
+        p.read_text() for p in sorted((REPO / "mk").glob("*.mk")))
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):(?!=)", text, re.M)) - {"all", "help", "sysdeps"}
+    r = subprocess.run(["make", "-s", "--no-print-directory", "help"], cwd=REPO,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listed = set(re.findall(r"^make ([a-z][a-z0-9-]*)", r.stdout, re.M))
+    assert targets <= listed, targets - listed
+    assert 'ARGS="' in r.stdout, r.stdout
+
+
+def test_verilator_fst_needs_lz4(monkeypatch, tmp_path):
+    """Verilator's FST writer compiles against lz4.h: without it a --waves fst build is refused
+    before it starts, naming the package (this machine may or may not have it)."""
+    from sim import runner, toolchain
+    monkeypatch.setattr(toolchain, "LZ4_HEADERS", (tmp_path / "lz4.h",))
+    with pytest.raises(toolchain.ToolchainError, match="liblz4-dev`, or use --waves vcd"):
+        runner.Build(TINY, "verilator", waves="fst", defer=True)
+    (tmp_path / "lz4.h").write_text("")
+    build = runner.Build(TINY, "verilator", waves="fst", defer=True)
+    assert build.name.endswith("-fst") and "--trace-fst" in build._build_args()
+    assert runner.Build(TINY, "verilator", waves="vcd", defer=True).name.endswith("-vcd")

@@ -165,6 +165,13 @@ def test_evaluate_shows_task_metrics_and_paired_tests(masks_file, capsys):
     assert out[0].startswith("task shirts: 60 validation images, top-1 original")
     assert "task classes: 0, 6" in out[1]
     assert out[2].split()[0] == "uncompressed" and out[3].split()[0] == "compressed"
+    # the table's columns: apart, and every value's last character under its header's
+    head = out[1]
+    assert "classes   top-1, task classes   out-of-task" in head, head
+    ends = [head.index(h) + len(h) for h in ("top-1, all classes", "top-1, task classes",
+                                             "out-of-task predictions")]
+    for row in out[2:4]:
+        assert [i + 1 for i, ch in enumerate(row) if ch == "%"] == ends, (head, row)
     assert out[4].startswith("  paired (top-1, task classes): ") and "McNemar p = " in out[4]
     assert out[5].startswith("  paired (top-1, all classes): ")
     assert "not significantly worse" in out[4] or "significantly" in out[4]

@@ -1,7 +1,9 @@
 """cocotb regressions of the generated Verilog on Icarus and Verilator (bit-exact vs golden).
 
 Each (configuration, simulator) is compiled once; each cocotb testcase of sim/tb_accel.py runs
-as its own pytest item with a fixed, logged seed (override with VELCRO_SEED=...).
+as its own pytest item with a fixed, logged seed (override with VELCRO_SEED=... or cocotb's
+COCOTB_RANDOM_SEED=...). VELCRO_WAVES=fst (or vcd) builds waves models and leaves each run's
+waveform, dump.fst, in its test folder (pytest's tmp_path; tests/conftest.py).
 """
 
 import pytest
@@ -78,3 +80,15 @@ def test_full_default_frame(build_for, sim, tmp_path):
     seed = str(seed_for(sim, "default"))
     build_for(AccelConfig(), sim).run("sim.tb_accel", ["full_frame"], env={"VELCRO_SEED": seed},
                                       test_dir=tmp_path)
+
+
+def test_seed_sources(monkeypatch):
+    """VELCRO_SEED first, then cocotb's COCOTB_RANDOM_SEED, then the testbench's own default."""
+    from sim.tb_accel import testbench_seed
+    monkeypatch.delenv("VELCRO_SEED", raising=False)
+    monkeypatch.delenv("COCOTB_RANDOM_SEED", raising=False)
+    assert testbench_seed(5) == 5
+    monkeypatch.setenv("COCOTB_RANDOM_SEED", "11")
+    assert testbench_seed(5) == 11 and testbench_seed() == 11
+    monkeypatch.setenv("VELCRO_SEED", "13")
+    assert testbench_seed(5) == 13

@@ -366,6 +366,41 @@ def test_velcro_workloads_are_algorithm_1():
         workloads.workloads(DEFAULT, ["nope"], [0.0], 1, seed=0)
 
 
+def _sweep_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sweep_script", REPO / "scripts" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_prints_its_plan_first(tmp_path, monkeypatch, capsys):
+    """The sweep's first line, before any build: `sweep: plan: ...` with the points, the model
+    (cached or a first build with its estimate) and a time estimate."""
+    from sim import runner
+    sweep = _sweep_module()
+
+    class Stop(Exception):
+        pass
+
+    def no_build(self, progress=None):
+        raise Stop
+    monkeypatch.setattr(runner.Build, "build", no_build)
+    monkeypatch.setattr(runner.Build, "is_current", lambda self: False)
+    monkeypatch.setattr(runner.Build, "needs_generation", lambda self: True)
+    with pytest.raises(Stop):
+        sweep.main(["--kinds", "random", "--ratios", "0,0.5", "--out", str(tmp_path / "r")])
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("sweep: plan: 2 points (random x 2 ratios C = 0..0.5), batches "
+                            "chosen per point from its stream period, on the Verilator SAIF "
+                            "model of p16_n16_c1_64x64"), first
+    assert "(first build, about " in first and "; estimate about " in first, first
+    monkeypatch.setattr(runner.Build, "is_current", lambda self: True)
+    args = sweep.parse_args(["--ratios", "0,0.3"])
+    text = sweep.plan(args, DEFAULT, runner.Build(DEFAULT, "verilator", saif=True, defer=True))
+    assert "cached Verilator SAIF model" in text and "estimate about 20 s" in text, text
+
+
 @pytest.mark.slow
 def test_small_sweep_end_to_end(tmp_path):
     """scripts/sweep.py on a small configuration: streamed batches on the SAIF model, every

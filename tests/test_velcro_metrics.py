@@ -137,6 +137,50 @@ def test_wilson_matches_newcombe_1998_example():
     assert significance.wilson(0, 10)[0] == 0.0 and significance.wilson(10, 10)[1] == 1.0
 
 
+def _wilson_closed_form(k, n, z=significance.Z95):
+    """The score interval as Wilson (1927) wrote it: what py_ref.significance computed by hand
+    before it used scipy."""
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_scipy_backed_functions_match_the_closed_forms():
+    """binomtest's p and Wilson interval, chi2.sf: the same numbers as the formulas, on tables
+    from 1 to 10,000 images (exact test: the binomial tail by exact fractions)."""
+    from scipy import stats
+    assert significance.Z95 == pytest.approx(float(stats.norm.ppf(0.975)), rel=1e-15)
+    for k, n in ((0, 1), (1, 1), (3, 20), (10, 20), (81, 263), (0, 500), (499, 500), (4321, 10000)):
+        lo, hi = significance.wilson(k, n)
+        want = _wilson_closed_form(k, n)
+        assert lo == pytest.approx(want[0], abs=1e-12) and hi == pytest.approx(want[1], abs=1e-12)
+        z = 2.5758293035489004                                      # 99 %
+        assert significance.wilson(k, n, z) == pytest.approx(_wilson_closed_form(k, n, z), abs=1e-12)
+    for b, c in ((2, 9), (0, 24), (12, 12), (3, 1), (17, 6)):
+        n = b + c
+        tail = Fraction(sum(math.comb(n, i) for i in range(min(b, c) + 1)), 2 ** n)
+        assert significance.mcnemar_p(b, c) == pytest.approx(float(min(2 * tail, 1)), rel=1e-12)
+    for b, c in ((20, 40), (100, 140), (300, 310), (0, 30)):
+        stat = max(abs(b - c) - 1, 0) ** 2 / (b + c)
+        assert significance.mcnemar_p(b, c) == pytest.approx(math.erfc(math.sqrt(stat / 2)),
+                                                             rel=1e-12)
+
+
+def test_newcombe_paired_known_table():
+    """Newcombe (1998) method 10 on a table worked by hand from the closed-form Wilson bounds."""
+    a, b, c, d = 40, 12, 5, 43
+    n = a + b + c + d
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = _wilson_closed_form(a + b, n)
+    l2, u2 = _wilson_closed_form(a + c, n)
+    phi = (a * d - b * c) / math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
+    lo = p2 - p1 - math.sqrt((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2)
+    hi = p2 - p1 + math.sqrt((u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2)
+    assert significance.newcombe_paired(a, b, c, d) == pytest.approx((lo, hi), abs=1e-12)
+
+
 def test_newcombe_paired_coverage():
     """Method 10's 95 % interval covers the true difference in about 95 % of simulated tables."""
     seed = seed_for("newcombe_coverage")
