@@ -1,8 +1,8 @@
 """Formal properties of the kernel's parts, proven with SymbiYosys (``make formal``).
 
 One harness per part (:mod:`hdl.formal.dma`, :mod:`hdl.formal.control`,
-:mod:`hdl.formal.engine`): the part's protocol as ``Assert``, the other side's
-as ``Assume``, ``Cover`` for the states each property is about. :data:`PROOFS` lists them with
+:mod:`hdl.formal.engine`, :mod:`hdl.formal.streams`): the part's protocol as ``Assert``, the
+other side's as ``Assume``, ``Cover`` for the states each property is about. :data:`PROOFS` lists them with
 the mode and depth each is run at; :mod:`hdl.formal.run` runs one.
 """
 
@@ -15,6 +15,7 @@ from .control import ApCtrlHarness, LauncherHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .engine import EngineHarness
 from .run import Outcome, Proof, run_job
+from .streams import PackerHarness, WalkerHarness
 
 __all__ = ["PROOFS", "Proof", "Outcome", "run_job"]
 
@@ -30,4 +31,7 @@ PROOFS = (
     Proof("launcher", LauncherHarness, "prove", 4, 10),
     # the covers need a whole frame (LAYER, WEIGHTS, SCHEDULE, FRAME, ifmap): 41 cycles
     Proof("engine", EngineHarness, "prove", 4, 44, slow=True),
+    # the engine's internal streams, each producer alone
+    Proof("walker", WalkerHarness, "prove", 2, 10),
+    Proof("packer", PackerHarness, "prove", 2, 12),
 )
