@@ -15,7 +15,7 @@ from .control import ApCtrlHarness, LauncherHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .engine import EngineHarness
 from .run import Outcome, Proof, run_job
-from .streams import PackerHarness, WalkerHarness
+from .streams import FrontEndHarness, PackerHarness, WalkerHarness
 
 __all__ = ["PROOFS", "Proof", "Outcome", "run_job"]
 
@@ -34,4 +34,5 @@ PROOFS = (
     # the engine's internal streams, each producer alone
     Proof("walker", WalkerHarness, "prove", 2, 10),
     Proof("packer", PackerHarness, "prove", 2, 12),
+    Proof("frontend", FrontEndHarness, "prove", 2, 12),
 )
