@@ -15,7 +15,7 @@ from .control import ApCtrlHarness, LauncherHarness
 from .dma import FeederHarness, ReadSequencerHarness, WriteBackHarness
 from .engine import EngineHarness
 from .run import Outcome, Proof, run_job
-from .streams import FrontEndHarness, PackerHarness, WalkerHarness
+from .streams import DatapathHarness, FrontEndHarness, PackerHarness, WalkerHarness
 
 __all__ = ["PROOFS", "Proof", "Outcome", "run_job"]
 
@@ -35,4 +35,6 @@ PROOFS = (
     Proof("walker", WalkerHarness, "prove", 2, 10),
     Proof("packer", PackerHarness, "prove", 2, 12),
     Proof("frontend", FrontEndHarness, "prove", 2, 12),
+    # a result needs the pipeline (PIPELINE_LATENCY = 27 cycles): covers to 34
+    Proof("datapath", DatapathHarness, "prove", 2, 34),
 )

@@ -7,6 +7,8 @@ until ready), with no valid after reset. Covers: a stalled beat, a completed one
 
 :class:`WalkerHarness`: :class:`~hdl.walker.WorkWalker` ``work``.
 :class:`PackerHarness`: :class:`~hdl.packer.OutputPacker` ``o``.
+:class:`DatapathHarness`: :class:`~hdl.datapath.Datapath` ``result`` (the arithmetic kept: the
+induction needs only k = 2, so it is not slow).
 :class:`FrontEndHarness`: :class:`~hdl.frontend.CommandFrontEnd` ``frame`` (the FRAME beats to
 the dealer). The dealer's ``accepted`` is a ghost count as the dealer keeps it: 0 after the
 batch's ``start``, up by at most one per cycle and only in a cycle a ``frame`` beat is taken.
@@ -18,13 +20,14 @@ from amaranth import ResetSignal, Signal
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..config import AccelConfig
+from ..datapath import Datapath
 from ..frontend import CommandFrontEnd
 from ..packer import OutputPacker
 from ..walker import WorkWalker
 from .control import SMALL
 from .props import Harness, held, past, quiet_after_reset
 
-__all__ = ["WalkerHarness", "PackerHarness", "FrontEndHarness"]
+__all__ = ["WalkerHarness", "PackerHarness", "FrontEndHarness", "DatapathHarness"]
 
 
 def _covers(m, h, s, name):
@@ -108,4 +111,25 @@ class FrontEndHarness(Harness):
         after = _covers(m, self, f, "frame")
         m.d.comb += Cover(after & past(m, f.valid & f.ready) & dut.batch.end,
                           "frame: a batch's beats taken, the batch ended")
+        return m
+
+
+class DatapathHarness(Harness):
+    """:class:`~hdl.datapath.Datapath` (N slots): ``result`` valid and payload held until ready,
+    ``work`` obeying valid/ready, ``load`` and ``groups`` free (the arithmetic is in the model,
+    not abstracted); no valid after reset."""
+
+    def __init__(self, cfg: AccelConfig = SMALL):
+        super().__init__()
+        self.cfg = cfg
+
+    def elaborate(self, platform):
+        m = self.module()
+        m.submodules.dut = dut = Datapath(self.cfg, self.cfg.out_channels)
+        self.drive_inputs(m, dut, "env")
+        held(m, self, dut.work.valid, dut.work.ready, dut.work.payload, Assume, "work")
+        r = dut.result
+        held(m, self, r.valid, r.ready, r.payload, Assert, "result")
+        quiet_after_reset(m, self, r.valid, name="result")
+        _covers(m, self, r, "result")
         return m
