@@ -149,7 +149,12 @@ class CommandFrontEnd(wiring.Component):
                 with m.If(rec.next(done, layer.segments)):
                     m.next = "IDLE"
             with m.State("LOAD"):
-                wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.frame))
+                # no beat offered once the batch is accepted: the next command's header would
+                # show on ``frame`` for the cycle before WAIT and be withdrawn (valid/ready)
+                more = self.accepted != images
+                m.d.comb += [self.frame.valid.eq(self.i.valid & more),
+                             self.frame.payload.eq(self.i.payload),
+                             self.i.ready.eq(self.frame.ready & more)]
                 with m.If(self.accepted == images):
                     m.next = "WAIT"
             with m.State("WAIT"):

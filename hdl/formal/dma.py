@@ -242,7 +242,10 @@ class WriteBackHarness(Harness):
         i_done, aw_done = i.valid & i.ready, aw.valid & aw.ready
         w_done, b_done = w.valid & w.ready, b.valid & b.ready
         beats = aw.payload.len + 1
-        pushed, aw_beats, w_beats = Signal(34), Signal(34), Signal(34)
+        # beat counts as wide as the beat address (64 - 6 bits), so they wrap where the address
+        # does: a narrower count lets k-induction start from a wrapped, unreachable-looking state
+        cw = 64 - BEAT_SHIFT
+        pushed, aw_beats, w_beats = Signal(cw), Signal(cw), Signal(cw)
         aw_bursts, w_lasts, b_got = Signal(16), Signal(16), Signal(16)
         with m.If(dut.launch.start):
             m.d.sync += [pushed.eq(0), aw_beats.eq(0), w_beats.eq(0)]
@@ -270,7 +273,7 @@ class WriteBackHarness(Harness):
         held(m, self, aw.valid, aw.ready, aw.payload, Assert, "aw")
         held(m, self, w.valid, w.ready, w.payload, Assert, "w")
         quiet_after_reset(m, self, aw.valid, w.valid, name="aw/w")
-        w_left = Signal(34)
+        w_left = Signal(cw)
         m.d.comb += w_left.eq(aw_beats - w_beats)
         page_beats = 1 << (PAGE_BITS - BEAT_SHIFT)
         m.d.comb += [
@@ -296,7 +299,7 @@ class WriteBackHarness(Harness):
             Assert(st.b_pending == (aw_bursts - b_got)[:16], "inv: B pending"),
             Assert((w_lasts - b_got)[:16] <= st.b_pending, "inv: B owed"),
             Assert((aw_bursts - w_lasts)[:16] == st.data_phase, "inv: WLAST per burst"),
-            Assert((dut.level + w_beats)[:34] == pushed, "inv: FIFO level"),
+            Assert((dut.level + w_beats)[:cw] == pushed, "inv: FIFO level"),
             Assert(dut.level <= self.depth, "inv: FIFO bound"),
             Assert(~st.running | (st.addr == (args.base.ofm + (aw_beats << BEAT_SHIFT))[:64]),
                    "inv: address"),
