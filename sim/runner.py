@@ -524,7 +524,7 @@ def run_cycles(program, images: int) -> int:
 
     cfg = program.cfg
     period = max(image_beats(cfg), stream_image_cycles(cfg, program.schedule.steps))
-    return len(program.config_beats()) + images * period + PIPELINE_LATENCY
+    return int(len(program.config_beats()) + images * period + PIPELINE_LATENCY)
 
 
 def estimate_build(cfg: AccelConfig, sim: str, *, generate: bool = True) -> BuildEstimate:

@@ -163,7 +163,9 @@ def test_sim_golden_mismatch_exits_1_in_one_line(tmp_path, frame, monkeypatch, c
                               str(tmp_path / "result.npz")])
     out, err = capsys.readouterr()
     assert status == 1 and out == "", (status, out, err)
-    assert err.count("\n") == 1 and err.startswith("velcro: error: golden check failed: image 0:")
+    lines = err.splitlines()          # progress lines, then the one error line
+    assert lines[-1].startswith("velcro: error: golden check failed: image 0:"), err
+    assert sum(line.startswith("velcro: error") for line in lines) == 1, err
     assert (tmp_path / "result.npz").exists()
 
 
