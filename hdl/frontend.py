@@ -135,17 +135,11 @@ class CommandFrontEnd(wiring.Component):
                 with m.If(rec.next(done, layer.out_channels)):
                     m.next = "IDLE"
             with m.State("SCHEDULE"):
-                value, done = rec.take(cfg.instances * entry_bits)
-                for p, port in enumerate(self.entries):
-                    m.d.comb += [port.data.eq(value[p * entry_bits:(p + 1) * entry_bits]),
-                                 port.en.eq(done), port.addr.eq(rec.idx)]
+                done = rec.take_per_instance(self.entries, entry_bits)
                 with m.If(rec.next(done, steps)):
                     m.next = "PIXELS"
             with m.State("PIXELS"):
-                value, done = rec.take(cfg.instances * pixel_bits)
-                for p, port in enumerate(self.pixels):
-                    m.d.comb += [port.data.eq(value[p * pixel_bits:(p + 1) * pixel_bits]),
-                                 port.en.eq(done), port.addr.eq(rec.idx)]
+                done = rec.take_per_instance(self.pixels, pixel_bits)
                 with m.If(rec.next(done, layer.segments)):
                     m.next = "IDLE"
             with m.State("LOAD"):
@@ -194,6 +188,15 @@ class _Records:
                          self.beat.eq(Mux(self.beat == beats - 1, 0, self.beat + 1))]
         value = Cat(self.held[:cfg.bus_width * (beats - 1)], i.payload)[:bits]
         return value, beat_in & (self.beat == beats - 1)
+
+    def take_per_instance(self, ports, bits):
+        """A record of one ``bits``-wide field per instance, field p written to ``ports[p]`` at
+        address ``idx``; returns the record-complete strobe."""
+        value, done = self.take(len(ports) * bits)
+        for p, port in enumerate(ports):
+            self.m.d.comb += [port.data.eq(value[p * bits:(p + 1) * bits]), port.en.eq(done),
+                              port.addr.eq(self.idx)]
+        return done
 
     def next(self, done, count):
         """Count a completed record; true in the cycle the ``count``-th completes (then idx = 0)."""
