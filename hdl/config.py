@@ -4,7 +4,7 @@ Everything that sizes the hardware lives here; every other module derives its nu
 :class:`AccelConfig` instead of repeating them.  The testbenches receive it as JSON through the
 ``VELCRO_CONFIG`` environment variable (:meth:`AccelConfig.to_json` / :meth:`from_json`).
 
-This module deliberately imports nothing from Amaranth, so the PyTorch side can use it too.
+This module deliberately imports nothing from Amaranth, so the host side can use it too.
 """
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ import hashlib
 import json
 import math
 
+# The data widths of the arithmetic contract are defined with the golden model (py_ref, the
+# bottom layer) and re-exported here for the generator.
+from py_ref.golden import (BIAS_BITS, IFMAP_BITS, MULT_BITS, OFM_BITS, OFM_MAX,  # noqa: F401
+                           SHIFT_BITS, WEIGHT_BITS)
+
 __all__ = ["AccelConfig", "ConfigError", "DEFAULT"]
 
 #: Kernel geometry is fixed by the paper's hardware: 3x3, stride 1, zero padding 1 (output = H x W).
 KERNEL = 3
 PADDING = 1
 
-#: Data widths of the arithmetic contract (see py_ref/golden.py).
-IFMAP_BITS = 8    # int8 activations
-WEIGHT_BITS = 8   # int8 weights
-BIAS_BITS = 32    # int32 bias
-MULT_BITS = 16    # requantisation multiplier, 0 <= mult < 2**16
-SHIFT_BITS = 5    # requantisation shift, 0..31
-OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated at 255)
+#: One channel's quant record of the WEIGHTS command, low bits first: bias (BIAS_BITS) | mult
+#: (MULT_BITS) | the shift's slot, the rest of the record (16 bits), of which the requantiser
+#: uses SHIFT_BITS (0..31). hdl/protocol.py packs and hdl/datapath.py's quant_layout reads
+#: these slots.
+QUANT_BITS = 64
+SHIFT_SLOT_BITS = QUANT_BITS - BIAS_BITS - MULT_BITS
 
 #: Cycles beyond E*G that E back-to-back work entries take through a datapath, first offer to
 #: last result inclusive: the depth of hdl/datapath.py's pipeline, which derives it from its stages
@@ -221,7 +225,7 @@ class AccelConfig:
         """One output channel's 3x3 filter for one channel group: 9*L int8 values."""
         return 9 * self.lanes * WEIGHT_BITS
 
-    QUANT_BITS = 64  # bias (32) | mult (16) | shift (8, 5 used)
+    QUANT_BITS = QUANT_BITS   # one channel's quant record (the module's QUANT_BITS)
 
     def beats(self, record_bits: int) -> int:
         """Bus beats per record: records are split little-endian over ceil(bits/bus) beats."""

@@ -24,7 +24,7 @@ from py_ref.golden import Frame
 from py_ref.schedule import Schedule, deal
 
 from .config import AccelConfig
-from .protocol import (Opcode, batch_frame_beats, compact_beats_per_image, decode_batch,
+from .protocol import (QUANT_FIELDS, Opcode, batch_frame_beats, compact_beats_per_image, decode_batch,
                        layer_beats, layer_fields, layer_values, pixel_fields, schedule_beats,
                        schedule_entry_fields, weight_beats)
 
@@ -196,12 +196,15 @@ class _Reader:
         w = w.transpose(0, 1, 4, 2, 3).reshape(n, g_count * lanes, 3, 3)
         if w[:, c_in:].any():
             raise ProgramError(f"filter weights set beyond the layer's C_in = {c_in}")
-        quant = [self.record(cfg.QUANT_BITS) for _ in range(n)]
-        bias = np.array([((q & 0xFFFF_FFFF) ^ 0x8000_0000) - 0x8000_0000 for q in quant], np.int32)
-        mult = np.array([(q >> 32) & 0xFFFF for q in quant], np.int64)
-        shift = np.array([(q >> 48) & 0xFF for q in quant], np.int64)
-        if any(q >> 56 for q in quant):
-            raise ProgramError("a requantisation record has bits set above its shift field")
+        slots = {name: width for name, (width, _, _) in QUANT_FIELDS.items()}
+        quant = [_unpack(self.record(cfg.QUANT_BITS), slots) for _ in range(n)]
+        sign = 1 << (slots["bias"] - 1)
+        bias = np.array([(q["bias"] ^ sign) - sign for q in quant], np.int32)
+        mult = np.array([q["mult"] for q in quant], np.int64)
+        shift = np.array([q["shift"] for q in quant], np.int64)
+        if any(s > QUANT_FIELDS["shift"][2] for s in shift):
+            raise ProgramError("a requantisation record has bits set above the shift the "
+                               "requantiser reads")
         return np.ascontiguousarray(w[:, :c_in]), bias, mult, shift
 
     def schedule(self) -> Schedule:

@@ -50,7 +50,8 @@ import enum
 
 import numpy as np
 
-from .config import BIAS_BITS, IFMAP_BITS, MULT_BITS, SHIFT_BITS, WEIGHT_BITS, AccelConfig
+from .config import (BIAS_BITS, IFMAP_BITS, MULT_BITS, SHIFT_BITS, SHIFT_SLOT_BITS, WEIGHT_BITS,
+                     AccelConfig)
 
 __all__ = ["ProtocolError", "check_field", "QUANT_FIELDS", "Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "schedule_entry_fields",
            "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
@@ -77,7 +78,7 @@ def check_field(name: str, values, width: int, *, signed: bool = False,
     """The one check of every encoded (and decoded) field: ``values`` (a number or an array)
     must be integers (not float, not bool) within a ``width``-bit field, two's complement when
     ``signed``, and at most ``maximum`` when given (a field whose hardware uses fewer bits than
-    its slot, e.g. shift 0..31 in 8 bits).  Returns the values as an integer array; raises
+    its slot, e.g. shift 0..31 in 16 bits).  Returns the values as an integer array; raises
     :class:`ProtocolError` naming the field, the first offending value and the range.  Python
     ints of any size are compared exactly (object arrays)."""
     # not np.asarray: a list of Python ints beyond int64 would become float64 and round
@@ -125,9 +126,10 @@ def _check_shape(name: str, values, shape: tuple) -> np.ndarray:
 
 
 #: The WEIGHTS command's quant record, low bits first: field -> (slot bits, signed, maximum).
-#: shift has an 8-bit slot of which the requantiser uses SHIFT_BITS (0..31).
+#: shift has the rest of the record (SHIFT_SLOT_BITS, hdl/config.py), of which the requantiser
+#: uses SHIFT_BITS (0..31).
 QUANT_FIELDS = {"bias": (BIAS_BITS, True, None), "mult": (MULT_BITS, False, None),
-                "shift": (8, False, (1 << SHIFT_BITS) - 1)}
+                "shift": (SHIFT_SLOT_BITS, False, (1 << SHIFT_BITS) - 1)}
 
 
 def _records_to_beats(cfg: AccelConfig, records: np.ndarray) -> list[int]:

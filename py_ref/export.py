@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .golden import Frame, float_reference, golden_ofm
+from .golden import MULT_BITS, SHIFT_BITS, Frame, float_reference, golden_ofm
 from .velcro import PointStats, VelcroError
 
 __all__ = ["ExportResult", "quantise_layer", "quantise_conv", "check_export", "check_layer", "LAYERS",
@@ -325,17 +325,19 @@ class ExportResult:
 
 
 def _requant(m: float) -> tuple[int, int]:
-    """(mult, shift) with mult / 2**shift ~= m, mult < 2**16, shift <= 31, as precise as possible."""
+    """(mult, shift) with mult / 2**shift ~= m, mult < 2**MULT_BITS (2**16), shift <
+    2**SHIFT_BITS (at most 31), as precise as possible."""
     if m <= 0:
         return 0, 0
     best = (0, 0)
-    for shift in range(31, -1, -1):
+    for shift in range((1 << SHIFT_BITS) - 1, -1, -1):
         mult = int(round(m * 2 ** shift))
-        if mult < 2 ** 16:
+        if mult < 1 << MULT_BITS:
             best = (mult, shift)
             break
     if best == (0, 0):
-        raise VelcroError(f"requantisation multiplier {m} does not fit mult < 2**16 at shift 0")
+        raise VelcroError(f"requantisation multiplier {m} does not fit mult < 2**{MULT_BITS} "
+                          f"at shift 0")
     return best
 
 

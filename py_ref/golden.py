@@ -18,18 +18,35 @@ import numbers
 import numpy as np
 
 
-__all__ = ["FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
+__all__ = ["IFMAP_BITS", "WEIGHT_BITS", "BIAS_BITS", "MULT_BITS", "SHIFT_BITS", "OFM_BITS",
+           "OFM_MAX", "FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
            "random_frame", "point_wide_mask"]
+
+#: Data widths of the arithmetic contract, the one definition: the generator (hdl/config.py,
+#: the requantiser, the protocol's fields) and the exporter's quantisation derive from them.
+IFMAP_BITS = 8    # int8 activations
+WEIGHT_BITS = 8   # int8 weights
+BIAS_BITS = 32    # int32 bias
+MULT_BITS = 16    # requantisation multiplier, 0 <= mult < 2**16
+SHIFT_BITS = 5    # requantisation shift, 0..31
+OFM_BITS = 8      # uint8 output (ReLU output requantised and saturated)
+#: The saturation of the requantised output: 255.
+OFM_MAX = (1 << OFM_BITS) - 1
+
+
+def _signed_range(bits: int) -> tuple:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
 
 #: name -> (dtype, low, high) of every array a FRAME.npz holds.
 FRAME_ARRAYS = {
-    "ifmap": (np.int8, -128, 127),
-    "weight": (np.int8, -128, 127),
-    "bias": (np.int32, -2**31, 2**31 - 1),
+    "ifmap": (np.int8, *_signed_range(IFMAP_BITS)),
+    "weight": (np.int8, *_signed_range(WEIGHT_BITS)),
+    "bias": (np.int32, *_signed_range(BIAS_BITS)),
     "mask": (np.bool_, 0, 1),
-    "means": (np.uint8, 0, 255),
-    "mult": (np.int64, 0, 2**16 - 1),
-    "shift": (np.int64, 0, 31),
+    "means": (np.uint8, 0, OFM_MAX),
+    "mult": (np.int64, 0, (1 << MULT_BITS) - 1),
+    "shift": (np.int64, 0, (1 << SHIFT_BITS) - 1),
 }
 
 
@@ -140,12 +157,12 @@ def conv_acc(frame: Frame) -> np.ndarray:
 
 
 def requantise(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """ReLU, multiply, round half up, shift, saturate at 255: uint8 of acc's shape."""
+    """ReLU, multiply, round half up, shift, saturate at OFM_MAX (255): uint8 of acc's shape."""
     r = np.maximum(acc, 0)
     mult = mult.astype(np.int64)[:, None, None]
     shift = shift.astype(np.int64)[:, None, None]
     q = (r * mult + ((np.int64(1) << shift) >> 1)) >> shift
-    return np.minimum(q, 255).astype(np.uint8)
+    return np.minimum(q, OFM_MAX).astype(np.uint8)
 
 
 def golden_ofm(frame: Frame) -> np.ndarray:
