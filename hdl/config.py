@@ -39,6 +39,17 @@ SHIFT_SLOT_BITS = QUANT_BITS - BIAS_BITS - MULT_BITS
 PIPELINE_LATENCY = 27
 
 
+#: The clocks, one definition each. The testbenches' simulated clock period in ns (a time base
+#: only: every result is counted in cycles).
+SIM_CLOCK_NS = 10
+#: The target clock: the U280 platform's default kernel clock (v++ --kernel_frequency overrides
+#: it at link time). make kernel's XDC, make synth's throughput, the energy model's static term,
+#: the reports' images/s and the SAIF files' clock all derive from it.
+KERNEL_CLOCK_MHZ = 300
+#: Its period as the XDC states it, in ns rounded to 1 ps: 3.333.
+KERNEL_CLOCK_PERIOD_NS = round(1e3 / KERNEL_CLOCK_MHZ, 3)
+
+
 #: Output channels one design can hold (the SCHEDULE entry's channel field and the filter memory
 #: are sized by N; 256 covers every 3x3 layer of the supported models).
 MAX_OUT_CHANNELS = 256

@@ -15,7 +15,7 @@ Both masters issue INCR bursts of at most 64 beats that never cross a 4 KB bound
 are fully strobed; one read and one write stream in flight at a time.
 
 Every pointer must be 64-byte aligned; above 4 GB is fine (64-bit addresses). The buffer
-formats are in :mod:`hdl.kernel_buffers`.
+formats are in :mod:`hdl.kernel_host`.
 
 Parts (each a ``wiring.Component`` with its own test), joined below with ``wiring.connect``:
 
@@ -29,7 +29,7 @@ Parts (each a ``wiring.Component`` with its own test), joined below with ``wirin
   R never backs up into the interconnect); the :class:`~hdl.kernel_dma.Feeder` passes the
   params buffer (the layer's LAYER and WEIGHTS commands, PARAMS_BEATS beats) and the schedule
   buffer (its SCHEDULE command, SCHEDULE_BEATS beats) to the engine as they are, then a FRAME
-  header with the FRAMES register's B and the ifmap buffer's IFMAP_BEATS beats. The layer's
+  header with the IMAGES register's B and the ifmap buffer's IFMAP_BEATS beats. The layer's
   shape travels in its commands, so one xclbin runs every layer within its design's maxima.
   The :class:`~hdl.kernel_dma.WriteBack` takes the engine's compact output through a 128-beat
   FIFO; a write burst's address is issued only once its data is in the FIFO, so W never stalls
@@ -51,10 +51,9 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
-from .kernel_buffers import ENGINE_INSTANCE, KERNEL_NAME
 from .kernel_control import AXIL_PORTS, ApCtrl, Launcher, check_counters
 from .kernel_dma import AXI_ADDR_BITS, AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer, WriteBack
-from .regmap import GMEM_IN, GMEM_OUT
+from .regmap import ENGINE_INSTANCE, GMEM_IN, GMEM_OUT, KERNEL_NAME
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
            "axi_members"]

@@ -18,10 +18,9 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .kernel_buffers import (ALIGN, BUFFERS, INPUT_BUFFERS, STATUS_AXI_ERROR, STATUS_REFUSED,
-                             STATUS_UNALIGNED_SHIFT)
 from .protocol import STREAM_COUNTERS, counter_elements, counter_words, stream_counter_layout
-from .regmap import ADDR_BITS, REGISTER, REGISTERS, pointers
+from .regmap import (ADDR_BITS, ALIGN, BUFFERS, INPUT_BUFFERS, REGISTER, REGISTERS,
+                     STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, pointers)
 
 __all__ = ["AXIL_PORTS", "REGISTER_LAYOUT", "ARGUMENTS", "LaunchSignature", "ControlSignature",
            "ApCtrl", "Launcher", "register_file", "check_counters"]
@@ -38,12 +37,12 @@ REGISTER_LAYOUT = data.StructLayout({r.name.lower(): r.width for r in REGISTERS
                                      if r.access == "RW" and r.name != "CTRL"})
 
 #: What one run needs, latched at launch: each buffer's address, each input buffer's beats,
-#: FLAGS.load_config and B (FRAMES, 0 counting as 1).
+#: FLAGS.load_config and B (IMAGES, 0 counting as 1).
 ARGUMENTS = data.StructLayout({
     "base": data.StructLayout({b: pointers()[b].width for b in BUFFERS}),
     "beats": data.StructLayout({b: 32 for b in INPUT_BUFFERS}),
     "load_config": 1,
-    "images": REGISTER["FRAMES"].width,
+    "images": REGISTER["IMAGES"].width,
 })
 
 
@@ -224,7 +223,7 @@ class Launcher(wiring.Component):
         unaligned = Signal(len(BUFFERS))
         m.d.comb += [unaligned.eq(Cat(ptr[:6].any() for ptr in pointers)), c.idle.eq(~running)]
         assert ALIGN == 64
-        frames = c.regs.frames
+        images = c.regs.images
         with m.If(running):
             m.d.sync += c.kernel_cycles.eq(c.kernel_cycles + 1)
         with m.FSM(name="control") as fsm:
@@ -240,7 +239,7 @@ class Launcher(wiring.Component):
                         load_config = REGISTER["FLAGS"].field("load_config").bit
                         m.d.sync += [c.status.eq(0), running.eq(1),
                                      args.load_config.eq(c.regs.flags[load_config]),
-                                     args.images.eq(Mux(frames == 0, 1, frames))]
+                                     args.images.eq(Mux(images == 0, 1, images))]
                         m.d.sync += [args.base[b].eq(ptr) for b, ptr in zip(BUFFERS, pointers)]
                         m.d.sync += [args.beats[b].eq(c.regs[f"{b}_beats"])
                                      for b in INPUT_BUFFERS]

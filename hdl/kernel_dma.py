@@ -22,7 +22,7 @@ from amaranth import Array, C, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .kernel_buffers import BEAT_BYTES, INPUT_BUFFERS
+from .regmap import BEAT_BYTES, INPUT_BUFFERS
 from .kernel_control import LaunchSignature
 from .protocol import Opcode
 

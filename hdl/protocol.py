@@ -53,7 +53,7 @@ import numpy as np
 from .config import (BIAS_BITS, IFMAP_BITS, MULT_BITS, SHIFT_BITS, SHIFT_SLOT_BITS, WEIGHT_BITS,
                      AccelConfig)
 
-__all__ = ["ProtocolError", "check_field", "QUANT_FIELDS", "Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "schedule_entry_fields",
+__all__ = ["ProtocolError", "check_field", "QUANT_FIELDS", "Opcode", "layer_values", "layer_fields", "layer_layout", "layer_beats", "weight_beats", "param_beats", "params_buffer_beats", "schedule_entry_fields",
            "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
@@ -206,6 +206,12 @@ def weight_beats(cfg: AccelConfig, weight, bias, mult, shift) -> list[int]:
 def param_beats(cfg: AccelConfig) -> int:
     """Beats of a WEIGHTS command after its header: N*G filter records, then N quant beats."""
     return cfg.out_channels * (cfg.groups * cfg.beats(cfg.weight_bits) + 1)
+
+
+def params_buffer_beats(cfg: AccelConfig) -> int:
+    """Beats of the layer's LAYER and WEIGHTS commands, headers included (the kernel's params
+    buffer, :meth:`hdl.program.LayerProgram.params_beats`)."""
+    return len(layer_beats(cfg)) + 1 + param_beats(cfg)
 
 
 MAX_BATCH = (1 << 16) - 1

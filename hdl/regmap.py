@@ -1,9 +1,10 @@
-"""The kernel's s_axi_control register map as data: the one place it is written.
+"""The kernel's interface as data: its s_axi_control register map (the one place it is
+written), its AXI masters and their beats, its name and its compute units' HBM banks.
 
 Everything else is derived from :data:`REGISTERS`: the AXI4-Lite decode of
 :class:`hdl.kernel.VelcroKernel`, kernel.xml's arguments and package_kernel.tcl's registers
 (``scripts/make_kernel.py``), the host's :data:`Reg` offsets and bit masks
-(:mod:`hdl.kernel_buffers`, host_velcro.py, the cocotb testbench) and the register table of
+(:mod:`hdl.kernel_host`, host_velcro.py, the cocotb testbench) and the register table of
 docs/KERNEL.md (``python -m hdl.regmap --doc docs/KERNEL.md`` rewrites it;
 tests/test_regmap.py checks it).
 
@@ -12,15 +13,32 @@ No Amaranth and no numpy here: a host program imports this module as it is.
 
 from __future__ import annotations
 
+import numbers
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Field", "Register", "REGISTERS", "REGISTER", "Reg", "GMEM_IN", "GMEM_OUT",
            "AXI_MASTERS", "ADDR_BITS", "ACCESS", "arguments", "pointers", "field_mask",
-           "text_table", "markdown_table", "update_doc"]
+           "text_table", "markdown_table", "update_doc", "BEAT_BYTES", "BEAT_BITS", "ALIGN",
+           "BUFFERS", "INPUT_BUFFERS", "CTRL_START", "CTRL_DONE", "CTRL_IDLE", "CTRL_READY",
+           "CTRL_AUTO_RESTART", "FLAG_LOAD_CONFIG", "STATUS_REFUSED", "STATUS_AXI_ERROR",
+           "STATUS_UNALIGNED_SHIFT", "KERNEL_NAME", "ENGINE_INSTANCE", "HBM_CHANNELS",
+           "MAX_COMPUTE_UNITS", "MAX_IMAGES", "check_compute_units", "cu_names", "hbm_banks"]
 
 ADDR_BITS = 12                       # s_axi_control: 4 KB of registers
+#: One beat of the AXI4 masters: 512 bits, 64 bytes, the unit of every buffer.
+BEAT_BYTES = 64
+BEAT_BITS = 8 * BEAT_BYTES
+#: Required alignment of every buffer address (one beat).
+ALIGN = BEAT_BYTES
+#: The kernel's name (kernel.xml, connectivity.cfg, the Verilog top).
+KERNEL_NAME = "velcro_kernel"
+#: The engine's instance name inside the kernel (hdl/kernel.py): the SAIF files' scope is
+#: ``velcro_kernel/engine`` (sim.saif_window.kernel_saif).
+ENGINE_INSTANCE = "engine"
+#: HBM pseudo-channels of the U280 (HBM[0] .. HBM[31], 256 MB each).
+HBM_CHANNELS = 32
 #: The AXI4 masters: inputs (ifmap, params, schedule) are read through one, the ofm written
 #: through the other, so each can sit on its own HBM pseudo-channel.
 GMEM_IN = "m_axi_gmem_in"
@@ -117,7 +135,7 @@ REGISTERS = (
                               "2 schedule, 3 ofm)", width=4))),
     Register("KERNEL_CYCLES", 0x44, "RO", 32, "ap_clk cycles from ap_start to ap_done of the "
              "last run"),
-    Register("FRAMES", 0x48, "RW", 16, "B, images per start (0 counts as 1)", arg="frames"),
+    Register("IMAGES", 0x48, "RW", 16, "B, images per start (0 counts as 1)", arg="images"),
     Register("SCHEDULE_BEATS", 0x4C, "RW", 32, "beats of the schedule buffer",
              arg="schedule_beats"),
     Register("OUT_BEATS", 0x50, "RO", 32, "ofm beats written by the last run"),
@@ -126,7 +144,7 @@ REGISTERS = (
     Register("IFMAP_BEATS", 0x58, "RW", 32, "beats of the ifmap buffer: B times the layer's "
              "image beats", arg="ifmap_beats"),
     Register("COUNTERS", 0x80, "RO", 32, "the engine's counters (hdl.protocol.STREAM_COUNTERS), "
-             "one 32-bit word each, arrays element by element (hdl.kernel_buffers.counter_names)",
+             "one 32-bit word each, arrays element by element (hdl.kernel_host.counter_names)",
              array=True),
 )
 
@@ -179,6 +197,47 @@ def pointers() -> dict:
 
 def field_mask(register: str, field: str) -> int:
     return REGISTER[register].field(field).mask
+
+
+#: Buffer arguments in register-map order (0x10, 0x18, ... 64-bit pointers).
+BUFFERS = tuple(pointers())
+#: The order the kernel fetches its inputs in (params and schedule only if FLAGS.load_config).
+INPUT_BUFFERS = ("params", "schedule", "ifmap")
+
+CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_AUTO_RESTART = (
+    field_mask("CTRL", f) for f in ("ap_start", "ap_done", "ap_idle", "ap_ready", "auto_restart"))
+FLAG_LOAD_CONFIG = field_mask("FLAGS", "load_config")
+STATUS_REFUSED = field_mask("STATUS", "refused")        # nothing was done
+STATUS_AXI_ERROR = field_mask("STATUS", "axi_error")    # a response was not OKAY
+STATUS_UNALIGNED_SHIFT = REGISTER["STATUS"].field("unaligned").bit   # + i: BUFFERS[i] unaligned
+
+#: One pseudo-channel per AXI master of every compute unit.
+MAX_COMPUTE_UNITS = HBM_CHANNELS // len(AXI_MASTERS)
+#: The IMAGES register's largest B (one start of one CU).
+MAX_IMAGES = (1 << REGISTER["IMAGES"].width) - 1
+
+
+def check_compute_units(k) -> int:
+    """``k`` if it is a valid compute-unit count, else TypeError / ValueError."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"compute units must be an int, not {k!r}")
+    if not 1 <= k <= MAX_COMPUTE_UNITS:
+        raise ValueError(
+            f"compute units must be 1..{MAX_COMPUTE_UNITS}, not {k}: the U280 has {HBM_CHANNELS} "
+            f"HBM pseudo-channels and each compute unit takes {len(AXI_MASTERS)} "
+            f"({', '.join(AXI_MASTERS)})")
+    return int(k)
+
+
+def cu_names(k: int) -> list:
+    """The compute units' instance names in connectivity.cfg's ``nk=`` line."""
+    return [f"{KERNEL_NAME}_{j + 1}" for j in range(check_compute_units(k))]
+
+
+def hbm_banks(k: int) -> dict:
+    """{CU name: {AXI master: "HBM[i]"}}: every master of every CU on its own pseudo-channel."""
+    return {cu: {m: f"HBM[{len(AXI_MASTERS) * j + i}]" for i, m in enumerate(AXI_MASTERS)}
+            for j, cu in enumerate(cu_names(k))}
 
 
 # -- documentation ---------------------------------------------------------------------------

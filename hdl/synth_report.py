@@ -22,7 +22,7 @@ from .contract import input_cycles, stream_image_cycles
 from .config import PIPELINE_LATENCY
 from .generate import BUILD
 from .kernel import kernel_rtl
-from .kernel_buffers import KERNEL_NAME
+from .regmap import KERNEL_NAME
 from .protocol import image_beats
 
 __all__ = ["run", "LUTS_PER_LUTRAM", "COMPRESSIONS"]

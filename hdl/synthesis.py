@@ -35,7 +35,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from .kernel_buffers import KERNEL_CLOCK_MHZ
+from .config import KERNEL_CLOCK_MHZ
 
 __all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
@@ -51,7 +51,7 @@ U280 = {"LUT": 1_303_680, "FF": 2_607_360, "DSP48E2": 9024, "BRAM36": 2016, "URA
 SHELL_RESERVE = 0.15
 #: Vitis AI DPU for the U280, DPUCAHX8H: 17.2 TOPS int8 peak (PG367).
 DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
-#: Default platform clock of U280 Vitis kernels (hdl.kernel_buffers.KERNEL_CLOCK_MHZ).
+#: Default platform clock of U280 Vitis kernels (hdl.config.KERNEL_CLOCK_MHZ).
 CLOCK_MHZ = KERNEL_CLOCK_MHZ
 #: HBM pseudo-channels of the U280; each CU uses two (inputs, outputs).
 HBM_CHANNELS = 32

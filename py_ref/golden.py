@@ -19,8 +19,8 @@ import numpy as np
 
 
 __all__ = ["IFMAP_BITS", "WEIGHT_BITS", "BIAS_BITS", "MULT_BITS", "SHIFT_BITS", "OFM_BITS",
-           "OFM_MAX", "FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "float_reference",
-           "random_frame", "point_wide_mask"]
+           "OFM_MAX", "FRAME_ARRAYS", "FrameError", "Frame", "golden_ofm", "golden_mismatch",
+           "float_reference", "random_frame", "random_batch", "point_wide_mask"]
 
 #: Data widths of the arithmetic contract, the one definition: the generator (hdl/config.py,
 #: the requantiser, the protocol's fields) and the exporter's quantisation derive from them.
@@ -139,6 +139,16 @@ class Frame:
     def save(self, path) -> None:
         np.savez(path, **dataclasses.asdict(self))
 
+    def with_ifmap(self, ifmap) -> "Frame":
+        """The same constants (weights, requantisation, mask, means) with another ifmap: one
+        more image of the same layer."""
+        return dataclasses.replace(self, ifmap=ifmap)
+
+    def batch(self, ifmaps) -> list:
+        """One frame per image of ``ifmaps`` ([B, C_in, H, W]), all with this frame's
+        constants."""
+        return [self.with_ifmap(x) for x in ifmaps]
+
     @property
     def uncompressed(self) -> np.ndarray:
         """U_n: uncompressed outputs per instance."""
@@ -169,6 +179,20 @@ def golden_ofm(frame: Frame) -> np.ndarray:
     """uint8 [N,H,W]: exactly what the hardware outputs."""
     q = requantise(conv_acc(frame), frame.mult, frame.shift)
     return np.where(frame.mask, frame.means, q).astype(np.uint8)
+
+
+def golden_mismatch(frame: Frame, ofm) -> str | None:
+    """None if ``ofm`` (uint8 [N, H, W]) equals :func:`golden_ofm` of ``frame`` bit for bit,
+    else what differs: "D of S outputs differ from the golden model, first at [n,i,j]=[...]:
+    got X expected Y". The one comparison of an RTL output with the golden model."""
+    expected = golden_ofm(frame)
+    ofm = np.asarray(ofm)
+    bad = np.argwhere(ofm != expected)
+    if not len(bad):
+        return None
+    where = tuple(int(i) for i in bad[0])
+    return (f"{len(bad)} of {expected.size} outputs differ from the golden model, first at "
+            f"[n,i,j]={list(where)}: got {int(ofm[where])} expected {int(expected[where])}")
 
 
 def float_reference(frame: Frame) -> np.ndarray:
@@ -233,6 +257,12 @@ def random_frame(cfg, rng: np.random.Generator, *, density: float | None = None,
     means = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
     return Frame(ifmap=ifmap, weight=weight, bias=bias, mask=mask, means=means,
                  mult=mult, shift=shift)
+
+
+def random_batch(cfg, rng: np.random.Generator, first: Frame, images: int) -> list:
+    """``first`` and ``images - 1`` more frames with its constants and the ifmaps of new
+    random frames (:func:`random_frame`, so the generator advances as it always did)."""
+    return [first] + [first.with_ifmap(random_frame(cfg, rng).ifmap) for _ in range(images - 1)]
 
 
 def point_wide_mask(rng: np.random.Generator, shape, ratio: float, *, skewed: bool = False) -> np.ndarray:

@@ -15,7 +15,7 @@
   ``v++ --version`` decides anything; the version is printed for the log.
 * ``deploy``: ``<kernel>/deploy/``, everything the FPGA host needs and no checkout: the
   xclbin (and emconfig.json for hw_emu), config.json, host_velcro.py and the project's Python
-  it imports (:func:`host_modules`: hdl.config, hdl.kernel_buffers, hdl.program, ... found by
+  it imports (:func:`host_modules`: hdl.config, hdl.kernel_host, hdl.program, ... found by
   modulefinder; the host needs numpy and pyxrt besides, never Amaranth or torch).
   ``cd deploy && python3 host_velcro.py velcro_kernel.hw.xclbin``.
 
@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hdl.generate import BUILD  # noqa: E402
-from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_NAME  # noqa: E402
+from hdl.config import KERNEL_CLOCK_MHZ  # noqa: E402
+from hdl.regmap import KERNEL_NAME  # noqa: E402
 
 HOST = "host_velcro.py"
 TARGETS = ("hw_emu", "hw")
@@ -120,8 +121,7 @@ def host_modules() -> list[str]:
 def write_deploy(kernel: Path, xclbin: Path | None = None, extra=()) -> Path:
     """``kernel``/deploy/: config.json, host_velcro.py, the Python it needs, the xclbin and
     ``extra`` files (emconfig.json), replaced whole. Returns the folder."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from make_kernel import write_folder
+    from hdl.kernel_folder import write_folder
 
     def write(tmp: Path):
         shutil.copy(kernel / "config.json", tmp / "config.json")

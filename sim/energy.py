@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import KERNEL_CLOCK_MHZ
+from hdl.config import KERNEL_CLOCK_MHZ
 from hdl.protocol import schedule_entry_layout as entry_layout
 
 __all__ = ["parse_saif", "saif_toggle_vector", "EnergyModel", "HOROWITZ_45NM", "image_energy",
            "linear_fit", "TARGET_CLOCK_HZ"]
 
 #: Alveo U280 default kernel clock (Vitis platform ``ap_clk``), see shared/TOOLCHAIN.md; defined
-#: once in hdl.kernel_buffers.
+#: once in hdl.config.
 TARGET_CLOCK_HZ = KERNEL_CLOCK_MHZ * 1e6
 
 _NET = re.compile(r"^\s*\((\S+) \(T0 \d+\) \(T1 \d+\).*\(TC (\d+)\)")

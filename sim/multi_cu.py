@@ -4,7 +4,7 @@
 ``ap_rst_n``, each CU with its own ``s_axi_control`` and its own two AXI masters on its own HBM
 pseudo-channels. :func:`multi_cu_rtl` writes a Verilog wrapper that does the same with the
 generated ``velcro_kernel`` module: every port of CU ``velcro_kernel_<j>`` (the names of
-connectivity.cfg, :func:`hdl.kernel_buffers.cu_names`) appears on the wrapper as
+connectivity.cfg, :func:`hdl.regmap.cu_names`) appears on the wrapper as
 ``velcro_kernel_<j>_<port>``, so the cocotb bus models attach with ``from_prefix`` as they do
 to one kernel. The port list is :func:`hdl.kernel.kernel_members`, the one
 :class:`hdl.kernel.VelcroKernel` is built with, not written by hand.
@@ -19,7 +19,7 @@ from amaranth import Shape
 
 from hdl.config import AccelConfig
 from hdl.kernel import KERNEL_NAME, kernel_members, kernel_rtl
-from hdl.kernel_buffers import cu_names
+from hdl.regmap import cu_names
 
 __all__ = ["SHARED_PORTS", "wrapper_name", "wrapper_verilog", "multi_cu_rtl"]
 

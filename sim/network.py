@@ -19,7 +19,7 @@ import numpy as np
 
 from hdl.config import AccelConfig, ConfigError
 from hdl.contract import compute_cycle_bound, stream_image_cycles
-from py_ref.golden import golden_ofm
+from py_ref.golden import golden_mismatch
 from py_ref.schedule import deal
 
 from .frame_runner import run_frame
@@ -85,11 +85,9 @@ def run_network(qnet, ifmaps: np.ndarray, sim: str = "verilator", *,
         result = run_frame(frame, sim, build=build, batch=x, cfg=cfg)
         ofm = result.ofm
         for k, xx in enumerate(x):
-            expected = golden_ofm(layer.frame(xx))
-            if not np.array_equal(ofm[k], expected):
-                bad = np.argwhere(ofm[k] != expected)
-                raise NetworkMismatch(f"layer {layer.name}, image {k}: {len(bad)} outputs differ "
-                                      f"from the golden model, first at {bad[0].tolist()}")
+            differs = golden_mismatch(layer.frame(xx), ofm[k])
+            if differs:
+                raise NetworkMismatch(f"layer {layer.name}, image {k}: {differs}")
         fig = layer_figures(cfg, layer)
         fig["image_cycles"] = result.counters["image_cycles"]
         fig["stream_cycles"] = result.stream_cycles

@@ -36,7 +36,6 @@ SIMULATORS = ("icarus", "verilator")
 #: module); ``$VELCRO_WAVES`` (fst or vcd) turns the tests' builds into waves builds.
 WAVE_FORMATS = {"verilator": ("fst", "vcd"), "icarus": ("fst",)}
 LINT_WAIVERS = REPO / "hdl" / "lint_waivers.vlt"
-CLOCK_NS = 10
 HEARTBEAT_S = 30            # a progress callback hears from a long step this often
 
 

@@ -128,8 +128,8 @@ _FS = {"s": 10 ** 15, "ms": 10 ** 12, "us": 10 ** 9, "ns": 10 ** 6, "ps": 10 ** 
 
 
 def kernel_period_fs() -> int:
-    """The kernel clock's period in fs (3,333,000: the XDC's 3.333 ns, hdl.kernel_buffers)."""
-    from hdl.kernel_buffers import KERNEL_CLOCK_PERIOD_NS
+    """The kernel clock's period in fs (3,333,000: the XDC's 3.333 ns, hdl.config)."""
+    from hdl.config import KERNEL_CLOCK_PERIOD_NS
     return round(KERNEL_CLOCK_PERIOD_NS * 10 ** 6)
 
 
@@ -150,12 +150,12 @@ def kernel_saif(text: str, *, cycles: int, sim_period_ns: float, top: str = "vel
     * ``TC`` unchanged (toggles per cycle do not depend on the clock; the bits that are 1 when
       the window opens still count one toggle each, as in the energy model's files);
     * the scope ``top`` (the engine simulated alone) renamed to its path in the kernel,
-      ``velcro_kernel`` / ``engine`` (hdl.kernel_buffers), so Vivado's
+      ``velcro_kernel`` / ``engine`` (hdl.regmap), so Vivado's
       ``read_saif -strip_path velcro_kernel <file>`` on the kernel matches the engine's nets by
       name; Verilator's ``$rootio`` scope (the harness' copy of the top's ports) is left out.
 
     Refuses a file whose T1 exceeds the window (not a window of ``cycles`` cycles)."""
-    from hdl.kernel_buffers import ENGINE_INSTANCE, KERNEL_NAME
+    from hdl.regmap import ENGINE_INSTANCE, KERNEL_NAME
 
     period_fs = kernel_period_fs() if period_fs is None else period_fs
     scope = (KERNEL_NAME, ENGINE_INSTANCE) if scope is None else tuple(scope)

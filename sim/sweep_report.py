@@ -12,7 +12,7 @@ import numpy as np
 
 from hdl.config import AccelConfig
 from hdl.contract import BUFFER_TURNAROUND, input_cycles, stream_floors
-from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS
+from hdl.config import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
 from .measure import WINDOW_IMAGE

@@ -3,7 +3,7 @@
 The host is an AXI4-Lite master on ``s_axi_control``; HBM is one sparse 1 TB memory (addresses
 above 4 GB are real) behind two AXI RAM front ends, one on each master: ``m_axi_gmem_in``
 (inputs, read only) and ``m_axi_gmem_out`` (the ofm, write only). A run writes the buffers
-(packed with :mod:`hdl.kernel_buffers`), sets the pointer arguments, writes ap_start, waits for
+(packed with :mod:`hdl.kernel_host`), sets the pointer arguments, writes ap_start, waits for
 ap_done (polled, or by interrupt), reads the ofm buffer and compares it with ``golden_ofm``
 with ``==``. Every channel of the three buses runs
 under seeded random stalls; a monitor on both masters checks every burst (64-byte aligned, at
@@ -23,19 +23,20 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from hdl.config import AccelConfig
-from hdl.regmap import GMEM_IN, GMEM_OUT, REGISTERS
-from hdl.kernel_buffers import (BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_START,
-                                FLAG_LOAD_CONFIG, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg,
-                                buffer_bytes, counter_names, pack_frame, unpack_ofm)
+from hdl.config import SIM_CLOCK_NS, AccelConfig
+from hdl.kernel_dma import BEAT_SHIFT, BURST_BEATS, PAGE_BITS
+from hdl.regmap import (ALIGN, BEAT_BYTES, BUFFERS, CTRL_DONE, CTRL_IDLE, CTRL_READY,
+                        CTRL_START, FLAG_LOAD_CONFIG, GMEM_IN, GMEM_OUT, INPUT_BUFFERS,
+                        REGISTERS, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, Reg)
+from hdl.kernel_host import buffer_bytes, counter_names, pack_frame, unpack_ofm
 from hdl.program import LayerProgram
 from hdl.protocol import decode_counter_words
-from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.golden import Frame, golden_mismatch, random_batch, random_frame
 from py_ref.schedule import deal
 
 from .tb_accel import SeededTB, stall_generator
 
-CLOCK_NS = 10
+PAGE = 1 << PAGE_BITS        # AXI4: a burst never crosses a 4 KB page
 SENTINEL = 0xA5
 GB4 = 1 << 32
 MAX_IMAGES = 4
@@ -61,7 +62,7 @@ class KernelTB(SeededTB):
         self.sizes = dict(self.room)
         self.windows = {}
         if clock:
-            cocotb.start_soon(Clock(dut.ap_clk, CLOCK_NS, unit="ns").start())
+            cocotb.start_soon(Clock(dut.ap_clk, SIM_CLOCK_NS, unit="ns").start())
             dut.ap_rst_n.value = 0
         self.interrupt = getattr(dut, f"{prefix}interrupt")
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, f"{prefix}s_axi_control"),
@@ -114,14 +115,14 @@ class KernelTB(SeededTB):
                     size = sig(port, f"{kind}size").to_unsigned()
                     burst = sig(port, f"{kind}burst").to_unsigned()
                     where = f"{port} {kind}"
-                    assert addr % 64 == 0, f"{where} burst at unaligned {addr:#x}"
-                    assert n <= 64, f"{where} burst of {n} beats"
-                    assert addr // 4096 == (addr + 64 * n - 1) // 4096, \
+                    assert addr % ALIGN == 0, f"{where} burst at unaligned {addr:#x}"
+                    assert n <= BURST_BEATS, f"{where} burst of {n} beats"
+                    assert addr // PAGE == (addr + BEAT_BYTES * n - 1) // PAGE, \
                         f"{where} burst {addr:#x}+{n} beats crosses a 4 KB boundary"
-                    assert size == 6 and burst == 1, f"{where} size {size} burst {burst}"
+                    assert size == BEAT_SHIFT and burst == 1, f"{where} size {size} burst {burst}"
                     if port in self.windows:
                         lo, hi = self.windows[port]
-                        assert lo <= addr and addr + 64 * n <= hi, \
+                        assert lo <= addr and addr + BEAT_BYTES * n <= hi, \
                             f"{self.prefix}{where} burst {addr:#x}+{n} beats outside its HBM " \
                             f"pseudo-channel [{lo:#x}, {hi:#x})"
                     log.append((addr, n))
@@ -148,13 +149,13 @@ class KernelTB(SeededTB):
         """Buffer addresses from ``base`` (page-aligned; the ofm from ``out_base`` if given):
         each buffer of more than one beat starts a random 1..beats-1 beats before a 4 KB
         boundary, so its bursts must split."""
-        addrs, pages = {}, {"in": base & ~0xFFF, "out": (out_base or 0) & ~0xFFF}
+        addrs, pages = {}, {"in": base & -PAGE, "out": (out_base or 0) & -PAGE}
         for name in BUFFERS:
             side = "out" if name == "ofm" and out_base is not None else "in"
-            beats = self.room[name] // 64
-            k = self.rng.randrange(1, min(beats, 64)) if beats > 1 else 1
-            addrs[name] = pages[side] + 4096 - 64 * k
-            pages[side] += (self.room[name] + 4095) // 4096 * 4096 + 8192
+            beats = self.room[name] // BEAT_BYTES
+            k = self.rng.randrange(1, min(beats, BURST_BEATS)) if beats > 1 else 1
+            addrs[name] = pages[side] + PAGE - BEAT_BYTES * k
+            pages[side] += (self.room[name] + PAGE - 1) // PAGE * PAGE + 2 * PAGE
         return addrs
 
     def load(self, frames, addrs: dict, *, ifmap_only=False):
@@ -167,16 +168,16 @@ class KernelTB(SeededTB):
             if not ifmap_only or name == "ifmap":
                 self.hbm.write(addrs[name], raw)
         # sentinel around and in the ofm buffer: catch missing and stray writes
-        self.hbm.write(addrs["ofm"] - 4096, bytes([SENTINEL]) * (self.room["ofm"] + 8192))
+        self.hbm.write(addrs["ofm"] - PAGE, bytes([SENTINEL]) * (self.room["ofm"] + 2 * PAGE))
 
     async def start(self, addrs: dict, *, load_config=True, interrupt=False):
         for name in BUFFERS:
             await self.set_pointer(name, addrs[name])
         await self.write_reg(Reg.FLAGS, FLAG_LOAD_CONFIG if load_config else 0)
-        await self.write_reg(Reg.FRAMES, getattr(self, "images", 1))
-        await self.write_reg(Reg.SCHEDULE_BEATS, self.sizes["schedule"] // 64)
-        await self.write_reg(Reg.PARAMS_BEATS, self.sizes["params"] // 64)
-        await self.write_reg(Reg.IFMAP_BEATS, self.sizes["ifmap"] // 64)
+        await self.write_reg(Reg.IMAGES, getattr(self, "images", 1))
+        for name in INPUT_BUFFERS:        # the *_BEATS registers
+            await self.write_reg(getattr(Reg, f"{name.upper()}_BEATS"),
+                                 self.sizes[name] // BEAT_BYTES)
         await self.write_reg(Reg.GIE, int(interrupt))
         await self.write_reg(Reg.IER, 1 if interrupt else 0)
         assert await self.read_reg(Reg.CTRL) & CTRL_IDLE, "kernel not idle before ap_start"
@@ -221,7 +222,7 @@ class KernelTB(SeededTB):
         checks the ofm, counters, bursts and status. Returns the ofm [images, N, H, W]."""
         cfg = self.cfg
         if frames is None:
-            frames = [frame] + [_frame_like(cfg, self.np_rng, frame) for _ in range(images - 1)]
+            frames = random_batch(cfg, self.np_rng, frame, images)
         images = len(frames)
         self.load(frames, addrs, ifmap_only=not load_config)
         await self.start(addrs, load_config=load_config, interrupt=interrupt)
@@ -231,27 +232,23 @@ class KernelTB(SeededTB):
         raw = self.hbm.read(addrs["ofm"], self.sizes["ofm"])
         ofm = unpack_ofm(self.program, raw, images)
         for k, f in enumerate(frames):
-            expected = golden_ofm(f)
-            bad = np.argwhere(ofm[k] != expected)
-            assert len(bad) == 0, (f"image {k}: {len(bad)} outputs differ from the golden model, "
-                                   f"first at [n,i,j]={bad[0].tolist()}: got "
-                                   f"{ofm[k][tuple(bad[0])]} expected {expected[tuple(bad[0])]} "
-                                   f"(seed {self.seed})")
-        around = (self.hbm.read(addrs["ofm"] - 4096, 4096)
-                  + self.hbm.read(addrs["ofm"] + self.sizes["ofm"], 4096))
+            differs = golden_mismatch(f, ofm[k])
+            assert not differs, f"image {k}: {differs} (seed {self.seed})"
+        around = (self.hbm.read(addrs["ofm"] - PAGE, PAGE)
+                  + self.hbm.read(addrs["ofm"] + self.sizes["ofm"], PAGE))
         assert set(around) == {SENTINEL}, "the kernel wrote outside the ofm buffer"
-        assert await self.read_reg(Reg.OUT_BEATS) * 64 == self.sizes["ofm"]
+        assert await self.read_reg(Reg.OUT_BEATS) * BEAT_BYTES == self.sizes["ofm"]
         # every input byte fetched exactly once, every output byte written exactly once
-        inputs = ("params", "schedule", "ifmap") if load_config else ("ifmap",)
-        fetched = sum(n for _, n in self.reads) * 64
+        inputs = INPUT_BUFFERS if load_config else ("ifmap",)
+        fetched = sum(n for _, n in self.reads) * BEAT_BYTES
         wanted = sum(self.sizes[b] for b in inputs)
         assert fetched == wanted, f"read {fetched} bytes, expected {wanted}"
-        assert sum(n for _, n in self.writes) * 64 == self.sizes["ofm"]
+        assert sum(n for _, n in self.writes) * BEAT_BYTES == self.sizes["ofm"]
         if self.writes:
             assert min(a for a, _ in self.writes) == addrs["ofm"]
         for name in inputs:
             lo, hi = addrs[name], addrs[name] + self.sizes[name]
-            got = sum(n * 64 for a, n in self.reads if lo <= a < hi)
+            got = sum(n * BEAT_BYTES for a, n in self.reads if lo <= a < hi)
             assert got == self.sizes[name], f"{name}: read {got} of {self.sizes[name]} bytes"
         counters = await self.counters()
         n = cfg.out_channels
@@ -263,11 +260,6 @@ class KernelTB(SeededTB):
                            "engine compute %d cycles per image", images, len(self.reads),
                            len(self.writes), cycles, counters["image_cycles"])
         return ofm
-
-
-def _frame_like(cfg, rng, base: Frame) -> Frame:
-    """Same constants as ``base``, new ifmap."""
-    return Frame(**{**base.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
 
 
 @cocotb.test()
@@ -284,8 +276,8 @@ async def host_flow(dut):
     high = tb.place(0x3_2000_0000)                # above 4 GB
     await tb.run(second, high, interrupt=True, images=3)
     assert all(a >= GB4 for a, _ in tb.reads + tb.writes)
-    await tb.run(_frame_like(cfg, tb.np_rng, second), high, load_config=False, interrupt=True,
-                 images=2)
+    await tb.run(second.with_ifmap(random_frame(cfg, tb.np_rng).ifmap), high, load_config=False,
+                 interrupt=True, images=2)
     counters = await tb.counters()
     assert counters["batches"] == 3 and counters["images"] == 6
 

@@ -4,12 +4,12 @@ Every CU gets what v++ gives it: the shared ``ap_clk`` / ``ap_rst_n``, its own A
 and its own two AXI masters, here two cocotbext-axi ``AxiRam`` front ends per CU onto one
 sparse memory that stands for the HBM. HBM pseudo-channel i is the address range
 [i * 256 MB, (i + 1) * 256 MB); each CU's buffers sit in the pseudo-channels connectivity.cfg
-gives its masters (:func:`hdl.kernel_buffers.hbm_banks`: inputs in HBM[2j], the ofm in
+gives its masters (:func:`hdl.regmap.hbm_banks`: inputs in HBM[2j], the ofm in
 HBM[2j+1]), and the burst monitor of every CU fails a burst outside them.
 
-The host flow is host_velcro.py's: :func:`hdl.kernel_buffers.split_batch` splits a batch of B
+The host flow is host_velcro.py's: :func:`hdl.kernel_host.split_batch` splits a batch of B
 images into one contiguous share per CU, every CU with a share is started, all run at once,
-and :func:`hdl.kernel_buffers.gather` puts the outputs back in batch order; every image is
+and :func:`hdl.kernel_host.gather` puts the outputs back in batch order; every image is
 compared with ``golden_ofm`` with ``==``. All channels of all buses run under seeded random
 stalls. The configuration arrives as JSON in ``VELCRO_CONFIG``, the CU count in ``VELCRO_CUS``;
 ``VELCRO_SEED`` replays a run.
@@ -24,11 +24,11 @@ import cocotb
 import numpy as np
 from cocotb.utils import get_sim_time
 
-from hdl.kernel_buffers import check_compute_units, cu_names, gather, hbm_banks, split_batch
-from hdl.regmap import GMEM_IN, GMEM_OUT
-from py_ref.golden import golden_ofm, random_frame
+from hdl.regmap import GMEM_IN, GMEM_OUT, check_compute_units, cu_names, hbm_banks
+from hdl.kernel_host import gather, split_batch
+from py_ref.golden import golden_mismatch, random_batch, random_frame
 
-from .tb_kernel import KernelTB, _frame_like
+from .tb_kernel import KernelTB
 
 #: Bytes of one HBM pseudo-channel of the U280 (8 GB / 32).
 HBM_CHANNEL_BYTES = 256 << 20
@@ -99,11 +99,8 @@ class MultiCuTB:
         ofm = gather(outputs, shares)
         assert ofm.shape[0] == len(batch)
         for i, f in enumerate(batch):
-            expected = golden_ofm(f)
-            bad = np.argwhere(ofm[i] != expected)
-            assert len(bad) == 0, (f"image {i} of {len(batch)} (gathered): {len(bad)} outputs "
-                                   f"differ from the golden model, first at [n,i,j]={bad[0].tolist()} "
-                                   f"(seed {self.seed})")
+            differs = golden_mismatch(f, ofm[i])
+            assert not differs, f"image {i} of {len(batch)} (gathered): {differs} (seed {self.seed})"
         for tb, share in zip(self.cus, shares):
             if not len(share):
                 assert tb.reads == [] and tb.writes == [], f"{tb.name} had no share but moved"
@@ -117,8 +114,7 @@ class MultiCuTB:
 
 
 def batch_of(cfg, rng, images: int, density: float):
-    first = random_frame(cfg, rng, density=density)
-    return [first] + [_frame_like(cfg, rng, first) for _ in range(images - 1)]
+    return random_batch(cfg, rng, random_frame(cfg, rng, density=density), images)
 
 
 @cocotb.test()
@@ -135,8 +131,8 @@ async def split_batches(dut):
     third = batch_of(cfg, tb.np_rng, k + 1, 0.5)
     await tb.run_batch(third, interrupt=True)
     # the same constants again, only new ifmaps: every CU reuses what it loaded
-    await tb.run_batch([_frame_like(cfg, tb.np_rng, third[0]) for _ in range(2 * k)],
-                       load_config=False)
+    await tb.run_batch([third[0].with_ifmap(random_frame(cfg, tb.np_rng).ifmap)
+                        for _ in range(2 * k)], load_config=False)
     for cu in tb.cus:                         # the CUs with a share of the 1-image batch: one
         counters = await cu.counters()
         assert counters["batches"] == 3 + (cu is tb.cus[0]), f"{cu.name}: {counters['batches']}"

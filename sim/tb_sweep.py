@@ -35,9 +35,10 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
 from hdl.protocol import compact_beats_per_image
+from hdl.config import SIM_CLOCK_NS
 from py_ref.golden import Frame
 from sim.saif_window import SaifWindow
-from sim.tb_accel import CLOCK_NS, AccelTB, config_beats
+from sim.tb_accel import AccelTB, config_beats
 
 
 def _load(path) -> Frame:
@@ -85,7 +86,7 @@ async def sweep_steps(dut):
         frame = _load(step["frame"])
         if step.get("run", True):
             ifmaps = np.load(step["images"]) if step.get("images") else frame.ifmap[None]
-            frames = [Frame(**{**frame.__dict__, "ifmap": x}) for x in ifmaps]
+            frames = frame.batch(ifmaps)
             t0, s0 = time.perf_counter(), get_sim_time("ns")
             on_image, marks = _saif_windows(step.get("saif_windows", []), len(frames))
             run = await tb.run_batch(
@@ -95,11 +96,11 @@ async def sweep_steps(dut):
                       "per_image": [run.image(k) for k in range(run.images)],
                       "out_beats": compact_beats_per_image(tb.cfg, total) * len(frames),
                       "wall_s": time.perf_counter() - t0,      # simulation + golden checks
-                      "sim_cycles": round((get_sim_time("ns") - s0) / CLOCK_NS),
+                      "sim_cycles": round((get_sim_time("ns") - s0) / SIM_CLOCK_NS),
                       "golden_ok": True}   # run_batch asserts every image == golden first
             if marks:
-                result["window_cycles"] = [round((b - a) / CLOCK_NS) for a, b in marks]
-                result["clock_ns"] = CLOCK_NS          # the kept SAIF's rescaling reads it
+                result["window_cycles"] = [round((b - a) / SIM_CLOCK_NS) for a, b in marks]
+                result["clock_ns"] = SIM_CLOCK_NS         # the kept SAIF's rescaling reads it
             with open(step["result"], "w") as f:
                 json.dump(result, f)
         elif step.get("config", True):

@@ -23,10 +23,12 @@ from conftest import seed_for
 from hdl.config import AccelConfig
 from hdl.kernel import kernel_rtl
 from hdl.synthesis import uram_memories
-from hdl.kernel_buffers import (BUFFERS, ENGINE_INSTANCE, HBM_CHANNELS, KERNEL_CLOCK_PERIOD_NS,
-                                KERNEL_NAME, MAX_COMPUTE_UNITS,
-                                MAX_FRAMES, buffer_bytes, cu_names, gather, hbm_banks,
-                                kernel_config_json, pack_ifmap, read_kernel_config, split_batch)
+from hdl import kernel_folder as make_kernel_module
+from hdl.config import KERNEL_CLOCK_PERIOD_NS
+from hdl.kernel_host import (buffer_bytes, gather, kernel_config_json, pack_ifmap,
+                             read_kernel_config, split_batch)
+from hdl.regmap import (BEAT_BYTES, BUFFERS, ENGINE_INSTANCE, HBM_CHANNELS, KERNEL_NAME,
+                        MAX_COMPUTE_UNITS, MAX_IMAGES, cu_names, hbm_banks)
 from hdl.protocol import compact_beats_per_image, image_beats
 from hdl.regmap import AXI_MASTERS, GMEM_IN, GMEM_OUT, REGISTER, arguments
 from py_ref.golden import golden_ofm, random_frame
@@ -47,7 +49,7 @@ def _load(name, path):
 
 @pytest.fixture(scope="module")
 def make_kernel():
-    return _load("make_kernel", REPO / "scripts" / "make_kernel.py")
+    return make_kernel_module
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +90,16 @@ def test_split_is_even_contiguous_and_ordered_for_every_small_case():
     (4, 0, ValueError, "compute units must be 1..16, not 0"),
     (4, 17, ValueError, "compute units must be 1..16, not 17"),
     (4, "2", TypeError, "compute units must be an int, not '2'"),
-    (2 * MAX_FRAMES + 1, 2, ValueError, "per compute unit"),
+    (2 * MAX_IMAGES + 1, 2, ValueError, "per compute unit"),
 ])
 def test_split_refuses(images, k, error, message):
     with pytest.raises(error, match=re.escape(message)):
         split_batch(images, k)
 
 
-def test_split_fills_the_frames_register_and_no_more():
-    assert MAX_FRAMES == (1 << REGISTER["FRAMES"].width) - 1
-    assert [len(s) for s in split_batch(2 * MAX_FRAMES, 2)] == [MAX_FRAMES] * 2
+def test_split_fills_the_images_register_and_no_more():
+    assert MAX_IMAGES == (1 << REGISTER["IMAGES"].width) - 1
+    assert [len(s) for s in split_batch(2 * MAX_IMAGES, 2)] == [MAX_IMAGES] * 2
 
 
 def test_gather_restores_the_batch_order():
@@ -187,7 +189,7 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert "module velcro_kernel(" in verilog
     # the SAIF files' scope velcro_kernel/engine (sim.saif_window.kernel_saif) is this instance
     assert re.search(rf"^  \S+ +{ENGINE_INSTANCE} \($", verilog, re.M)
-    # the XDC's clock from the one definition (hdl.kernel_buffers)
+    # the XDC's clock from the one definition (hdl.config)
     assert "create_clock -name ap_clk -period 3.333 [get_ports ap_clk]" in (
         out / "velcro_kernel.xdc").read_text()
     assert KERNEL_CLOCK_PERIOD_NS == 3.333
@@ -289,9 +291,9 @@ class FakeXrt:
         fake = self
         self.events, self.shares = [], {}
         schedule = deal(frames[0].mask, cfg.instances)
-        per = image_beats(cfg) * 64
+        per = image_beats(cfg) * BEAT_BYTES
         known = {pack_ifmap(cfg, f.ifmap): i for i, f in enumerate(frames)}
-        out_bytes = compact_beats_per_image(cfg, schedule.stream_length) * 64
+        out_bytes = compact_beats_per_image(cfg, schedule.stream_length) * BEAT_BYTES
         banks = hbm_banks(cus)
         master = {r.arg: r.port for r in arguments() if r.port}
 
@@ -333,12 +335,14 @@ class FakeXrt:
 
             def __call__(self, *args):
                 bos = dict(zip(BUFFERS, args))
-                flags, frames_reg, schedule_beats, params_beats, ifmap_beats = args[len(BUFFERS):]
-                assert ifmap_beats * 64 == len(bos["ifmap"].data) == frames_reg * per
+                scalars = dict(zip((r.arg for r in arguments()[len(BUFFERS):]),
+                                   args[len(BUFFERS):]))
+                images_reg, ifmap_beats = scalars["images"], scalars["ifmap_beats"]
+                assert ifmap_beats * BEAT_BYTES == len(bos["ifmap"].data) == images_reg * per
                 for i, name in enumerate(BUFFERS):
                     assert bos[name].group == self.group_id(i), f"{self.cu} {name} in a wrong bank"
                 ifmap = bytes(bos["ifmap"].data)
-                images = [known[ifmap[i * per:(i + 1) * per]] for i in range(frames_reg)]
+                images = [known[ifmap[i * per:(i + 1) * per]] for i in range(images_reg)]
                 fake.shares[self.cu] = images
                 fake.events.append(("start", self.cu))
                 for n, i in enumerate(images):

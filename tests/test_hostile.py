@@ -336,7 +336,7 @@ def test_fifo_as_frame_is_refused_without_blocking(tmp_path, no_build):
 
 
 def test_host_script_fifo_frame_is_refused_without_blocking(tmp_path):
-    from hdl.kernel_buffers import kernel_config_json
+    from hdl.kernel_host import kernel_config_json
     (tmp_path / "config.json").write_text(kernel_config_json(AccelConfig(), 1))
     os.mkfifo(tmp_path / "frame.npz")
     r = subprocess.run([sys.executable, str(REPO / "hdl" / "kernel_files" / "host_velcro.py"),

@@ -21,7 +21,7 @@ from amaranth.lib import data
 from conftest import seed_for
 from stream_sim import simulate
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import BUFFERS, INPUT_BUFFERS
+from hdl.regmap import BUFFERS, INPUT_BUFFERS
 from hdl.kernel_control import REGISTER_LAYOUT, ApCtrl, Launcher
 from hdl.protocol import counter_fields, counter_words, decode_stream_counters
 from hdl.regmap import REGISTER, REGISTERS, field_mask
@@ -264,7 +264,7 @@ def random_registers(rng):
         regs[b] &= ~63
         if unaligned and rng.random() < 0.5:
             regs[b] |= rng.choice([1 << rng.randrange(6), rng.randrange(1, 64)])
-    regs["frames"] = rng.choice([0, 1, rng.getrandbits(16)])
+    regs["images"] = rng.choice([0, 1, rng.getrandbits(16)])
     return regs
 
 
@@ -275,7 +275,7 @@ def launch_reference(regs):
     args = {"base": {b: regs[b] for b in BUFFERS},
             "beats": {b: regs[f"{b}_beats"] for b in INPUT_BUFFERS},
             "load_config": regs["flags"] >> load_config & 1,
-            "images": regs["frames"] or 1}
+            "images": regs["images"] or 1}
     status = field_mask("STATUS", "refused") | bits << REGISTER["STATUS"].field("unaligned").bit
     return (status if bits else None), args
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import seed_for
 from stream_sim import run_streams, simulate
-from hdl.kernel_buffers import BUFFERS, INPUT_BUFFERS
+from hdl.regmap import BUFFERS, INPUT_BUFFERS
 from hdl.kernel_dma import BURST_BEATS, Feeder, ReadSequencer, WriteBack
 from hdl.protocol import Opcode
 

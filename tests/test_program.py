@@ -9,7 +9,7 @@ import pytest
 
 from conftest import seed_for
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import buffer_beats, pack_frame, read_counters, unpack_ofm
+from hdl.kernel_host import buffer_beats, pack_frame, read_counters, unpack_ofm
 from hdl.program import LayerProgram, ProgramError
 from hdl.protocol import (STREAM_COUNTERS, counter_words, decode_counter_words,
                           decode_stream_counters, counter_fields)

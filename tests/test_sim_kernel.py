@@ -10,7 +10,7 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import buffer_beats
+from hdl.kernel_host import buffer_beats
 from hdl.protocol import batch_frame_beats, layer_beats, schedule_beats, weight_beats
 from py_ref.golden import random_frame
 from py_ref.schedule import deal

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hdl.config import AccelConfig
-from hdl.kernel_buffers import kernel_config_json
+from hdl.kernel_host import kernel_config_json
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = AccelConfig(height=9, width=10, in_channels=1, instances=4, bus_width=512)
@@ -133,7 +133,7 @@ def test_deploy_folder_runs_without_a_checkout(flow, tmp_path):
     (tmp_path / "x.xclbin").write_text("")
     deploy = flow.write_deploy(kernel, tmp_path / "x.xclbin")
     mods = flow.host_modules()
-    for rel in ("hdl/kernel_buffers.py", "hdl/program.py", "hdl/protocol.py", "hdl/config.py",
+    for rel in ("hdl/kernel_host.py", "hdl/program.py", "hdl/protocol.py", "hdl/config.py",
                 "hdl/regmap.py", "py_ref/golden.py", "py_ref/schedule.py",
                 "py_ref/frame_file.py", "py_ref/cli.py"):
         assert rel in mods and (deploy / rel).exists(), rel

@@ -18,8 +18,8 @@ from amaranth import Cat, Mux, ResetSignal, Signal
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..config import AccelConfig
-from ..kernel_buffers import (ALIGN, BUFFERS, INPUT_BUFFERS, STATUS_REFUSED,
-                              STATUS_UNALIGNED_SHIFT)
+from ..regmap import (ALIGN, BUFFERS, INPUT_BUFFERS, STATUS_REFUSED,
+                      STATUS_UNALIGNED_SHIFT)
 from ..kernel_control import ApCtrl, Launcher
 from ..protocol import counter_words
 from ..regmap import REGISTER, REGISTERS
@@ -169,7 +169,7 @@ class ApCtrlHarness(Harness):
 
 class LauncherHarness(Harness):
     """:class:`~hdl.kernel_control.Launcher`: per accepted ap_start exactly one launch strobe if
-    every pointer is aligned, with the arguments the registers held at the start (FRAMES 0 as
+    every pointer is aligned, with the arguments the registers held at the start (IMAGES 0 as
     1), and none otherwise; an unaligned start gives done at once and STATUS refused with the
     unaligned pointers' bits; a launched run's done only after ``busy`` falls; done only for
     an accepted start; ap_idle low from the start to the done of a launched run."""
@@ -200,7 +200,7 @@ class LauncherHarness(Harness):
                 m.d.sync += launches.eq(1)
             with m.If(c.done):
                 m.d.sync += served.eq(0)
-        frames = regs_q.frames
+        images = regs_q.images
         args = launch.args
         m.d.comb += [
             Assert(~c.done | accept | served, "done only for an accepted start"),
@@ -217,7 +217,7 @@ class LauncherHarness(Harness):
                     & (args.beats.as_value() == Cat(regs_q[f"{b}_beats"] for b in INPUT_BUFFERS))
                     & (args.load_config == regs_q.flags[REGISTER["FLAGS"].field(
                         "load_config").bit])
-                    & (args.images == Mux(frames == 0, 1, frames))),
+                    & (args.images == Mux(images == 0, 1, images))),
                    "launched with the registers of the start"),
         ]
         st = dut.state

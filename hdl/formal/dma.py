@@ -13,7 +13,7 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, ResetSignal, Signal
 from amaranth.hdl import Assert, Assume, Cover
 
-from ..kernel_buffers import INPUT_BUFFERS
+from ..regmap import INPUT_BUFFERS
 from ..kernel_control import ARGUMENTS
 from ..kernel_dma import BEAT_SHIFT, BURST_BEATS, PAGE_BITS, Feeder, ReadSequencer, WriteBack
 from ..protocol import Opcode

@@ -11,7 +11,7 @@ a FRAME.npz (``velcro export`` writes one; its ifmap may be [B, C_in, H, W], a b
 images). ``--frame`` may be given once per layer: the layers run one after another on the same
 xclbin, each run loading its layer's constants (LAYER + WEIGHTS, SCHEDULE) and streaming its
 batch. The host turns each layer into one hdl.program.LayerProgram (its shape, constants and
-the work list py_ref.schedule.deal gives it) and packs the buffers with hdl/kernel_buffers.py;
+the work list py_ref.schedule.deal gives it) and packs the buffers with hdl/kernel_host.py;
 the kernel returns the computed outputs only, which unpack_ofm expands
 with the schedule and the means.
 
@@ -19,7 +19,7 @@ The design the kernel was built for, and its number of compute units k (``make k
 CUS=k``), are in config.json next to this script. Any layer within the design's maxima (H, W,
 C_in, N) runs on it; a frame beyond them is refused before the device is touched (see
 docs/KERNEL.md for building a larger design). The batch is split into k contiguous shares
-(hdl.kernel_buffers.split_batch); CU j (``velcro_kernel_<j>``) gets its own buffers in its own
+(hdl.kernel_host.split_batch); CU j (``velcro_kernel_<j>``) gets its own buffers in its own
 HBM pseudo-channels (``kernel.group_id``), all CUs run at once, and the outputs are gathered in
 batch order and checked image by image.
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig, ConfigError
-from hdl.kernel_buffers import KERNEL_NAME, cu_names, read_kernel_config, split_batch
+from hdl.regmap import KERNEL_NAME, cu_names
+from hdl.kernel_host import read_kernel_config, split_batch
 
 HERE = Path(__file__).resolve().parent
 
@@ -156,8 +157,9 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
     if all match the golden model, 1 otherwise."""
     import dataclasses
 
-    from hdl.kernel_buffers import (BUFFERS, FLAG_LOAD_CONFIG, Reg, buffer_bytes, gather,
-                                    pack_frame, read_counters, unpack_ofm)
+    from hdl.regmap import BEAT_BYTES, BUFFERS, FLAG_LOAD_CONFIG, Reg
+    from hdl.kernel_host import (buffer_beats, buffer_bytes, gather, kernel_arguments,
+                                 pack_frame, read_counters, unpack_ofm)
     from hdl.program import LayerProgram
     from py_ref.golden import golden_ofm
 
@@ -169,7 +171,7 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
 
     sync_to, sync_from = (pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE,
                           pyxrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
-    jobs = []                     # (CU name, kernel, share, sizes, buffers, run) per busy CU
+    jobs = []            # (CU name, kernel, share, sizes, buffers, arguments) per busy CU
     for cu, share in zip(cu_names(cus), shares):
         if not len(share):        # B < k: this CU has nothing to do
             continue
@@ -178,23 +180,23 @@ def run(pyxrt, device, uuid, cfg, cus, frame, ifmaps) -> int:
         kernel = pyxrt.kernel(device, uuid, f"{KERNEL_NAME}:{{{cu}}}",
                               pyxrt.kernel.cu_access_mode.exclusive)
         sizes = buffer_bytes(cfg, schedule, len(share))
+        beats = buffer_beats(cfg, schedule, len(share))
         data = pack_frame(program, ifmaps[share.start:share.stop])
         bos = {}
         for i, name in enumerate(BUFFERS):   # argument i = BUFFERS[i], then the scalars
             # group_id(i): the HBM pseudo-channel connectivity.cfg gave this CU's master of i
-            bos[name] = pyxrt.bo(device, max(sizes[name], 64), pyxrt.bo.normal, kernel.group_id(i))
+            bos[name] = pyxrt.bo(device, max(sizes[name], BEAT_BYTES), pyxrt.bo.normal,
+                                 kernel.group_id(i))
             if name in data:
                 bos[name].write(np.frombuffer(data[name], np.uint8), 0)
                 bos[name].sync(sync_to, sizes[name], 0)
-        jobs.append((cu, kernel, share, sizes, bos))
+        jobs.append((cu, kernel, share, sizes, bos,
+                     kernel_arguments(bos, beats, flags=FLAG_LOAD_CONFIG, images=len(share))))
     # start every CU before waiting for any: they run concurrently
-    # scalars in argument order (hdl.regmap): flags, frames, schedule, params and ifmap beats
-    runs = [kernel(*(bos[name] for name in BUFFERS), FLAG_LOAD_CONFIG, len(share),
-                   sizes["schedule"] // 64, sizes["params"] // 64, sizes["ifmap"] // 64)
-            for _, kernel, share, sizes, bos in jobs]
+    runs = [kernel(*args) for _, kernel, _, _, _, args in jobs]
 
     outputs, failed = {}, False
-    for (cu, kernel, share, sizes, bos), run in zip(jobs, runs):
+    for (cu, kernel, share, sizes, bos, _), run in zip(jobs, runs):
         state = run.wait()
         completed = getattr(getattr(pyxrt, "ert_cmd_state", None), "ERT_CMD_STATE_COMPLETED", state)
         if state != completed:

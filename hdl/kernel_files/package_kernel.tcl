@@ -33,7 +33,7 @@ ipx::infer_bus_interface interrupt xilinx.com:signal:interrupt_rtl:1.0 $core
 # The s_axi_control register map (generated from hdl/regmap.py, like kernel.xml)
 set mem_map [ipx::add_memory_map -quiet s_axi_control $core]
 set addr_block [ipx::add_address_block -quiet reg0 $mem_map]
-set_property range 0x1000 $addr_block
+set_property range @RANGE@ $addr_block
 set_property slave_memory_map_ref s_axi_control [ipx::get_bus_interfaces -of_objects $core s_axi_control]
 proc add_reg {block name offset bits {busif ""}} {
     set reg [ipx::add_register -quiet $name $block]

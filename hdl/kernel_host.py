@@ -1,8 +1,9 @@
-"""Host side of the Vitis kernel (:mod:`hdl.kernel`): buffer formats and the register map.
+"""Host runtime of the Vitis kernel (:mod:`hdl.kernel`): its buffers, its arguments, its
+counters, a batch split over its compute units, and the folder's config.json.
 
-The register map (:data:`Reg`, the CTRL/FLAGS/STATUS bits) comes from the table in
-:mod:`hdl.regmap`. No Amaranth here: a host program (``pyxrt``, the cocotb testbench) imports this module with
-only numpy installed.
+The kernel's interface (:data:`~hdl.regmap.Reg`, the CTRL/FLAGS/STATUS bits, the beat, the
+compute units' names and banks) is the table in :mod:`hdl.regmap`. No Amaranth here: a host
+program (``pyxrt``, the cocotb testbench) imports this module with only numpy installed.
 
 Buffer format
 =============
@@ -10,7 +11,7 @@ Every buffer is a sequence of 64-byte *beats* (one 512-bit AXI data word each), 
 byte offset ``64*k``, each beat little-endian. The beats are what the command-stream helpers of
 :mod:`hdl.protocol` produce. The params buffer holds the layer's LAYER and WEIGHTS commands and
 the schedule buffer its SCHEDULE command, headers included (PARAMS_BEATS and SCHEDULE_BEATS
-registers: their beats); the kernel inserts the FRAME header itself, with the FRAMES register's
+registers: their beats); the kernel inserts the FRAME header itself, with the IMAGES register's
 B, before the ifmap buffer's IFMAP_BEATS beats. A layer is any shape within the design's
 maxima (:meth:`hdl.config.AccelConfig.layer`): its commands set it, so one xclbin runs every
 layer of a network, each run loading its layer's buffers (FLAGS.load_config).
@@ -38,8 +39,8 @@ with any other address is refused (STATUS in :mod:`hdl.regmap`).
 Compute units
 =============
 ``make kernel CUS=k`` links k copies of the kernel (compute units ``velcro_kernel_1`` ..
-``velcro_kernel_k``, :func:`cu_names`). Each CU's AXI masters get their own HBM
-pseudo-channels (:func:`hbm_banks`: CU j's ``m_axi_gmem_in`` on HBM[2j], ``m_axi_gmem_out`` on
+``velcro_kernel_k``, :func:`hdl.regmap.cu_names`). Each CU's AXI masters get their own HBM
+pseudo-channels (:func:`hdl.regmap.hbm_banks`: CU j's ``m_axi_gmem_in`` on HBM[2j], ``m_axi_gmem_out`` on
 HBM[2j+1]), so k <= 16 on the U280's 32. The count is written once, as ``compute_units`` in the
 kernel folder's config.json (:func:`kernel_config_json`, read back by
 :func:`read_kernel_config`); connectivity.cfg and the host are generated from / read it. A
@@ -50,45 +51,26 @@ batch of B images is split into contiguous, as-even-as-possible shares, one per 
 
 from __future__ import annotations
 
-import numpy as np
-
 import json
 
+import numpy as np
+
 from .config import AccelConfig, load_json
-from .regmap import AXI_MASTERS, REGISTER, Reg, field_mask, pointers
 from .program import LayerProgram
 from .protocol import (batch_frame_beats, compact_beats_per_image, counter_words,
-                       decode_counter_words, image_beats, layer_beats, param_beats,
-                       schedule_beats)
+                       decode_counter_words, image_beats, params_buffer_beats, schedule_beats)
+from .regmap import (BEAT_BITS, BEAT_BYTES, INPUT_BUFFERS, MAX_IMAGES, Reg, arguments,
+                     check_compute_units)
 
-__all__ = ["BEAT_BYTES", "ALIGN", "BUFFERS", "INPUT_BUFFERS", "Reg", "STATUS_REFUSED",
-           "STATUS_AXI_ERROR", "STATUS_UNALIGNED_SHIFT", "FLAG_LOAD_CONFIG", "buffer_beats",
-           "buffer_bytes", "pack_beats", "pack_params", "pack_schedule", "pack_ifmap",
-           "pack_frame", "unpack_ofm", "counter_names", "read_counters", "KERNEL_NAME", "ENGINE_INSTANCE",
-           "KERNEL_CLOCK_MHZ", "KERNEL_CLOCK_PERIOD_NS", "HBM_CHANNELS",
-           "MAX_COMPUTE_UNITS", "MAX_FRAMES", "check_compute_units", "cu_names", "hbm_banks",
-           "kernel_config_json", "read_kernel_config", "split_batch", "gather"]
-
-BEAT_BYTES = 64       # 512-bit AXI data
-ALIGN = 64            # required alignment of every buffer address
-
-#: Buffer arguments in register-map order (0x10, 0x18, ... 64-bit pointers).
-BUFFERS = tuple(pointers())
-#: The order the kernel fetches its inputs in (params and schedule only if FLAGS.load_config).
-INPUT_BUFFERS = ("params", "schedule", "ifmap")
-
-CTRL_START, CTRL_DONE, CTRL_IDLE, CTRL_READY, CTRL_AUTO_RESTART = (
-    field_mask("CTRL", f) for f in ("ap_start", "ap_done", "ap_idle", "ap_ready", "auto_restart"))
-FLAG_LOAD_CONFIG = field_mask("FLAGS", "load_config")
-STATUS_REFUSED = field_mask("STATUS", "refused")        # nothing was done
-STATUS_AXI_ERROR = field_mask("STATUS", "axi_error")    # a response was not OKAY
-STATUS_UNALIGNED_SHIFT = REGISTER["STATUS"].field("unaligned").bit   # + i: BUFFERS[i] unaligned
+__all__ = ["buffer_beats", "buffer_bytes", "pack_beats", "pack_params", "pack_schedule",
+           "pack_ifmap", "pack_frame", "unpack_ofm", "kernel_arguments", "counter_names",
+           "read_counters", "kernel_config_json", "read_kernel_config", "split_batch", "gather"]
 
 
 def buffer_beats(cfg: AccelConfig, schedule, images: int = 1) -> dict:
     """Beats of each buffer for ``cfg``'s layer, the dealt ``schedule`` and B = ``images``."""
     return {
-        "params": len(layer_beats(cfg)) + 1 + param_beats(cfg),
+        "params": params_buffer_beats(cfg),
         "schedule": len(schedule_beats(cfg, schedule)),
         "ifmap": images * image_beats(cfg),
         "ofm": images * compact_beats_per_image(cfg, schedule.stream_length),
@@ -100,8 +82,8 @@ def buffer_bytes(cfg: AccelConfig, schedule, images: int = 1) -> dict:
 
 
 def _check(cfg: AccelConfig):
-    if cfg.bus_width != 8 * BEAT_BYTES:
-        raise ValueError(f"the kernel needs bus_width={8 * BEAT_BYTES}, not {cfg.bus_width}")
+    if cfg.bus_width != BEAT_BITS:
+        raise ValueError(f"the kernel needs bus_width={BEAT_BITS}, not {cfg.bus_width}")
 
 
 def pack_beats(beats) -> bytes:
@@ -141,6 +123,15 @@ def unpack_ofm(program: LayerProgram, raw: bytes, images: int = 1) -> np.ndarray
     return program.expand(beats, images)
 
 
+def kernel_arguments(buffers: dict, beats: dict, *, flags: int, images: int) -> list:
+    """The kernel's arguments in their order (:func:`hdl.regmap.arguments`): ``buffers[name]``
+    for each pointer, then the scalars by name: ``flags``, ``images`` and each input buffer's
+    beats (``beats[name]``, as :func:`buffer_beats` gives them)."""
+    values = {**buffers, "flags": flags, "images": images,
+              **{f"{b}_beats": beats[b] for b in INPUT_BUFFERS}}
+    return [values[r.arg] for r in arguments()]
+
+
 def counter_names(cfg: AccelConfig) -> list:
     """Names of the 32-bit read-only counters from Reg.COUNTERS on, one per word."""
     return counter_words(cfg)
@@ -154,47 +145,6 @@ def read_counters(cfg: AccelConfig, read_word) -> dict:
 
 
 # -- compute units -------------------------------------------------------------------------------
-
-KERNEL_NAME = "velcro_kernel"
-#: The engine's instance name inside the kernel (hdl/kernel.py): the SAIF files' scope is
-#: ``velcro_kernel/engine`` (sim.saif_window.kernel_saif).
-ENGINE_INSTANCE = "engine"
-#: The kernel clock, the one definition: the U280 platform's default kernel clock (v++
-#: --kernel_frequency overrides it at link time). make kernel's XDC, make synth's throughput,
-#: the energy model's static term and the SAIF files' clock all derive from it.
-KERNEL_CLOCK_MHZ = 300
-#: Its period as the XDC states it, in ns rounded to 1 ps: 3.333.
-KERNEL_CLOCK_PERIOD_NS = round(1e3 / KERNEL_CLOCK_MHZ, 3)
-#: HBM pseudo-channels of the U280 (HBM[0] .. HBM[31], 256 MB each).
-HBM_CHANNELS = 32
-#: One pseudo-channel per AXI master of every compute unit.
-MAX_COMPUTE_UNITS = HBM_CHANNELS // len(AXI_MASTERS)
-#: The FRAMES register's largest B (one start of one CU).
-MAX_FRAMES = (1 << REGISTER["FRAMES"].width) - 1
-
-
-def check_compute_units(k) -> int:
-    """``k`` if it is a valid compute-unit count, else TypeError / ValueError."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"compute units must be an int, not {k!r}")
-    if not 1 <= k <= MAX_COMPUTE_UNITS:
-        raise ValueError(
-            f"compute units must be 1..{MAX_COMPUTE_UNITS}, not {k}: the U280 has {HBM_CHANNELS} "
-            f"HBM pseudo-channels and each compute unit takes {len(AXI_MASTERS)} "
-            f"({', '.join(AXI_MASTERS)})")
-    return int(k)
-
-
-def cu_names(k: int) -> list:
-    """The compute units' instance names in connectivity.cfg's ``nk=`` line."""
-    return [f"{KERNEL_NAME}_{j + 1}" for j in range(check_compute_units(k))]
-
-
-def hbm_banks(k: int) -> dict:
-    """{CU name: {AXI master: "HBM[i]"}}: every master of every CU on its own pseudo-channel."""
-    return {cu: {m: f"HBM[{len(AXI_MASTERS) * j + i}]" for i, m in enumerate(AXI_MASTERS)}
-            for j, cu in enumerate(cu_names(k))}
-
 
 def kernel_config_json(cfg: AccelConfig, compute_units: int = 1) -> str:
     """The kernel folder's config.json: the configuration plus ``compute_units``."""
@@ -216,16 +166,16 @@ def split_batch(images: int, compute_units: int) -> list:
     """Split B = ``images`` images into ``compute_units`` contiguous shares as evenly as
     possible: a list of ``range``s, one per CU in CU order, the first ``B % k`` one image
     longer. With B < k the last CUs get empty ranges (nothing to start). B = 0 is refused:
-    the kernel's FRAMES register counts 0 as 1, so an empty share must not be started either."""
+    the kernel's IMAGES register counts 0 as 1, so an empty share must not be started either."""
     k = check_compute_units(compute_units)
     if isinstance(images, bool) or not isinstance(images, (int, np.integer)):
         raise TypeError(f"images must be an int, not {images!r}")
     if images < 1:
         raise ValueError(f"a batch needs at least one image, not {images}")
     base, extra = divmod(int(images), k)
-    if base + (extra > 0) > MAX_FRAMES:
-        raise ValueError(f"{images} images over {k} compute units is more than {MAX_FRAMES} "
-                         f"(the FRAMES register) per compute unit: split the batch")
+    if base + (extra > 0) > MAX_IMAGES:
+        raise ValueError(f"{images} images over {k} compute units is more than {MAX_IMAGES} "
+                         f"(the IMAGES register) per compute unit: split the batch")
     shares, start = [], 0
     for j in range(k):
         n = base + (j < extra)
