@@ -35,9 +35,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from .config import KERNEL_CLOCK_MHZ
+from .config import DEFAULT, KERNEL_CLOCK_MHZ
+from .regmap import MAX_COMPUTE_UNITS
 
-__all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "CLOCK_MHZ", "run_yosys", "synth_netlist",
+__all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
            "card_projection", "verilog_modules", "blackbox_stub", "strip_zero_init", "strip_uram_init", "uram_memories",
            "merge_identical_modules",
@@ -51,10 +52,8 @@ U280 = {"LUT": 1_303_680, "FF": 2_607_360, "DSP48E2": 9024, "BRAM36": 2016, "URA
 SHELL_RESERVE = 0.15
 #: Vitis AI DPU for the U280, DPUCAHX8H: 17.2 TOPS int8 peak (PG367).
 DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
-#: Default platform clock of U280 Vitis kernels (hdl.config.KERNEL_CLOCK_MHZ).
-CLOCK_MHZ = KERNEL_CLOCK_MHZ
-#: HBM pseudo-channels of the U280; each CU uses two (inputs, outputs).
-HBM_CHANNELS = 32
+#: The U280's HBM bandwidth, shared by its HBM_CHANNELS pseudo-channels (hdl.regmap; each CU
+#: uses one per AXI master).
 HBM_GBPS = 460
 
 RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
@@ -565,11 +564,14 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
     """
     budget = {k: U280[k] * (1 - reserve) for k in RESOURCES}
     best = None
-    for p in (16, 32, 64):
+    # the default P doubled while it divides the bus's bytes: 16, 32, 64 at 512 bits
+    pes = [DEFAULT.instances << k for k in range(cfg.bus_bytes.bit_length())
+           if DEFAULT.instances << k <= cfg.bus_bytes]
+    for p in pes:
         cu = {k: per_cu_shared[k] + p * per_instance[k] for k in RESOURCES}
         by = {k: int(budget[k] // cu[k]) for k in RESOURCES if cu[k]}
-        cus = min(min(by.values()), HBM_CHANNELS // 2)
-        limit = min(by, key=by.get) if min(by.values()) < HBM_CHANNELS // 2 else "HBM channels"
+        cus = min(min(by.values()), MAX_COMPUTE_UNITS)
+        limit = min(by, key=by.get) if min(by.values()) < MAX_COMPUTE_UNITS else "HBM channels"
         if best is None or p * cus > best["pes"] * best["cus"]:
             best = {"pes": p, "cus": cus, "limited_by": limit,
                     "use": {k: round(100 * cus * cu[k] / U280[k], 1) for k in RESOURCES}}
@@ -578,13 +580,13 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
     rows = []
     for c in compressions:
         cycles = image_cycles(p, c)
-        ips = CLOCK_MHZ * 1e6 / cycles
+        ips = KERNEL_CLOCK_MHZ * 1e6 / cycles
         out_bytes = math.ceil((1 - c) * p * cfg.positions)
         rows.append({"C": c, "cycles_per_image": cycles, "images_per_s_per_cu": round(ips, 1),
                      "images_per_s_card": round(ips * cus, 1),
                      "dense_equiv_gops_card": round(ops * ips * cus / 1e9, 1),
                      "hbm_gb_per_s_per_cu": round((input_bytes + out_bytes) * ips / 1e9, 2)})
-    best.update(clock_mhz=CLOCK_MHZ, dense_ops_per_image=ops, rows=rows,
-                peak_dense_gops=round(2 * 9 * cfg.lanes * p * cus * CLOCK_MHZ / 1e3, 1),
+    best.update(clock_mhz=KERNEL_CLOCK_MHZ, dense_ops_per_image=ops, rows=rows,
+                peak_dense_gops=round(2 * 9 * cfg.lanes * p * cus * KERNEL_CLOCK_MHZ / 1e3, 1),
                 dpu=DPU_U280)
     return best

@@ -8,7 +8,7 @@ Stages (each printed as it starts):
 1. the kernel's Verilog (:class:`hdl.kernel.VelcroKernel` around the default 16-instance
    engine, cached in build/rtl/<tag>/), split into modules: the engine's ``datapath0`` module
    (the instance datapath exactly as the engine instantiates it) and the kernel with its 16
-   datapath modules as black boxes (hdl/synth_report.hierarchical_sources);
+   datapath modules as black boxes (sim/synth_report.hierarchical_sources);
 2. that datapath, ``synth_xilinx -family xcup``: per-instance resources, logic levels, DSP48E2s
    between flip-flops;
 3. the same datapath with ``-family xc7``: the DSP cascade as Yosys' ``xilinx_dsp`` infers it
@@ -17,7 +17,7 @@ Stages (each printed as it starts):
    ``-family xcup``: the engine's shared logic, the walkers and the kernel shell, so the real
    16-instance engine and kernel are shared + 16 x datapath + walkers (+ shell), nothing
    extrapolated; logic levels per module and across every boundary;
-5. summary.json and REPORT.md (:func:`hdl.synth_report.run`).
+5. summary.json and REPORT.md (:func:`sim.synth_report.run`).
 
 Wall times go to results/synth/timing.log (untracked), so tracked files are deterministic.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hdl import synth_report  # noqa: E402
+from sim import synth_report  # noqa: E402
 
 _T0 = time.monotonic()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hdl.synthesis import CLOCK_MHZ
+from hdl.config import KERNEL_CLOCK_MHZ
 from py_ref.significance import compare
 
 __all__ = ["network_figures", "render", "plot"]
@@ -33,8 +33,8 @@ def network_figures(net, design) -> dict:
             "speedup": float(dense.sum() / cycles.sum()), "c_mac": c_mac,
             "ideal": 1.0 / (1.0 - c_mac),
             "ideal_cycles": float(dense.sum() / (dense * (1.0 - ratio)).sum()),
-            "images_per_s": CLOCK_MHZ * 1e6 / float(cycles.sum()),
-            "dense_images_per_s": CLOCK_MHZ * 1e6 / float(dense.sum()),
+            "images_per_s": KERNEL_CLOCK_MHZ * 1e6 / float(cycles.sum()),
+            "dense_images_per_s": KERNEL_CLOCK_MHZ * 1e6 / float(dense.sum()),
             "correct": correct, "images": len(labels),
             "exact": bool(np.array_equal(net["logits"], net["reference_logits"]))}
 
@@ -65,7 +65,7 @@ def render(runs: dict, design, *, task: str, commands: list[str]) -> str:
          "reference on every image (checked by the run; it fails otherwise). Cycles per image "
          "are the steady-state cycles of a stream (hdl.contract's law, whose compute part every "
          "run asserts on every image); images/s are at the "
-         f"{CLOCK_MHZ} MHz kernel clock target, one compute unit.", "",
+         f"{KERNEL_CLOCK_MHZ} MHz kernel clock target, one compute unit.", "",
          "Commands:", "", "```", *commands, "```", ""]
     figures = {label: network_figures(net, design) for label, net in runs.items()}
     for label, f in figures.items():

@@ -1,4 +1,4 @@
-"""Hierarchical synthesis of ``make synth`` (hdl/synthesis.py, hdl/synth_report.py): the text
+"""Hierarchical synthesis of ``make synth`` (hdl/synthesis.py, sim/synth_report.py): the text
 helpers, the stitched depth analysis, and on a small 2-instance engine that the black-boxed
 engine plus 2 x the synthesised datapath accounts for the flat synthesis of the same engine."""
 
@@ -8,7 +8,7 @@ from hdl import synthesis as S
 from hdl.config import AccelConfig
 from hdl.engine import VelcroAccelerator
 from hdl.generate import write_verilog
-from hdl.synth_report import _resources, datapath_source, hierarchical_sources
+from sim.synth_report import _resources, datapath_source, hierarchical_sources
 
 SMALL = AccelConfig(height=4, width=4, instances=2)
 
