@@ -97,6 +97,10 @@ class AccelConfig:
     same Verilog: :attr:`design` is the configuration the generator sees (its layer = the
     maxima, which is also what the engine runs after power-up), :meth:`layer` another layer on
     the same design, and :attr:`tag` names the design only.
+
+    **The default** (:data:`DEFAULT`, 16 instances x 64x64, C_in = 1, N = P = 16) is the one
+    default shape of every command, and conv1 of the committed Fashion-MNIST CNN (the shape
+    ``make sim``'s velcro mask kinds need, sim.workloads.VELCRO_SHAPE).
     """
 
     height: int = 64

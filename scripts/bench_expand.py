@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hdl.config import DEFAULT  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 from sim.measure import best_of, expand_seconds  # noqa: E402
 
-SHAPE = (16, 64, 64)
-INSTANCES = 16
+SHAPE = (DEFAULT.out_channels, DEFAULT.height, DEFAULT.width)
+INSTANCES = DEFAULT.instances
 TARGET_MS = 1.0
 
 

@@ -30,8 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hdl.config import AccelConfig  # noqa: E402
-from hdl.generate import BUILD  # noqa: E402
+from hdl.generate import BUILD, add_config_arguments, config_from_args  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 from sim import measure, perf_model, sweep_report, workloads  # noqa: E402
 from sim.energy import EnergyModel  # noqa: E402
@@ -46,10 +45,7 @@ def parse_args(argv):
     ap.add_argument("--kinds", default="random,velcro",
                     help=f"mask kinds among {', '.join(workloads.MASK_KINDS)}")
     ap.add_argument("--out", type=Path, default=REPO / "results", help="output folder")
-    ap.add_argument("--height", type=int, default=64)
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--instances", type=int, default=16)
-    ap.add_argument("--in-channels", type=int, default=1)
+    add_config_arguments(ap)
     ap.add_argument("--batches", default=None, help="the two batch sizes whose difference is "
                     "the steady state (default: 1 and 6, or 1 and 7 for a point whose stream "
                     "repeats every two images: chosen per point from its period)")
@@ -81,8 +77,7 @@ def parse_args(argv):
 def _main(argv=None) -> int:
     from sim.runner import Build, SimulationFailed
     args = parse_args(argv)
-    cfg = AccelConfig(height=args.height, width=args.width, instances=args.instances,
-                      in_channels=args.in_channels)
+    cfg = config_from_args(args)
     out, t = args.out, {"start": time.perf_counter()}
     # the random workloads (host-side numpy, seconds) before the build: explicit --batches are
     # checked against each point's stream period now, not after the model is built; the

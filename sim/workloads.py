@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from hdl.config import DEFAULT
 from py_ref.golden import Frame, random_frame
 
 __all__ = ["Workload", "MASK_KINDS", "random_workloads", "velcro_workloads", "workloads",
@@ -30,8 +31,9 @@ __all__ = ["Workload", "MASK_KINDS", "random_workloads", "velcro_workloads", "wo
 
 MASK_KINDS = ("random", "velcro", "velcro-per-channel")
 
-#: (C_in, N, H, W) of conv1 of the Fashion-MNIST CNN: the configuration the velcro kinds need.
-VELCRO_SHAPE = (1, 16, 64, 64)
+#: (C_in, N, H, W) of conv1 of the Fashion-MNIST CNN: the configuration the velcro kinds need,
+#: which is the default design's (hdl.config.DEFAULT).
+VELCRO_SHAPE = (DEFAULT.in_channels, DEFAULT.out_channels, DEFAULT.height, DEFAULT.width)
 
 
 @dataclasses.dataclass(frozen=True)
