@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hdl.config import DEFAULT  # noqa: E402
 from hdl.generate import BUILD, add_config_arguments, config_from_args  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 from sim import measure, perf_model, sweep_report, workloads  # noqa: E402
@@ -83,11 +84,12 @@ def _main(argv=None) -> int:
     # checked against each point's stream period now, not after the model is built; the
     # velcro kinds' masks need a profile and are checked as they are made (sim.measure)
     images = max(args.batch_list or measure.batches_for(2, saif=True))
-    early = ({"random": workloads.random_workloads(cfg, args.ratio_list, images, args.seed)}
-             if "random" in args.kind_list else {})
+    host = [k for k in args.kind_list if not workloads.KINDS[k].profiled]
+    early = (workloads.workloads(cfg, host, args.ratio_list, images, seed=args.seed)
+             if host else {})
     if args.batch_list is not None:
         try:
-            for w in early.get("random", []):
+            for w in (w for ws in early.values() for w in ws):
                 steps = deal(w.frame.mask, cfg.instances).steps
                 measure.check_batches(args.batch_list, saif=True,
                                       period=measure.window_images(cfg, steps))
@@ -167,9 +169,10 @@ def plan(args, cfg, build) -> str:
     batches = (",".join(map(str, args.batch_list)) if args.batch_list is not None
                else "chosen per point from its stream period")
     points = len(args.kind_list) * len(args.ratio_list)
-    scale = (cfg.out_channels * cfg.positions * cfg.in_channels) / (16 * 64 * 64)
+    scale = ((cfg.out_channels * cfg.positions * cfg.in_channels)
+             / (DEFAULT.out_channels * DEFAULT.positions * DEFAULT.in_channels))
     seconds = points * SECONDS_PER_POINT * scale * 2 / max(1, min(args.jobs, 2))
-    seconds += PROFILE_SECONDS * any(k != "random" for k in args.kind_list)
+    seconds += PROFILE_SECONDS * bool(workloads.profiled_kinds(args.kind_list))
     if build.is_current():
         model = f"the cached Verilator SAIF model of {cfg.tag}"
     else:
@@ -187,8 +190,8 @@ def _simulate(args, cfg, build, run_dir, staging, keep, images, early):
     kept SAIF files into ``staging``: (points, workloads by kind)."""
     from tqdm import tqdm
 
-    # the random workloads start simulating while the velcro ones are profiled (torch, ~10 s)
-    later = [k for k in args.kind_list if k != "random"]
+    # the host-made workloads start simulating while the profiled ones are made (torch, ~10 s)
+    later = workloads.profiled_kinds(args.kind_list)
     # ``images``: enough for every point's batches (chosen per point from its period when not
     # given)
     loads, runs = {}, []
@@ -208,7 +211,7 @@ def _simulate(args, cfg, build, run_dir, staging, keep, images, early):
                 keep_saif=lambda w: (staging / keep[(w.kind, w.ratio)]
                                      if (w.kind, w.ratio) in keep else None)))
         try:
-            for kinds in (["random"] if "random" in args.kind_list else [], later):
+            for kinds in ([k for k in args.kind_list if k not in later], later):
                 if kinds:
                     start(kinds)
             return [p for r in runs for p in r.result()], loads
@@ -254,8 +257,9 @@ def _write_into(out, args, argv, cfg, points, loads, saif_files, t):
     perf_model.write_csv(out / "sweep.csv", [r for k in args.kind_list for r in by_kind[k]])
     sweep_report.plot(out / "throughput_energy.png", by_kind, cfg, model)
     batches = args.batch_list or sorted({r.images for p in points for r in p.runs})
+    profiled = workloads.profiled_kinds(args.kind_list)
     info = {"task": args.task, "calibration": args.images, "images": max(batches),
-            "point": loads["velcro"][0].point} if "velcro" in by_kind else None
+            "point": loads[profiled[0]][0].point} if profiled else None
     command = "python scripts/sweep.py" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     sweep_report.write_report(out / "REPORT.md", cfg, by_kind, acceptance, model, command=command,

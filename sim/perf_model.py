@@ -25,6 +25,7 @@ from hdl.config import AccelConfig
 from hdl.contract import PIPELINE_LATENCY, image_cycle_floors, stream_limit
 
 from .energy import EnergyModel, image_energy, linear_fit
+from .workloads import KINDS
 
 __all__ = ["PIPELINE_LATENCY", "SPEEDUP_TARGET", "R2_MIN", "ACCEPTED_KINDS", "CSV_COLUMNS", "analyse",
            "check_acceptance", "write_csv", "read_csv"]
@@ -33,8 +34,9 @@ __all__ = ["PIPELINE_LATENCY", "SPEEDUP_TARGET", "R2_MIN", "ACCEPTED_KINDS", "CS
 SPEEDUP_TARGET = 0.95
 #: Energy per image must fall linearly with C: least-squares fit R^2 at least this.
 R2_MIN = 0.98
-#: The mask kinds the targets apply to (``velcro-per-channel`` is a comparison only).
-ACCEPTED_KINDS = ("random", "velcro")
+#: The mask kinds the targets apply to (sim.workloads.KINDS: ``velcro-per-channel`` is a
+#: comparison only).
+ACCEPTED_KINDS = tuple(k for k, kind in KINDS.items() if kind.accepted)
 
 CSV_COLUMNS = ["mask_kind", "ratio", "actual_ratio", "sum_u", "max_channel_u", "steps",
                "image_cycles", "frame_cycles", "work_cycles", "input_cycles", "output_cycles",

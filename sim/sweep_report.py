@@ -10,20 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from hdl.config import AccelConfig
+from hdl.config import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, AccelConfig
 from hdl.contract import BUFFER_TURNAROUND, input_cycles, stream_floors
-from hdl.config import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS
 
 from .energy import HOROWITZ_45NM, EnergyModel, linear_fit
 from .measure import WINDOW_IMAGE
 from .perf_model import ACCEPTED_KINDS, R2_MIN, SPEEDUP_TARGET
+from .workloads import KINDS
 
 __all__ = ["plot", "write_report"]
 
-#: kind -> (colour, marker, marker size, filled): the kinds sit on top of each other when the
-#: engine is balanced, so they differ in marker shape, size and fill, not only in colour
-STYLE = {"random": ("tab:blue", "o", 9, False), "velcro": ("tab:red", "s", 4, True),
-         "velcro-per-channel": ("tab:green", "^", 6, False)}
+#: kind -> (colour, marker, marker size, filled), from sim.workloads.KINDS: the kinds sit on top
+#: of each other when the engine is balanced, so they differ in marker shape, size and fill,
+#: not only in colour
+STYLE = {k: kind.style for k, kind in KINDS.items()}
 FALLBACK = ("gray", "x", 6, True)
 
 
@@ -133,6 +133,17 @@ def _overtakes_compute(cfg: AccelConfig, floor: str) -> float:
 def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: dict,
                  model: EnergyModel, *, command: str, batches, info: dict | None,
                  saif_files) -> None:
+    parts = (_intro, _acceptance, _limits, _kind_tables, _algorithm_1, _energy, _saif_files,
+             _rerun)
+    L = [line for part in parts
+         for line in part(cfg, rows_by_kind, acceptance, model, command, batches, info,
+                          saif_files, path)]
+    path.write_text("\n".join(L) + "\n")
+
+
+def _intro(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+           path) -> list:
+    """The title, the command, the configuration and how every figure was measured."""
     L = []
     mhz = model.clock_hz / 1e6
     L.append("# Throughput and energy of the streaming engine against the compression ratio C\n")
@@ -153,7 +164,13 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
     L.append(f"- Throughput at the U280 kernel clock, {mhz:.0f} MHz: images/s, and dense-equivalent "
              f"GOPS (2 x 9 x C_in operations for each of the N x H x W = "
              f"{cfg.out_channels * cfg.positions} outputs of an image, compressed ones included).\n")
+    return L
 
+
+def _acceptance(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+                path) -> list:
+    """The targets and each accepted kind against them."""
+    L = []
     L.append("## Acceptance\n")
     L.append(f"Targets: speedup >= {SPEEDUP_TARGET} x 1/(1 - C) (C of the mask used) at every point, "
              f"and energy per image falling linearly with C (fit R^2 >= {R2_MIN}, slope < 0), for "
@@ -165,7 +182,13 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
                  f"R^2 = {fit['r2']:.5f}.")
     L.append(f"- Result: **{'PASS' if acceptance['ok'] else 'FAIL'}**"
              + ("" if acceptance["ok"] else ": " + "; ".join(acceptance["failures"])) + "\n")
+    return L
 
+
+def _limits(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+            path) -> list:
+    """Which stage limits each point, and the output that shrinks with 1 - C."""
+    L = []
     L.append("## What limits each point\n")
     any_rows = next(iter(rows_by_kind.values()))
     over = sorted({round(r["frame_cycles"] - r["work_cycles"], 3)
@@ -195,14 +218,26 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "rebuilds the dense map with the means (`Schedule.expand`; its cost per image is "
              "printed by the sweep and by `scripts/bench_expand.py`, wall times stay out of this "
              "file).\n")
+    return L
 
+
+def _kind_tables(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+                 path) -> list:
+    """One table per mask kind with its energy fit."""
+    L = []
     for kind, rows in rows_by_kind.items():
         fit_abs = linear_fit([r["actual_ratio"] for r in rows], [r["energy_pj"] / 1e3 for r in rows])
         L.append(f"## Mask kind `{kind}`\n")
         L += _table(rows)
         L.append(f"\nEnergy per image: E = {fit_abs['intercept']:.1f} nJ {fit_abs['slope']:+.1f} nJ x C, "
                  f"R^2 = {fit_abs['r2']:.5f}.\n")
+    return L
 
+
+def _algorithm_1(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+                 path) -> list:
+    """What the velcro kind is (Algorithm 1's own masks), when it was measured."""
+    L = []
     if info is not None and "velcro" in rows_by_kind:
         vel = rows_by_kind["velcro"]
         spread = max(r["max_channel_u"] / (r["sum_u"] / cfg.instances) for r in vel if r["sum_u"])
@@ -219,7 +254,13 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
                      "; `velcro-per-channel` (each channel thresholded on its own, equal work per "
                      "channel) is measured beside it for comparison." if "velcro-per-channel" in rows_by_kind
                      else ".") + "\n")
+    return L
 
+
+def _energy(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+            path) -> list:
+    """The energy model, its sources and assumptions, and each kind's breakdown."""
+    L = []
     r0 = rows_by_kind[next(iter(rows_by_kind))][0]
     L.append("## Energy model\n")
     L.append("E_image = E_events + E_toggle + E_static per image in the steady state "
@@ -257,7 +298,13 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
             f"R^2 = {t_fit['r2']:.4f}.")
     L.append("- The intercept at C = 1 is what every image costs whatever C is: the ifmap load, "
              "clock and control toggles, and the leakage of the cycles that remain.\n")
+    return L
 
+
+def _saif_files(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+                path) -> list:
+    """The kept SAIF files and how to read them in Vivado."""
+    L = []
     L.append("## SAIF files\n")
     for p in saif_files:
         L.append(f"- `{Path(p).relative_to(path.parent)}`")
@@ -270,8 +317,15 @@ def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: d
              "toggle each (as in the energy's figures). In Vivado, on the kernel: `gunzip`, then "
              "`read_saif -strip_path velcro_kernel <file>.saif` and `report_power`; the named "
              "nets match, Amaranth's numbered `$N` nets of the engine simulated alone may not.\n")
+    return L
+
+
+def _rerun(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
+           path) -> list:
+    """How to run it again."""
+    L = []
     L.append("## Rerun\n")
     L.append("`make sim`, or e.g. `python scripts/sweep.py --height 32 --width 32 --instances 8 "
              "--kinds random --ratios 0,0.3,0.6,0.9` (the velcro kinds need conv1's shape, the "
              "default). `python scripts/sweep.py --help` lists the options.")
-    path.write_text("\n".join(L) + "\n")
+    return L
