@@ -18,7 +18,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .protocol import STREAM_COUNTERS, counter_elements, counter_words, stream_counter_layout
+from .protocol import SCALAR_COUNTER_KINDS, STREAM_COUNTERS, counter_elements, counter_words, stream_counter_layout
 from .regmap import (ADDR_BITS, ALIGN, BUFFERS, INPUT_BUFFERS, REGISTER, REGISTERS,
                      STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, pointers)
 
@@ -175,7 +175,7 @@ class ApCtrl(wiring.Component):
         counters = []
         for name, kind, _ in STREAM_COUNTERS:
             field = self.counters[name]
-            counters += ([field] if kind == "cycles" else
+            counters += ([field] if kind in SCALAR_COUNTER_KINDS else
                          [field[i] for i in range(counter_elements(self.cfg, kind))])
         ctrl_word = _fields(m, ctrl, {"ap_start": c.start, "ap_done": ap_done,
                                       "ap_idle": c.idle, "ap_ready": ap_ready,

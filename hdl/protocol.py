@@ -57,7 +57,7 @@ __all__ = ["ProtocolError", "check_field", "QUANT_FIELDS", "Opcode", "layer_valu
            "schedule_entry_layout", "schedule_beats", "pixel_fields", "pixel_layout", "segments_per_beat",
            "beats_per_segment", "image_beats", "segment_records",
            "batch_frame_beats", "compact_beats_per_image", "decode_compact", "decode_batch",
-           "STREAM_COUNTERS", "counter_words", "stream_counter_layout",
+           "STREAM_COUNTERS", "SCALAR_COUNTER_KINDS", "counter_words", "stream_counter_layout",
            "decode_stream_counters", "decode_counter_words", "counter_elements", "MAX_BATCH"]
 
 
@@ -384,14 +384,15 @@ def decode_batch(cfg: AccelConfig, beats, schedule, means, images: int = 1) -> n
     return np.stack([schedule.expand(v, means) for v in values])
 
 
-#: The performance counters of the streaming engine, one table: (name, kind, meaning). Kind
-#: "cycles" is a 32-bit count; "channel" / "instance" are per-output-channel / per-instance
+#: The performance counters of the streaming engine, one table: (name, kind, meaning). Kinds
+#: "count" (of batches, of images) and "cycles" (of clock cycles) are one 32-bit number each
+#: (:data:`SCALAR_COUNTER_KINDS`); "channel" / "instance" are per-output-channel / per-instance
 #: counts of one image (N channels of at most H*W, P instances of at most N*S). Batch counters
 #: cover a FRAME command (header accepted .. last image completed); image_* describe the last
 #: completed image.
 STREAM_COUNTERS = (
-    ("batches", "cycles", "FRAME commands completed since reset"),
-    ("images", "cycles", "images completed since reset"),
+    ("batches", "count", "FRAME commands completed since reset"),
+    ("images", "count", "images completed since reset"),
     ("batch_cycles", "cycles", "FRAME header accepted .. last image completed, inclusive"),
     ("load_cycles", "cycles", "the window dealer accepting, writing or dealing segments"),
     ("datapath_cycles", "cycles", "work entries in flight in any datapath"),
@@ -405,10 +406,16 @@ STREAM_COUNTERS = (
 )
 
 
+#: The counter kinds that are one number, not an array.
+SCALAR_COUNTER_KINDS = ("count", "cycles")
+
+
 def counter_elements(cfg: AccelConfig, kind: str) -> int:
-    """Elements of a counter of ``kind``: 1 for "cycles", N per "channel", P per "instance"
-    (the design's maximum N: a layer of fewer channels reads zero in the others)."""
-    return {"cycles": 1, "channel": cfg.design.out_channels, "instance": cfg.instances}[kind]
+    """Elements of a counter of ``kind``: 1 for "count" and "cycles", N per "channel", P per
+    "instance" (the design's maximum N: a layer of fewer channels reads zero in the others)."""
+    if kind in SCALAR_COUNTER_KINDS:
+        return 1
+    return {"channel": cfg.design.out_channels, "instance": cfg.instances}[kind]
 
 
 def counter_words(cfg: AccelConfig) -> list[str]:
@@ -416,7 +423,7 @@ def counter_words(cfg: AccelConfig) -> list[str]:
     layout from Reg.COUNTERS on."""
     words = []
     for name, kind, _ in STREAM_COUNTERS:
-        words += [name] if kind == "cycles" else [f"{name}[{i}]"
+        words += [name] if kind in SCALAR_COUNTER_KINDS else [f"{name}[{i}]"
                                                   for i in range(counter_elements(cfg, kind))]
     return words
 
@@ -429,7 +436,7 @@ def counter_fields(cfg: AccelConfig) -> list[tuple[str, int, int, int]]:
     element = max(d.out_channels * d.segments, d.positions).bit_length()
     fields, offset = [], 0
     for name, kind, _ in STREAM_COUNTERS:
-        width, count = (32, 1) if kind == "cycles" else (element, counter_elements(cfg, kind))
+        width, count = (32, 1) if kind in SCALAR_COUNTER_KINDS else (element, counter_elements(cfg, kind))
         fields.append((name, offset, width, count))
         offset += width * count
     return fields
@@ -439,7 +446,7 @@ def stream_counter_layout(cfg: AccelConfig):
     """The ``counters`` port of the engine, built from :func:`counter_fields`."""
     from amaranth.lib import data
     return data.StructLayout({
-        name: data.ArrayLayout(width, count) if kind != "cycles" else width
+        name: data.ArrayLayout(width, count) if kind not in SCALAR_COUNTER_KINDS else width
         for (name, _, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS)})
 
 
@@ -452,7 +459,7 @@ def decode_stream_counters(cfg: AccelConfig, value: int) -> dict:
     for (name, offset, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS):
         raw = value >> offset
         words = [(raw >> (width * i)) & ((1 << width) - 1) for i in range(count)]
-        out[name] = words[0] if kind == "cycles" else words
+        out[name] = words[0] if kind in SCALAR_COUNTER_KINDS else words
     return out
 
 
@@ -465,6 +472,6 @@ def decode_counter_words(cfg: AccelConfig, words) -> dict:
     out, pos = {}, 0
     for name, kind, _ in STREAM_COUNTERS:
         count = counter_elements(cfg, kind)
-        out[name] = words[pos] if kind == "cycles" else words[pos:pos + count]
+        out[name] = words[pos] if kind in SCALAR_COUNTER_KINDS else words[pos:pos + count]
         pos += count
     return out

@@ -21,7 +21,7 @@ from stream_sim import simulate
 from hdl.config import AccelConfig
 from hdl.counters import EngineCounters
 from hdl.datapath import entries_per_instance
-from hdl.protocol import STREAM_COUNTERS, decode_stream_counters
+from hdl.protocol import SCALAR_COUNTER_KINDS, STREAM_COUNTERS, decode_stream_counters
 
 CONFIGS = {
     "p2n3": AccelConfig(height=4, width=5, in_channels=1, instances=2, bus_width=64,
@@ -111,7 +111,7 @@ def trace(cfg, rng, batches, pace):
 def expected(cfg, cycles, images, t):
     """Every counter as the component must show it in cycle ``t`` (counts of cycles < t)."""
     n, p_count = cfg.out_channels, cfg.instances
-    out = {name: 0 if kind == "cycles" else [0] * (n if kind == "channel" else p_count)
+    out = {name: 0 if kind in SCALAR_COUNTER_KINDS else [0] * (n if kind == "channel" else p_count)
            for name, kind, _ in STREAM_COUNTERS}
     past = cycles[:t]
     out["batches"] = sum(c["end"] for c in past)

@@ -11,7 +11,7 @@ from conftest import seed_for
 from hdl.config import AccelConfig
 from hdl.kernel_host import buffer_beats, pack_frame, read_counters, unpack_ofm
 from hdl.program import LayerProgram, ProgramError
-from hdl.protocol import (STREAM_COUNTERS, counter_words, decode_counter_words,
+from hdl.protocol import (SCALAR_COUNTER_KINDS, STREAM_COUNTERS, counter_words, decode_counter_words,
                           decode_stream_counters, counter_fields)
 from hdl.results import BATCH_COUNTERS, IMAGE_COUNTERS, RESULT_ARRAYS, StreamResult
 from py_ref.golden import golden_ofm, random_frame
@@ -117,7 +117,7 @@ def _random_counters(cfg, rng):
     value, fields = 0, {}
     for (name, offset, width, count), (_, kind, _) in zip(counter_fields(cfg), STREAM_COUNTERS):
         words = [int(rng.integers(0, 1 << width)) for _ in range(count)]
-        fields[name] = words[0] if kind == "cycles" else words
+        fields[name] = words[0] if kind in SCALAR_COUNTER_KINDS else words
         for i, w in enumerate(words):
             value |= w << (offset + width * i)
     return value, fields
