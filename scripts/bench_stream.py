@@ -27,17 +27,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hdl.config import DEFAULT  # noqa: E402
-from py_ref.golden import Frame, golden_ofm, point_wide_mask, random_frame  # noqa: E402
+from py_ref.golden import Frame, point_wide_mask, random_frame  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
-from sim.frame_runner import run_frame  # noqa: E402
+from sim.frame_runner import golden_mismatch, run_frame  # noqa: E402
 
 
 def stream_cycles(frame: Frame, ifmaps) -> int:
     res = run_frame(frame, "verilator", batch=ifmaps)
-    for k, x in enumerate(ifmaps):
-        expected = golden_ofm(Frame(**{**frame.__dict__, "ifmap": x}))
-        if not np.array_equal(res.ofm[k], expected):
-            raise SystemExit(f"image {k}: output differs from the golden model")
+    differs = golden_mismatch(frame, res, ifmaps)
+    if differs:
+        raise SystemExit(differs)
     return res.stream_cycles
 
 

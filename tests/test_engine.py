@@ -17,7 +17,7 @@ from hdl.protocol import (batch_frame_beats, compact_beats_per_image, decode_bat
                           decode_stream_counters, image_beats, schedule_beats, weight_beats)
 from hdl.config import PIPELINE_LATENCY
 from hdl.engine import VelcroAccelerator
-from py_ref.golden import Frame, golden_ofm, random_frame
+from py_ref.golden import golden_ofm, random_batch, random_frame
 from py_ref.schedule import deal
 from test_schedule import skewed_mask
 
@@ -91,8 +91,7 @@ def check_batch(cfg, frames, schedule, beats, images, *, stall, seed):
 
 
 def batch_of(cfg, rng, first, count):
-    return [first] + [Frame(**{**first.__dict__, "ifmap": random_frame(cfg, rng).ifmap})
-                      for _ in range(count - 1)]
+    return random_batch(cfg, rng, first, count)
 
 
 @pytest.mark.parametrize("stall", [0.0, 0.3])
