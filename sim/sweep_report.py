@@ -7,6 +7,7 @@ depends on the run's wall time, so a rerun writes byte-identical files.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -133,17 +134,17 @@ def _overtakes_compute(cfg: AccelConfig, floor: str) -> float:
 def write_report(path: Path, cfg: AccelConfig, rows_by_kind: dict, acceptance: dict,
                  model: EnergyModel, *, command: str, batches, info: dict | None,
                  saif_files) -> None:
-    parts = (_intro, _acceptance, _limits, _kind_tables, _algorithm_1, _energy, _saif_files,
-             _rerun)
-    L = [line for part in parts
-         for line in part(cfg, rows_by_kind, acceptance, model, command, batches, info,
-                          saif_files, path)]
-    path.write_text("\n".join(L) + "\n")
+    r = SimpleNamespace(cfg=cfg, rows_by_kind=rows_by_kind, acceptance=acceptance, model=model,
+                        command=command, batches=batches, info=info, saif_files=saif_files,
+                        path=path)
+    sections = (_intro, _acceptance, _limits, _kind_tables, _algorithm_1, _energy, _saif_files,
+                _rerun)
+    path.write_text("\n".join(line for section in sections for line in section(r)) + "\n")
 
 
-def _intro(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-           path) -> list:
+def _intro(r) -> list:
     """The title, the command, the configuration and how every figure was measured."""
+    cfg, model, command, batches = r.cfg, r.model, r.command, r.batches
     L = []
     mhz = model.clock_hz / 1e6
     L.append("# Throughput and energy of the streaming engine against the compression ratio C\n")
@@ -167,9 +168,9 @@ def _intro(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_fi
     return L
 
 
-def _acceptance(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-                path) -> list:
+def _acceptance(r) -> list:
     """The targets and each accepted kind against them."""
+    acceptance = r.acceptance
     L = []
     L.append("## Acceptance\n")
     L.append(f"Targets: speedup >= {SPEEDUP_TARGET} x 1/(1 - C) (C of the mask used) at every point, "
@@ -185,9 +186,9 @@ def _acceptance(cfg, rows_by_kind, acceptance, model, command, batches, info, sa
     return L
 
 
-def _limits(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-            path) -> list:
+def _limits(r) -> list:
     """Which stage limits each point, and the output that shrinks with 1 - C."""
+    cfg, rows_by_kind = r.cfg, r.rows_by_kind
     L = []
     L.append("## What limits each point\n")
     any_rows = next(iter(rows_by_kind.values()))
@@ -221,9 +222,9 @@ def _limits(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_f
     return L
 
 
-def _kind_tables(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-                 path) -> list:
+def _kind_tables(r) -> list:
     """One table per mask kind with its energy fit."""
+    rows_by_kind = r.rows_by_kind
     L = []
     for kind, rows in rows_by_kind.items():
         fit_abs = linear_fit([r["actual_ratio"] for r in rows], [r["energy_pj"] / 1e3 for r in rows])
@@ -234,9 +235,9 @@ def _kind_tables(cfg, rows_by_kind, acceptance, model, command, batches, info, s
     return L
 
 
-def _algorithm_1(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-                 path) -> list:
+def _algorithm_1(r) -> list:
     """What the velcro kind is (Algorithm 1's own masks), when it was measured."""
+    cfg, rows_by_kind, info = r.cfg, r.rows_by_kind, r.info
     L = []
     if info is not None and "velcro" in rows_by_kind:
         vel = rows_by_kind["velcro"]
@@ -257,9 +258,9 @@ def _algorithm_1(cfg, rows_by_kind, acceptance, model, command, batches, info, s
     return L
 
 
-def _energy(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-            path) -> list:
+def _energy(r) -> list:
     """The energy model, its sources and assumptions, and each kind's breakdown."""
+    cfg, rows_by_kind, model = r.cfg, r.rows_by_kind, r.model
     L = []
     r0 = rows_by_kind[next(iter(rows_by_kind))][0]
     L.append("## Energy model\n")
@@ -301,9 +302,9 @@ def _energy(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_f
     return L
 
 
-def _saif_files(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-                path) -> list:
+def _saif_files(r) -> list:
     """The kept SAIF files and how to read them in Vivado."""
+    batches, saif_files, path = r.batches, r.saif_files, r.path
     L = []
     L.append("## SAIF files\n")
     for p in saif_files:
@@ -320,8 +321,7 @@ def _saif_files(cfg, rows_by_kind, acceptance, model, command, batches, info, sa
     return L
 
 
-def _rerun(cfg, rows_by_kind, acceptance, model, command, batches, info, saif_files,
-           path) -> list:
+def _rerun(r) -> list:
     """How to run it again."""
     L = []
     L.append("## Rerun\n")
