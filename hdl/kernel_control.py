@@ -19,7 +19,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .protocol import SCALAR_COUNTER_KINDS, STREAM_COUNTERS, counter_elements, counter_words, stream_counter_layout
-from .regmap import (ADDR_BITS, ALIGN, BUFFERS, INPUT_BUFFERS, REGISTER, REGISTERS,
+from .regmap import (ADDR_BITS, ALIGN_BITS, BUFFERS, INPUT_BUFFERS, REGISTER, REGISTERS,
                      STATUS_AXI_ERROR, STATUS_REFUSED, STATUS_UNALIGNED_SHIFT, pointers)
 
 __all__ = ["AXIL_PORTS", "REGISTER_LAYOUT", "ARGUMENTS", "LaunchSignature", "ControlSignature",
@@ -221,8 +221,8 @@ class Launcher(wiring.Component):
         running = Signal()
         pointers = [c.regs[b] for b in BUFFERS]
         unaligned = Signal(len(BUFFERS))
-        m.d.comb += [unaligned.eq(Cat(ptr[:6].any() for ptr in pointers)), c.idle.eq(~running)]
-        assert ALIGN == 64
+        m.d.comb += [unaligned.eq(Cat(ptr[:ALIGN_BITS].any() for ptr in pointers)),
+                     c.idle.eq(~running)]
         images = c.regs.images
         with m.If(running):
             m.d.sync += c.kernel_cycles.eq(c.kernel_cycles + 1)

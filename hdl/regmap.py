@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["Field", "Register", "REGISTERS", "REGISTER", "Reg", "GMEM_IN", "GMEM_OUT",
            "AXI_MASTERS", "ADDR_BITS", "ACCESS", "arguments", "pointers", "field_mask",
-           "text_table", "markdown_table", "update_doc", "BEAT_BYTES", "BEAT_BITS", "ALIGN",
+           "text_table", "markdown_table", "update_doc", "BEAT_BYTES", "BEAT_BITS", "ALIGN", "ALIGN_BITS",
            "BUFFERS", "INPUT_BUFFERS", "CTRL_START", "CTRL_DONE", "CTRL_IDLE", "CTRL_READY",
            "CTRL_AUTO_RESTART", "FLAG_LOAD_CONFIG", "STATUS_REFUSED", "STATUS_AXI_ERROR",
            "STATUS_UNALIGNED_SHIFT", "KERNEL_NAME", "ENGINE_INSTANCE", "HBM_CHANNELS",
@@ -30,8 +30,9 @@ ADDR_BITS = 12                       # s_axi_control: 4 KB of registers
 #: One beat of the AXI4 masters: 512 bits, 64 bytes, the unit of every buffer.
 BEAT_BYTES = 64
 BEAT_BITS = 8 * BEAT_BYTES
-#: Required alignment of every buffer address (one beat).
+#: Required alignment of every buffer address (one beat), and the low address bits it clears.
 ALIGN = BEAT_BYTES
+ALIGN_BITS = ALIGN.bit_length() - 1
 #: The kernel's name (kernel.xml, connectivity.cfg, the Verilog top).
 KERNEL_NAME = "velcro_kernel"
 #: The engine's instance name inside the kernel (hdl/kernel.py): the SAIF files' scope is
