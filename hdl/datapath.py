@@ -43,7 +43,8 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS
+from .config import (AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS,
+                     SHIFT_SLOT_BITS)
 from .dealer import StripSignature
 from .mac import MacCascade, Requantiser, delay
 from .protocol import pixel_layout
@@ -98,7 +99,7 @@ def quant_layout() -> data.StructLayout:
     """One channel's requantisation parameters; the bit positions of the protocol's 64-bit quant
     record (bias | mult << 32 | shift << 48), whose upper bits it ignores."""
     return data.StructLayout({"bias": signed(BIAS_BITS), "mult": unsigned(MULT_BITS),
-                              "shift": unsigned(16)})
+                              "shift": unsigned(SHIFT_SLOT_BITS)})
 
 
 class WriteSignature(wiring.Signature):
