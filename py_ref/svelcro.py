@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import velcro
+from .errors import one_line
 from .velcro import PointStats, VelcroError, check_thresholds, select_lowest
 
 __all__ = ["channel_scores", "make_channel_masks", "trimmed_channels", "shrink", "BiasMapConv",
@@ -150,7 +151,7 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
         gm = fx.symbolic_trace(model)
     except Exception as e:
         raise VelcroError(f"cannot shrink {type(model).__name__}: torch.fx cannot trace it "
-                          f"({type(e).__name__}: {_one_line(e)})") from None
+                          f"({type(e).__name__}: {one_line(e)})") from None
     nodes = [n for n in gm.graph.nodes if _is_point_node(gm, n)]
     # the traced graph must hold the points in the order the forward produces them
     from torch.fx.passes.shape_prop import ShapeProp
@@ -238,13 +239,6 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
         _replace(gm, target, _build(modules[target], plan))
     gm.recompile()
     return gm.eval()
-
-
-def _one_line(e) -> str:
-    for line in str(e).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 def _build(mod: nn.Module, plan: dict) -> nn.Module:

@@ -49,7 +49,7 @@ from hdl.kernel import KERNEL_NAME, VelcroKernel, kernel_rtl  # noqa: E402
 from hdl.kernel_buffers import (KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, MAX_COMPUTE_UNITS, buffer_bytes, check_compute_units,  # noqa: E402
                                 counter_names, hbm_banks, kernel_config_json)
 from hdl.regmap import ADDR_BITS, AXI_MASTERS, REGISTERS, Reg, arguments, text_table  # noqa: E402
-from py_ref.cli import one_line, one_line_errors  # noqa: E402
+from py_ref.errors import one_line, one_line_errors  # noqa: E402
 from py_ref.schedule import deal  # noqa: E402
 
 TEMPLATES = REPO / "hdl" / "kernel_files"

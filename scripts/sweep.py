@@ -137,7 +137,7 @@ def _signals(func):
     def run(argv=None) -> int:
         import signal
 
-        from py_ref.cli import Terminated, _on_sigterm
+        from py_ref.errors import Terminated, _on_sigterm
         from sim.runner import kill_running
         previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM,
                                                                       signal.SIGHUP)}
