@@ -41,7 +41,6 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from hdl.config import ConfigError  # noqa: E402
 from hdl.generate import BUILD, add_config_arguments, config_from_args  # noqa: E402

@@ -25,9 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -37,6 +34,8 @@ import torch
 from py_ref import data, export, presets, search, svelcro, velcro
 from py_ref.models import imagenet_model, load_fmnist_cnn, mobilenet_v2_weights_path
 from py_ref.significance import ALPHA, compare, wilson
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = ["footwear", "tops", "shirts", "other", "all"]
 STUDY_TASKS = ["footwear", "tops"]

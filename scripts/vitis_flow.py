@@ -33,11 +33,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from hdl.generate import BUILD
+from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_NAME
 
-from hdl.generate import BUILD  # noqa: E402
-from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_NAME  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 HOST = "host_velcro.py"
 TARGETS = ("hw_emu", "hw")
