@@ -41,16 +41,24 @@ def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _read_record(path, command: str, fmt: str, key: str, of: str = "") -> dict:
+    """The dict a `velcro COMMAND` output ``path`` holds, with the format record ``fmt``; a
+    file without it is refused, one an older version made (it holds ``key``) with the advice
+    to run the command again."""
+    from ..models import read_pt
+    what = f"a `velcro {command}` output"
+    blob = read_pt(path, what)
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        old = isinstance(blob, dict) and key in blob
+        raise CliError(f"{path} is not {what} with a '{fmt}' record{of}"
+                       + (f" (made by an older version: run `velcro {command}` again)" if old else ""))
+    return blob
+
+
 def load_stats(path):
     """(record, [PointStats], content sha256) of a `velcro profile` output."""
-    from ..models import read_pt
     from ..velcro import PointStats
-    what = "a `velcro profile` output"
-    blob = read_pt(path, what)
-    if not isinstance(blob, dict) or blob.get("format") != STATS_FORMAT:
-        old = isinstance(blob, dict) and "points" in blob
-        raise CliError(f"{path} is not {what} with a '{STATS_FORMAT}' record"
-                       + (" (made by an older version: run `velcro profile` again)" if old else ""))
+    blob = _read_record(path, "profile", STATS_FORMAT, "points")
     ok = (isinstance(blob.get("model"), str) and isinstance(blob.get("task"), str)
           and isinstance(blob.get("skip_first"), bool) and isinstance(blob.get("weights_sha256"), str)
           and isinstance(blob.get("points"), list) and blob["points"])
@@ -77,15 +85,8 @@ def load_stats(path):
 
 def load_masks(path):
     """(record, [PointStats] with the embedded means, masks) of a `velcro compress` output."""
-    from ..models import read_pt
     from ..velcro import PointStats
-    what = "a `velcro compress` output"
-    blob = read_pt(path, what)
-    if not isinstance(blob, dict) or blob.get("format") != MASKS_FORMAT:
-        old = isinstance(blob, dict) and "masks" in blob
-        raise CliError(f"{path} is not {what} with a '{MASKS_FORMAT}' record of the statistics "
-                       "it came from" + (" (made by an older version: run `velcro compress` again)"
-                                         if old else ""))
+    blob = _read_record(path, "compress", MASKS_FORMAT, "masks", " of the statistics it came from")
     src = blob.get("source")
     ok = (isinstance(src, dict) and all(isinstance(src.get(k), str) for k in
                                         ("model", "task", "weights_sha256", "stats_sha256"))
