@@ -35,6 +35,7 @@ from pathlib import Path
 
 from hdl.generate import BUILD
 from hdl.kernel_buffers import KERNEL_CLOCK_MHZ, KERNEL_NAME
+from py_ref.errors import error_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,11 +177,11 @@ def main(argv=None) -> int:
                 raise FlowError(f"{args.xclbin} not found")
             print(f"wrote {write_deploy(kernel, args.xclbin)}")
     except FlowError as exc:
-        print(f"velcro: error: make {args.step}: {exc}", file=sys.stderr)
+        print(error_line(exc, f"make {args.step}"), file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"velcro: error: make {args.step}: {exc.cmd[0]} failed (exit status "
-              f"{exc.returncode})", file=sys.stderr)
+        print(error_line(f"{exc.cmd[0]} failed (exit status {exc.returncode})", f"make {args.step}"),
+              file=sys.stderr)
         return exc.returncode or 1
     return 0
 
