@@ -51,7 +51,7 @@ def _search(args, blob, stats) -> tuple[list[float], dict]:
             raise CliError(f"--tune-images {n}: {one_line(e)}") from None
         batches = data.batches(x, y, args.batch_size)
         note(args, f"tuning: {plural(len(x), 'image')} of task {task} from the unused train images, disjoint "
-                    f"from the {calib['images']} calibration images (seed {calib['seed']})")
+                   f"from the {calib['images']} calibration images (seed {calib['seed']})")
     else:
         n = args.tune_images or 10
         sp = imagenet_split(args, task, {"seed": calib["seed"], "images": calib["images"], "tune": n})

@@ -61,7 +61,7 @@ def cmd_evaluate(args) -> int:
                        f"{args.masks} was profiled with")
     batches, n = validation_batches(args, model_name, task, split)
     stage("evaluate", f"{model_name}, task {task}: {plural(n, 'validation image')} in "
-                       f"{plural(len(batches), 'batch')}", t0)
+                      f"{plural(len(batches), 'batch')}", t0)
     classes = task_class_indices(model_name, task)
     r = velcro.evaluate(model, progress(batches, "evaluate", t0), stats, masks,
                         task_classes=classes, per_image=True)
@@ -116,8 +116,8 @@ def add_parser(subparsers) -> None:
     p = one_line_errors(subparsers.add_parser(
         "evaluate", help="top-1 of the original and compressed model on the validation images"))
     model_options(p, model_help="fmnist, resnet18, googlenet or mobilenet_v2 (default: the "
-                                 "masks' model, else fmnist)",
-                   task_default="the masks' task, else footwear")
+                                "masks' model, else fmnist)",
+                  task_default="the masks' task, else footwear")
     p.add_argument("--valid-images", type=int, metavar="N",
                    help="a seeded subset of N validation images (default: all of the task's "
                         "validation images)")

@@ -114,7 +114,7 @@ def _export_imagenet(args, model_name: str) -> int:
     image = sp.valid[args.image_index][0][None]
     batches = loader(args, sp.calib)
     stage("export", f"quantising {args.layer} of {model_name} (scales from "
-                     f"{plural(len(sp.calib), 'calibration image')} in {plural(len(batches), 'batch')})", t0)
+                    f"{plural(len(sp.calib), 'calibration image')} in {plural(len(batches), 'batch')})", t0)
     r = export.quantise_layer(model, args.layer, progress(batches, "export", t0), image,
                               stats[i], masks[i])
     return _write_export(args, out, r, f"{model_name} ({task}, {how}, ", "; BatchNorm folded"
@@ -179,7 +179,7 @@ def _export_fmnist(args) -> int:
     else:
         batches = data.batches(xc, None, args.batch_size)
         stage("export", f"profiling {plural(len(xc), 'calibration image')} of task {task} in "
-                         f"{plural(len(batches), 'batch')}", t0)
+                        f"{plural(len(batches), 'batch')}", t0)
         stats = velcro.profile(model, progress(batches, "export", t0))
         point_stats = stats[export.LAYERS[args.layer][1]]
         mask = velcro.make_masks([point_stats], [threshold])[0]
@@ -219,7 +219,7 @@ def add_parser(subparsers) -> None:
                     "the accelerator (C_in <= 64). Other layers are refused with the reason; "
                     "--list-layers shows every conv's verdict."))
     model_options(p, model_help="fmnist, resnet18 or googlenet (default: the --masks model, "
-                                 "else fmnist); any 3x3 stride-1 pad-1 conv + ReLU layer is exportable")
+                                "else fmnist); any 3x3 stride-1 pad-1 conv + ReLU layer is exportable")
     p.add_argument("--images", type=int, default=None, metavar="N",
                    help="calibration images for the profile and the scales (default 256, or the "
                         "masks' record)")

@@ -39,7 +39,7 @@ def network_setup(args) -> dict:
             raise CliError(f"the weights ({args.weights or 'the default ones'}) are not those "
                            f"{args.masks} was profiled with")
         calib = masks_calibration(args, src, "the scales come from the same calibration images",
-                                   "--calib-images")
+                                  "--calib-images")
         n_calib, seed = calib["images"], calib["seed"]
         how = ("S-VELCRO" if mblob.get("structured") else "VELCRO") + " masks of " + str(args.masks)
     else:

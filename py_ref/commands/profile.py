@@ -37,7 +37,7 @@ def cmd_profile(args) -> int:
     batches, n, split = calibration_batches(args, model_name, task)
     skip = _skip_first(args, model_name)
     stage("profile", f"{model_name}, task {task}: {plural(n, 'calibration image')} in "
-                      f"{plural(len(batches), 'batch')}", t0)
+                     f"{plural(len(batches), 'batch')}", t0)
     stats = velcro.profile(model, progress(batches, "profile", t0), skip_first=skip, count_zeros=True)
     blob = {"format": STATS_FORMAT, "model": model_name, "task": task, "skip_first": skip,
             "weights_sha256": state_digest(model), "calibration": split,

@@ -31,8 +31,8 @@ def imagenet_split(args, task: str, split: dict, valid_images: int | None = None
                              calib_per_class=split["images"], tune_per_class=split.get("tune", 0),
                              valid_images=valid_images, seed=split["seed"])
     note(args, f"split of task {task} under {args.data} (seed {sp.seed}): {plural(len(sp.calib), 'calibration image')}"
-                f" ({sp.calib_per_class} per class), {plural(len(sp.tune), 'tuning image')}, "
-                f"{plural(len(sp.valid), 'validation image')}" + ("" if valid_images is None else " (a seeded subset)"))
+               f" ({sp.calib_per_class} per class), {plural(len(sp.tune), 'tuning image')}, "
+               f"{plural(len(sp.valid), 'validation image')}" + ("" if valid_images is None else " (a seeded subset)"))
     return sp
 
 
@@ -64,7 +64,7 @@ def calibration_batches(args, model: str, task: str):
     if model == "fmnist":
         x, y = fmnist_images("calib", task, args.images, args.seed, "--images")
         note(args, f"calibration: {plural(len(x), 'image')} of task {task} from the unused train images "
-                    f"{data.TRAIN_END}-59999 (seed {seed}); validation: the test set (disjoint)")
+                   f"{data.TRAIN_END}-59999 (seed {seed}); validation: the test set (disjoint)")
         return data.batches(x, y, args.batch_size), len(x), record
     sp = imagenet_split(args, task, record)
     return loader(args, sp.calib), len(sp.calib), record
@@ -104,7 +104,7 @@ def evaluate_split(args, src) -> dict:
         return {"seed": 0 if args.seed is None else args.seed,
                 "images": 256 if args.images is None else args.images, "tune": 0}
     calib = masks_calibration(args, src, "the validation images would overlap the calibration "
-                                          "ones")
+                                         "ones")
     search = src.get("search") if isinstance(src.get("search"), dict) else None
     return {"seed": calib["seed"], "images": calib["images"],
             "tune": search["images"] if search and search.get("per_class") else 0}
