@@ -6,7 +6,7 @@
     velcro --version
 
 Bad input gets a one-line ``velcro: error: ...`` on stderr, exit status 2, and no output file
-(see py_ref/cli.py). ``velcro sim`` writes only its result line to stdout; progress, the build
+(see py_ref/errors.py). ``velcro sim`` writes only its result line to stdout; progress, the build
 estimate and the simulator's chatter go to stderr, the compiler's output to the build log.
 """
 
@@ -61,7 +61,7 @@ def _progress(message: str) -> None:
 def _cached_build(cfg, args, say):
     """The simulator build of ``cfg`` for ``args.sim``; a first build estimated beyond this
     machine's memory or ``--max-build-minutes`` is refused before it starts."""
-    from py_ref.cli import CliError
+    from py_ref.errors import CliError
     from sim.runner import Build, estimate_build
 
     build = Build(cfg, args.sim, defer=True, verbose=args.verbose,
@@ -86,7 +86,7 @@ def _simulator_errors(sim: str):
     """A failed build or simulation, a missing tool: one CliError line."""
     import subprocess
 
-    from py_ref.cli import CliError
+    from py_ref.errors import CliError
     from sim.runner import BuildFailed, SimulationFailed
     from sim.toolchain import ToolchainError
 
@@ -107,7 +107,8 @@ def _cmd_sim(args) -> int:
     import numpy as np
 
     from hdl.config import ConfigError
-    from py_ref.cli import CliError, atomic_write, check_output
+    from py_ref.errors import CliError
+    from py_ref.outputs import atomic_write, check_output
     from hdl.contract import config_for_frame
     from py_ref.frame_file import read_batch
 
@@ -175,8 +176,8 @@ NET_ARRAYS = ("labels", "logits", "top1", "reference_logits", "top1_float", "top
 
 
 def _guarded_network(args) -> int:
-    from py_ref.commands import _guarded
-    return _guarded(_cmd_network)(args)
+    from py_ref.commands.common import command
+    return command(_cmd_network)(args)
 
 
 def _network_progress(message: str) -> None:
@@ -188,7 +189,8 @@ def _cmd_network(args) -> int:
 
     from hdl.config import ConfigError
     from py_ref import commands
-    from py_ref.cli import CliError, atomic_write, check_output
+    from py_ref.errors import CliError
+    from py_ref.outputs import atomic_write, check_output
     from py_ref.models import FMNIST_WEIGHTS
 
     inputs = [args.weights or FMNIST_WEIGHTS] + ([args.masks] if args.masks else [])
@@ -274,7 +276,7 @@ class PlainHelp(argparse.HelpFormatter):
         return self.plain(super()._expand_help(action))
 
 
-#: Descriptions of the algorithm subcommands (py_ref/commands.py registers them).
+#: Descriptions of the algorithm subcommands (py_ref/commands/ registers them).
 DESCRIPTIONS = {
     "profile": "VELCRO's preprocessing (py_ref/velcro.py): run the calibration images through the "
                "model and record, for every activation point (conv output after its ReLU), the "
@@ -294,7 +296,8 @@ DESCRIPTIONS = {
 def build_parser() -> argparse.ArgumentParser:
     from py_ref import commands
 
-    from py_ref.cli import checked_options, one_line_errors
+    from py_ref.errors import one_line_errors
+    from py_ref.options import checked_options
 
     parser = one_line_errors(argparse.ArgumentParser(
         prog="velcro", formatter_class=PlainHelp,
@@ -385,7 +388,7 @@ def _main(argv) -> int:
 
 def main(argv=None) -> int:
     try:
-        from py_ref.cli import main_guard
+        from py_ref.errors import main_guard
     except ModuleNotFoundError as exc:
         return _broken_install(exc)
     try:

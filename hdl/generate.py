@@ -20,6 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from py_ref.errors import error_line
+from py_ref.outputs import write_atomically
+
 from .config import AccelConfig, ConfigError
 from .synthesis import merge_identical_modules, strip_uram_init
 
@@ -117,19 +120,8 @@ def write_verilog(cfg: AccelConfig, path: Path, component=None, name: str = TOP)
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` under a unique temporary name in the same folder, then rename:
-    never a partial file, and two writers never share a temporary name."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)             # mkstemp makes 0600; these are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``text`` to ``path`` atomically (py_ref.outputs.write_atomically)."""
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def rtl_is_current(cfg: AccelConfig, name: str = TOP) -> bool:
@@ -191,7 +183,7 @@ def main(argv=None) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as exc:
-        print(f"generate: error: {exc}", file=sys.stderr)
+        print(error_line(exc, "generate"), file=sys.stderr)
         return 2
     out = args.out or (BUILD / f"{TOP}.v" if cfg == AccelConfig() else BUILD / "rtl" / cfg.tag / f"{TOP}.v")
     write_verilog(cfg, out)

@@ -42,7 +42,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from py_ref.cli import one_line, one_line_errors
+from py_ref.errors import one_line, one_line_errors
 from py_ref.schedule import deal
 
 from .config import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, ConfigError

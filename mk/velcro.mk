@@ -27,4 +27,5 @@ train-fmnist: $(VENV_STAMP)
 # The algorithm-side unit tests (fast; the RTL check of the exported frame is marked slow).
 velcro-test: $(VENV_STAMP)
 	$(PY) -m pytest -q -m "not slow" tests/test_velcro.py tests/test_svelcro.py tests/test_presets.py tests/test_export.py tests/test_commands.py \
-		tests/test_activation_points.py tests/test_googlenet_weights.py tests/test_svelcro_module.py tests/test_foolbox_photos.py tests/test_profile_fused.py
+		tests/test_activation_points.py tests/test_googlenet_weights.py tests/test_svelcro_module.py tests/test_foolbox_photos.py tests/test_profile_fused.py \
+		tests/test_analysis.py

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .velcro import VelcroError
+from .errors import InputError
 
 __all__ = ["FMNIST_DIR", "FMNIST_CLASSES", "FMNIST_TASKS", "load_fmnist", "task_classes",
            "select", "batches", "calibration", "validation", "calibration_validation",
@@ -57,7 +57,7 @@ def load_fmnist(split: str = "train", root: Path | str | None = None):
     img, lab = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     for p in (img, lab):
         if not p.exists():
-            raise VelcroError(f"Fashion-MNIST file {p} not found (apt-get install dataset-fashion-mnist)")
+            raise InputError(f"Fashion-MNIST file {p} not found (apt-get install dataset-fashion-mnist)")
     x = torch.from_numpy(_read_idx(img).astype(np.float32) / 255.0)[:, None]
     y = torch.from_numpy(_read_idx(lab).astype(np.int64))
     return x, y
@@ -65,29 +65,29 @@ def load_fmnist(split: str = "train", root: Path | str | None = None):
 
 def task_classes(task: str) -> list[int]:
     if task not in FMNIST_TASKS:
-        raise VelcroError(f"unknown task '{task}' (known: {', '.join(FMNIST_TASKS)})")
+        raise InputError(f"unknown task '{task}' (known: {', '.join(FMNIST_TASKS)})")
     return FMNIST_TASKS[task]
 
 
 def _count(value, what: str) -> int:
-    """``value`` as a positive int, or VelcroError/TypeError naming ``what``."""
+    """``value`` as a positive int, or InputError/TypeError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what} must be an integer, not {value!r}")
     if value <= 0:
-        raise VelcroError(f"{what} must be at least 1, not {value!r}")
+        raise InputError(f"{what} must be at least 1, not {value!r}")
     return int(value)
 
 
 def select(x, y, classes, limit=None, seed=0):
     """Images of ``classes``; if ``limit``, a seeded random subset of exactly that many.
 
-    Raises VelcroError if ``limit`` is not positive or more than the images there are
+    Raises InputError if ``limit`` is not positive or more than the images there are
     (never a silently smaller set)."""
     idx = torch.nonzero(torch.isin(y, torch.tensor(classes))).flatten()
     if limit is not None:
         limit = _count(limit, "the number of images")
         if limit > len(idx):
-            raise VelcroError(f"only {len(idx)} images of classes {list(classes)} are available, "
+            raise InputError(f"only {len(idx)} images of classes {list(classes)} are available, "
                               f"{limit} requested")
         if limit < len(idx):
             g = torch.Generator().manual_seed(seed)
@@ -106,26 +106,26 @@ def batches(x, y=None, batch_size=128):
 
 def calibration(task: str, n: int = 256, seed: int = 0):
     """``n`` calibration images of a task (a seeded subset of the train images >= TRAIN_END,
-    never used for training); VelcroError unless 1 <= n <= the images the task has there."""
+    never used for training); InputError unless 1 <= n <= the images the task has there."""
     classes = task_classes(task)
     x, y = load_fmnist("train")
     try:
         return select(x[TRAIN_END:], y[TRAIN_END:], classes, _count(n, "the number of images"), seed)
-    except VelcroError as e:
-        raise VelcroError(f"calibration images of task '{task}': {e}") from None
+    except InputError as e:
+        raise InputError(f"calibration images of task '{task}': {e}") from None
 
 
 def tuning(task: str, n: int, seed: int = 0, after: int = 256):
     """``n`` tuning images of a task, disjoint from :func:`calibration` ``(task, after, seed)``:
     the same seeded permutation of the unused train images, positions after..after+n-1.
-    VelcroError unless the task has after + n images there."""
+    InputError unless the task has after + n images there."""
     classes = task_classes(task)
     n, after = _count(n, "the number of tuning images"), _count(after, "the number of calibration images")
     x, y = load_fmnist("train")
     x, y = x[TRAIN_END:], y[TRAIN_END:]
     idx = torch.nonzero(torch.isin(y, torch.tensor(classes))).flatten()
     if after + n > len(idx):
-        raise VelcroError(f"tuning images of task '{task}': only {len(idx)} unused train images, "
+        raise InputError(f"tuning images of task '{task}': only {len(idx)} unused train images, "
                           f"{after} calibration + {n} tuning requested")
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(idx), generator=g)
@@ -135,13 +135,13 @@ def tuning(task: str, n: int, seed: int = 0, after: int = 256):
 
 def validation(task: str, n: int | None = None, seed: int = 0):
     """Validation images of a task (the test set): all of them, or a seeded subset of ``n``;
-    VelcroError unless 1 <= n <= the images the task has."""
+    InputError unless 1 <= n <= the images the task has."""
     classes = task_classes(task)
     x, y = load_fmnist("test")
     try:
         return select(x, y, classes, None if n is None else _count(n, "the number of images"), seed)
-    except VelcroError as e:
-        raise VelcroError(f"validation images of task '{task}': {e}") from None
+    except InputError as e:
+        raise InputError(f"validation images of task '{task}': {e}") from None
 
 
 def calibration_validation(task: str, n_calib: int = 256, n_valid: int | None = None, seed: int = 0):
@@ -156,7 +156,7 @@ def _imagenet_base(path, classes, size):
     tv = import_torchvision()
     path = Path(path)
     if not path.is_dir():
-        raise VelcroError(f"ImageNet folder {path} not found")
+        raise InputError(f"ImageNet folder {path} not found")
     T = tv.transforms
     tf = T.Compose([T.Resize(256 if size == 224 else size), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -165,23 +165,23 @@ def _imagenet_base(path, classes, size):
         try:
             return tv.datasets.folder.default_loader(p)
         except Exception as e:          # PIL's UnidentifiedImageError, truncated files, ...
-            raise VelcroError(f"cannot read image {p}: {type(e).__name__}") from None
+            raise InputError(f"cannot read image {p}: {type(e).__name__}") from None
     try:
         ds = tv.datasets.ImageFolder(str(path), transform=tf, loader=load)
     except FileNotFoundError as e:      # no class folders, or a class folder without images
         first = str(e).splitlines()[0] if str(e) else "no images"
-        raise VelcroError(f"ImageNet folder {path}: {first}") from None
+        raise InputError(f"ImageNet folder {path}: {first}") from None
     wnids = sorted(ds.class_to_idx)
     if classes is not None:
         want = {w: i for i, w, _ in classes}
         missing = [w for w in want if w not in ds.class_to_idx]
         if missing:
-            raise VelcroError(f"class folders {missing} not found under {path}")
+            raise InputError(f"class folders {missing} not found under {path}")
         remap = {ds.class_to_idx[w]: i for w, i in want.items()}
     elif len(wnids) == 1000:
         remap = {i: i for i in range(1000)}
     else:
-        raise VelcroError(f"{path} has {len(wnids)} class folders; give a task's classes or all 1000")
+        raise InputError(f"{path} has {len(wnids)} class folders; give a task's classes or all 1000")
     return ds, remap, wnids
 
 
@@ -212,7 +212,7 @@ def imagenet_folder(path, classes=None, size=224, limit_per_class=None):
         short = {wnids[c]: per.get(c, 0) for c in remap if per.get(c, 0) < limit_per_class}
         if short:
             w, k = next(iter(short.items()))
-            raise VelcroError(f"class folder {path / w} has {k} image{'' if k == 1 else 's'}, fewer than the "
+            raise InputError(f"class folder {path / w} has {k} image{'' if k == 1 else 's'}, fewer than the "
                               f"{limit_per_class} per class requested"
                               + (f" ({len(short) - 1} more classes short)" if len(short) > 1 else ""))
     return _with_samples(ds, samples)
@@ -238,13 +238,13 @@ def imagenet_split(path, classes=None, *, calib_per_class: int, tune_per_class: 
     are permuted; the first ``calib_per_class`` are calibration images, the next
     ``tune_per_class`` tuning images, the rest validation images (all of them, or a seeded
     subset of ``valid_images`` in total).  The same arguments give the same split, so
-    ``velcro profile`` and ``velcro evaluate`` agree on it.  VelcroError if a class has too
+    ``velcro profile`` and ``velcro evaluate`` agree on it.  InputError if a class has too
     few images, no validation image is left, or ``valid_images`` exceeds what is left.
     """
     path = Path(path)
     calib_per_class = _count(calib_per_class, "calibration images per class")
     if isinstance(tune_per_class, bool) or not isinstance(tune_per_class, (int, np.integer)) or tune_per_class < 0:
-        raise VelcroError(f"tuning images per class must be an integer >= 0, not {tune_per_class!r}")
+        raise InputError(f"tuning images per class must be an integer >= 0, not {tune_per_class!r}")
     ds, remap, wnids = _imagenet_base(path, classes, size)
     by_class: dict[int, list] = {}
     for p, c in ds.samples:
@@ -257,7 +257,7 @@ def imagenet_split(path, classes=None, *, calib_per_class: int, tune_per_class: 
         files = sorted(by_class.get(c, []))
         if len(files) < need:
             k = len(files)
-            raise VelcroError(f"class folder {path / wnids[c]} has {k} image{'' if k == 1 else 's'}, fewer "
+            raise InputError(f"class folder {path / wnids[c]} has {k} image{'' if k == 1 else 's'}, fewer "
                               f"than the {calib_per_class} calibration"
                               + (f" + {tune_per_class} tuning" if tune_per_class else "")
                               + " per class requested")
@@ -268,13 +268,13 @@ def imagenet_split(path, classes=None, *, calib_per_class: int, tune_per_class: 
         tune += [(f, label) for f in files[calib_per_class:need]]
         valid += [(f, label) for f in files[need:]]
     if not valid:
-        raise VelcroError(f"no validation images left under {path}: every image of the task is used "
+        raise InputError(f"no validation images left under {path}: every image of the task is used "
                           f"for calibration ({calib_per_class} per class)"
                           + (f" and tuning ({tune_per_class} per class)" if tune_per_class else ""))
     if valid_images is not None:
         valid_images = _count(valid_images, "the number of validation images")
         if valid_images > len(valid):
-            raise VelcroError(f"only {len(valid)} validation images are left under {path} after "
+            raise InputError(f"only {len(valid)} validation images are left under {path} after "
                               f"calibration{' and tuning' if tune_per_class else ''}, {valid_images} requested")
         keep = sorted(torch.randperm(len(valid), generator=g)[:valid_images].tolist())
         valid = [valid[i] for i in keep]

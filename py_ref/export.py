@@ -146,7 +146,7 @@ def conv_layers(model, example: torch.Tensor) -> dict[str, ConvLayer]:
     import torch.nn as nn
     from torch.overrides import TorchFunctionMode
 
-    from .velcro import ACTIVATION_FUNCTIONS, _intercept
+    from .activation_points import ACTIVATION_FUNCTIONS, intercept
 
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     tags: dict[int, tuple] = {}        # id(tensor) -> (conv name, stage: "conv" | "bn")
@@ -205,7 +205,7 @@ def conv_layers(model, example: torch.Tensor) -> dict[str, ConvLayer]:
             keep.append(out)
         hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
     try:
-        with torch.no_grad(), _intercept(model, on_point), Follow():
+        with torch.no_grad(), intercept(model, on_point), Follow():
             model(example)
     finally:
         for h in hooks:
@@ -373,7 +373,7 @@ def layer_input(model, conv, x: torch.Tensor) -> torch.Tensor:
 def _calibration_maxima(model, conv, point: int, batches) -> tuple[float, float, str, tuple]:
     """(max |layer input|, max of the output point, its name, its shape per sample) over the
     calibration ``batches`` (tensors or (images, labels) pairs), one batch at a time."""
-    from .velcro import _intercept
+    from .activation_points import intercept
     x_max, y_max, where = 0.0, None, {}
 
     def on_point(i, name, out):
@@ -390,7 +390,7 @@ def _calibration_maxima(model, conv, point: int, batches) -> tuple[float, float,
         handle = conv.register_forward_pre_hook(
             lambda module, args: seen.append(float(args[0].detach().abs().max())))
         try:
-            with torch.no_grad(), _intercept(model, on_point) as mode:
+            with torch.no_grad(), intercept(model, on_point) as mode:
                 mode.new_forward()
                 model(x)
         finally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import CliError, one_line
+from .errors import CliError, one_line
 from .golden import FRAME_ARRAYS, Frame, FrameError
 
 __all__ = ["read_frame", "read_batch", "read_frame_arrays"]

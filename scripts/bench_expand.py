@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hdl.config import DEFAULT  # noqa: E402
-from py_ref.schedule import deal  # noqa: E402
-from sim.measure import best_of, expand_seconds  # noqa: E402
+from hdl.config import DEFAULT
+from py_ref.schedule import deal
+from sim.measure import best_of, expand_seconds
 
 SHAPE = (DEFAULT.out_channels, DEFAULT.height, DEFAULT.width)
 INSTANCES = DEFAULT.instances

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hdl.config import DEFAULT
+from hdl.generate import BUILD
+from sim.measure import run_steps
+from sim.runner import Build
+from sim.workloads import random_workloads
 
-from hdl.config import DEFAULT  # noqa: E402
-from hdl.generate import BUILD  # noqa: E402
-from sim.measure import run_steps  # noqa: E402
-from sim.runner import Build  # noqa: E402
-from sim.workloads import random_workloads  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

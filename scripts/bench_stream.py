@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hdl.config import DEFAULT  # noqa: E402
-from py_ref.golden import Frame, point_wide_mask, random_frame  # noqa: E402
-from py_ref.schedule import deal  # noqa: E402
-from sim.frame_runner import golden_mismatch, run_frame  # noqa: E402
+from hdl.config import DEFAULT
+from py_ref.golden import Frame, point_wide_mask, random_frame
+from py_ref.schedule import deal
+from sim.frame_runner import golden_mismatch, run_frame
 
 
 def stream_cycles(frame: Frame, ifmaps) -> int:

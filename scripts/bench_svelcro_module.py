@@ -22,13 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import torch
 
 from py_ref import data, svelcro, velcro
 from py_ref.models import load_fmnist_cnn
+
+ROOT = Path(__file__).resolve().parent.parent
 
 THRESHOLDS = [0.25, 0.5, 0.75]
 N_CALIB, N_VALID, BATCH = 512, 1000, 64

@@ -17,11 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from hdl.config import AccelConfig  # noqa: E402
-from sim.runner import Build  # noqa: E402
+from hdl.config import AccelConfig
+from sim.runner import Build
 
 #: tests/test_cli.py's CFG: 16 instances (the default design's), a small layer, so its model
 #: builds in about a minute; the per-cycle cost of the driver is what this compares.

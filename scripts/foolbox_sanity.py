@@ -18,15 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import torch
 
 from py_ref import velcro
 from py_ref.models import imagenet_model
 from py_ref.photos import foolbox_imagenet_photos, imagenet_categories
 from py_ref.presets import SKIP_FIRST
+
+ROOT = Path(__file__).resolve().parent.parent
 
 THRESHOLDS = [0.1, 0.2, 0.3, 0.5]
 

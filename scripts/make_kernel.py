@@ -4,11 +4,8 @@
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from hdl.kernel_folder import main  # noqa: E402
+from hdl.kernel_folder import main
 
 if __name__ == "__main__":
     sys.exit(main())

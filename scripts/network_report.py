@@ -20,13 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from sim import network_report
+from sim.network import NETWORK_DESIGN
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-
-from sim import network_report  # noqa: E402
-from sim.network import NETWORK_DESIGN  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from hdl.config import AccelConfig
 from hdl.contract import compute_cycle_bound
+from py_ref.errors import error_line
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
 from sim.frame_runner import run_frame
@@ -24,7 +25,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     if not 0.0 <= args.ratio <= 1.0:
-        print(f"run_default_frame: error: --ratio {args.ratio} is outside 0..1", file=sys.stderr)
+        print(error_line(f"--ratio {args.ratio} is outside 0..1", "run_default_frame"), file=sys.stderr)
         return 2
     cfg = AccelConfig()
     frame = random_frame(cfg, np.random.default_rng(args.seed), density=args.ratio)

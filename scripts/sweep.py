@@ -27,14 +27,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hdl.config import DEFAULT
+from hdl.generate import BUILD, add_config_arguments, config_from_args
+from py_ref.schedule import deal
+from sim import measure, perf_model, sweep_report, workloads
+from sim.energy import EnergyModel
 
-from hdl.config import DEFAULT  # noqa: E402
-from hdl.generate import BUILD, add_config_arguments, config_from_args  # noqa: E402
-from py_ref.schedule import deal  # noqa: E402
-from sim import measure, perf_model, sweep_report, workloads  # noqa: E402
-from sim.energy import EnergyModel  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_RATIOS = ",".join(f"{0.05 * i:.2f}" for i in range(19))      # 0, 0.05, ..., 0.90
 KEEP_SAIF = (0.0, 0.3)
@@ -128,13 +127,13 @@ def _main(argv=None) -> int:
 
 
 def _signals(func):
-    """Run ``func`` with SIGTERM and SIGHUP raised as py_ref.cli.Terminated; on Ctrl-C or
+    """Run ``func`` with SIGTERM and SIGHUP raised as py_ref.errors.Terminated; on Ctrl-C or
     those, every simulator and compiler of every thread is killed (sim.runner.kill_running)
     before the folders are removed, and the exit is 130 / 143 without a traceback."""
     def run(argv=None) -> int:
         import signal
 
-        from py_ref.cli import Terminated, _on_sigterm
+        from py_ref.errors import Terminated, _on_sigterm
         from sim.runner import kill_running
         previous = {sig: signal.signal(sig, _on_sigterm) for sig in (signal.SIGTERM,
                                                                       signal.SIGHUP)}

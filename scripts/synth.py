@@ -29,10 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from sim import synth_report
 
-from sim import synth_report  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 _T0 = time.monotonic()
 

@@ -2,10 +2,11 @@
 
     .venv/bin/python scripts/velcro_analysis.py [--out results/velcro] [--quick]
 
-A thin command over py_ref: profiling, masks, evaluation (all-class and task-restricted
-top-1, out-of-task predictions), the threshold search (py_ref.search) and the paired tests
-(py_ref.significance) are library functions; this file picks the image sets, runs them and
-writes REPORT.md, results.json and the figures.  Everything written is deterministic (fixed
+A thin command over py_ref: the analyses (py_ref.analysis: image sets, operating points,
+sweeps, the calibration-size study) over profiling, masks, evaluation (all-class and
+task-restricted top-1, out-of-task predictions), the threshold search (py_ref.search) and the
+paired tests (py_ref.significance) are library functions; this file runs them and writes
+REPORT.md, results.json and the figures.  Everything written is deterministic (fixed
 seeds, single thread, no dates or timings); progress and timings go to stderr.
 
 Data and model: Fashion-MNIST (Debian dataset-fashion-mnist) and the committed small CNN
@@ -20,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import matplotlib
 matplotlib.use("Agg")
@@ -34,13 +31,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from py_ref import data, export, presets, search, svelcro, velcro
-from py_ref.models import imagenet_model, load_fmnist_cnn, mobilenet_v2_weights_path
-from py_ref.significance import ALPHA, compare, wilson
+from py_ref import data
+from py_ref.analysis import (SEED, Task, calibration_study, export_check, mobilenet_checks,
+                             operating_points, paper_style, paper_tuples_on_architectures,
+                             recommend, strip, sweep, variance_rows)
+from py_ref.models import load_fmnist_cnn
+from py_ref.significance import ALPHA
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = ["footwear", "tops", "shirts", "other", "all"]
 STUDY_TASKS = ["footwear", "tops"]
-SEED = 0
 _T0 = time.monotonic()
 
 
@@ -48,74 +49,7 @@ def log(msg):
     print(f"[{time.monotonic() - _T0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
 
-class Task:
-    """Calibration / tuning / validation images of one task, its profile, and the uncompressed
-    model's per-image outcomes on the tuning and validation images."""
-
-    def __init__(self, name, model, n_calib, n_tune, n_valid):
-        self.name, self.model = name, model
-        self.classes = data.task_classes(name)
-        self.calib, _ = data.calibration(name, n_calib, SEED)
-        self.tune = data.tuning(name, n_tune, SEED, after=n_calib)
-        self.valid = data.validation(name, n_valid, SEED)
-        self.stats = velcro.profile(model, data.batches(self.calib, None, 128), skip_first=True,
-                                    count_zeros=True)
-        self.network_macs = velcro.conv_macs(model, self.calib[:1])
-        self.base = self.evaluate(None)          # uncompressed, validation images
-
-    def evaluate(self, masks):
-        """velcro.evaluate on the validation images, per image, with the task's classes (the
-        uncompressed model only when ``masks`` is None: it is scored once, in __init__)."""
-        return velcro.evaluate(self.model, data.batches(*self.valid, 200), self.stats, masks,
-                               task_classes=self.classes, per_image=True, original=masks is None)
-
-
-def point_row(t: Task, masks, extra=None):
-    """One operating point on the held-out images: C both ways, Table 4 both ways, the three
-    metrics, and the paired tests of task-restricted and all-class top-1 against uncompressed."""
-    c = velcro.compression_ratio(t.stats, masks, network_macs=t.network_macs)
-    row = {"C": c.elements, "C_macs": c.macs, "C_network": c.network_macs}
-    if c.compressed:
-        row["zero_values"] = velcro.zero_share(t.stats, masks)
-        row["zero_means"] = velcro.zero_mean_share(t.stats, masks)
-    if c.compressed == 0:
-        r = dict(t.base, top1_compressed=t.base["top1"], top1_task_compressed=t.base["top1_task"],
-                 out_of_task_compressed=t.base["out_of_task"], correct_compressed=t.base["correct"],
-                 correct_task_compressed=t.base["correct_task"])
-    else:
-        r = t.evaluate(masks)
-    row.update(top1=r["top1_compressed"], top1_task=r["top1_task_compressed"],
-               out_of_task=r["out_of_task_compressed"],
-               test_task=compare(t.base["correct_task"], r["correct_task_compressed"]).as_dict(),
-               test_all=compare(t.base["correct"], r["correct_compressed"]).as_dict())
-    row["_correct_task"] = r["correct_task_compressed"]
-    row.update(extra or {})
-    return row
-
-
-def strip(obj):
-    """results.json without the per-image vectors."""
-    if isinstance(obj, dict):
-        return {k: strip(v) for k, v in obj.items() if not k.startswith("_")}
-    if isinstance(obj, list):
-        return [strip(v) for v in obj]
-    return obj
-
-
-# ------------------------------------------------------------------ analyses
-
-def variance_rows(tasks):
-    stats_all = tasks["all"].stats
-    rows = []
-    for k, s_all in enumerate(stats_all):
-        med_all = float(s_all.var.median())
-        for name, t in tasks.items():
-            v = t.stats[k].var.flatten().numpy()
-            rows.append({"point": s_all.name, "task": name, "median_var": float(np.median(v)),
-                         "share_below_all_median": float((v < med_all).mean()),
-                         "share_var_zero": float((v == 0).mean())})
-    return rows
-
+# ------------------------------------------------------------------ figures
 
 def variance_figure(tasks, out):
     """Cumulative distributions of the element variances: the curve's height at a variance v is
@@ -145,126 +79,6 @@ def variance_figure(tasks, out):
     fig.savefig(out / "variance_fmnist.png", dpi=110, metadata={"Software": None})
     plt.close(fig)
 
-
-def sweep(t: Task, grid_v, grid_s):
-    v = [point_row(t, velcro.make_masks(t.stats, [T] * len(t.stats)), {"T": T}) for T in grid_v]
-    s = [point_row(t, svelcro.make_channel_masks(t.stats, [T] * len(t.stats)), {"T": T}) for T in grid_s]
-    log(f"sweep {t.name}: task top-1 base {t.base['top1_task']:.3f}; VELCRO " +
-        " ".join(f"{p['T']:.2f}:{p['top1_task']:.3f}" for p in v))
-    return {"velcro": v, "svelcro": s}
-
-
-def operating_points(t: Task, max_evals):
-    """Chosen on the tuning images (py_ref.search, task-restricted top-1 kept at the
-    uncompressed model's), reported on the held-out images with paired tests."""
-    score = search.tuning_score(t.model, data.batches(*t.tune, 200), t.stats, task_classes=t.classes)
-    r = search.search_thresholds(t.stats, score, max_evals=max_evals)
-    uni = point_row(t, velcro.make_masks(t.stats, [r.uniform] * len(t.stats)),
-                    {"T": r.uniform, "tune": r.uniform_score})
-    srch = point_row(t, velcro.make_masks(t.stats, list(r.thresholds)),
-                     {"tuple": list(r.thresholds), "tune": r.score})
-    vs = compare(uni["_correct_task"], srch["_correct_task"]).as_dict()
-    log(f"search {t.name}: uniform {r.uniform:.2f} -> valid {uni['top1_task']:.3f} p={uni['test_task']['p']:.3g}; "
-        f"searched {r.thresholds} C={srch['C']:.3f} -> valid {srch['top1_task']:.3f} p={srch['test_task']['p']:.3g}")
-    return {"evals": r.evals, "base_tune": r.base, "uniform": uni, "search": srch,
-            "search_vs_uniform": vs}
-
-
-def paper_style(points, base_key="top1"):
-    """The paper's reading: largest C whose accuracy on the evaluated images is not below the
-    uncompressed model's (selection and measurement on the same images)."""
-    return max((p for p in points if p["test_all"]["other"] >= p["test_all"]["base"] - 1e-12),
-               key=lambda p: p["C"])
-
-
-def calibration_study(model, name, sizes, T, n_valid):
-    """Masks and held-out task top-1 against the number of calibration images (nested seeded
-    subsets), masks compared with those of the largest size."""
-    classes = data.task_classes(name)
-    xv, yv = data.validation(name, n_valid, SEED)
-    vb = data.batches(xv, yv, 200)
-    rows, ref = [], None
-    base = None
-    for n in sorted(sizes, reverse=True):
-        xc, _ = data.calibration(name, n, SEED)
-        stats = velcro.profile(model, data.batches(xc, None, 128), skip_first=True)
-        masks = velcro.make_masks(stats, [T] * len(stats))
-        r = velcro.evaluate(model, vb, stats, masks, task_classes=classes, per_image=True)
-        if ref is None:
-            ref = masks
-            base = r
-        inter = sum(int((m & q).sum()) for m, q in zip(masks, ref))
-        union = sum(int((m | q).sum()) for m, q in zip(masks, ref))
-        same = sum(int((m == q).sum()) for m, q in zip(masks, ref)) / sum(m.numel() for m in masks)
-        k = int(r["correct_task_compressed"].sum())
-        lo, hi = wilson(k, len(yv))
-        rows.append({"images": n, "jaccard": inter / union if union else 1.0, "agreement": same,
-                     "top1_task": r["top1_task_compressed"], "ci": [lo, hi],
-                     "test_vs_uncompressed": compare(r["correct_task"], r["correct_task_compressed"]).as_dict(),
-                     "test_vs_largest": compare(base["correct_task_compressed"],
-                                                r["correct_task_compressed"]).as_dict()})
-        log(f"calibration {name} n={n}: jaccard {rows[-1]['jaccard']:.3f} top1_task {rows[-1]['top1_task']:.3f}")
-    rows.sort(key=lambda r: r["images"])
-    return {"task": name, "T": T, "base_top1_task": base["top1_task"], "rows": rows}
-
-
-def recommend(study, jaccard_min=0.9):
-    """Smallest calibration size whose masks overlap the largest size's by >= jaccard_min
-    (Jaccard) and whose held-out task top-1 is not significantly different from it."""
-    for r in study["rows"]:
-        if r["jaccard"] >= jaccard_min and r["test_vs_largest"]["p"] >= ALPHA:
-            return r["images"]
-    return study["rows"][-1]["images"]
-
-
-def paper_tuples_on_architectures():
-    """Element C and MAC-weighted C of every Appendix-B tuple on torchvision's architectures at
-    224x224 (shapes and MACs from one profile of two random images; masks take exactly
-    floor(T * n) elements per point, so C does not depend on the images)."""
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
-    rows = []
-    for model in presets.POINTS:
-        m = imagenet_model(model, pretrained=(model == "mobilenet_v2"))
-        stats = velcro.profile(m, [x], skip_first=presets.SKIP_FIRST[model])
-        net = velcro.conv_macs(m, x)
-        for task, d in presets.PAPER_TUPLES[model].items():
-            for ratio, pct in d.items():
-                c = velcro.compression_ratio(stats, velcro.make_masks(stats, [p / 100 for p in pct]),
-                                             network_macs=net)
-                rows.append({"model": model, "task": task, "paper_ratio": ratio, "C": c.elements,
-                             "C_macs": c.macs, "C_network": c.network_macs})
-    return rows
-
-
-def mobilenet_checks():
-    from py_ref.tv import import_torchvision
-    tv = import_torchvision()
-    m = tv.models.mobilenet_v2()
-    sd = torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True)
-    res = m.load_state_dict(sd, strict=True)
-    m.eval()
-    pts = velcro.trace_points(m, torch.zeros(1, 3, 224, 224))
-    return {"weights": str(mobilenet_v2_weights_path().name), "missing": len(res.missing_keys),
-            "unexpected": len(res.unexpected_keys), "points": len(pts), "first": pts[0][0],
-            "last": pts[-1][0]}
-
-
-def export_check(model, t: Task):
-    mask = velcro.make_masks([t.stats[0]], [0.3])[0]
-    errs, within, bounds = [], [], []
-    for i in range(0, min(len(t.valid[0]), 200), 20):
-        r = export.quantise_layer(model, "conv2", t.calib, t.valid[0][i:i + 1], t.stats[0], mask)
-        chk = export.check_export(r)
-        assert chk["ok"], chk
-        errs.append(chk["max_err_vs_float_layer"])
-        within.append(chk["share_within_1_step"])
-        bounds.append(chk["max_err_vs_quantised_float"])
-    return {"images": len(errs), "max_err_steps": max(errs), "mean_of_max": float(np.mean(errs)),
-            "min_share_within_1": min(within), "max_err_vs_quantised_float": max(bounds),
-            "tolerance": export.TOLERANCE_STEPS}
-
-
-# ------------------------------------------------------------------ figures
 
 def accuracy_figure(tasks, sw, ops, out):
     """Change against the uncompressed model (paired 95 % Newcombe intervals), shared y-axes."""
@@ -360,6 +174,25 @@ def test_cell(tst, d=1):
 
 
 def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, exp):
+    """REPORT.md, its sections in order."""
+    L = []
+    for section in (_setup_section(cfg),
+                    _operating_points_section(tasks, ops),
+                    _accuracy_section(sw, tasks),
+                    _paper_reading_section(sw, tasks),
+                    _zeros_section(sw, tasks, ops),
+                    _calibration_section(cfg, studies),
+                    _variance_section(var_rows),
+                    _architectures_section(paper_rows, mnet),
+                    _exported_layer_section(exp),
+                    _profiling_overhead_section(),
+                    _discussion_section(cfg)):
+        L += section
+    (out / "REPORT.md").write_text("\n".join(L) + "\n")
+
+
+def _setup_section(cfg) -> list[str]:
+    """The title, then ## Setup"""
     L = []
     a = L.append
     a("# VELCRO / S-VELCRO on real data (Fashion-MNIST CNN, ImageNet architecture checks)\n")
@@ -397,7 +230,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
       "the ImageNet models this report checks the paper's tuples on the architectures (below); "
       "`velcro profile/compress/evaluate --model mobilenet_v2 --data PATH --task cats` runs the full flow on a "
       "local ImageNet folder, split disjointly into calibration and validation images with `--seed`.\n")
+    return L
 
+
+def _operating_points_section(tasks, ops) -> list[str]:
+    """## Operating points chosen on tuning images, reported on held-out images (paper Table 2)"""
+    L = []
+    a = L.append
     a("## Operating points chosen on tuning images, reported on held-out images (paper Table 2)\n")
     a("`py_ref.search.search_thresholds` on the tuning images, keeping task top-1 at or above the uncompressed "
       "model's: the largest uniform T of 0.05..0.60, then greedy per-point steps of 0.05 (largest points first). "
@@ -417,7 +256,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
               f"{test_cell(p['test_all'])} | {pct(b['out_of_task'])} -> {pct(p['out_of_task'])} |")
     a("\nSearched against uniform on the held-out images (task top-1): " + "; ".join(
         f"{n} {test_cell(r['search_vs_uniform'])}" for n, r in ops.items()) + ".\n")
+    return L
 
+
+def _accuracy_section(sw, tasks) -> list[str]:
+    """## Accuracy against compression (paper Figure 9)"""
+    L = []
+    a = L.append
     a("## Accuracy against compression (paper Figure 9)\n")
     a("![accuracy](accuracy_vs_c_fmnist.png)\n")
     a("Uniform tuples (every point the same T, so element C = T for VELCRO), on the held-out images.  Each "
@@ -444,7 +289,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
         a(f"| {name} | {pct(b['top1_task'])} / {pct(b['top1'])} / {pct(b['out_of_task'], 0)} | " +
           " | ".join(cell(p) for p in sw[name]["svelcro"] if p["T"] > 0) + " |")
     a("")
+    return L
 
+
+def _paper_reading_section(sw, tasks) -> list[str]:
+    """## The paper's reading against the held-out reading (Tables 2 and 5)"""
+    L = []
+    a = L.append
     a("## The paper's reading against the held-out reading (Tables 2 and 5)\n")
     a("Paper-style: the largest uniform C whose all-class top-1 on the evaluated images is not below the "
       "uncompressed model's, and the largest all-class gain over the sweep (selection and measurement on the "
@@ -459,7 +310,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
         a(f"| {name} | {pct(ps['C'], 0)} | {test_cell(ps['test_task'])} | {pts(best['test_all']['diff'])} pts "
           f"at {pct(best['C'], 0)} | {test_cell(best['test_task'])} |")
     a("")
+    return L
 
+
+def _zeros_section(sw, tasks, ops) -> list[str]:
+    """## Zeros among compressed elements (paper Table 4), both readings"""
+    L = []
+    a = L.append
     a("## Zeros among compressed elements (paper Table 4), both readings\n")
     a("At the uniform operating point chosen on the tuning images (and at T = 0.30 for every task), over the "
       "calibration images: (a) element x image values exactly zero among all values of the compressed "
@@ -478,7 +335,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
         a(f"| {name} | {first} | {pct(p30['zero_values'])} | {pct(p30['zero_means'])} |")
     a("| *paper: ResNet-18 / GoogLeNet / MobileNetV2* | | *0.08-0.31% / 0.56-0.64% / 10.5-14.9%* | | | |")
     a("")
+    return L
 
+
+def _calibration_section(cfg, studies) -> list[str]:
+    """## Calibration size (mask agreement and held-out accuracy)"""
+    L = []
+    a = L.append
     a("## Calibration size (mask agreement and held-out accuracy)\n")
     a("![calibration](calibration_size_fmnist.png)\n")
     a("Nested seeded calibration subsets; masks at a fixed uniform T compared with those of the largest set "
@@ -496,7 +359,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
               f"{test_cell(r['test_vs_uncompressed'])} |")
         a("")
     a(cfg["calibration_recommendation"] + "\n")
+    return L
 
+
+def _variance_section(var_rows) -> list[str]:
+    """## Value locality: variance distributions (paper Figures 3-8)"""
+    L = []
+    a = L.append
     a("## Value locality: variance distributions (paper Figures 3-8)\n")
     a("![variance](variance_fmnist.png)\n")
     a("Cumulative curves: the height at variance v is the threshold T that compresses exactly the elements "
@@ -507,7 +376,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
         a(f"| {r['point']} | {r['task']} | {r['median_var']:.4g} | {pct(r['share_below_all_median'])} | "
           f"{pct(r['share_var_zero'])} |")
     a("")
+    return L
 
+
+def _architectures_section(paper_rows, mnet) -> list[str]:
+    """## The paper's threshold tuples on the real architectures (torchvision 0.28)"""
+    L = []
+    a = L.append
     a("## The paper's threshold tuples on the real architectures (torchvision 0.28)\n")
     a(f"Activation points counted by the interceptor: ResNet-18 17, GoogLeNet 57, MobileNetV2 35 "
       f"(first `{mnet['first']}`, last `{mnet['last']}`).  MobileNetV2 ImageNet weights "
@@ -526,7 +401,13 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
     a("\nThe non-round labels, which are the paper's Table 2 entries (ResNet-18 cats 27.73%, dogs 27.70%; "
       "GoogLeNet dogs 25.46%, cars 27.70%; MobileNetV2 cats 13.5%, dogs 19.76%, cars 16.8%), come out to "
       "within 0.01 points as element C, which confirms the mapping (tests/test_presets.py checks it).\n")
+    return L
 
+
+def _exported_layer_section(exp) -> list[str]:
+    """## Exported hardware layer"""
+    L = []
+    a = L.append
     a("## Exported hardware layer\n")
     a(f"conv2 of the CNN (16->16, 3x3, 64x64) with the footwear profile and T = 0.3, quantised "
       f"(`velcro export`): over {exp['images']} validation images, golden model vs float PyTorch layer max "
@@ -535,15 +416,27 @@ def write_report(out, cfg, var_rows, sw, tasks, ops, studies, paper_rows, mnet, 
       f"golden vs float model of the quantised arrays max {exp['max_err_vs_quantised_float']:.3f} (rounding "
       "only).  The frame through the RTL (Verilator) equals the golden model bit-exactly: "
       "`tests/test_export.py::test_exported_frame_through_rtl`.\n")
+    return L
 
+
+def _profiling_overhead_section() -> list[str]:
+    """## Profiling overhead"""
+    L = []
+    a = L.append
     a("## Profiling overhead\n")
     a("Timings are not deterministic, so they are not in this tracked report: `make velcro-results` writes "
       "them to `results/velcro/bench_profile_overhead.log` (untracked); README quotes a run.\n")
+    return L
 
+
+def _discussion_section(cfg) -> list[str]:
+    """## What holds on held-out images, and what does not"""
+    L = []
+    a = L.append
     a("## What holds on held-out images, and what does not\n")
     for line in cfg["discussion"]:
         a(f"- {line}")
-    (out / "REPORT.md").write_text("\n".join(L) + "\n")
+    return L
 
 
 def discussion(tasks, sw, ops, studies):
@@ -609,13 +502,13 @@ def main(argv=None) -> int:
     grid_s = [round(0.1 * i, 2) for i in range(7)]
     if a.quick:
         grid_v, grid_s = [0.0, 0.3, 0.6], [0.0, 0.3]
-    sw = {name: sweep(t, grid_v, grid_s) for name, t in tasks.items()}
-    ops = {name: operating_points(t, a.max_evals) for name, t in tasks.items()}
+    sw = {name: sweep(t, grid_v, grid_s, log) for name, t in tasks.items()}
+    ops = {name: operating_points(t, a.max_evals, log) for name, t in tasks.items()}
     accuracy_figure(tasks, sw, ops, out)
     sizes = [16, 64, 256] if a.quick else [16, 32, 64, 128, 256, 512, 1024]
     studies = []
     for name in STUDY_TASKS:
-        st = calibration_study(model, name, sizes, 0.3, a.valid)
+        st = calibration_study(model, name, sizes, 0.3, a.valid, log)
         st["recommended"] = recommend(st)
         studies.append(st)
     calibration_figure(studies, out)

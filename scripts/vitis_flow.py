@@ -33,12 +33,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from hdl.config import KERNEL_CLOCK_MHZ
+from hdl.generate import BUILD
+from hdl.regmap import KERNEL_NAME
+from py_ref.errors import error_line
 
-from hdl.generate import BUILD  # noqa: E402
-from hdl.config import KERNEL_CLOCK_MHZ  # noqa: E402
-from hdl.regmap import KERNEL_NAME  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 HOST = "host_velcro.py"
 TARGETS = ("hw_emu", "hw")
@@ -177,11 +177,11 @@ def main(argv=None) -> int:
                 raise FlowError(f"{args.xclbin} not found")
             print(f"wrote {write_deploy(kernel, args.xclbin)}")
     except FlowError as exc:
-        print(f"velcro: error: make {args.step}: {exc}", file=sys.stderr)
+        print(error_line(exc, f"make {args.step}"), file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"velcro: error: make {args.step}: {exc.cmd[0]} failed (exit status "
-              f"{exc.returncode})", file=sys.stderr)
+        print(error_line(f"{exc.cmd[0]} failed (exit status {exc.returncode})", f"make {args.step}"),
+              file=sys.stderr)
         return exc.returncode or 1
     return 0
 

@@ -15,7 +15,6 @@ of the last image.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from hdl.program import LayerProgram
 from hdl.results import StreamResult
 from py_ref.golden import Frame
 from py_ref.golden import golden_mismatch as image_mismatch
+from py_ref.outputs import write_atomically
 
 from .runner import Build, SimulationFailed, ticking
 
@@ -109,12 +109,4 @@ def _keep_log(log: Path | None, keep: Path) -> Path | None:
     """Copy ``log`` to ``keep`` (atomically: concurrent failures each leave a whole file)."""
     if log is None or not Path(log).exists():
         return None
-    fd, tmp = tempfile.mkstemp(dir=keep.parent, prefix=f".{keep.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(log, tmp)
-        os.replace(tmp, keep)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return keep
+    return write_atomically(keep, lambda tmp: shutil.copyfile(log, tmp))

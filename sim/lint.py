@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from py_ref.errors import error_line
+
 from .runner import LINT_WAIVERS
 from .toolchain import setup_verilator
 
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
         return 2
     path = Path(argv[0])
     if not path.exists():
-        print(f"lint: error: {path} does not exist (run `make verilog`)", file=sys.stderr)
+        print(error_line(f"{path} does not exist (run `make verilog`)", "lint"), file=sys.stderr)
         return 2
     result = lint(path, argv[1] if len(argv) > 1 else None)
     sys.stdout.write(result.stdout + result.stderr)

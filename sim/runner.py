@@ -29,6 +29,8 @@ from hdl.config import AccelConfig
 from hdl.generate import (BUILD, REPO, TOP, check_build_folder, content_stamp, generated_rtl,
                           rtl_is_current, stamp_is_valid)
 
+from py_ref.outputs import write_atomically
+
 from . import saif_window, toolchain
 
 SIMULATORS = ("icarus", "verilator")
@@ -61,7 +63,7 @@ class _RunnerMixin:
     * ``skip_build``: ``build()`` sets up the runner's state but runs no command (the cached
       model is current); cocotb's Verilator runner would otherwise re-verilate every time.
     * Commands run in their own session and the whole process group is killed if this process
-      is interrupted (Ctrl-C, SIGTERM turned into an exception by py_ref/cli.py): ``make``'s
+      is interrupted (Ctrl-C, SIGTERM turned into an exception by py_ref/errors.py): ``make``'s
       compilers never outlive us and keep writing into the build folder.
     """
 
@@ -346,10 +348,8 @@ class Build:
                               None if self.verbose else self.log) from None
         runner.skip_build = False
         if not fresh:
-            fd, tmp = tempfile.mkstemp(dir=self.build_dir, prefix=".sources.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(content_stamp(self._digest(), [self._product]))
-            os.replace(tmp, self._stamp)
+            stamp = content_stamp(self._digest(), [self._product])
+            write_atomically(self._stamp, lambda tmp: Path(tmp).write_text(stamp))
             say(f"compiled {self.name} in {time.monotonic() - start:.0f} s")
         return runner
 

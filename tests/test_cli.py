@@ -293,7 +293,7 @@ def test_sim_rejects_unreadable_files(tmp_path, frame, kind, no_build):
 def test_every_single_bit_flip_is_read_or_refused(tmp_path, frame):
     """Flip one bit of each byte of a FRAME.npz: the loader returns a valid frame or raises
     CliError, never anything else (BadZipFile, zlib.error, ValueError, MemoryError, ...)."""
-    from py_ref.cli import CliError
+    from py_ref.errors import CliError
     from py_ref.frame_file import read_frame
 
     frame.save(tmp_path / "good.npz")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from py_ref import commands
+from py_ref.errors import main_guard
 
 
 def run(argv):
@@ -13,7 +14,7 @@ def run(argv):
     sub = p.add_subparsers(dest="command", required=True)
     commands.register(sub)
     args = p.parse_args(argv)
-    return args.func(args)
+    return main_guard(args.func, args)
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +152,11 @@ def test_imagenet_split_is_disjoint_and_seeded(tmp_path):
     assert {p for p, _ in small.calib.samples} <= parts[0]
     sub = data.imagenet_split(root, classes, calib_per_class=2, valid_images=3, seed=3)
     assert len(sub.valid) == 3 and {p for p, _ in sub.valid.samples} <= files - parts[0]
-    with pytest.raises(data.VelcroError, match="no validation images left"):
+    with pytest.raises(data.InputError, match="no validation images left"):
         data.imagenet_split(root, classes, calib_per_class=5)
-    with pytest.raises(data.VelcroError, match="fewer than the 4 calibration"):
+    with pytest.raises(data.InputError, match="fewer than the 4 calibration"):
         data.imagenet_split(root, classes, calib_per_class=4, tune_per_class=2)
-    with pytest.raises(data.VelcroError, match="only 6 validation images are left"):
+    with pytest.raises(data.InputError, match="only 6 validation images are left"):
         data.imagenet_split(root, classes, calib_per_class=2, valid_images=7)
 
 
@@ -393,14 +394,14 @@ def test_counts_are_refused_not_clamped(tmp_path, capsys, monkeypatch, argv, msg
 
 def test_library_refuses_counts():
     from py_ref import data
-    from py_ref.velcro import VelcroError
-    with pytest.raises(VelcroError, match="only 1993 images"):
+    from py_ref.errors import InputError
+    with pytest.raises(InputError, match="only 1993 images"):
         data.calibration_validation("shirts", n_calib=1994)
-    with pytest.raises(VelcroError, match="validation images of task 'shirts': only 2000"):
+    with pytest.raises(InputError, match="validation images of task 'shirts': only 2000"):
         data.calibration_validation("shirts", n_calib=8, n_valid=2001)
-    with pytest.raises(VelcroError, match="at least 1, not 0"):
+    with pytest.raises(InputError, match="at least 1, not 0"):
         data.calibration("shirts", 0)
-    with pytest.raises(VelcroError, match="at least 1, not 0"):
+    with pytest.raises(InputError, match="at least 1, not 0"):
         data.batches(np.zeros(4), None, 0)
     (xc, _), (xv, _) = data.calibration_validation("shirts", n_calib=1993, n_valid=2000)
     assert len(xc) == 1993 and len(xv) == 2000

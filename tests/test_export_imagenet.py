@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from py_ref import commands, export, velcro
+from py_ref.errors import main_guard
 from py_ref.golden import golden_ofm
 from py_ref.models import imagenet_model
 
@@ -219,7 +220,7 @@ def run(argv):
     p = argparse.ArgumentParser(prog="velcro")
     commands.register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)
-    return args.func(args)
+    return main_guard(args.func, args)
 
 
 def one_error_line(capsys, *needles):

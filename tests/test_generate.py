@@ -28,7 +28,7 @@ def test_generate_cli_rejects_bad_configuration(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hdl.generate", "--height", "2", "--out",
                         str(tmp_path / "x.v")], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == "generate: error: height=2 is out of range 4..256"
+    assert r.stderr.strip() == "velcro: error: generate: height=2 is out of range 4..256"
     assert not (tmp_path / "x.v").exists()
 
 

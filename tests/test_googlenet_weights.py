@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from py_ref import commands
+from py_ref.errors import InputError, main_guard
 from py_ref.models import GOOGLENET_AUX_PREFIXES, imagenet_model
-from py_ref.velcro import VelcroError
 
 SEED = 2718
 
@@ -91,7 +91,7 @@ def _bad(sd, tmp_path, name, change):
 def test_wrong_checkpoint_is_refused_naming_keys(checkpoint, tmp_path, name, change, needles):
     path, sd, _ = checkpoint
     p = _bad(sd, tmp_path, name, change)
-    with pytest.raises(VelcroError) as e:
+    with pytest.raises(InputError) as e:
         imagenet_model("googlenet", weights=p)
     for n in [str(p), "do not fit GoogLeNet", *needles]:
         assert n in str(e.value), str(e.value)
@@ -100,7 +100,7 @@ def test_wrong_checkpoint_is_refused_naming_keys(checkpoint, tmp_path, name, cha
 def test_resnet_checkpoint_for_googlenet_is_refused(tv, tmp_path):
     p = tmp_path / "resnet18.pth"
     torch.save(tv.models.resnet18().state_dict(), p)
-    with pytest.raises(VelcroError, match=r"missing: conv1\.conv\.weight, conv1\.bn\.weight, "
+    with pytest.raises(InputError, match=r"missing: conv1\.conv\.weight, conv1\.bn\.weight, "
                                           r"conv1\.bn\.bias \(\+\d+ more\); unexpected: conv1\.weight"):
         imagenet_model("googlenet", weights=p)
 
@@ -114,7 +114,7 @@ def test_cli_wrong_checkpoint_one_line_exit_2(checkpoint, tmp_path, capsys):
     commands.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["profile", "--model", "googlenet", "--data", str(tmp_path / "val"),
                               "--task", "all", "--weights", str(p), "--out", str(out)])
-    assert args.func(args) == 2
+    assert main_guard(args.func, args) == 2
     cap = capsys.readouterr()
     lines = cap.err.splitlines()
     assert lines[-1].startswith("velcro: error: ") and "Traceback" not in cap.err and cap.out == ""

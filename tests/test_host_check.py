@@ -94,7 +94,7 @@ def test_host_script_refuses_before_the_device(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith("host_velcro: error: the frame does not fit this kernel: "
+    assert r.stderr.startswith("velcro: error: host_velcro: the frame does not fit this kernel: "
                                "C_in=16 (kernel maximum: 1)")
 
 

@@ -18,7 +18,8 @@ import pytest
 from conftest import seed_for
 
 from hdl.config import AccelConfig
-from py_ref.cli import CliError, atomic_write, check_output
+from py_ref.errors import CliError
+from py_ref.outputs import atomic_write, check_output
 from py_ref.golden import random_frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -319,7 +320,7 @@ def test_host_script_deeply_nested_config_is_one_line(tmp_path):
 
 import zipfile                                                     # noqa: E402
 
-import py_ref.cli                                                  # noqa: E402
+import py_ref.errors                                               # noqa: E402
 
 
 def _frame_arrays(seed_name):
@@ -481,7 +482,7 @@ def test_gone_stdout_is_a_quiet_exit_with_the_output_kept(tmp_path, frame_file, 
     args = (["export", "--images", "16", "--out", out] if command == "export" else
             ["sim", frame_file, "--out", out])
     r = stdout(args)
-    assert r.returncode == getattr(py_ref.cli, "EXIT_STDOUT_GONE", 141), r.stderr
+    assert r.returncode == getattr(py_ref.errors, "EXIT_STDOUT_GONE", 141), r.stderr
     assert "Traceback" not in r.stderr and "error" not in r.stderr, r.stderr
     with np.load(out) as result:
         assert "ofm" in result.files or "ifmap" in result.files

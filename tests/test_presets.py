@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from py_ref import presets, velcro
-from py_ref.velcro import VelcroError
+from py_ref.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,14 @@ def test_every_tuple_has_the_right_length():
 
 @pytest.mark.parametrize("model,n", [("resnet18", 17), ("googlenet", 55), ("mobilenet_v2", 34)])
 def test_wrong_length_rejected(model, n):
-    with pytest.raises(VelcroError, match=f"needs .* entries.*got {n}"):
+    with pytest.raises(InputError, match=f"needs .* entries.*got {n}"):
         presets.check_tuple_length(model, [10] * n)
 
 
 def test_unknown_preset_rejected():
-    with pytest.raises(VelcroError, match="no paper tuple"):
+    with pytest.raises(InputError, match="no paper tuple"):
         presets.paper_tuple("resnet18", "cats", "13.5%")
-    with pytest.raises(VelcroError, match="unknown model"):
+    with pytest.raises(InputError, match="unknown model"):
         presets.check_tuple_length("vgg16", [1])
 
 

@@ -3,6 +3,7 @@
 import argparse
 
 from py_ref import commands
+from py_ref.errors import main_guard
 
 
 def _no_long_work(*a, **k):
@@ -17,4 +18,4 @@ def run_command(argv, monkeypatch):
     sub = p.add_subparsers(dest="command", required=True)
     commands.register(sub)
     args = p.parse_args(argv)
-    return args.func(args)
+    return main_guard(args.func, args)

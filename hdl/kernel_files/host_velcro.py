@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from hdl.config import AccelConfig, ConfigError
-from hdl.regmap import KERNEL_NAME, cu_names
 from hdl.kernel_host import read_kernel_config, split_batch
+from hdl.regmap import KERNEL_NAME, cu_names
+from py_ref.errors import CliError, error_line
 
 HERE = Path(__file__).resolve().parent
 
 
-class HostError(Exception):
+class HostError(CliError):
     """A problem found before the device is used: printed as one line, exit status 2."""
 
 
@@ -81,7 +82,6 @@ def prepare(args):
     """Everything that can go wrong before the device: config, frames (or batch), shapes, the
     split, the xclbin. Returns the design, the compute units and the layers to run, each
     (layer configuration, frame of its first image, ifmaps [B, ...])."""
-    from py_ref.cli import CliError
     from py_ref.frame_file import read_batch
     from py_ref.golden import random_frame
 
@@ -91,10 +91,7 @@ def prepare(args):
         if args.images is not None:
             raise HostError("--images is for the random batch; a FRAME.npz brings its own")
         for path in args.frame:
-            try:
-                frame, ifmaps = read_batch(path)
-            except CliError as exc:
-                raise HostError(str(exc)) from None
+            frame, ifmaps = read_batch(path)          # an unreadable file: its CliError
             layer = check_frame(cfg, frame)
             layers.append((layer, frame, frame.ifmap[None] if ifmaps is None else ifmaps))
     else:
@@ -130,14 +127,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, cus, layers = prepare(args)
-    except HostError as exc:
-        print(f"host_velcro: error: {exc}", file=sys.stderr)
+    except CliError as exc:
+        print(error_line(exc, "host_velcro"), file=sys.stderr)
         return 2
     try:
         import pyxrt
     except ImportError:
-        print("host_velcro: error: pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
-              file=sys.stderr)
+        print(error_line("pyxrt not found: run `source /opt/xilinx/xrt/setup.sh` first",
+                         "host_velcro"), file=sys.stderr)
         return 2
     device = pyxrt.device(args.device)
     uuid = device.load_xclbin(str(args.xclbin))
