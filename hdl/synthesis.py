@@ -365,10 +365,13 @@ def _comb_inputs(cell):
     return ins
 
 
-def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
+def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) -> dict:
     """Longest register-to-register path in logic levels (see the module docstring), with its
     start and end net names and the cells along it. Cells whose type is in ``boundary`` (black
-    boxes, submodules kept as cells) start and end paths like flip-flops do."""
+    boxes, submodules kept as cells) start and end paths like flip-flops do.
+
+    With ``over`` = n, also ``"over"``: {end net name (bit index dropped): levels} of every
+    path end deeper than n levels, deepest first (where the paths to pipeline are)."""
     mod = netlist if "cells" in netlist else _module(netlist, top)
     boundary = frozenset(boundary)
 
@@ -418,6 +421,7 @@ def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
     worst = (0, (), None)
+    deep: dict = {}
     for cname, cell in mod["cells"].items():
         comb = set(comb_inputs(cell))
         ends = [p for p, d in cell["port_directions"].items() if d == "input" and p not in comb]
@@ -426,15 +430,31 @@ def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
                 lv, path = level(b)
                 if lv > worst[0]:
                     worst = (lv, path, (cname, port, b))
+                if over is not None and math.ceil(lv / 2) > over:
+                    net = re.sub(r"\[\d+\]$", "", _end_name(names, mod, cname, port, b))
+                    deep[net] = max(deep.get(net, 0), math.ceil(lv / 2))
     half, path, end = worst
     types = [mod["cells"][c]["type"] for c in path]
-    return {
+    out = {
         "levels": math.ceil(half / 2),
         "path_cells": [f"{t}" for t in types],
         "start": path[0] if path else None,
         "end": f"{end[0]}.{end[1]}" if end else None,
         "end_net": names.get(end[2]) if end else None,
     }
+    if over is not None:
+        out["over"] = dict(sorted(deep.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+def _end_name(names, mod, cname, port, bit):
+    """A readable name for a path end: the net a flip-flop drives (its Q), else the net at the
+    end pin, else the cell and pin."""
+    cell = mod["cells"][cname]
+    q = cell["connections"].get("Q")
+    if q and isinstance(q[0], int) and q[0] in names:
+        return names[q[0]]
+    return names.get(bit) or f"{cname}.{port}"
 
 
 def stitch(modules: dict, top: str, inline: dict) -> dict:

@@ -96,6 +96,7 @@ class FeederHarness(Harness):
             Assert(~dut.busy | ((st.left != 0) & (st.left <= seg_now) & (st.seg != 3)),
                    "inv: beats left in the segment"),
             Assert(~dut.busy | (taken == before + seg_now - st.left), "inv: beats taken"),
+            Assert(~dut.busy | (st.last == (st.left == 1)), "inv: last beat of the segment"),
             Assert(~st.head | (dut.busy & (st.seg == idx["ifmap"]) & (st.left == seg_now)),
                    "inv: the header opens the ifmap"),
             Assert(~dut.busy | (fed == taken + (header & (st.seg == idx["ifmap"]) & ~st.head)),
