@@ -22,6 +22,7 @@ from amaranth import Array, C, Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .counters import ChunkedCounter
 from .kernel_buffers import BEAT_BYTES, INPUT_BUFFERS
 from .kernel_control import LaunchSignature
 from .protocol import Opcode
@@ -236,6 +237,7 @@ class Feeder(wiring.Component):
         seg_opcode = Array([C(0, 32), C(0, 32), C(int(Opcode.FRAME), 32) | (args.images << 8)])
         seg, head, left, last = (self.state.seg, self.state.head, self.state.left,
                                  self.state.last)
+        count = ChunkedCounter(32, down=True, name="left")      # beats left in the segment
         # an empty segment is skipped, header and all: no FRAME without images. The segment
         # each one switches to is found by a chain of 2:1 muxes on "has beats" flags (no
         # index to decode), registered per segment: the run's arguments hold from its start
@@ -265,11 +267,12 @@ class Feeder(wiring.Component):
         take = o.valid & o.ready & ~head
         load = Signal()
         load_rec = Signal(rec)
-        m.d.comb += [load.eq(self.launch.start | last),
-                     load_rec.eq(Mux(self.launch.start, first, nxt))]
+        m.d.comb += [load.eq(self.launch.start | (take & last)),
+                     load_rec.eq(Mux(self.launch.start, first, nxt)),
+                     left.eq(count.value)]
+        count.update(m, step=take, load=load, load_value=load_rec.beats)
         with m.If(self.launch.start | take):
-            m.d.sync += [left.eq(Mux(load, load_rec.beats, left - 1)),
-                         last.eq(Mux(load, load_rec.one, left == 2))]
+            m.d.sync += last.eq(Mux(load, load_rec.one, count.value == 2))
         with m.If(self.launch.start):
             m.d.sync += [self.busy.eq(first.found), seg.eq(first.seg), head.eq(first.head)]
         with m.Elif(o.valid & o.ready):
