@@ -144,6 +144,8 @@ class ReadSequencer(wiring.Component):
             "look": range(len(INPUT_BUFFERS) + 1), "length": range(BURST_BEATS + 1),
             "last": 1, "cross": 1, "left_after": 32, "beat_after": PAGE_BITS - BEAT_SHIFT}))
         self.level = Signal(range(depth + 1))
+        #: the read address (``state.addr``)
+        self.page = PageAddress("addr")
 
     def elaborate(self, platform):
         m = Module()
@@ -164,7 +166,7 @@ class ReadSequencer(wiring.Component):
         phase = Signal(range(5))
         seg, look = Signal(range(n_seg)), Signal(range(n_seg + 1))
         left, credits = Signal(32), Signal(range(self.depth + 1))
-        addr = PageAddress("addr")
+        addr = self.page
         length = Signal(range(BURST_BEATS + 1))
         last, cross = Signal(), Signal()
         left_after, beat_after = Signal(32), Signal(PAGE_BITS - BEAT_SHIFT)
@@ -224,6 +226,31 @@ class Feeder(wiring.Component):
                           "o": Out(stream.Signature(AXI_DATA_BITS)),
                           "busy": Out(1)})
         self.state = Signal(self.STATE)
+        #: beats left in the segment (``state.left``)
+        self.count = ChunkedCounter(32, down=True, name="left")
+        #: what follows segment k: :meth:`first_from` (k + 1), registered
+        self.after = [Signal(self.SEGMENT, name=f"after{k}") for k in range(len(INPUT_BUFFERS))]
+
+    #: a segment as the feeder switches to it: found (any left), index, beats, beats == 1, and
+    #: whether a FRAME header opens it
+    SEGMENT = data.StructLayout({"found": 1, "seg": range(len(INPUT_BUFFERS)), "beats": 32,
+                                 "one": 1, "head": 1})
+
+    @classmethod
+    def first_from(cls, args, k: int):
+        """The first segment from ``k`` on with beats (found = 0 if none), of the run ``args``.
+
+        An empty segment is skipped, header and all: no FRAME without images. It is a chain of
+        2:1 muxes on "has beats" flags (no index to decode); the feeder registers it per
+        segment (the run's arguments hold from its start on), so a segment switch is a 3:1 mux
+        of registers."""
+        assert INPUT_BUFFERS == ("params", "schedule", "ifmap")
+        beats = [args.beats[b] for b in INPUT_BUFFERS]
+        value = C(0, cls.SEGMENT.size)
+        for j in reversed(range(k, len(INPUT_BUFFERS))):
+            value = Mux(beats[j] != 0, Cat(C(1, 1), C(j, range(len(INPUT_BUFFERS))), beats[j],
+                                           beats[j] == 1, C(int(j == 2), 1)), value)
+        return value
 
     def elaborate(self, platform):
         m = Module()
@@ -237,26 +264,16 @@ class Feeder(wiring.Component):
         seg_opcode = Array([C(0, 32), C(0, 32), C(int(Opcode.FRAME), 32) | (args.images << 8)])
         seg, head, left, last = (self.state.seg, self.state.head, self.state.left,
                                  self.state.last)
-        count = ChunkedCounter(32, down=True, name="left")      # beats left in the segment
-        # an empty segment is skipped, header and all: no FRAME without images. The segment
-        # each one switches to is found by a chain of 2:1 muxes on "has beats" flags (no
-        # index to decode), registered per segment: the run's arguments hold from its start
-        # on, so the switch itself is a 3:1 mux of registers
+        count = self.count
         n_seg = len(INPUT_BUFFERS)
-        rec = data.StructLayout({"found": 1, "seg": range(n_seg), "beats": 32, "one": 1,
-                                 "head": 1})
-        cand = [Cat(C(1, 1), C(k, range(n_seg)), beats[k], beats[k] == 1, seg_head[k])
-                for k in range(n_seg)]
+        rec = self.SEGMENT
 
         def first_from(k):
-            value = C(0, rec.size)
-            for j in reversed(range(k, n_seg)):
-                value = Mux(beats[j] != 0, cand[j], value)
-            return value
+            return self.first_from(args, k)
 
         first = Signal(rec)
         m.d.comb += first.eq(Mux(args.load_config, first_from(0), first_from(n_seg - 1)))
-        after = [Signal(rec, name=f"after{k}") for k in range(n_seg)]
+        after = self.after
         m.d.sync += [after[k].eq(first_from(k + 1)) for k in range(n_seg)]
         nxt = Array(after)[seg]
         m.d.comb += [o.valid.eq(self.busy & (head | i.valid)),
@@ -316,6 +333,8 @@ class WriteBack(wiring.Component):
             "data_phase": 1, "b_pending": 16, "phase": range(5), "length": range(BURST_BEATS + 1),
             "ok": 1, "done": 1, "cross": 1, "beat_after": PAGE_BITS - BEAT_SHIFT, "drained": 1}))
         self.level = Signal(range(depth + 1))
+        #: the write address (``state.addr``)
+        self.page = PageAddress("addr")
 
     def elaborate(self, platform):
         m = Module()
@@ -323,7 +342,7 @@ class WriteBack(wiring.Component):
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=AXI_DATA_BITS, depth=self.depth)
         wiring.connect(m, wiring.flipped(self.i), buf.w_stream)
         phase = Signal(range(5))
-        addr = PageAddress("addr")
+        addr = self.page
         count, length = Signal(range(BURST_BEATS + 1)), Signal(range(BURST_BEATS + 1))
         b_pending = Signal(16)
         ok, done, cross, drained = Signal(), Signal(), Signal(), Signal()

@@ -35,9 +35,10 @@ HBM_CHANNEL_BYTES = 256 << 20
 MAX_IMAGES = 3               # per CU and start: the largest share the cases below hand out
 
 
-def channel(bank: str) -> int:
-    """"HBM[5]" -> 5."""
-    return int(bank.removeprefix("HBM[").removesuffix("]"))
+def channels(bank: str) -> tuple:
+    """"HBM[5]" -> (5, 5); "HBM[4:5]" -> (4, 5): the first and last pseudo-channel."""
+    first, _, last = bank.removeprefix("HBM[").removesuffix("]").partition(":")
+    return int(first), int(last or first)
 
 
 class MultiCuTB:
@@ -53,7 +54,8 @@ class MultiCuTB:
             # each CU its own stall and placement streams (VELCRO_SEED gives them all one seed)
             tb.rng = random.Random(tb.seed * 1009 + j)
             tb.name = cu
-            tb.windows = {m: (channel(b) * HBM_CHANNEL_BYTES, (channel(b) + 1) * HBM_CHANNEL_BYTES)
+            tb.windows = {m: (channels(b)[0] * HBM_CHANNEL_BYTES,
+                              (channels(b)[1] + 1) * HBM_CHANNEL_BYTES)
                           for m, b in banks.items()}
             self.cus.append(tb)
         assert [tb.name for tb in self.cus] == cu_names(k)
