@@ -202,5 +202,5 @@ def test_card_projection_places_whole_cus_per_slr_at_the_given_clock():
     # SLR0 keeps more for the shell: it holds no more CUs than the others
     assert fast["cus_per_slr"]["SLR0"] <= min(fast["cus_per_slr"]["SLR1"], fast["cus_per_slr"]["SLR2"])
     assert slow["clock_mhz"] == 150 and slow["rows"][0]["images_per_s_per_cu"] == pytest.approx(
-        fast["rows"][0]["images_per_s_per_cu"] / 2, rel=1e-6)
+        fast["rows"][0]["images_per_s_per_cu"] / 2, abs=0.1)
     assert "slr_reserve" in fast["assumptions"] and "clock_rule" in fast["assumptions"]
