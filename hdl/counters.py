@@ -18,6 +18,12 @@ The counters only count; what they count comes in as events: the batch
   output backpressure (``stalled``). ``image.end`` latches buffer ``image.ended``'s counts (all
   zero for an ``empty`` image) into ``counters.image_*``, the cycle count including the end
   cycle, and adds one to ``images``; ``image_done`` is high the next cycle, with the new values.
+
+All of this happens :data:`EngineCounters.LATENCY` (2) cycles after the events: the inputs are
+registered, then what each buffer's image takes per channel (a popcount over the instances) and
+per instance is registered with the rest delayed to match, so that no path from the engine's
+handshakes into a count is deeper than a 300 MHz stage (6 logic levels); the counts are exact,
+only later. The engine stays ``idle``-low until they show the last batch.
 """
 
 from __future__ import annotations
@@ -124,7 +130,7 @@ class EngineCounters(wiring.Component):
     #: cycles from an event at the inputs to the counters showing it (the inputs are
     #: registered once, then each counter steps: a path from the engine's handshakes into a
     #: 32-bit count would be deeper than a 300 MHz stage)
-    LATENCY = 1
+    LATENCY = 2
 
     def elaborate(self, platform):
         m = Module()
@@ -147,9 +153,37 @@ class EngineCounters(wiring.Component):
             entry = Signal.like(w.entry, name=f"entry{p}_r")
             m.d.sync += [taken.eq(w.taken), entry.eq(w.entry)]
             work.append((taken, entry))
+        # second stage: what each buffer's image takes this cycle, per channel (a popcount over
+        # the instances) and per instance, registered; everything else a cycle later to match
+        cfg = self.cfg
+        n = cfg.out_channels
+        takes = [[Signal(range(cfg.instances + 1), name=f"takes{b}_{c}") for c in range(n)]
+                 for b in range(2)]
+        took = [[Signal(name=f"took{b}_{p}") for p in range(cfg.instances)] for b in range(2)]
+        first = [Signal(name=f"first{b}") for b in range(2)]
+        for b in range(2):
+            mine = [t & (e.buf == b) for t, e in work]
+            m.d.sync += [took[b][p].eq(t) for p, t in enumerate(mine)]
+            m.d.sync += first[b].eq(mine[0] & (work[0][1].index == 0))
+            for c in range(n):
+                m.d.sync += takes[b][c].eq(_popcount([t & (e.slot == c)
+                                                      for t, (_, e) in zip(mine, work)]))
+        batch, image, events = (self._delay(m, batch), self._delay(m, image),
+                                self._delay(m, events))
         self._batch(m, *batch, events)
-        self._image(m, image, events, work)
+        self._image(m, image, events, takes, took, first)
         return m
+
+    @staticmethod
+    def _delay(m, signals):
+        """``signals`` (a tuple or a dict of signals) one cycle later."""
+        items = signals.items() if isinstance(signals, dict) else enumerate(signals)
+        out = {}
+        for k, v in items:
+            d = Signal.like(v, name=f"{v.name}_d")
+            m.d.sync += d.eq(v)
+            out[k] = d
+        return out if isinstance(signals, dict) else tuple(out[k] for k in range(len(signals)))
 
     def _batch(self, m, start, active, end, ev):
         cnt = self.counters
@@ -167,7 +201,7 @@ class EngineCounters(wiring.Component):
         batches.update(m, step=end)
         m.d.comb += cnt.batches.eq(batches.value)
 
-    def _image(self, m, img, ev, work):
+    def _image(self, m, img, ev, takes, took, first):
         cfg, cnt = self.cfg, self.counters
         n, p_count = cfg.out_channels, cfg.instances
         # the running count of each buffer's image, plus one: the end cycle counts too, so the
@@ -179,19 +213,15 @@ class EngineCounters(wiring.Component):
                  for p in range(p_count)]
                 for b in range(2)]
         for b in range(2):
-            taken = [t & (e.buf == b) for t, e in work]
-            first = taken[0] & (work[0][1].index == 0)
             go = img["go"] & (img["buf"] == b)
             counting = ~go & img["open"][b]
-            cycles[b].update(m, step=counting & ~first & ~ev["stalled"], load=counting & first,
-                             load_value=2)
+            cycles[b].update(m, step=counting & ~first[b] & ~ev["stalled"],
+                             load=counting & first[b], load_value=2)
             with m.If(go):
                 m.d.sync += [s.eq(0) for s in chan[b] + inst[b]]
             with m.Elif(img["open"][b]):
-                m.d.sync += [inst[b][p].eq(inst[b][p] + t) for p, t in enumerate(taken)]
-                for c in range(n):
-                    hits = [t & (e.slot == c) for t, (_, e) in zip(taken, work)]
-                    m.d.sync += chan[b][c].eq(chan[b][c] + _popcount(hits))
+                m.d.sync += [inst[b][p].eq(inst[b][p] + t) for p, t in enumerate(took[b])]
+                m.d.sync += [chan[b][c].eq(chan[b][c] + takes[b][c]) for c in range(n)]
         m.d.sync += self.image_done.eq(img["end"])
         images = ChunkedCounter(len(cnt.images), name="images")
         images.update(m, step=img["end"])

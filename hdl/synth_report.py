@@ -98,7 +98,7 @@ def hierarchical_sources(text: str, top: str, instances: int, work: Path):
     if missing:
         raise ValueError(f"not in the Verilog: {missing[:3]}")
     insts = re.findall(rf"^  {DATAPATH} +(\S+) \(", mods[eng], re.M)
-    same = insts == [f"datapath{p}" for p in range(instances)]
+    same = sorted(insts) == sorted(f"datapath{p}" for p in range(instances))   # any order
     dp_src = work / "datapath.v"
     dp_src.write_text(S.strip_zero_init(datapath_source(mods)))
     bb = "".join(S.blackbox_stub(t) if n == DATAPATH else t for n, t in mods.items()
@@ -115,6 +115,9 @@ def _over_summary(over: dict, keep: int = 40) -> dict:
     groups: dict = {}
     for name, lv in over.items():
         key = re.sub(r"\$\d+$", "", name) or name
+        head, _, leaf = key.rpartition("/")
+        if leaf.startswith("$"):            # a net Yosys named: counted, not listed by name
+            key = (head + "/" if head else "") + "(unnamed nets)"
         groups[key] = max(groups.get(key, 0), lv)
     ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"ends": len(over), "registers": dict(ranked[:keep]),
@@ -258,7 +261,8 @@ def readme_block(s: dict) -> str:
     parts = ", ".join(f"{name.replace('_', ' ')} {v['levels']}" for name, v in d.items())
     c0, top = card["rows"][0], card["rows"][-1]
     deep = [(name, v) for name, v in [*d.items(), ("whole", whole)] if v["over"]["ends"]]
-    reserve = card["assumptions"]["slr_reserve"]["fraction"]
+    reserve = ", ".join(f"{k} {100 * v:.0f} %" for k, v in
+                        card["assumptions"]["slr_reserve"]["fraction"].items())
     pc_gbps = card["assumptions"]["hbm_pseudo_channel_gb_per_s"]["value"]
     inst, eng, ker, fits = s["per_instance"], s["engine"], s["kernel"], s["fit_by_resource"]
     n = s["configuration"]["instances"]
@@ -280,7 +284,7 @@ def readme_block(s: dict) -> str:
     ]
     if deep:
         text.append("Paths of more than 6 levels remain in: " + "; ".join(
-            f"{name.replace('_', ' ')} ({', '.join(list(v['over']['registers'])[:6])})"
+            f"{name.replace('_', ' ')} ({', '.join(f'`{r}`' for r in list(v['over']['registers'])[:6])})"
             for name, v in deep) + " (results/synth/REPORT.md lists them).")
     text.append(
         f"At that clock the card projection is {card['pes']} PEs x {card['cus']} CUs "
@@ -468,6 +472,7 @@ def _report(cfg, s) -> str:
                      f"| {r['hbm_gb_per_s_per_cu']} |")
     top = card["rows"][-1]
     a = card["assumptions"]
+    slr_reserve = ", ".join(f"{k} {100 * v:.0f} %" for k, v in a["slr_reserve"]["fraction"].items())
     lines += [
         "",
         f"At its highest C ({top['C']}) each CU needs {top['hbm_gb_per_s_per_cu']} GB/s of HBM "
@@ -477,7 +482,7 @@ def _report(cfg, s) -> str:
         "",
         "Assumptions of the card figures (summary.json card.assumptions):",
         "",
-        f"* SLRs: {a['slr_device']['source']}; reserve {a['slr_reserve']['fraction']} "
+        f"* SLRs: {a['slr_device']['source']}; reserve {slr_reserve} "
         f"({a['slr_reserve']['source']}).",
         f"* HBM: {a['hbm_pseudo_channel_gb_per_s']['value']} GB/s per pseudo-channel "
         f"({a['hbm_pseudo_channel_gb_per_s']['source']}); {a['hbm_one_port_per_master']}.",

@@ -383,7 +383,8 @@ def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) 
     names = {}
     for name, net in mod["netnames"].items():
         for b in net["bits"]:
-            if isinstance(b, int) and (b not in names or names[b].startswith("$")):
+            if isinstance(b, int) and (b not in names
+                                       or names[b].rsplit("/", 1)[-1].startswith("$")):
                 names[b] = name
     driver = {}
     for cname, cell in mod["cells"].items():
@@ -441,10 +442,22 @@ def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) 
         "start": path[0] if path else None,
         "end": f"{end[0]}.{end[1]}" if end else None,
         "end_net": names.get(end[2]) if end else None,
+        "start_net": _start_name(names, mod, path[0]) if path else None,
     }
     if over is not None:
         out["over"] = dict(sorted(deep.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
+
+
+def _start_name(names, mod, cname):
+    """A readable name for a path start: the net its cell drives (a flip-flop's Q)."""
+    cell = mod["cells"][cname]
+    for port, d in cell["port_directions"].items():
+        if d == "output":
+            bits = [b for b in cell["connections"][port] if isinstance(b, int) and b in names]
+            if bits:
+                return names[bits[0]]
+    return cname
 
 
 def _end_name(names, mod, cname, port, bit):
