@@ -298,6 +298,11 @@ def readme_block(s: dict) -> str:
         f"shell and the HBM subsystem; an assumption, platforminfo has the real figures); "
         f"{pc_gbps} GB/s per HBM pseudo-channel (theoretical); the clock rule above, until a "
         "Vivado timing report exists.")
+    if s["clock_mhz_supported"] < card["assumptions"].get("platform_clock_mhz", 300):
+        text.append(
+            f"Images per second quoted elsewhere in this README at 300 MHz (`make sim`, `velcro "
+            f"network`) are at the platform's clock, which these {s['kernel_lut_levels']} levels "
+            f"do not yet support: scale them by {s['clock_mhz_supported']} / 300.")
     return "\n".join(text)
 
 
