@@ -4,7 +4,8 @@ Every CU gets what v++ gives it: the shared ``ap_clk`` / ``ap_rst_n``, its own A
 and its own two AXI masters, here two cocotbext-axi ``AxiRam`` front ends per CU onto one
 sparse memory that stands for the HBM. HBM pseudo-channel i is the address range
 [i * 256 MB, (i + 1) * 256 MB); each CU's buffers sit in the pseudo-channels connectivity.cfg
-gives its masters (:func:`hdl.kernel_buffers.hbm_banks`: inputs in HBM[2j], the ofm in
+gives its masters (:func:`hdl.kernel_buffers.hbm_banks` with the channels make kernel gives the
+configuration, :func:`hdl.placement.hbm_channels`; for the default, inputs in HBM[2j], the ofm in
 HBM[2j+1]), and the burst monitor of every CU fails a burst outside them.
 
 The host flow is host_velcro.py's: :func:`hdl.kernel_buffers.split_batch` splits a batch of B
@@ -25,6 +26,7 @@ import numpy as np
 from cocotb.utils import get_sim_time
 
 from hdl.kernel_buffers import check_compute_units, cu_names, gather, hbm_banks, split_batch
+from hdl.placement import hbm_channels
 from hdl.regmap import GMEM_IN, GMEM_OUT
 from py_ref.golden import golden_ofm, random_frame
 
@@ -48,9 +50,13 @@ class MultiCuTB:
         k = check_compute_units(int(os.environ["VELCRO_CUS"]))
         self.dut = dut
         self.cus = []
-        for j, (cu, banks) in enumerate(hbm_banks(k).items()):
+        placed = None
+        for j, cu in enumerate(cu_names(k)):
             tb = KernelTB(dut, prefix=f"{cu}_", clock=(j == 0), max_images=MAX_IMAGES,
                           mem=self.cus[0].hbm.mem if self.cus else None)
+            # the banks make kernel gives this configuration (hdl.placement.hbm_channels)
+            placed = placed or hbm_banks(k, hbm_channels(tb.cfg))
+            banks = placed[cu]
             # each CU its own stall and placement streams (VELCRO_SEED gives them all one seed)
             tb.rng = random.Random(tb.seed * 1009 + j)
             tb.name = cu
