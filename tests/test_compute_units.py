@@ -237,7 +237,11 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
         ["velcro_kernel.v", "kernel.xml", "package_kernel.tcl", "velcro_kernel.xdc",
          "connectivity.cfg", "host_velcro.py", "config.json", ".inputs.sha1"])
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 2)
-    assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2)
+    from hdl.placement import plan
+
+    placement = json.loads((out / "config.json").read_text())["placement"]
+    assert placement == json.loads(json.dumps(plan(SMALL, 2)))
+    assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2, placement)
     assert (out / "host_velcro.py").read_bytes() == HOST.read_bytes()
     verilog = (out / "velcro_kernel.v").read_text()
     assert "module velcro_kernel(" in verilog
