@@ -32,7 +32,7 @@ is high for one cycle whenever the per-image counters hold a newly completed ima
 
 from __future__ import annotations
 
-from amaranth import Cat, Module
+from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -94,8 +94,14 @@ class VelcroAccelerator(wiring.Component):
                          wk.clear.eq(front.clear), wk.start.eq(control.walk),
                          wk.buf.eq(control.image.buf)]
         m.d.comb += [dealer.layer.eq(front.layer), dealer.images.eq(front.images),
-                     dealer.start.eq(front.batch.start), packer.steps.eq(front.steps),
-                     self.idle.eq(front.idle)]
+                     dealer.start.eq(front.batch.start), packer.steps.eq(front.steps)]
+        # idle once the counters show the last batch too (they count a registered cycle late)
+        idle = front.idle
+        for k in range(EngineCounters.LATENCY):
+            seen = Signal(name=f"idle_seen{k}")
+            m.d.sync += seen.eq(idle)
+            idle = idle & seen
+        m.d.comb += self.idle.eq(idle)
 
         # the images: loaded by the dealer, started by the control, ended by the packer
         m.d.comb += [control.start.eq(front.batch.start), control.loaded.eq(dealer.loaded),

@@ -83,6 +83,18 @@ class CommandFrontEnd(wiring.Component):
         steps = Signal.like(self.steps, reset_less=True)
         m.d.comb += [self.layer.eq(layer), self.steps.eq(steps)]
         images, batch = self.images, self.batch
+        # each command's last record index, registered: a record's end is then an equality of
+        # registers (idx == last), not a subtract and compare in the cycle it completes. The
+        # layer's change in LAYER, and IDLE comes between it and any command that counts by it;
+        # steps' is set with steps, from the SCHEDULE header.
+        def last_of(value, name):
+            r = Signal(len(value), name=name, reset_less=True)
+            m.d.sync += r.eq(value - 1)
+            return r
+        last = {"weights": last_of(layer.weight_records, "weights_last"),
+                "quant": last_of(layer.out_channels, "quant_last"),
+                "pixels": last_of(layer.segments, "pixels_last"),
+                "steps": Signal(len(steps), name="steps_last", reset_less=True)}
         rec = _Records(m, self.i, cfg, max(cfg.weight_bits, cfg.QUANT_BITS, layer_bits,
                                            cfg.instances * entry_bits,
                                            cfg.instances * pixel_bits))
@@ -102,7 +114,8 @@ class CommandFrontEnd(wiring.Component):
                         with m.Case(Opcode.WEIGHTS):
                             m.next = "WEIGHTS"
                         with m.Case(Opcode.SCHEDULE):
-                            m.d.sync += steps.eq(header[8:32])
+                            m.d.sync += [steps.eq(header[8:32]),
+                                         last["steps"].eq(header[8:32] - 1)]
                             m.d.comb += self.clear.eq(1)
                             with m.If(header[8:32] != 0):
                                 m.next = "SCHEDULE"
@@ -126,21 +139,21 @@ class CommandFrontEnd(wiring.Component):
                 with m.If(done):
                     g_end = w_g == layer.groups - 1
                     m.d.sync += [w_g.eq(Mux(g_end, 0, w_g + 1)), w_slot.eq(w_slot + g_end)]
-                with m.If(rec.next(done, layer.weight_records)):
+                with m.If(rec.next(done, last["weights"])):
                     m.next = "QUANT"
             with m.State("QUANT"):
                 value, done = rec.take(cfg.QUANT_BITS)
                 m.d.comb += [self.quant.data.eq(value), self.quant.en.eq(done),
                              self.quant.addr.eq(rec.idx)]
-                with m.If(rec.next(done, layer.out_channels)):
+                with m.If(rec.next(done, last["quant"])):
                     m.next = "IDLE"
             with m.State("SCHEDULE"):
                 done = rec.take_per_instance(self.entries, entry_bits)
-                with m.If(rec.next(done, steps)):
+                with m.If(rec.next(done, last["steps"])):
                     m.next = "PIXELS"
             with m.State("PIXELS"):
                 done = rec.take_per_instance(self.pixels, pixel_bits)
-                with m.If(rec.next(done, layer.segments)):
+                with m.If(rec.next(done, last["pixels"])):
                     m.next = "IDLE"
             with m.State("LOAD"):
                 # no beat offered once the batch is accepted: the next command's header would
@@ -198,9 +211,10 @@ class _Records:
                               port.addr.eq(self.idx)]
         return done
 
-    def next(self, done, count):
-        """Count a completed record; true in the cycle the ``count``-th completes (then idx = 0)."""
-        last = done & (self.idx == count - 1)
+    def next(self, done, last_index):
+        """Count a completed record; true in the cycle record ``last_index`` (the count - 1)
+        completes (then idx = 0)."""
+        last = done & (self.idx == last_index)
         with self.m.If(done):
             self.m.d.sync += self.idx.eq(Mux(last, 0, self.idx + 1))
         return last

@@ -45,14 +45,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import C, ClockDomain, Module
+from amaranth import C, ClockDomain, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .engine import VelcroAccelerator
 from .kernel_control import AXIL_PORTS, ApCtrl, Launcher, check_counters
-from .kernel_dma import AXI_ADDR_BITS, AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer, WriteBack
+from .kernel_dma import (AXI_ADDR_BITS, AXI_DATA_BITS, BEAT_SHIFT, Feeder, ReadSequencer,
+                         RegisterSlice, WriteBack)
 from .regmap import ENGINE_INSTANCE, GMEM_IN, GMEM_OUT, KERNEL_NAME
 
 __all__ = ["VelcroKernel", "KERNEL_NAME", "kernel_rtl", "kernel_members", "axil_members",
@@ -148,16 +149,23 @@ class VelcroKernel(wiring.Component):
         wiring.connect(m, ap_ctrl.control, launcher.control)
         wiring.connect(m, launcher.launch, reader.launch, feeder.launch, writer.launch)
         wiring.connect(m, reader.o, feeder.i)
-        wiring.connect(m, feeder.o, engine.i)
+        # registers between the shell and the engine: neither's handshake logic runs into
+        # the other's in one cycle (300 MHz); busy a cycle late, held high from the launch
+        m.submodules.to_engine = to_engine = RegisterSlice(AXI_DATA_BITS)
+        wiring.connect(m, feeder.o, to_engine.i)
+        wiring.connect(m, to_engine.o, engine.i)
+        busy = Signal()
         m.d.comb += [writer.i.payload.eq(engine.o.payload.data),
                      writer.i.valid.eq(engine.o.valid), engine.o.ready.eq(writer.i.ready),
-                     writer.drain.eq(~feeder.busy & engine.idle),
-                     launcher.busy.eq(reader.busy | feeder.busy | writer.busy | ~engine.idle),
+                     writer.drain.eq(~feeder.busy & ~to_engine.o.valid & engine.idle),
+                     launcher.busy.eq(busy),
                      launcher.axi_error.eq(reader.error | writer.error),
                      ap_ctrl.out_beats.eq(writer.out_beats),
                      ap_ctrl.counters.eq(engine.counters),
                      self.interrupt.eq(ap_ctrl.interrupt)]
 
+        m.d.sync += busy.eq(launcher.launch.start | reader.busy | feeder.busy | writer.busy
+                            | to_engine.o.valid | ~engine.idle)
         # m_axi_gmem_in: reads only
         g = _Prefixed(self, GMEM_IN)
         _burst(m, g, "ar", reader.ar)

@@ -146,10 +146,14 @@ def read_counters(cfg: AccelConfig, read_word) -> dict:
 
 # -- compute units -------------------------------------------------------------------------------
 
-def kernel_config_json(cfg: AccelConfig, compute_units: int = 1) -> str:
-    """The kernel folder's config.json: the configuration plus ``compute_units``."""
-    return json.dumps({**cfg.to_dict(), "compute_units": check_compute_units(compute_units)},
-                      indent=2) + "\n"
+def kernel_config_json(cfg: AccelConfig, compute_units: int = 1,
+                       placement: dict | None = None) -> str:
+    """The kernel folder's config.json: the configuration plus ``compute_units`` and, from
+    ``make kernel``, the ``placement`` (hdl.placement.plan: each CU's SLR, its HBM
+    pseudo-channels, the bandwidth they are sized for, the assumptions)."""
+    extra = {"placement": placement} if placement is not None else {}
+    return json.dumps({**cfg.to_dict(), "compute_units": check_compute_units(compute_units),
+                       **extra}, indent=2) + "\n"
 
 
 def read_kernel_config(text: str):
@@ -159,6 +163,7 @@ def read_kernel_config(text: str):
     if not isinstance(d, dict):
         raise ValueError(f"expected a JSON object, not {type(d).__name__}")
     k = check_compute_units(d.pop("compute_units", 1))
+    d.pop("placement", None)            # make kernel's record for the link, not the design's
     return AccelConfig(**d), k
 
 

@@ -235,10 +235,30 @@ def cu_names(k: int) -> list:
     return [f"{KERNEL_NAME}_{j + 1}" for j in range(check_compute_units(k))]
 
 
-def hbm_banks(k: int) -> dict:
-    """{CU name: {AXI master: "HBM[i]"}}: every master of every CU on its own pseudo-channel."""
-    return {cu: {m: f"HBM[{len(AXI_MASTERS) * j + i}]" for i, m in enumerate(AXI_MASTERS)}
-            for j, cu in enumerate(cu_names(k))}
+def hbm_banks(k: int, channels: dict | None = None) -> dict:
+    """{CU name: {AXI master: "HBM[i]" or "HBM[i:j]"}}: every master of every CU on its own
+    pseudo-channels, ``channels[master]`` of them (default one each; hdl.placement.hbm_channels
+    gives what a configuration needs), contiguous, in CU and master order. ValueError if they
+    run past the U280's 32."""
+    channels = channels or {m: 1 for m in AXI_MASTERS}
+    if set(channels) != set(AXI_MASTERS) or not all(
+            isinstance(n, int) and n >= 1 for n in channels.values()):
+        raise ValueError(f"channels must give every AXI master {AXI_MASTERS} a count >= 1, "
+                         f"not {channels!r}")
+    per_cu = sum(channels.values())
+    if check_compute_units(k) * per_cu > HBM_CHANNELS:
+        raise ValueError(f"{k} compute units of {per_cu} HBM pseudo-channels each "
+                         f"({', '.join(f'{m} {n}' for m, n in channels.items())}) need "
+                         f"{k * per_cu}; the U280 has {HBM_CHANNELS}")
+    out, next_bank = {}, 0
+    for cu in cu_names(k):
+        out[cu] = {}
+        for m in AXI_MASTERS:
+            n = channels[m]
+            out[cu][m] = (f"HBM[{next_bank}]" if n == 1 else
+                          f"HBM[{next_bank}:{next_bank + n - 1}]")
+            next_bank += n
+    return out
 
 
 # -- documentation ---------------------------------------------------------------------------

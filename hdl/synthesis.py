@@ -36,7 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .config import DEFAULT, KERNEL_CLOCK_MHZ
-from .regmap import MAX_COMPUTE_UNITS
+from .regmap import HBM_CHANNELS
 
 __all__ = ["U280", "SHELL_RESERVE", "DPU_U280", "run_yosys", "synth_netlist",
            "summarise", "logic_levels", "dsp_cascade", "dsp_registered", "fit",
@@ -52,8 +52,8 @@ U280 = {"LUT": 1_303_680, "FF": 2_607_360, "DSP48E2": 9024, "BRAM36": 2016, "URA
 SHELL_RESERVE = 0.15
 #: Vitis AI DPU for the U280, DPUCAHX8H: 17.2 TOPS int8 peak (PG367).
 DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
-#: The U280's HBM bandwidth, shared by its HBM_CHANNELS pseudo-channels (hdl.regmap; each CU
-#: uses one per AXI master).
+#: The U280's HBM bandwidth, shared by its HBM_CHANNELS pseudo-channels (hdl.regmap); each CU's
+#: AXI masters take as many as their bandwidth needs.
 HBM_GBPS = 460
 
 RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
@@ -364,10 +364,13 @@ def _comb_inputs(cell):
     return ins
 
 
-def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
+def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) -> dict:
     """Longest register-to-register path in logic levels (see the module docstring), with its
     start and end net names and the cells along it. Cells whose type is in ``boundary`` (black
-    boxes, submodules kept as cells) start and end paths like flip-flops do."""
+    boxes, submodules kept as cells) start and end paths like flip-flops do.
+
+    With ``over`` = n, also ``"over"``: {end net name (bit index dropped): levels} of every
+    path end deeper than n levels, deepest first (where the paths to pipeline are)."""
     mod = netlist if "cells" in netlist else _module(netlist, top)
     boundary = frozenset(boundary)
 
@@ -379,7 +382,8 @@ def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
     names = {}
     for name, net in mod["netnames"].items():
         for b in net["bits"]:
-            if isinstance(b, int) and (b not in names or names[b].startswith("$")):
+            if isinstance(b, int) and (b not in names
+                                       or names[b].rsplit("/", 1)[-1].startswith("$")):
                 names[b] = name
     driver = {}
     for cname, cell in mod["cells"].items():
@@ -417,6 +421,7 @@ def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
 
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
     worst = (0, (), None)
+    deep: dict = {}
     for cname, cell in mod["cells"].items():
         comb = set(comb_inputs(cell))
         ends = [p for p, d in cell["port_directions"].items() if d == "input" and p not in comb]
@@ -425,15 +430,43 @@ def logic_levels(netlist: dict, top: str, boundary=()) -> dict:
                 lv, path = level(b)
                 if lv > worst[0]:
                     worst = (lv, path, (cname, port, b))
+                if over is not None and math.ceil(lv / 2) > over:
+                    net = re.sub(r"\[\d+\]$", "", _end_name(names, mod, cname, port, b))
+                    deep[net] = max(deep.get(net, 0), math.ceil(lv / 2))
     half, path, end = worst
     types = [mod["cells"][c]["type"] for c in path]
-    return {
+    out = {
         "levels": math.ceil(half / 2),
         "path_cells": [f"{t}" for t in types],
         "start": path[0] if path else None,
         "end": f"{end[0]}.{end[1]}" if end else None,
         "end_net": names.get(end[2]) if end else None,
+        "start_net": _start_name(names, mod, path[0]) if path else None,
     }
+    if over is not None:
+        out["over"] = dict(sorted(deep.items(), key=lambda kv: (-kv[1], kv[0])))
+    return out
+
+
+def _start_name(names, mod, cname):
+    """A readable name for a path start: the net its cell drives (a flip-flop's Q)."""
+    cell = mod["cells"][cname]
+    for port, d in cell["port_directions"].items():
+        if d == "output":
+            bits = [b for b in cell["connections"][port] if isinstance(b, int) and b in names]
+            if bits:
+                return names[bits[0]]
+    return cname
+
+
+def _end_name(names, mod, cname, port, bit):
+    """A readable name for a path end: the net a flip-flop drives (its Q), else the net at the
+    end pin, else the cell and pin."""
+    cell = mod["cells"][cname]
+    q = cell["connections"].get("Q")
+    if q and isinstance(q[0], int) and q[0] in names:
+        return names[q[0]]
+    return names.get(bit) or f"{cname}.{port}"
 
 
 def stitch(modules: dict, top: str, inline: dict) -> dict:
@@ -553,40 +586,77 @@ def fit(per_instance: dict, reserve: float = SHELL_RESERVE) -> dict:
 
 
 def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycles,
-                    input_bytes: int, compressions, reserve: float = SHELL_RESERVE) -> dict:
-    """The largest PEs x CUs configuration on the U280 and its throughput against C.
+                    input_bytes: int, compressions, clock_mhz: float = KERNEL_CLOCK_MHZ) -> dict:
+    """The largest PEs x CUs configuration on the U280 and its throughput against C, counted per
+    SLR at ``clock_mhz`` (the clock the logic depth supports, hdl.placement.clock_supported).
 
     A CU is one engine of ``P`` instances (P divides bus_width/8, so 16, 32 or 64 at 512 bits)
     plus its shared logic ``per_cu_shared`` (window dealer, packer, command front end, AXI), taken
-    as that of the synthesised default CU for every P. CUs are limited by resources and by the
-    HBM pseudo-channels (two each). ``image_cycles(P, C)`` is the engine's cycle law for one
-    image with P instances at compression C.
+    as that of the synthesised default CU for every P. CUs are placed whole in SLRs: each goes to
+    the SLR whose binding resource is least used so far (SLR0 first on a tie), within every
+    resource of that SLR after its reserve (hdl.placement.SLR_DEVICE, SLR_RESERVE), and the CUs
+    together within the HBM's 32 pseudo-channels, each AXI master of a CU taking as many as its
+    bytes at the busiest C need (hdl.placement.HBM_PC_GBPS each). ``image_cycles(P, C)`` is the
+    engine's cycle law for one image with P instances at compression C.
     """
-    budget = {k: U280[k] * (1 - reserve) for k in RESOURCES}
+    from .placement import HBM_PC_GBPS, SLR_DEVICE, SLR_RESERVE, SLRS, assumptions
+
+    budget = {s: {k: SLR_DEVICE[k] * (1 - SLR_RESERVE[s]) for k in RESOURCES} for s in SLRS}
     best = None
     # the default P doubled while it divides the bus's bytes: 16, 32, 64 at 512 bits
     pes = [DEFAULT.instances << k for k in range(cfg.bus_bytes.bit_length())
            if DEFAULT.instances << k <= cfg.bus_bytes]
     for p in pes:
         cu = {k: per_cu_shared[k] + p * per_instance[k] for k in RESOURCES}
-        by = {k: int(budget[k] // cu[k]) for k in RESOURCES if cu[k]}
-        cus = min(min(by.values()), MAX_COMPUTE_UNITS)
-        limit = min(by, key=by.get) if min(by.values()) < MAX_COMPUTE_UNITS else "HBM channels"
+        ops = 2 * 9 * cfg.in_channels * p * cfg.height * cfg.width   # dense MACs x 2 per image
+        rows = []
+        for c in compressions:
+            cycles = image_cycles(p, c)
+            ips = clock_mhz * 1e6 / cycles
+            out_bytes = math.ceil((1 - c) * p * cfg.positions)
+            rows.append({"C": c, "cycles_per_image": cycles, "images_per_s_per_cu": ips,
+                         "ops": ops, "in_gbps": input_bytes * ips / 1e9,
+                         "out_gbps": out_bytes * ips / 1e9})
+        channels = {"m_axi_gmem_in": max(1, math.ceil(max(r["in_gbps"] for r in rows)
+                                                      / HBM_PC_GBPS)),
+                    "m_axi_gmem_out": max(1, math.ceil(max(r["out_gbps"] for r in rows)
+                                                       / HBM_PC_GBPS))}
+        hbm_cap = HBM_CHANNELS // sum(channels.values())
+        used = {s: {k: 0.0 for k in RESOURCES} for s in SLRS}
+        per_slr = {s: 0 for s in SLRS}
+        limit = "HBM channels"
+        while sum(per_slr.values()) < hbm_cap:
+            fits = [s for s in SLRS if all(used[s][k] + cu[k] <= budget[s][k]
+                                           for k in RESOURCES if cu[k])]
+            if not fits:
+                # the resource that ran out first where CUs go last
+                s0 = min(SLRS, key=lambda s: max(used[s][k] / budget[s][k] for k in RESOURCES))
+                limit = max((k for k in RESOURCES if cu[k]),
+                            key=lambda k: (used[s0][k] + cu[k]) / budget[s0][k])
+                break
+            s = min(fits, key=lambda s: (max(used[s][k] / budget[s][k] for k in RESOURCES),
+                                         SLRS.index(s)))
+            for k in RESOURCES:
+                used[s][k] += cu[k]
+            per_slr[s] += 1
+        cus = sum(per_slr.values())
         if best is None or p * cus > best["pes"] * best["cus"]:
-            best = {"pes": p, "cus": cus, "limited_by": limit,
-                    "use": {k: round(100 * cus * cu[k] / U280[k], 1) for k in RESOURCES}}
+            best = {"pes": p, "cus": cus, "limited_by": limit, "cus_per_slr": per_slr,
+                    "hbm_channels_per_cu": channels,
+                    "slr_use": {s: {k: round(100 * used[s][k] / SLR_DEVICE[k], 1)
+                                    for k in RESOURCES} for s in SLRS},
+                    "use": {k: round(100 * cus * cu[k] / U280[k], 1) for k in RESOURCES},
+                    "_rows": rows, "_ops": ops}
     p, cus = best["pes"], best["cus"]
-    ops = 2 * 9 * cfg.in_channels * p * cfg.height * cfg.width   # dense MACs x 2 per image
-    rows = []
-    for c in compressions:
-        cycles = image_cycles(p, c)
-        ips = KERNEL_CLOCK_MHZ * 1e6 / cycles
-        out_bytes = math.ceil((1 - c) * p * cfg.positions)
-        rows.append({"C": c, "cycles_per_image": cycles, "images_per_s_per_cu": round(ips, 1),
-                     "images_per_s_card": round(ips * cus, 1),
-                     "dense_equiv_gops_card": round(ops * ips * cus / 1e9, 1),
-                     "hbm_gb_per_s_per_cu": round((input_bytes + out_bytes) * ips / 1e9, 2)})
-    best.update(clock_mhz=KERNEL_CLOCK_MHZ, dense_ops_per_image=ops, rows=rows,
-                peak_dense_gops=round(2 * 9 * cfg.lanes * p * cus * KERNEL_CLOCK_MHZ / 1e3, 1),
-                dpu=DPU_U280)
+    rows = [{"C": r["C"], "cycles_per_image": r["cycles_per_image"],
+             "images_per_s_per_cu": round(r["images_per_s_per_cu"], 1),
+             "images_per_s_card": round(r["images_per_s_per_cu"] * cus, 1),
+             "dense_equiv_gops_card": round(r["ops"] * r["images_per_s_per_cu"] * cus / 1e9, 1),
+             "hbm_gb_per_s_per_cu": round(r["in_gbps"] + r["out_gbps"], 2),
+             "hbm_gb_per_s_per_master": {"m_axi_gmem_in": round(r["in_gbps"], 2),
+                                         "m_axi_gmem_out": round(r["out_gbps"], 2)}}
+            for r in best.pop("_rows")]
+    best.update(clock_mhz=clock_mhz, dense_ops_per_image=best.pop("_ops"), rows=rows,
+                peak_dense_gops=round(2 * 9 * cfg.lanes * p * cus * clock_mhz / 1e3, 1),
+                dpu=DPU_U280, assumptions=assumptions())
     return best

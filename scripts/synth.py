@@ -17,7 +17,9 @@ Stages (each printed as it starts):
    ``-family xcup``: the engine's shared logic, the walkers and the kernel shell, so the real
    16-instance engine and kernel are shared + 16 x datapath + walkers (+ shell), nothing
    extrapolated; logic levels per module and across every boundary;
-5. summary.json and REPORT.md (:func:`sim.synth_report.run`).
+5. summary.json and REPORT.md (:func:`sim.synth_report.run`), and README's synthesis summary
+   block (:func:`sim.synth_report.update_readme`): logic depth per part, ``kernel_lut_levels``,
+   the clock it supports (``clock_mhz_supported``) and the card per SLR at that clock.
 
 Wall times go to results/synth/timing.log (untracked), so tracked files are deterministic.
 """
@@ -44,11 +46,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     out = REPO / "results" / "synth"
-    times = synth_report.run(out, stage=stage)
+    times = synth_report.run(out, stage=stage, readme=REPO / "README.md")
     (out / "timing.log").write_text(
         "".join(f"{name}: {sec:.0f} s\n" for name, sec in times.items())
         + f"total: {time.monotonic() - _T0:.0f} s\n")
-    stage(f"wrote {out / 'summary.json'} and {out / 'REPORT.md'} "
+    stage(f"wrote {out / 'summary.json'}, {out / 'REPORT.md'} and README.md's summary "
           f"(wall times in {out / 'timing.log'})")
     return 0
 

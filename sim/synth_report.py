@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from hdl import synthesis as S
-from hdl.config import KERNEL_CLOCK_MHZ, PIPELINE_LATENCY, AccelConfig
+from hdl.config import PIPELINE_LATENCY, AccelConfig
 from hdl.contract import input_cycles, stream_image_cycles
 from hdl.generate import BUILD
 from hdl.kernel import kernel_rtl
+from hdl.placement import LEVELS_AT_300, assumptions, clock_supported
 from hdl.protocol import image_beats
-from hdl.regmap import HBM_CHANNELS, KERNEL_NAME
+from hdl.regmap import KERNEL_NAME
 
 __all__ = ["run", "LUTS_PER_LUTRAM", "COMPRESSIONS"]
 
@@ -96,7 +97,7 @@ def hierarchical_sources(text: str, top: str, instances: int, work: Path):
     if missing:
         raise ValueError(f"not in the Verilog: {missing[:3]}")
     insts = re.findall(rf"^  {DATAPATH} +(\S+) \(", mods[eng], re.M)
-    same = insts == [f"datapath{p}" for p in range(instances)]
+    same = sorted(insts) == sorted(f"datapath{p}" for p in range(instances))   # any order
     dp_src = work / "datapath.v"
     dp_src.write_text(S.strip_zero_init(datapath_source(mods)))
     bb = "".join(S.blackbox_stub(t) if n == DATAPATH else t for n, t in mods.items()
@@ -104,6 +105,22 @@ def hierarchical_sources(text: str, top: str, instances: int, work: Path):
     bb_src = work / f"{top}_bb.v"
     bb_src.write_text(S.strip_zero_init(bb))
     return dp_src, bb_src, [DATAPATH], [w.lstrip("\\") for w in walkers], eng.lstrip("\\"), same
+
+
+def _over_summary(over: dict, keep: int = 40) -> dict:
+    """The path ends deeper than the 300 MHz limit, grouped by the register they end in (the
+    bit index and the numbers Yosys appends dropped: ``cycles0``, ``reader.credits``), deepest
+    first, at most ``keep`` of them, and how many ends there are in all."""
+    groups: dict = {}
+    for name, lv in over.items():
+        key = re.sub(r"\$\d+$", "", name) or name
+        head, _, leaf = key.rpartition("/")
+        if leaf.startswith("$"):            # a net Yosys named: counted, not listed by name
+            key = (head + "/" if head else "") + "(unnamed nets)"
+        groups[key] = max(groups.get(key, 0), lv)
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"ends": len(over), "registers": dict(ranked[:keep]),
+            "more": max(0, len(ranked) - keep)}
 
 
 def _whole_path_owner(d: dict, whole: dict) -> str:
@@ -121,8 +138,9 @@ def _whole_path_owner(d: dict, whole: dict) -> str:
     return ""
 
 
-def run(out: Path, *, stage=print) -> dict:
-    """Run the syntheses, write ``out``/summary.json and REPORT.md; returns wall times."""
+def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
+    """Run the syntheses, write ``out``/summary.json and REPORT.md (and README's synthesis
+    summary block, :func:`update_readme`, when ``readme`` is given); returns wall times."""
     cfg = AccelConfig()
     work = BUILD / "synth"
     work.mkdir(parents=True, exist_ok=True)
@@ -139,7 +157,7 @@ def run(out: Path, *, stage=print) -> dict:
                     what=f" (the engine's {dps[0]}, slots = N = {cfg.out_channels})")
     dp_cells = S.cell_counts(dp_net, "datapath")
     stage("datapath: logic levels, DSP placement")
-    depth = {"datapath": S.logic_levels(dp_net, "datapath")}
+    depth = {"datapath": S.logic_levels(dp_net, "datapath", over=LEVELS_AT_300)}
     registered = S.dsp_registered(dp_net, "datapath")
     x7_net = _synth("datapath", dp_src, "datapath", work, "xc7", stage, times)
     cascade = S.dsp_cascade(x7_net, "datapath")
@@ -160,13 +178,20 @@ def run(out: Path, *, stage=print) -> dict:
                      scale=[1, cfg.instances] + [eng_cells.get(w, 0) for w in walkers])
     kernel = _add(shell, eng_total)
     per_cu_shared = _add(shared, shell)
-    wdepth = [S.logic_levels(k_net, w) for w in walkers]
+    wdepth = [S.logic_levels(k_net, w, over=LEVELS_AT_300) for w in walkers]
     depth["walker"] = max(wdepth, key=lambda d: d["levels"])
-    depth["engine"] = S.logic_levels(k_net, eng, boundary=set(dps) | set(walkers))
-    depth["kernel_shell"] = S.logic_levels(k_net, KERNEL_NAME, boundary={eng})
+    depth["engine"] = S.logic_levels(k_net, eng, boundary=set(dps) | set(walkers),
+                                     over=LEVELS_AT_300)
+    depth["kernel_shell"] = S.logic_levels(k_net, KERNEL_NAME, boundary={eng},
+                                           over=LEVELS_AT_300)
     mods["datapath"] = dp_net["modules"]["datapath"]
     inline = {d: "datapath" for d in dps} | {w: w for w in walkers} | {eng: eng}
-    whole = S.logic_levels(S.stitch(mods, KERNEL_NAME, inline), KERNEL_NAME)
+    whole = S.logic_levels(S.stitch(mods, KERNEL_NAME, inline), KERNEL_NAME,
+                           over=LEVELS_AT_300)
+    for d in (*depth.values(), whole):
+        d["over"] = _over_summary(d["over"])
+    kernel_levels = max([d["levels"] for d in depth.values()] + [whole["levels"]])
+    clock = clock_supported(kernel_levels)
     fits = S.fit(inst)
     stage("card projection")
 
@@ -177,13 +202,16 @@ def run(out: Path, *, stage=print) -> dict:
 
     card = S.card_projection(cfg, inst, per_cu_shared, image_cycles=image_cycles,
                              input_bytes=image_beats(cfg) * cfg.bus_bytes,
-                             compressions=COMPRESSIONS)
+                             compressions=COMPRESSIONS, clock_mhz=clock)
     taps = sum(1 for d in cascade if d["pcin_cascade"])
     summary = {
         "configuration": cfg.to_dict(),
         "lut_levels": max(depth[n]["levels"] for n in ("datapath", "walker")),
         "lut_levels_by_design": depth,
         "lut_levels_kernel_whole": whole,
+        "kernel_lut_levels": kernel_levels,
+        "clock_mhz_supported": clock,
+        "clock_rule": assumptions()["clock_rule"],
         "dsp_per_output_per_cycle": dp_res["DSP48E2"] / cfg.groups,
         "per_instance": inst,
         "per_instance_parts": {"datapath": dp_res, "walker": wk_max},
@@ -216,13 +244,89 @@ def run(out: Path, *, stage=print) -> dict:
                            f"instances, datapath copies identical: {same}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (out / "REPORT.md").write_text(_report(cfg, summary))
+    if readme is not None:
+        update_readme(readme, summary)
     return times
+
+
+README_BEGIN = "<!-- synthesis summary: generated by `make synth` (sim/synth_report.py) -->"
+README_END = "<!-- end of synthesis summary -->"
+
+
+def readme_block(s: dict) -> str:
+    """README's synthesis paragraph from summary.json ``s``: depth per part, the clock it
+    supports and the card at that clock, per SLR, with the assumptions named."""
+    d, whole, card = s["lut_levels_by_design"], s["lut_levels_kernel_whole"], s["card"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {v['levels']}" for name, v in d.items())
+    c0, top = card["rows"][0], card["rows"][-1]
+    deep = [(name, v) for name, v in [*d.items(), ("whole", whole)] if v["over"]["ends"]]
+    reserve = ", ".join(f"{k} {100 * v:.0f} %" for k, v in
+                        card["assumptions"]["slr_reserve"]["fraction"].items())
+    pc_gbps = card["assumptions"]["hbm_pseudo_channel_gb_per_s"]["value"]
+    inst, eng, ker, fits = s["per_instance"], s["engine"], s["kernel"], s["fit_by_resource"]
+    n = s["configuration"]["instances"]
+
+    def res(r, keys=("LUT", "FF", "DSP48E2", "BRAM36", "URAM")):
+        return ", ".join(f"{_fmt(r[k])} {k}" for k in keys)
+
+    text = [
+        f"One instance of the default kernel is {res(inst)}; the {n}-instance engine "
+        f"{res(eng)} (its shared logic {res(s['engine_shared'], ('LUT', 'FF'))}); the kernel "
+        f"shell adds {res(s['kernel_shell'], ('LUT', 'FF', 'BRAM36'))}. With "
+        f"{100 * s['shell_reserve']:.0f} % of the device reserved, **{s['fit_limit']} limits the "
+        f"U280 to {fits[s['fit_limit']]:,} instances** "
+        f"({', '.join(f'{k} {_fmt(v)}' for k, v in fits.items() if v)}).",
+        f"Logic depth (LUT levels, counted as `make synth` counts them): {parts}; across every "
+        f"boundary (the stitched whole kernel) {whole['levels']}. **kernel_lut_levels = "
+        f"{s['kernel_lut_levels']}, so the depth supports {s['clock_mhz_supported']} MHz** "
+        f"({s['clock_rule']}).",
+    ]
+    if deep:
+        text.append("Paths of more than 6 levels remain in: " + "; ".join(
+            f"{name.replace('_', ' ')} ({', '.join(f'`{r}`' for r in list(v['over']['registers'])[:6])})"
+            for name, v in deep) + " (results/synth/REPORT.md lists them).")
+    text.append(
+        f"At that clock the card projection is {card['pes']} PEs x {card['cus']} CUs "
+        f"({', '.join(f'{k} {v}' for k, v in card['cus_per_slr'].items())}), limited by "
+        f"{card['limited_by']}: {c0['dense_equiv_gops_card']:,} dense-equivalent GOPS at C = "
+        f"{c0['C']} and {top['dense_equiv_gops_card']:,} at C = {top['C']} (DPUCAHX8H peak "
+        f"{card['dpu']['peak_tops']} TOPS), each CU on "
+        f"{sum(card['hbm_channels_per_cu'].values())} HBM pseudo-channels "
+        f"({top['hbm_gb_per_s_per_cu']} GB/s at C = {top['C']}). Assumptions: per-SLR "
+        f"resources a third of the device's; SLR reserve {reserve} (SLR0 holds the static "
+        f"shell and the HBM subsystem; an assumption, platforminfo has the real figures); "
+        f"{pc_gbps} GB/s per HBM pseudo-channel (theoretical); the clock rule above, until a "
+        "Vivado timing report exists.")
+    if s["clock_mhz_supported"] < card["assumptions"].get("platform_clock_mhz", 300):
+        text.append(
+            f"Images per second quoted elsewhere in this README at 300 MHz (`make sim`, `velcro "
+            f"network`) are at the platform's clock, which these {s['kernel_lut_levels']} levels "
+            f"do not yet support: scale them by {s['clock_mhz_supported']} / 300.")
+    return "\n".join(text)
+
+
+def update_readme(path: Path, s: dict) -> None:
+    """Replace the block between :data:`README_BEGIN` and :data:`README_END` in ``path``."""
+    text = Path(path).read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{path} has no synthesis summary block ({README_BEGIN} .. {README_END})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    Path(path).write_text(head + README_BEGIN + "\n" + readme_block(s) + "\n" + README_END + tail)
 
 
 def _fmt(v):
     if v is None:
         return "-"
     return f"{v:,.1f}" if isinstance(v, float) and v != int(v) else f"{int(v):,}"
+
+
+def _over_text(over):
+    if not over["ends"]:
+        return "none"
+    regs = ", ".join(f"`{k}` {v}" for k, v in list(over["registers"].items())[:12])
+    more = len(over["registers"]) - 12 + over["more"]
+    return regs + (f" and {more} more" if more > 0 else "") + f" ({over['ends']} path ends)"
 
 
 def _path(v):
@@ -331,6 +435,17 @@ def _findings(cfg, s) -> list:
         "CARRY8; Yosys emits CARRY4 for xcup, counted as half a CARRY8. The xcup netlist keeps "
         "the MAC chain's adders in the fabric (see below), so its depth includes adders that "
         "sit inside the DSP48E2s on the device.",
+        f"* **Whole kernel: {s['kernel_lut_levels']} logic levels** (kernel_lut_levels, the "
+        "maximum over the datapath, the walker, the engine's shared logic, the kernel shell and "
+        f"the stitched whole), so the logic depth supports **{s['clock_mhz_supported']} MHz** "
+        f"(clock_mhz_supported; rule: {s['clock_rule']}). Every figure of the card below is at "
+        "that clock.",
+        "",
+        "| part | levels | registers ending a path of more than 6 levels (deepest first) |",
+        "|---|---:|---|",
+        *[f"| {name} | {v['levels']} | {_over_text(v['over'])} |" for name, v in
+          [*d.items(), ("whole kernel (stitched)", whole)]],
+        "",
         f"* **DSP48E2 registers**: {reg['between_flip_flops']} of {reg['dsp']} DSP48E2 of the "
         "xcup datapath take A and B only from flip-flops and drive P only into flip-flops (the "
         "A/B and M registers Vivado folds in).",
@@ -353,11 +468,14 @@ def _card(cfg, s) -> list:
     """The largest configuration of the whole card and its throughput against C."""
     card = s["card"]
     lines = [
-        f"## The whole card at {KERNEL_CLOCK_MHZ} MHz",
+        f"## The whole card at {card['clock_mhz']} MHz (the clock the logic depth supports)",
         "",
         f"Largest configuration: **{card['pes']} PEs x {card['cus']} CUs = "
         f"{card['pes'] * card['cus']:,} instances**, limited by {card['limited_by']} "
-        f"(use: {', '.join(f'{k} {v} %' for k, v in card['use'].items())}). "
+        f"(use: {', '.join(f'{k} {v} %' for k, v in card['use'].items())}), placed per SLR: "
+        f"{', '.join(f'{k} {v} CUs' for k, v in card['cus_per_slr'].items())}; each CU takes "
+        f"{' + '.join(f'{v} ({k})' for k, v in card['hbm_channels_per_cu'].items())} HBM "
+        "pseudo-channels. "
         f"Peak {card['peak_dense_gops']:,} GOPS of int8 MACs (2 ops per MAC) at "
         f"{card['clock_mhz']} MHz against {card['dpu']['peak_tops']} TOPS for the "
         f"{card['dpu']['name']}. A CU is one kernel: its shell and the engine's shared logic "
@@ -383,12 +501,22 @@ def _card(cfg, s) -> list:
                      f"{100 * r['dense_equiv_gops_card'] / 1e3 / card['dpu']['peak_tops']:.1f} % "
                      f"| {r['hbm_gb_per_s_per_cu']} |")
     top = card["rows"][-1]
+    a = card["assumptions"]
+    slr_reserve = ", ".join(f"{k} {100 * v:.0f} %" for k, v in a["slr_reserve"]["fraction"].items())
     lines += [
         "",
         f"At its highest C ({top['C']}) each CU needs {top['hbm_gb_per_s_per_cu']} GB/s of HBM "
-        f"on two pseudo-channels (about {S.HBM_GBPS / HBM_CHANNELS:.1f} GB/s each), "
+        f"({', '.join(f'{k} {v}' for k, v in top['hbm_gb_per_s_per_master'].items())}), "
         f"{card['cus']} CUs {round(top['hbm_gb_per_s_per_cu'] * card['cus'], 1)} GB/s of the "
         f"card's ~{S.HBM_GBPS}.",
+        "",
+        "Assumptions of the card figures (summary.json card.assumptions):",
+        "",
+        f"* SLRs: {a['slr_device']['source']}; reserve {slr_reserve} "
+        f"({a['slr_reserve']['source']}).",
+        f"* HBM: {a['hbm_pseudo_channel_gb_per_s']['value']} GB/s per pseudo-channel "
+        f"({a['hbm_pseudo_channel_gb_per_s']['source']}); {a['hbm_one_port_per_master']}.",
+        f"* Clock: {a['clock_rule']}.",
         "",
         "Yosys is an estimate: Vivado's synthesis, placement and routing give the real figures.",
         "",

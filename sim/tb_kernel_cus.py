@@ -4,7 +4,8 @@ Every CU gets what v++ gives it: the shared ``ap_clk`` / ``ap_rst_n``, its own A
 and its own two AXI masters, here two cocotbext-axi ``AxiRam`` front ends per CU onto one
 sparse memory that stands for the HBM. HBM pseudo-channel i is the address range
 [i * 256 MB, (i + 1) * 256 MB); each CU's buffers sit in the pseudo-channels connectivity.cfg
-gives its masters (:func:`hdl.regmap.hbm_banks`: inputs in HBM[2j], the ofm in
+gives its masters (:func:`hdl.regmap.hbm_banks` with the channels make kernel gives the
+configuration, :func:`hdl.placement.hbm_channels`; for the default, inputs in HBM[2j], the ofm in
 HBM[2j+1]), and the burst monitor of every CU fails a burst outside them.
 
 The host flow is host_velcro.py's: :func:`hdl.kernel_host.split_batch` splits a batch of B
@@ -24,8 +25,9 @@ import cocotb
 import numpy as np
 from cocotb.utils import get_sim_time
 
-from hdl.regmap import GMEM_IN, GMEM_OUT, check_compute_units, cu_names, hbm_banks
 from hdl.kernel_host import gather, split_batch
+from hdl.placement import hbm_channels
+from hdl.regmap import GMEM_IN, GMEM_OUT, check_compute_units, cu_names, hbm_banks
 from py_ref.golden import golden_mismatch, random_batch, random_frame
 
 from .tb_kernel import KernelTB
@@ -35,9 +37,10 @@ HBM_CHANNEL_BYTES = 256 << 20
 MAX_IMAGES = 3               # per CU and start: the largest share the cases below hand out
 
 
-def channel(bank: str) -> int:
-    """"HBM[5]" -> 5."""
-    return int(bank.removeprefix("HBM[").removesuffix("]"))
+def channels(bank: str) -> tuple:
+    """"HBM[5]" -> (5, 5); "HBM[4:5]" -> (4, 5): the first and last pseudo-channel."""
+    first, _, last = bank.removeprefix("HBM[").removesuffix("]").partition(":")
+    return int(first), int(last or first)
 
 
 class MultiCuTB:
@@ -47,13 +50,18 @@ class MultiCuTB:
         k = check_compute_units(int(os.environ["VELCRO_CUS"]))
         self.dut = dut
         self.cus = []
-        for j, (cu, banks) in enumerate(hbm_banks(k).items()):
+        placed = None
+        for j, cu in enumerate(cu_names(k)):
             tb = KernelTB(dut, prefix=f"{cu}_", clock=(j == 0), max_images=MAX_IMAGES,
                           mem=self.cus[0].hbm.mem if self.cus else None)
+            # the banks make kernel gives this configuration (hdl.placement.hbm_channels)
+            placed = placed or hbm_banks(k, hbm_channels(tb.cfg))
+            banks = placed[cu]
             # each CU its own stall and placement streams (VELCRO_SEED gives them all one seed)
             tb.rng = random.Random(tb.seed * 1009 + j)
             tb.name = cu
-            tb.windows = {m: (channel(b) * HBM_CHANNEL_BYTES, (channel(b) + 1) * HBM_CHANNEL_BYTES)
+            tb.windows = {m: (channels(b)[0] * HBM_CHANNEL_BYTES,
+                              (channels(b)[1] + 1) * HBM_CHANNEL_BYTES)
                           for m, b in banks.items()}
             self.cus.append(tb)
         assert [tb.name for tb in self.cus] == cu_names(k)

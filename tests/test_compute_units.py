@@ -174,6 +174,62 @@ def test_connectivity_of_a_full_card(make_kernel):
     assert {r.port for r in arguments() if r.port} == set(AXI_MASTERS)
 
 
+# -- placement: SLRs and HBM pseudo-channels (hdl/placement.py) ------------------------------
+
+def test_connectivity_places_every_cu_in_an_slr_within_its_dsps(make_kernel):
+    from hdl.placement import SLRS, plan, slr_budget
+
+    for k in (1, 2, 3, MAX_COMPUTE_UNITS):
+        placement = plan(AccelConfig(), k)
+        lines, nk, sp = _connectivity(make_kernel.connectivity_cfg(k, placement))
+        slr = dict(ln[4:].split(":") for ln in lines if ln.startswith("slr="))
+        assert list(slr) == cu_names(k) and set(slr.values()) <= set(SLRS), slr
+        used = {s: placement["dsp48e2_per_cu"] * list(slr.values()).count(s) for s in SLRS}
+        assert used == placement["slr_dsp48e2_used"]
+        assert all(used[s] <= slr_budget()[s] for s in SLRS), used
+        assert len(lines) == 2 + 2 * k + k                  # [connectivity], nk=, sp=, slr=
+        # the default CU needs one pseudo-channel per master: the banks of before
+        assert sp == {f"{cu}.{m}": b for cu, ms in hbm_banks(k).items() for m, b in ms.items()}
+    # the SLRs fill evenly, SLR0 (next to the HBM) first
+    assert list(plan(AccelConfig(), 3)["slr"].values()) == ["SLR0", "SLR1", "SLR2"]
+
+
+def test_hbm_channels_follow_the_bytes_per_cycle():
+    from hdl.placement import HBM_PC_GBPS, hbm_channels, hbm_need
+
+    wide = dataclasses.replace(AccelConfig(), instances=64, out_channels=64, max_out_channels=64)
+    need = hbm_need(wide)
+    # 64 channels of 64 x 64 at C = 0: one 64-byte beat of output per cycle, 19.2 GB/s at 300 MHz
+    assert need[GMEM_OUT]["bytes_per_cycle"] > 60 and need[GMEM_OUT]["gb_per_s"] > HBM_PC_GBPS
+    assert hbm_channels(wide) == {GMEM_IN: 1, GMEM_OUT: 2}
+    assert hbm_channels(AccelConfig()) == {GMEM_IN: 1, GMEM_OUT: 1}
+    banks = hbm_banks(3, {GMEM_IN: 1, GMEM_OUT: 2})
+    assert banks["velcro_kernel_2"] == {GMEM_IN: "HBM[3]", GMEM_OUT: "HBM[4:5]"}
+    with pytest.raises(ValueError, match="11 compute units of 3 HBM pseudo-channels each"):
+        hbm_banks(11, {GMEM_IN: 1, GMEM_OUT: 2})
+
+
+def test_slr_assignment_refuses_what_does_not_fit():
+    from hdl.placement import assign_slrs, slr_budget
+
+    budget = slr_budget()
+    assert assign_slrs(3, budget["SLR0"]) == ["SLR0", "SLR1", "SLR2"]
+    # too big for SLR0 (the shell's): SLR1 and SLR2 take one each, the third fits nowhere
+    with pytest.raises(ValueError, match="CU 3 has no room"):
+        assign_slrs(3, budget["SLR1"])
+    with pytest.raises(ValueError, match="CU 1 has no room"):
+        assign_slrs(1, max(budget.values()) + 1)
+
+
+def test_clock_rule():
+    from hdl.placement import clock_supported
+
+    assert clock_supported(1) == clock_supported(6) == 300.0
+    assert clock_supported(12) == 150.0 and clock_supported(7) == round(300 * 6 / 7, 1)
+    with pytest.raises(ValueError, match="levels must be a positive int"):
+        clock_supported(0)
+
+
 # -- make_kernel.py: the folder, the CLI ------------------------------------------------------
 
 def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
@@ -183,7 +239,11 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
         ["velcro_kernel.v", "kernel.xml", "package_kernel.tcl", "velcro_kernel.xdc",
          "connectivity.cfg", "host_velcro.py", "config.json", ".inputs.sha1"])
     assert read_kernel_config((out / "config.json").read_text()) == (SMALL, 2)
-    assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2)
+    from hdl.placement import plan
+
+    placement = json.loads((out / "config.json").read_text())["placement"]
+    assert placement == json.loads(json.dumps(plan(SMALL, 2)))
+    assert (out / "connectivity.cfg").read_text() == make_kernel.connectivity_cfg(2, placement)
     assert (out / "host_velcro.py").read_bytes() == HOST.read_bytes()
     verilog = (out / "velcro_kernel.v").read_text()
     assert "module velcro_kernel(" in verilog

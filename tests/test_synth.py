@@ -180,3 +180,27 @@ def test_zero_init_strip_keeps_the_cells(small_engine):
     for k in ("FF", "DSP48E2", "BRAM36", "URAM", "LUTRAM", "CARRY", "SRL"):
         assert with_res[k] == without[k], k
     assert abs(with_res["LUT"] - without["LUT"]) <= 0.01 * with_res["LUT"], (with_res, without)
+
+
+def test_card_projection_places_whole_cus_per_slr_at_the_given_clock():
+    """hdl.synthesis.card_projection: CUs placed whole in the SLRs within every resource after
+    each SLR's reserve (hdl.placement), within the HBM's 32 pseudo-channels, figures at the
+    clock it is given."""
+    from hdl.placement import SLR_DEVICE, SLR_RESERVE, SLRS
+
+    cfg = AccelConfig()
+    inst = {"LUT": 1000, "FF": 2800, "DSP48E2": 11, "BRAM36": 1.0, "URAM": 1}
+    shared = {"LUT": 9000, "FF": 7000, "DSP48E2": 0, "BRAM36": 15.0, "URAM": 0}
+    kw = dict(image_cycles=lambda p, c: 4097, input_bytes=5000, compressions=(0.0, 0.9))
+    fast = S.card_projection(cfg, inst, shared, clock_mhz=300, **kw)
+    slow = S.card_projection(cfg, inst, shared, clock_mhz=150, **kw)
+    assert sum(fast["cus_per_slr"].values()) == fast["cus"] and set(fast["cus_per_slr"]) == set(SLRS)
+    cu = {k: shared[k] + fast["pes"] * inst[k] for k in inst}
+    for s, n in fast["cus_per_slr"].items():
+        assert all(n * cu[k] <= SLR_DEVICE[k] * (1 - SLR_RESERVE[s]) for k in cu), (s, n)
+    assert fast["cus"] * sum(fast["hbm_channels_per_cu"].values()) <= 32
+    # SLR0 keeps more for the shell: it holds no more CUs than the others
+    assert fast["cus_per_slr"]["SLR0"] <= min(fast["cus_per_slr"]["SLR1"], fast["cus_per_slr"]["SLR2"])
+    assert slow["clock_mhz"] == 150 and slow["rows"][0]["images_per_s_per_cu"] == pytest.approx(
+        fast["rows"][0]["images_per_s_per_cu"] / 2, abs=0.1)
+    assert "slr_reserve" in fast["assumptions"] and "clock_rule" in fast["assumptions"]

@@ -96,6 +96,11 @@ class FeederHarness(Harness):
             Assert(~dut.busy | ((st.left != 0) & (st.left <= seg_now) & (st.seg != 3)),
                    "inv: beats left in the segment"),
             Assert(~dut.busy | (taken == before + seg_now - st.left), "inv: beats taken"),
+            Assert(~dut.busy | (st.last == (st.left == 1)), "inv: last beat of the segment"),
+            *[Assert(dut.count.wrap[k] == (piece == 0), f"inv: left's piece {k} at zero")
+              for k, piece in enumerate(dut.count.pieces)],
+            *[Assert(~launched | (after.as_value() == Feeder.first_from(args, k + 1)),
+                     f"inv: the segment after {k}") for k, after in enumerate(dut.after)],
             Assert(~st.head | (dut.busy & (st.seg == idx["ifmap"]) & (st.left == seg_now)),
                    "inv: the header opens the ifmap"),
             Assert(~dut.busy | (fed == taken + (header & (st.seg == idx["ifmap"]) & ~st.head)),
@@ -172,6 +177,10 @@ class ReadSequencerHarness(Harness):
 
         before, now = _segment_sums(m, args, st.seg)
         page_beats = 1 << (PAGE_BITS - BEAT_SHIFT)
+        # a segment is open (LEN, CHECK, OFFER) or SEEK looks for the next one
+        open_seg = dut.busy & (st.phase != ReadSequencer.SEEK)
+        seek = st.phase == ReadSequencer.SEEK
+        before_look, _ = _segment_sums(m, args, st.look)
         m.d.comb += [
             Assert(~ar.valid | dut.busy, "AR only while busy"),
             Assert(~ar.valid | (ar.payload.addr[:BEAT_SHIFT] == 0), "AR aligned"),
@@ -180,7 +189,9 @@ class ReadSequencerHarness(Harness):
                    "no burst crosses 4 KB"),
             Assert(~ar.valid | (ar.payload.addr == st.addr), "AR address is the sequencer's"),
             Assert(~ar.valid | (beats <= st.left), "a burst stays inside its segment"),
-            Assert(~dut.busy | (asked == before + now - st.left), "each beat asked once, in order"),
+            Assert(~open_seg | (asked == before + now - st.left), "each beat asked once, in order"),
+            Assert(~seek | (asked == Mux(st.look == len(INPUT_BUFFERS), total, before_look)),
+                   "each segment before the next asked whole"),
             Assert(dut.busy | ~launched | (asked == total), "a run asks for all its beats"),
             Assert(~r.valid | r.ready, "R never refused"),
             Assert(st.credits <= self.depth, "no more asked than the FIFO holds"),
@@ -194,10 +205,21 @@ class ReadSequencerHarness(Harness):
         m.d.comb += base.eq(Mux(st.seg == idx["ifmap"], args.base.ifmap,
                                 Mux(st.seg == idx["schedule"], args.base.schedule, args.base.params)))
         m.d.comb += [
-            Assert(~dut.busy | (st.addr == (base + ((now - st.left) << BEAT_SHIFT))[:64]),
+            Assert(~open_seg | (st.addr == (base + ((now - st.left) << BEAT_SHIFT))[:64]),
                    "the address covers the segment from its base"),
-            Assert(~dut.busy | ((st.left != 0) & (st.left <= now) & (st.seg != 3)),
+            Assert(~open_seg | ((st.left != 0) & (st.left <= now) & (st.seg != 3)),
                    "inv: beats left in the segment"),
+            Assert(st.phase <= ReadSequencer.OFFER, "inv: a phase"),
+            Assert(st.look <= len(INPUT_BUFFERS), "inv: the segment looked at"),
+            Assert(~seek | args.load_config | (st.look == len(INPUT_BUFFERS) - 1)
+                   | (st.look == len(INPUT_BUFFERS)), "inv: without load_config, the ifmap only"),
+            *_page_invariants(dut.page),
+            Assert(~(st.phase == ReadSequencer.CHECK) & ~ar.valid
+                   | _read_burst_ok(st, page_beats), "inv: the burst sized"),
+            Assert(~ar.valid | ((st.left_after == st.left - st.length)
+                                & (st.beat_after == (st.addr[BEAT_SHIFT:PAGE_BITS] + st.length)[:6])
+                                & (st.credits + st.length <= self.depth)),
+                   "inv: where the burst leaves the segment and the address"),
             Assert(launched | ((asked == 0) & ~dut.busy), "inv: before a run"),
         ]
         ended = past(m, dut.busy) & ~dut.busy & ~past(m, ResetSignal()) & self.started
@@ -215,6 +237,33 @@ class ReadSequencerHarness(Harness):
                   & (seg["ifmap"] != 0), "a run over three segments ends"),
         ]
         return m
+
+
+def _page_invariants(page) -> list:
+    """Each chunk's all-ones flag of a :class:`~hdl.kernel_dma.PageAddress` is right."""
+    return [Assert(page.ones[k] == chunk.all(), f"inv: page chunk {k} all ones")
+            for k, chunk in enumerate(page.chunks)]
+
+
+def _read_burst_ok(st, page_beats):
+    """A burst LEN sized: 1..64 beats, within the segment and the page; ``last`` if it ends the
+    segment, ``cross`` if it ends the page."""
+    end = st.addr[BEAT_SHIFT:PAGE_BITS] + st.length
+    return ((st.length != 0) & (st.length <= st.left) & (end <= page_beats)
+            & (st.last == (st.length == st.left)) & (st.cross == (end == page_beats)))
+
+
+def _burst_ok(st, level):
+    """A sized burst: 1..64 beats, in the FIFO, not past the page end."""
+    return ((st.length != 0) & (st.length <= level)
+            & (st.addr[BEAT_SHIFT:PAGE_BITS] + st.length <= 1 << (PAGE_BITS - BEAT_SHIFT)))
+
+
+def _burst_end_ok(st):
+    """Where the sized burst ends: the beat in the page after it, and whether it is the next
+    page's first."""
+    end = st.addr[BEAT_SHIFT:PAGE_BITS] + st.length
+    return (st.beat_after == end[:PAGE_BITS - BEAT_SHIFT]) & (st.cross == end[PAGE_BITS - BEAT_SHIFT])
 
 
 #: write bursts the interconnect lets be outstanding (assumed: it holds AWREADY low beyond)
@@ -307,6 +356,15 @@ class WriteBackHarness(Harness):
             Assert(st.running | (dut.level == 0) | ~launched, "inv: done means FIFO empty"),
             Assert(launched | (~st.running & (pushed == 0) & (aw_beats == 0)), "inv: before a run"),
             Assert(~open_ | st.running, "inv: running while the engine may send"),
+            # the phases that size a burst before AW (hdl.kernel_dma.WriteBack)
+            *_page_invariants(dut.page),
+            Assert(st.phase <= WriteBack.DATA, "inv: a phase"),
+            Assert(~st.drained | ~open_, "inv: drained, nothing more comes"),
+            Assert(~((st.phase == WriteBack.OFFER) | ((st.phase == WriteBack.DECIDE) & st.ok))
+                   | _burst_ok(st, dut.level), "inv: the burst sized"),
+            Assert(~(st.phase == WriteBack.OFFER) | _burst_end_ok(st), "inv: the burst's end"),
+            Assert(~((st.phase == WriteBack.DECIDE) & st.done) | (~open_ & (dut.level == 0)),
+                   "inv: done only when drained and empty"),
         ]
         ended = past(m, dut.busy) & ~dut.busy & ~past(m, rst) & self.started
         m.d.comb += [
