@@ -18,7 +18,7 @@ from .config import AccelConfig
 from .contract import stream_image_cycles
 from .config import KERNEL_CLOCK_MHZ
 from .protocol import image_beats
-from .regmap import AXI_MASTERS, BEAT_BYTES, GMEM_IN, GMEM_OUT, HBM_CHANNELS
+from .regmap import BEAT_BYTES, GMEM_IN, GMEM_OUT, HBM_CHANNELS
 
 __all__ = ["SLRS", "SLR_DEVICE", "SLR_RESERVE", "HBM_PC_GBPS", "HBM_CHANNELS", "LEVELS_AT_300",
            "COMPRESSIONS", "slr_budget", "assign_slrs", "hbm_need", "hbm_channels",

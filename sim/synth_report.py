@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hdl import synthesis as S
-from hdl.config import PIPELINE_LATENCY, AccelConfig
+from hdl.config import KERNEL_CLOCK_MHZ, PIPELINE_LATENCY, AccelConfig
 from hdl.contract import input_cycles, stream_image_cycles
 from hdl.generate import BUILD
 from hdl.kernel import kernel_rtl
