@@ -42,13 +42,13 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from py_ref.errors import one_line, one_line_errors
+from py_ref.outputs import write_folder
 from py_ref.schedule import deal
 
 from .config import KERNEL_CLOCK_MHZ, KERNEL_CLOCK_PERIOD_NS, ConfigError
@@ -60,7 +60,7 @@ from .kernel_host import buffer_bytes, counter_names, kernel_config_json
 from .placement import plan
 
 __all__ = ["kernel_xml", "package_tcl", "kernel_xdc", "connectivity_cfg", "compute_units_arg",
-           "write_folder", "main", "inputs_digest", "link_latest", "TEMPLATES", "STAMP"]
+           "main", "inputs_digest", "link_latest", "TEMPLATES", "STAMP"]
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "hdl" / "kernel_files"
@@ -183,32 +183,6 @@ def compute_units_arg(text: str) -> int:
         return check_compute_units(k)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def write_folder(out: Path, write) -> None:
-    """``write(tmp)`` fills a temporary folder beside ``out``, which then replaces ``out``; on
-    any failure or interruption the temporary folder goes and ``out`` is left as it was."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    old = None
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        write(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        if old is not None:
-            shutil.rmtree(old)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def main(argv=None) -> int:

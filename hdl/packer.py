@@ -19,35 +19,18 @@ steps and starts the next frame by itself after the last beat.
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig, OFM_BITS
 from .datapath import entries_per_instance, result_layout
-from .protocol import compact_beats_per_image
 
-__all__ = ["OutputPacker", "beat_layout", "compact_beat_count", "compact_bytes"]
+__all__ = ["OutputPacker", "beat_layout"]
 
 
 def beat_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"data": cfg.bus_width, "last": 1})
-
-
-def compact_beat_count(cfg: AccelConfig, length: int) -> int:
-    """Output beats of a frame of ``length`` stream bytes (the protocol's count)."""
-    return compact_beats_per_image(cfg, length)
-
-
-def compact_bytes(cfg: AccelConfig, beats, length: int) -> np.ndarray:
-    """A frame's output beats -> uint8 [length], the stream bytes (the input of
-    ``Schedule.expand``)."""
-    if len(beats) != compact_beat_count(cfg, length):
-        raise ValueError(f"beats must be {compact_beat_count(cfg, length)} for {length} bytes, "
-                         f"not {len(beats)}")
-    raw = b"".join(int(b).to_bytes(cfg.bus_bytes, "little") for b in beats)
-    return np.frombuffer(raw, np.uint8)[:length].copy()
 
 
 class OutputPacker(wiring.Component):

@@ -7,7 +7,8 @@
   folder, then a rename, so no partial or overwritten file is ever left behind, with the
   permissions ``open(path, "w")`` would give (:func:`new_file_mode`); the generated Verilog,
   the simulator's stamps and kept logs use it as they are;
-* :func:`atomic_write` is that write for a user's output path, which it checks again.
+* :func:`atomic_write` is that write for a user's output path, which it checks again;
+* :func:`write_folder` is the same for a whole folder (make kernel's, the deploy folder).
 
 It imports nothing from hdl/ (py_ref sits at the bottom of the layers).
 """
@@ -15,13 +16,15 @@ It imports nothing from hdl/ (py_ref sits at the bottom of the layers).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
 
 from .errors import CliError, one_line
 
-__all__ = ["check_output", "atomic_write", "write_atomically", "new_file_mode", "umask"]
+__all__ = ["check_output", "atomic_write", "write_atomically", "write_folder", "new_file_mode",
+           "umask"]
 
 
 def check_output(path, *, inputs=(), suffix: str | None = None) -> Path:
@@ -185,3 +188,23 @@ def umask() -> int:
 def new_file_mode() -> int:
     """The permissions ``open(path, "w")`` would give a new file (0666 minus the umask)."""
     return 0o666 & ~umask()
+
+
+def write_folder(out: Path, write) -> None:
+    """``write(tmp)`` fills a temporary folder beside ``out``, which then replaces ``out``; on
+    any failure or interruption the temporary folder goes and ``out`` is left as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    old = None
+    try:
+        os.chmod(tmp, 0o777 & ~umask())
+        write(tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if old is not None:
+            shutil.rmtree(old)

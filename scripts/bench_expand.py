@@ -18,7 +18,7 @@ import numpy as np
 
 from hdl.config import DEFAULT
 from py_ref.schedule import deal
-from sim.measure import best_of, expand_seconds
+from sim.host_timing import best_of, expand_seconds
 
 SHAPE = (DEFAULT.out_channels, DEFAULT.height, DEFAULT.width)
 INSTANCES = DEFAULT.instances

@@ -30,7 +30,7 @@ from pathlib import Path
 from hdl.config import DEFAULT
 from hdl.generate import BUILD, add_config_arguments, config_from_args
 from py_ref.schedule import deal
-from sim import measure, perf_model, sweep_report, workloads
+from sim import host_timing, measure, perf_model, sweep_report, workloads
 from sim.energy import EnergyModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,7 +251,7 @@ def _write_into(out, args, argv, cfg, points, loads, saif_files, t):
     by_kind = {k: perf_model.analyse(cfg, [p for p in points if p.kind == k], model)
                for k in args.kind_list}
     acceptance = perf_model.check_acceptance(by_kind)
-    expand = {k: max(measure.expand_seconds(w.frame.mask, w.frame.means, cfg.instances)
+    expand = {k: max(host_timing.expand_seconds(w.frame.mask, w.frame.means, cfg.instances)
                      for w in loads[k]) for k in args.kind_list}
     perf_model.write_csv(out / "sweep.csv", [r for k in args.kind_list for r in by_kind[k]])
     sweep_report.plot(out / "throughput_energy.png", by_kind, cfg, model)

@@ -121,7 +121,7 @@ def host_modules() -> list[str]:
 def write_deploy(kernel: Path, xclbin: Path | None = None, extra=()) -> Path:
     """``kernel``/deploy/: config.json, host_velcro.py, the Python it needs, the xclbin and
     ``extra`` files (emconfig.json), replaced whole. Returns the folder."""
-    from hdl.kernel_folder import write_folder
+    from py_ref.outputs import write_folder
 
     def write(tmp: Path):
         shutil.copy(kernel / "config.json", tmp / "config.json")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from .workloads import Workload
 
 __all__ = ["BatchRun", "Measurement", "run_steps", "measure", "measure_all", "DEFAULT_BATCHES",
            "WINDOW_IMAGE", "window_images", "check_batches", "BatchesError", "SimulationFailed",
-           "best_of", "expand_seconds", "batches_for"]
+           "batches_for"]
 
 #: Batch sizes whose difference gives the steady state: 1 (no overlap at all) and 6 (room for
 #: the traced period and the state record after it).
@@ -312,22 +311,3 @@ def measure_all(build: Build, workloads: list[Workload], workdir: Path, *,
                 f.cancel()
             raise
     return [results[i] for i in range(len(workloads))]
-
-
-def best_of(fn, repeats: int) -> float:
-    """Minimum wall time of ``fn()`` in seconds (the least-disturbed run on a shared machine)."""
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def expand_seconds(mask: np.ndarray, means: np.ndarray, instances: int, *, repeats: int = 50,
-                   seed: int = 0) -> float:
-    """Host cost of the compact output: seconds per image of ``Schedule.expand`` (rebuilding the
-    dense map from the computed bytes and the means), min over ``repeats``."""
-    schedule = deal(mask, instances)
-    values = np.random.default_rng(seed).integers(0, 256, schedule.stream_length, dtype=np.uint8)
-    return best_of(lambda: schedule.expand(values, means), repeats)

@@ -19,7 +19,8 @@ from stream_sim import run_streams, simulate
 from test_datapath import load
 from hdl.config import AccelConfig
 from hdl.datapath import Datapath, LoadSignature, entries_per_instance, work_layout
-from hdl.packer import OutputPacker, beat_layout, compact_beat_count, compact_bytes
+from hdl.packer import OutputPacker, beat_layout
+from hdl.protocol import compact_beats_per_image, decode_compact
 from hdl.contract import compute_cycle_bound
 from py_ref.compact import golden_compact
 from py_ref.golden import golden_ofm, random_frame
@@ -77,7 +78,7 @@ def run_frame(cfg, frame, *, seed, stall):
             sources.append((dut.work[p], [dict(slot=c, seg=sg, index=k, buf=0) for k, (c, sg)
                                           in enumerate(zip(ch, s.segments(p).tolist()))]))
         got, = await run_streams(ctx, sources=sources,
-                                 sinks=[(dut.o, compact_beat_count(cfg, s.stream_length))],
+                                 sinks=[(dut.o, compact_beats_per_image(cfg, s.stream_length))],
                                  rng=random.Random(seed), stall=stall)
         beats.extend((c, b.data, b.last) for c, b in got)
 
@@ -96,7 +97,7 @@ def test_core_frame(name, mask_kind, stall):
     mask = rng.random(shape) < 0.4 if mask_kind == "random" else skewed_mask(rng, shape, 0.4)
     frame = random_frame(cfg, rng, mask=mask)
     s, beats = run_frame(cfg, frame, seed=seed, stall=stall)
-    got = compact_bytes(cfg, [d for _, d, _ in beats], s.stream_length)
+    got, = decode_compact(cfg, [d for _, d, _ in beats], s.stream_length)
     assert got.tolist() == golden_compact(frame, s).tolist(), f"seed={seed}"
     np.testing.assert_array_equal(s.expand(got, frame.means), golden_ofm(frame),
                                   err_msg=f"seed={seed}")

@@ -640,7 +640,7 @@ def test_sweep_results_are_replaced_together_or_not_at_all(tmp_path, monkeypatch
     monkeypatch.setattr(sweep.perf_model, "analyse", lambda cfg, points, model: [])
     monkeypatch.setattr(sweep.perf_model, "check_acceptance",
                         lambda by_kind: {"kinds": {}, "failures": [], "ok": True})
-    monkeypatch.setattr(sweep.measure, "expand_seconds", lambda *a, **k: 0.0)
+    monkeypatch.setattr(sweep.host_timing, "expand_seconds", lambda *a, **k: 0.0)
 
     def broken_plot(path, *a, **k):
         raise OSError(28, "No space left on device")

@@ -11,7 +11,8 @@ from conftest import seed_for
 from stream_sim import run_streams
 from stream_sim import simulate as run_simulator
 from hdl.config import AccelConfig
-from hdl.packer import OutputPacker, compact_beat_count, compact_bytes
+from hdl.packer import OutputPacker
+from hdl.protocol import ProtocolError, compact_beats_per_image, decode_compact
 from py_ref.compact import golden_compact
 from py_ref.golden import golden_ofm, random_frame
 from py_ref.schedule import deal
@@ -34,7 +35,7 @@ def simulate(cfg, schedule, compact, frames, *, seed, stall):
         idx = schedule.compact_index(p)
         one = [dict(value=int(compact[c]), index=k) for k, c in enumerate(idx)]
         sources.append((dut.results[p], one * frames))
-    count = compact_beat_count(cfg, length) * frames
+    count = compact_beats_per_image(cfg, length) * frames
     out = []
 
     async def bench(ctx):
@@ -61,12 +62,12 @@ def test_packer_matches_expand(name, density, stall):
     compact = golden_compact(frame, s)
     frames = 2
     beats = simulate(cfg, s, compact, frames, seed=seed, stall=stall)
-    per = compact_beat_count(cfg, s.stream_length)
+    per = compact_beats_per_image(cfg, s.stream_length)
     assert len(beats) == per * frames
     for f in range(frames):
         mine = beats[f * per:(f + 1) * per]
         assert [last for _, _, last in mine] == [0] * (per - 1) + [1] * (per > 0), f"seed={seed}"
-        got = compact_bytes(cfg, [d for _, d, _ in mine], s.stream_length)
+        got, = decode_compact(cfg, [d for _, d, _ in mine], s.stream_length)
         assert got.tolist() == compact.tolist(), f"seed={seed} frame {f}"
         np.testing.assert_array_equal(s.expand(got, frame.means), golden_ofm(frame),
                                       err_msg=f"seed={seed} frame {f}")
@@ -98,7 +99,7 @@ def test_packer_rejects_instances_not_dividing_the_beat():
         OutputPacker(cfg)
 
 
-def test_compact_bytes_rejects_wrong_count():
+def test_decode_compact_rejects_wrong_count():
     cfg = CONFIGS["p2"]
-    with pytest.raises(ValueError, match="beats must be 2 for 9 bytes, not 1"):
-        compact_bytes(cfg, [0], 9)
+    with pytest.raises(ProtocolError, match="beats must be 2 for 1 images of 9 bytes, not 1"):
+        decode_compact(cfg, [0], 9)
