@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hdl.config import DEFAULT
 from hdl.generate import BUILD, add_config_arguments, config_from_args
+from py_ref.errors import error_line, one_line_errors
 from py_ref.schedule import deal
 from sim import host_timing, measure, perf_model, sweep_report, workloads
 from sim.energy import EnergyModel
@@ -40,7 +41,8 @@ KEEP_SAIF = (0.0, 0.3)
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = one_line_errors(argparse.ArgumentParser(prog="sweep.py",
+                                                 description=__doc__.split("\n\n")[0]))
     ap.add_argument("--ratios", default=DEFAULT_RATIOS, help="comma-separated C, the first 0")
     ap.add_argument("--kinds", default="random,velcro",
                     help=f"mask kinds among {', '.join(workloads.MASK_KINDS)}")
@@ -93,7 +95,7 @@ def _main(argv=None) -> int:
                 measure.check_batches(args.batch_list, saif=True,
                                       period=measure.window_images(cfg, steps))
         except measure.BatchesError as exc:
-            print(f"sweep: error: --batches: {exc} (C = {w.ratio:g}, before building)",
+            print(error_line(f"--batches: {exc} (C = {w.ratio:g}, before building)", "sweep.py"),
                   file=sys.stderr)
             return 2
     build = Build(cfg, "verilator", saif=True, defer=True)
@@ -117,7 +119,7 @@ def _main(argv=None) -> int:
                   file=sys.stderr)
             return 1
         except measure.BatchesError as exc:
-            print(f"sweep: error: --batches: {exc}", file=sys.stderr)
+            print(error_line(f"--batches: {exc}", "sweep.py"), file=sys.stderr)
             return 2
         t["sim"] = time.perf_counter()
         return _write(args, argv, cfg, points, loads, {staging / n: Path("saif") / n

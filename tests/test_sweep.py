@@ -302,9 +302,10 @@ def test_batches_that_cannot_measure_are_refused(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--batches",
                         f"1,{k + 2}", "--out", str(out)], capture_output=True, text=True,
                        timeout=120)
-    assert r.returncode == 2, r.stderr                  # argparse: its usage, then one error line
+    assert r.returncode == 2, r.stderr                  # one error line, as every command's
     assert r.stderr.splitlines()[-1].startswith(
-        "sweep.py: error: --batches: a SAIF measurement needs a batch of at least"), r.stderr
+        "velcro: error: sweep.py: --batches: a SAIF measurement needs a batch of at "
+        "least"), r.stderr
     assert "building" not in r.stderr and not out.exists()
 
 
@@ -320,7 +321,8 @@ def test_batches_checked_against_each_period_before_building(tmp_path):
                        env={**os.environ, "VELCRO_BUILD": str(root)})
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines()[-1] == (
-        "sweep: error: --batches: batches [1, 6] must differ by a multiple of the stream's "
+        "velcro: error: sweep.py: --batches: batches [1, 6] must differ by a multiple of the "
+        "stream's "
         "period of 2 images (C = 0.9, before building)"), r.stderr
     assert len(r.stderr.splitlines()) == 1 and not out.exists() and not root.exists()
 
@@ -420,7 +422,8 @@ def test_small_sweep_end_to_end(tmp_path):
     odd = [a if a != "1,7" else "1,6" for a in cmd]
     proc = subprocess.run(odd + [str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
-        "sweep: error: --batches: batches [1, 6] must differ by a multiple of the stream's "
+        "velcro: error: sweep.py: --batches: batches [1, 6] must differ by a multiple of the "
+        "stream's "
         "period of 2 images (C = 0.8, before building)"), proc.stderr
     assert not out.exists()
     proc = subprocess.run(cmd + [str(out)], capture_output=True, text=True, timeout=900)
