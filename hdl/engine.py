@@ -46,7 +46,13 @@ from .packer import OutputPacker, beat_layout
 from .protocol import stream_counter_layout
 from .walker import WorkWalker
 
-__all__ = ["VelcroAccelerator"]
+__all__ = ["VelcroAccelerator", "check_buildable"]
+
+
+def check_buildable(cfg: AccelConfig) -> None:
+    """ValueError naming what the engine cannot be built for (its parts refuse at construction,
+    which the generator only reaches while elaborating): call it before any long work."""
+    OutputPacker(cfg)._MustUse__silence = True
 
 
 class VelcroAccelerator(wiring.Component):

@@ -182,7 +182,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ConfigError as exc:
+        from .engine import check_buildable
+        check_buildable(cfg)
+    except (ConfigError, ValueError) as exc:
         print(error_line(exc, "generate"), file=sys.stderr)
         return 2
     out = args.out or (BUILD / f"{TOP}.v" if cfg == AccelConfig() else BUILD / "rtl" / cfg.tag / f"{TOP}.v")

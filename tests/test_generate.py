@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,21 @@ def test_generate_cli_rejects_bad_configuration(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == "velcro: error: generate: height=2 is out of range 4..256"
     assert not (tmp_path / "x.v").exists()
+
+
+@pytest.mark.parametrize("command", [["-m", "hdl.generate"],
+                                     [str(Path(__file__).resolve().parent.parent / "scripts"
+                                          / "make_kernel.py")]], ids=["generate", "make_kernel"])
+def test_unbuildable_configuration_is_one_line_before_any_work(tmp_path, command):
+    """A configuration the engine's parts refuse only while elaborating (3 instances do not
+    divide the 64-byte beat) is refused up front, one line, exit 2, nothing written."""
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, *command, "--instances", "3", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("velcro: error: ") and "instances must divide" in r.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("cfg", [AccelConfig(), AccelConfig(height=7, width=9, in_channels=5,
