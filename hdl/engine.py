@@ -36,7 +36,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import AccelConfig
+from .config import AccelConfig, ConfigError
 from .counters import EngineCounters
 from .datapath import Datapath
 from .dealer import WindowDealer
@@ -50,9 +50,13 @@ __all__ = ["VelcroAccelerator", "check_buildable"]
 
 
 def check_buildable(cfg: AccelConfig) -> None:
-    """ValueError naming what the engine cannot be built for (its parts refuse at construction,
-    which the generator only reaches while elaborating): call it before any long work."""
-    OutputPacker(cfg)._MustUse__silence = True
+    """ConfigError naming what the engine cannot be built for (its parts refuse at
+    construction, which the generator only reaches while elaborating): call it before any long
+    work (hdl.generate.config_from_args does, for every command that builds a design)."""
+    try:
+        OutputPacker(cfg)._MustUse__silence = True
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class VelcroAccelerator(wiring.Component):

@@ -168,9 +168,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> AccelConfig:
-    return AccelConfig(height=args.height, width=args.width, in_channels=args.in_channels,
-                       instances=args.instances, lanes=args.lanes, bus_width=args.bus_width,
-                       out_channels=args.out_channels)
+    """The design the options of :func:`add_config_arguments` describe; ConfigError if it is
+    out of range or one the engine cannot be built for (hdl.engine.check_buildable)."""
+    from .engine import check_buildable     # Amaranth, loaded as write_verilog loads it: late
+
+    cfg = AccelConfig(height=args.height, width=args.width, in_channels=args.in_channels,
+                      instances=args.instances, lanes=args.lanes, bus_width=args.bus_width,
+                      out_channels=args.out_channels)
+    check_buildable(cfg)
+    return cfg
 
 
 def main(argv=None) -> int:
@@ -182,9 +188,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        from .engine import check_buildable
-        check_buildable(cfg)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(error_line(exc, "generate"), file=sys.stderr)
         return 2
     out = args.out or (BUILD / f"{TOP}.v" if cfg == AccelConfig() else BUILD / "rtl" / cfg.tag / f"{TOP}.v")

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hdl.config import DEFAULT
+from hdl.config import DEFAULT, ConfigError
 from hdl.generate import BUILD, add_config_arguments, config_from_args
 from py_ref.errors import error_line, one_line_errors
 from py_ref.schedule import deal
@@ -73,13 +73,17 @@ def parse_args(argv):
     args.kind_list = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not args.kind_list or any(k not in workloads.MASK_KINDS for k in args.kind_list):
         ap.error(f"--kinds must be among {', '.join(workloads.MASK_KINDS)}")
+    try:
+        args.cfg = config_from_args(args)
+    except ConfigError as exc:
+        ap.error(str(exc))
     return args
 
 
 def _main(argv=None) -> int:
     from sim.runner import Build, SimulationFailed
     args = parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = args.cfg
     out, t = args.out, {"start": time.perf_counter()}
     # the random workloads (host-side numpy, seconds) before the build: explicit --batches are
     # checked against each point's stream period now, not after the model is built; the

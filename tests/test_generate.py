@@ -33,12 +33,16 @@ def test_generate_cli_rejects_bad_configuration(tmp_path):
     assert not (tmp_path / "x.v").exists()
 
 
-@pytest.mark.parametrize("command", [["-m", "hdl.generate"],
-                                     [str(Path(__file__).resolve().parent.parent / "scripts"
-                                          / "make_kernel.py")]], ids=["generate", "make_kernel"])
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.mark.parametrize("command", [["-m", "hdl.generate"], [str(SCRIPTS / "make_kernel.py")],
+                                     [str(SCRIPTS / "sweep.py")]],
+                         ids=["generate", "make_kernel", "sweep"])
 def test_unbuildable_configuration_is_one_line_before_any_work(tmp_path, command):
     """A configuration the engine's parts refuse only while elaborating (3 instances do not
-    divide the 64-byte beat) is refused up front, one line, exit 2, nothing written."""
+    divide the 64-byte beat) is refused up front by config_from_args, one line, exit 2, nothing
+    written."""
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, *command, "--instances", "3", "--out", str(out)],
                        capture_output=True, text=True, timeout=120)
