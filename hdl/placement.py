@@ -19,6 +19,7 @@ from .contract import stream_image_cycles
 from .config import KERNEL_CLOCK_MHZ
 from .protocol import image_beats
 from .regmap import BEAT_BYTES, GMEM_IN, GMEM_OUT, HBM_CHANNELS
+from .synthesis import HBM_GBPS, U280
 
 __all__ = ["SLRS", "SLR_DEVICE", "SLR_RESERVE", "HBM_PC_GBPS", "HBM_CHANNELS", "LEVELS_AT_300",
            "COMPRESSIONS", "slr_budget", "assign_slrs", "hbm_need", "hbm_channels",
@@ -26,10 +27,9 @@ __all__ = ["SLRS", "SLR_DEVICE", "SLR_RESERVE", "HBM_PC_GBPS", "HBM_CHANNELS", "
 
 #: The U280's three SLRs (xcu280: three dies of the same size).
 SLRS = ("SLR0", "SLR1", "SLR2")
-#: One SLR's resources: the device totals (DS963: 1,304K LUT, 2,607K FF, 9,024 DSP48E2, 2,016
-#: BRAM36, 960 URAM) over its three equal dies, e.g. 3,008 DSP48E2 per SLR.
-SLR_DEVICE = {"LUT": 1_303_680 // 3, "FF": 2_607_360 // 3, "DSP48E2": 9024 // 3,
-              "BRAM36": 2016 // 3, "URAM": 960 // 3}
+#: One SLR's resources: the device totals (hdl.synthesis.U280, DS963) over its three equal dies,
+#: e.g. 3,008 DSP48E2 per SLR.
+SLR_DEVICE = {k: v // len(SLRS) for k, v in U280.items()}
 #: Fraction of each SLR kept from the CUs. An assumption (platforminfo reports the platform's
 #: real per-SLR figures; it is not available here): every SLR keeps 15 % for routing and the
 #: interconnect; SLR0 also holds the static shell region (PCIe, XDMA, card management) and the
@@ -38,7 +38,7 @@ SLR_RESERVE = {"SLR0": 0.40, "SLR1": 0.15, "SLR2": 0.15}
 #: One HBM2 pseudo-channel of the U280, theoretical: 460 GB/s over 32 pseudo-channels (U280 data
 #: sheet DS963 / UG1314: 8 GB HBM2, 460 GB/s). An assumption for planning: a real channel
 #: delivers less (refresh, page misses, the switch between channels).
-HBM_PC_GBPS = 460 / HBM_CHANNELS
+HBM_PC_GBPS = HBM_GBPS / HBM_CHANNELS
 #: Logic levels a 300 MHz register stage holds on UltraScale+ -2 (TOOLCHAIN.md: plan 5-6 LUT
 #: levels per 3.33 ns stage).
 LEVELS_AT_300 = 6
