@@ -21,7 +21,8 @@ from hdl.config import KERNEL_CLOCK_MHZ, PIPELINE_LATENCY, AccelConfig
 from hdl.contract import input_cycles, stream_image_cycles
 from hdl.generate import BUILD
 from hdl.kernel import kernel_rtl
-from hdl.placement import LEVELS_AT_300, assumptions, clock_supported
+# the card projection's compressions are those make kernel sizes the HBM channels over
+from hdl.placement import COMPRESSIONS, LEVELS_AT_300, assumptions, clock_supported
 from hdl.protocol import image_beats
 from hdl.regmap import KERNEL_NAME
 
@@ -31,8 +32,6 @@ __all__ = ["run", "LUTS_PER_LUTRAM", "COMPRESSIONS"]
 LUTS_PER_LUTRAM = {"RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "RAM32X1D": 2,
                    "RAM64X1D": 2, "RAM128X1D": 4, "RAM32X1S": 1, "RAM64X1S": 1,
                    "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8}
-#: Compression ratios of the card projection.
-COMPRESSIONS = (0.0, 0.5, 0.7, 0.8, 0.9)
 
 
 def _resources(cells: dict) -> dict:
