@@ -47,7 +47,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from py_ref.errors import one_line, one_line_errors
+from py_ref.errors import error_line, one_line_errors
 from py_ref.outputs import write_folder
 from py_ref.schedule import deal
 
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
         if args.out is not None and args.out.exists() and not args.out.is_dir():
             raise ValueError(f"--out {args.out} is a file, expected a folder")
     except (ConfigError, ValueError) as exc:
-        print(f"velcro: error: make_kernel.py: {one_line(exc)}", file=sys.stderr)
+        print(error_line(exc, "make_kernel.py"), file=sys.stderr)
         return 2
     k = args.cus
     out = args.out if args.out is not None else BUILD / "kernels" / f"{cfg.tag}_cu{k}"
