@@ -1,5 +1,5 @@
-"""py_ref.schedule: the deal by pixel, its balance bound, every uncompressed output once, the
-compact order with its padding, expansion.
+"""py_ref.schedule: the pair-aware deal by pixel, the pairs' runs and their bounds, every
+uncompressed output once, the compact order with its padding, expansion.
 
 Checked against a plain-Python dealer written from the module's words (loops over Python ints),
 never against the module's own index arithmetic.
@@ -14,39 +14,70 @@ from py_ref.schedule import Schedule, deal
 
 
 def reference_deal(mask, p_count):
-    """(offsets [P][S], per instance the list of (channel, y, x)), as loops: segments of P
-    pixels, heaviest pixel to the least-loaded instance, then instances renumbered by load."""
+    """(offsets [P][S], per instance the list of (channel, y, x, step)), as loops: segments of P
+    pixels, heaviest pixel to the free instance leaving its pair the fewest steps, then pairs
+    renumbered by steps, runs channel by channel."""
     n, h, w = mask.shape
     j_count = -(-w // p_count)
-    work = {(y, x): sum(1 for c in range(n) if not mask[c, y, x])
-            for y in range(h) for x in range(w)}
+    kept = {(y, x): [c for c in range(n) if not mask[c, y, x]] for y in range(h) for x in range(w)}
+    outputs = [[0] * n for _ in range(p_count)]
     load = [0] * p_count
+    pairs = (p_count + 1) // 2
+    steps = [0] * pairs
     offsets = [[-1] * (h * j_count) for _ in range(p_count)]
+
+    def twin_outputs(p, c):
+        return outputs[p ^ 1][c] if (p ^ 1) < p_count else 0
+
     for s in range(h * j_count):
         y, j = divmod(s, j_count)
         pixels = [o for o in range(p_count) if j * p_count + o < w]
-        pixels.sort(key=lambda o: (-work[y, j * p_count + o], o))
-        takers = sorted(range(p_count), key=lambda p: (load[p], p))
-        for o, p in zip(pixels, takers):
+        pixels.sort(key=lambda o: (-len(kept[y, j * p_count + o]), o))
+        free = list(range(p_count))
+        for o in pixels:
+            chans = kept[y, j * p_count + o]
+            if not chans:
+                continue
+            delta = {p: sum(1 for c in chans if outputs[p][c] >= twin_outputs(p, c)) for p in free}
+            p = min(free, key=lambda p: (steps[p // 2] + delta[p], delta[p], load[p], p))
+            free.remove(p)
             offsets[p][s] = o
-            load[p] += work[y, j * p_count + o]
-    order = sorted(range(p_count), key=lambda p: (-load[p], p))
-    offsets = [offsets[p] for p in order]
+            steps[p // 2] += delta[p]
+            load[p] += len(chans)
+            for c in chans:
+                outputs[p][c] += 1
+        for o, p in zip([o for o in pixels if not kept[y, j * p_count + o]], free):
+            offsets[p][s] = o
+    full = p_count // 2                     # an odd P's twin-less pair stays last
+    order = sorted(range(full), key=lambda d: (-steps[d], d)) + list(range(full, pairs))
+    offsets = [offsets[p] for d in order for p in (2 * d, 2 * d + 1) if p < p_count]
     runs = []
     for p in range(p_count):
-        run = []
-        for s, o in enumerate(offsets[p]):
-            if o >= 0:
+        runs.append([])
+        for c in range(n):
+            for s, o in enumerate(offsets[p]):
                 y, j = divmod(s, j_count)
-                run += [(c, y, j * p_count + o) for c in range(n) if not mask[c, y, j * p_count + o]]
-        runs.append(run)
+                if o >= 0 and not mask[c, y, j * p_count + o]:
+                    runs[p].append((c, y, j * p_count + o))
+    # channel c's steps in pair d begin after the earlier channels' max(U_A, U_B)
+    for d in range(pairs):
+        twins = [p for p in (2 * d, 2 * d + 1) if p < p_count]
+        start = 0
+        for c in range(n):
+            width = max(sum(1 for e in runs[p] if e[0] == c) for p in twins)
+            for p in twins:
+                mine = [i for i, e in enumerate(runs[p]) if e[0] == c]
+                for r, i in enumerate(mine):
+                    runs[p][i] = runs[p][i] + (start + r,)
+            start += width
     return offsets, runs
 
 
 def reference_compact(runs):
-    """The stream: step k holds entry k of every instance, None where an instance has none."""
-    steps = max((len(r) for r in runs), default=0)
-    return [run[k] if k < len(run) else None for k in range(steps) for run in runs]
+    """The stream: step k holds every instance's entry of step k, None where it has none."""
+    steps = max((e[3] + 1 for r in runs for e in r), default=0)
+    at = {(e[3], p): e[:3] for p, r in enumerate(runs) for e in r}
+    return [at.get((k, p)) for k in range(steps) for p in range(len(runs))]
 
 
 def check_schedule(mask, p_count):
@@ -61,14 +92,29 @@ def check_schedule(mask, p_count):
         dealt = [o for o in s.offsets[:, seg].tolist() if o >= 0]
         j = seg % s.row_segments
         assert sorted(dealt) == list(range(min(p_count, w - j * p_count)))
-    # balance: loads differ by at most N (a pixel weighs at most N), busiest first
-    assert s.counts.max() - s.counts.min() <= n, s.counts
-    assert list(s.counts) == sorted(s.counts, reverse=True) and s.steps == max(s.counts)
+    # pairs: busiest first; a pair's run is its channels' max(U_A, U_B), so between half the
+    # pair's outputs and all of them; no step computes more than P outputs
+    full = list(s.pair_steps[:p_count // 2])
+    assert full == sorted(full, reverse=True)
+    assert s.steps == max(s.pair_steps)
+    counts = list(s.counts) + [0]
+    for d, run in enumerate(s.pair_steps.tolist()):
+        pair_load = counts[2 * d] + counts[2 * d + 1]
+        assert max(counts[2 * d], counts[2 * d + 1]) <= run <= pair_load
+    assert s.steps * p_count >= total
     for p in range(p_count):
         ch, y, x = s.entries(p)
-        assert list(zip(ch.tolist(), y.tolist(), x.tolist())) == runs[p], p
+        assert [e + (k,) for e, k in zip(zip(ch.tolist(), y.tolist(), x.tolist()),
+                                         s.steps_of(p).tolist())] == runs[p], p
         y_seg, j_seg = np.divmod(s.segments(p), s.row_segments)
         assert (y_seg == y).all() and (j_seg == x // p_count).all()
+    # the grid: twins' entries of a step share their channel
+    channel, seg, valid = s.table()
+    for d in range(s.pairs):
+        if 2 * d + 1 < p_count:
+            both = (valid[:, 2 * d] & valid[:, 2 * d + 1]).astype(bool)
+            assert (channel[both, 2 * d] == channel[both, 2 * d + 1]).all()
+    assert int(valid.sum()) == total
     # the stream: every uncompressed output exactly once, padding -1, step-major order
     order = reference_compact(runs)
     assert s.stream_length == s.steps * p_count == len(order)
@@ -76,7 +122,7 @@ def check_schedule(mask, p_count):
                                        for e in order]
     for p in range(p_count):
         for k, c in enumerate(s.compact_index(p).tolist()):
-            assert order[c] == runs[p][k]
+            assert order[c] == runs[p][k][:3]
     kept = s.compact_flat[s.compact_flat >= 0]
     assert len(set(kept.tolist())) == total and not mask.reshape(-1)[kept].any()
     return s, order
@@ -140,19 +186,20 @@ def test_skewed_mask_is_skewed():
     # three decades of scale: some channels nearly all compressed, some nearly all kept
     assert per_channel[2:].max() > 0.9 and per_channel[2:].min() < 0.1
     s = deal(mask, 16)
-    assert s.counts.max() - s.counts.min() <= 16
+    assert int((~mask).sum()) / 16 <= s.steps <= int((~mask).sum()) / 16 + 16
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.9])
 def test_default_image_balance(ratio):
-    """16 x 64x64, 16 instances: every instance one pixel of each of the 256 segments, and the
-    busiest at most N = 16 entries above the mean, on a random and a skewed mask."""
+    """16 x 64x64, 16 instances in 8 pairs: every instance one pixel of each of the 256
+    segments, and the busiest pair's run at most N = 16 steps above the bound total / P (no
+    step computes more than P outputs), on a random and a skewed mask."""
     rng = np.random.default_rng(seed_for("schedule-default", ratio))
     for mask in (rng.random((16, 64, 64)) < ratio, skewed_mask(rng, (16, 64, 64), ratio)):
         s = deal(mask, 16)
         total = int((~mask).sum())
         assert (s.offsets >= 0).all() and s.offsets.shape == (16, 256)
-        assert s.steps <= total / 16 + 16 and s.counts.max() - s.counts.min() <= 16
+        assert total / 16 <= s.steps <= total / 16 + 16, (s.steps, total / 16)
         assert np.array_equal(np.sort(s.compact_flat[s.compact_flat >= 0]),
                               np.flatnonzero(~mask.reshape(-1)))
 
@@ -175,8 +222,8 @@ def test_many_seeds():
 
 
 def test_all_work_in_one_pixel():
-    """The bound is tight: one pixel holding every output goes to one instance, which then
-    holds N more entries than the others."""
+    """One pixel holding every output goes to one instance, whose pair then takes N steps with
+    its twin idle."""
     mask = np.ones((4, 5, 6), bool)
     mask[:, 2, 3] = False
     s = deal(mask, 4)
