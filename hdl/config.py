@@ -210,6 +210,17 @@ class AccelConfig:
         return self.height * self.row_segments
 
     @property
+    def pairs(self) -> int:
+        """ceil(P / 2) datapaths: instances 2d and 2d + 1 (twins) share one packed DSP48E2 chain
+        and compute one channel per step (:mod:`py_ref.schedule`, :mod:`py_ref.dsp`)."""
+        return -(-self.instances // 2)
+
+    @property
+    def twins(self) -> int:
+        """Instances per datapath: 2 (1 when P = 1)."""
+        return min(self.instances, 2)
+
+    @property
     def segment_bits(self) -> int:
         """One FRAME input record: the P pixels of one segment of one channel group, L lanes each."""
         return self.instances * self.pixel_bits

@@ -125,7 +125,7 @@ class LayerProgram:
 
 
 def _same_schedule(a: Schedule, b: Schedule) -> bool:
-    fields = ("offsets", "channel", "seg", "starts")
+    fields = ("offsets", "channel", "seg", "step", "starts")
     return (a.shape == b.shape and a.instances == b.instances
             and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields))
 
@@ -222,13 +222,8 @@ class _Reader:
         pixels = [[_unpack(r >> (p * x_bits), x_fields) for p in range(p_count)]
                   for r in (self.record(p_count * x_bits) for _ in range(cfg.segments))]
         keep = np.zeros((n, h, w), bool)
-        runs = []
         for p in range(p_count):
-            run = [e[p] for e in entries]
-            valid = [e["valid"] for e in run]
-            if valid != sorted(valid, reverse=True):
-                raise ProgramError(f"instance {p}'s work list has a gap")
-            for e in run[:sum(valid)]:
+            for e in (e[p] for e in entries if e[p]["valid"]):
                 s, c = e["seg"], e["channel"]
                 px = pixels[s][p] if s < len(pixels) else {"valid": 0}
                 if not px["valid"] or c >= n:
@@ -240,16 +235,17 @@ class _Reader:
                     raise ProgramError(f"instance {p}: entry (channel {c}, segment {s}) is "
                                        "outside the layer or repeated")
                 keep[c, y, x] = True
-            runs.append([(e["channel"], e["seg"]) for e in run[:sum(valid)]])
         schedule = deal(~keep, p_count)
         if (schedule.steps, schedule.total) != (steps, total):
             raise ProgramError(f"the SCHEDULE header says {steps} steps and {total} outputs, "
                                f"its entries {schedule.steps} and {schedule.total}")
         offsets = np.array([[px[p]["offset"] if px[p]["valid"] else -1 for px in pixels]
                             for p in range(p_count)], np.int64).reshape(schedule.offsets.shape)
-        dealt = [list(zip(schedule.entries(p)[0].tolist(), schedule.segments(p).tolist()))
-                 for p in range(p_count)]
-        if not np.array_equal(offsets, schedule.offsets) or runs != dealt:
+        grid = [np.array([[e[p][f] for p in range(p_count)] for e in entries], np.int64)
+                .reshape(steps, p_count) for f in ("channel", "seg", "valid")]
+        dealt = schedule.table()
+        if not np.array_equal(offsets, schedule.offsets) or not all(
+                np.array_equal(a, b) for a, b in zip(grid, dealt)):
             raise ProgramError("the work lists and pixel tables are not the dealing of the mask "
                                "they serve")
         return schedule

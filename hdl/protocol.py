@@ -20,10 +20,11 @@ WEIGHTS    N*G filter records (N output channels, however many instances P; chan
            quant records: bias (32, two's complement) | mult << 32 | shift << 48. Every
            instance stores every channel's (slot n = channel n), so WEIGHTS does not depend on
            the mask.
-SCHEDULE   header: steps (the busiest instance's entries) at bits 8..31, total = sum U at bits
+SCHEDULE   header: steps (the busiest pair's run) at bits 8..31, total = sum U at bits
            32..63. Then ``steps`` records of P work entries: entry p (``schedule_entry_fields``,
-           at bit p * entry_bits) = entry k of instance p (:func:`py_ref.schedule.deal`),
-           valid = 1, or zero when instance p holds fewer than k + 1 entries; then S = H*J
+           at bit p * entry_bits) = instance p's entry of step k of its pair's run
+           (:meth:`py_ref.schedule.Schedule.table`), valid = 1, or zero when it has none in
+           step k (twins 2d and 2d + 1 compute one channel per step); then S = H*J
            *pixel records* of P pixel fields (``pixel_fields``, field p at bit p * pixel_bits):
            the offset of instance p's pixel in segment s, valid = 1, or zero when it has none
            there. The host deals the work when the mask changes; the means stay on the host.
@@ -277,12 +278,10 @@ def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
         raise ValueError(f"schedule must be dealt for {cfg.instances} instances of a "
                          f"{list(shape)} mask, not {schedule.instances} of "
                          f"{list(schedule.shape)}")
-    p_count, steps = cfg.instances, schedule.steps
-    entries = np.zeros((steps, p_count), dtype=object)
-    for p in range(p_count):
-        ch, seg = schedule.entries(p)[0], schedule.segments(p)
-        entries[:len(ch), p] = _pack(schedule_entry_fields(cfg),
-                                     {"channel": ch, "seg": seg, "valid": np.ones_like(ch)})
+    channel, seg, valid = schedule.table()                      # [steps, P]
+    entries = np.where(valid == 1, _pack(schedule_entry_fields(cfg),
+                                         {"channel": channel, "seg": seg, "valid": valid}), 0)
+    steps = schedule.steps
     off = schedule.offsets.T                                     # [S, P]
     pixels = np.where(off >= 0, _pack(pixel_fields(cfg), {"offset": np.maximum(off, 0),
                                                           "valid": np.ones_like(off)}), 0)

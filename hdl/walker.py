@@ -1,15 +1,18 @@
-"""Per-instance work-list walker of the streaming engine.
+"""Per-pair work-list walker of the streaming engine.
 
-The SCHEDULE command writes instance p's dealt run (:func:`py_ref.schedule.deal`) into the
-walker's memory, entry k at address k; ``count`` counts the valid entries written (a run is
-written from address 0; ``clear``, pulsed at every SCHEDULE header, empties it first, so a
-schedule with no entries leaves it empty). For every image the engine pulses ``start``; the
-walker then offers entries k = 0 .. count - 1, each tagged with its index k and the image's
-window buffer ``buf``. The memory is read one entry ahead (synchronous read port enabled when
-the output register moves), so entries leave back to back, one per cycle at most.
+The SCHEDULE command writes the twins' entries of pair d's run (:meth:`py_ref.schedule.Schedule.
+table`: instances 2d and 2d + 1) into the walker's memories, one per twin, step k at address k;
+``count`` is the run's length: ``clear``, pulsed at every SCHEDULE header, empties it, and every
+valid entry written sets it to its address + 1 (records come in step order, so a schedule with
+no entries leaves it empty). For every image the engine pulses ``start``; the walker then offers
+steps k = 0 .. count - 1, each the twins' entries (a twin without one in step k: ``valid`` 0)
+tagged with its index k and the image's window buffer ``buf``. The channel is twin A's, or twin
+B's when A has none (a step's valid entries share their channel). The memories are read one
+step ahead (synchronous read ports enabled when the output register moves), so steps leave back
+to back, one per cycle at most.
 
-Timing: ``start`` in cycle t, the first entry is offered in cycle t + 2; ``running`` falls once
-the last entry has been read (it may still sit in the output register).
+Timing: ``start`` in cycle t, the first step is offered in cycle t + 2; ``running`` falls once
+the last step has been read (it may still sit in the output register).
 """
 
 from __future__ import annotations
@@ -26,23 +29,22 @@ __all__ = ["WorkWalker", "entry_write_signature"]
 
 
 def entry_write_signature(cfg: AccelConfig) -> WriteSignature:
-    """The write port of an instance's work-list memory, seen from the writer: entry ``addr`` of
-    the run (:func:`hdl.protocol.schedule_entry_layout`)."""
+    """The write port of an instance's work-list memory, seen from the writer: the instance's
+    entry of step ``addr`` (:func:`hdl.protocol.schedule_entry_layout`)."""
     cfg = cfg.design
     return WriteSignature(range(entries_per_instance(cfg)), schedule_entry_layout(cfg))
 
 
 class WorkWalker(wiring.Component):
-    """Instance ``instance``'s work list: ``write`` stores entries, ``work`` streams them."""
+    """Pair ``pair``'s run: ``write[t]`` stores twin t's entries, ``work`` streams the steps."""
 
-    def __init__(self, cfg: AccelConfig, instance: int):
-        if not isinstance(instance, int) or not 0 <= instance < cfg.instances:
-            raise ValueError(f"instance must be an integer in 0..{cfg.instances - 1}, "
-                             f"not {instance!r}")
+    def __init__(self, cfg: AccelConfig, pair: int):
+        if isinstance(pair, bool) or not isinstance(pair, int) or not 0 <= pair < cfg.pairs:
+            raise ValueError(f"pair must be an integer in 0..{cfg.pairs - 1}, not {pair!r}")
         cfg = cfg.design
-        self.cfg, self.instance = cfg, instance
+        self.cfg, self.pair = cfg, pair
         super().__init__({
-            "write": In(entry_write_signature(cfg)),
+            "write": In(entry_write_signature(cfg)).array(cfg.twins),
             "count": Out(range(entries_per_instance(cfg) + 1)),
             "clear": In(1),             # a new schedule begins: count = 0
             "start": In(1),
@@ -54,33 +56,43 @@ class WorkWalker(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        # UltraRAM (4K x 72): the U280 has 960 of them and nothing else uses them, while block
-        # RAM holds the window memories (issue 10: block RAM must not bound the instance count)
-        mem = memory.Memory(shape=schedule_entry_layout(cfg), depth=entries_per_instance(cfg),
-                            init=[], attrs={"ram_style": "ultra"})
-        m.submodules.entries = mem
-        wp, rp = mem.write_port(), mem.read_port()
-        m.d.comb += [wp.en.eq(self.write.en), wp.addr.eq(self.write.addr),
-                     wp.data.eq(self.write.data)]
-        # deployment constants survive a reset, like the memory
+        # deployment constants survive a reset, like the memories
         count = Signal.like(self.count, reset_less=True)
         m.d.comb += self.count.eq(count)
-        with m.If(self.write.en):
-            m.d.sync += count.eq(Mux(self.write.addr == 0, 0, count) + self.write.data.valid)
+        k = Signal(range(entries_per_instance(cfg) + 1))
+        wk = self.work
+        adv = Signal()
+        m.d.comb += adv.eq(~wk.valid | wk.ready)
+        reads = []
+        for t, write in enumerate(self.write):
+            # UltraRAM (4K x 72): the U280 has 960 of them and nothing else uses them, while
+            # block RAM holds the window memories (issue 10: block RAM must not bound the
+            # instance count)
+            mem = memory.Memory(shape=schedule_entry_layout(cfg),
+                                depth=entries_per_instance(cfg), init=[],
+                                attrs={"ram_style": "ultra"})
+            m.submodules[f"entries{t}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.en.eq(write.en), wp.addr.eq(write.addr), wp.data.eq(write.data),
+                         rp.en.eq(adv), rp.addr.eq(k),
+                         wk.payload.seg[t].eq(rp.data.seg), wk.payload.valid[t].eq(rp.data.valid)]
+            with m.If(write.en & write.data.valid):
+                m.d.sync += count.eq(write.addr + 1)
+            reads.append(rp)
+        channel = reads[0].data.channel
+        if len(reads) > 1:
+            channel = Mux(reads[0].data.valid, channel, reads[1].data.channel)
+        m.d.comb += wk.payload.slot.eq(channel)
         with m.If(self.clear):
             m.d.sync += count.eq(0)
 
-        k = Signal(range(entries_per_instance(cfg) + 1))
         buf = Signal()
-        wk = self.work
-        adv = Signal()
-        m.d.comb += [adv.eq(~wk.valid | wk.ready), rp.en.eq(adv), rp.addr.eq(k),
-                     wk.payload.slot.eq(rp.data.channel), wk.payload.seg.eq(rp.data.seg)]
+        running = self.running
         with m.If(adv):
-            m.d.sync += [wk.valid.eq(self.running & (k < count)),
+            m.d.sync += [wk.valid.eq(running & (k < count)),
                          wk.payload.index.eq(k), wk.payload.buf.eq(buf), k.eq(k + 1)]
             with m.If(k + 1 >= count):
-                m.d.sync += self.running.eq(0)
+                m.d.sync += running.eq(0)
         with m.If(self.start):
-            m.d.sync += [self.running.eq(1), k.eq(0), buf.eq(self.buf)]
+            m.d.sync += [running.eq(1), k.eq(0), buf.eq(self.buf)]
         return m
