@@ -1,6 +1,6 @@
 """The datapath's arithmetic as DSP48E2-shaped pipelines (issue 10).
 
-Both components are enable-driven pipelines: every register loads when ``en`` is high and holds
+All three components are enable-driven pipelines: every register loads when ``en`` is high and holds
 otherwise, so the datapath's global advance signal freezes them under output backpressure.
 An input presented in an ``en`` cycle appears at the output ``LATENCY`` ``en`` cycles later.
 Data registers are reset-less (a DSP48E2's A/B/M/P registers are filled by the data; a reset
@@ -14,6 +14,14 @@ would only cost the RST pins a fan-out).
   nine-product adder tree leaves the fabric. The first tap adds nothing: ``xilinx_dsp`` starts a
   cascade only at a DSP whose post-adder is unused, so a bias on tap 0's C port would break the
   chain (the datapath adds the bias with the accumulation instead).
+* :class:`PackedMacCascade`: ``sum_hi = sum_i hi[i] * b[i]`` and ``sum_lo = sum_i lo[i] * b[i]``
+  over ``taps`` <= 15 int8 triples, two products per DSP48E2 sharing ``b`` (the packing of
+  Xilinx WP486, modelled bit for bit by :mod:`py_ref.dsp`, which proves it exact). A fabric
+  register stage prepares the 27-bit operand ``A = hi' * 2^19 + lo`` (``hi' = -127`` where
+  ``hi = -128``) and the correction term ``flag * b``; then the MacCascade chain
+  ``P_i = A_i * b_i + P_{i-1}`` (A/B, M, P registers, PCOUT -> PCIN), the correction
+  ``sum_i flag_i * b_i`` summed in a fabric chain beside it, and a registered unpack:
+  ``sum_lo = sign-extend(P[18:0])``, ``sum_hi = (P >> 19) + P[18] - corr``.
 * :class:`Requantiser`: ``min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, the
   golden model's requantisation (:func:`py_ref.golden.requantise`). The 32 x 16-bit unsigned
   product is split the way two DSP48E2 compute it: ``lo = r[:17] * mult + half`` (A/B, M, P
@@ -29,9 +37,11 @@ from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from py_ref.dsp import A_BITS, LOW_BITS, MAX_TAPS, P_BITS
+
 from .config import MULT_BITS, OFM_BITS, SHIFT_BITS
 
-__all__ = ["MacCascade", "Requantiser", "delay"]
+__all__ = ["MacCascade", "PackedMacCascade", "Requantiser", "delay"]
 
 
 def delay(m, en, value, cycles: int, name: str):
@@ -75,6 +85,98 @@ class MacCascade(wiring.Component):
                 m.d.sync += [mreg.eq(a * b), preg.eq(mreg if prev is None else mreg + prev)]
             prev = preg
         m.d.comb += self.sum.eq(prev)
+        return m
+
+
+#: The narrowest accumulator of :class:`PackedMacCascade`: a signed field holding
+#: MAX_TAPS * 2^14 (15 products -128 * -128), 19 bits.
+PACKED_MIN_ACC_BITS = (MAX_TAPS << 14).bit_length() + 1
+
+
+class PackedMacCascade(wiring.Component):
+    """``sum_hi = sum_i hi[i] * b[i]``, ``sum_lo = sum_i lo[i] * b[i]`` (signed int8 x int8,
+    ``acc_bits``-bit signed results, 1 <= ``taps`` <= MAX_TAPS = 15), one DSP48E2 per tap,
+    ``LATENCY = taps + 4`` enabled cycles (:meth:`latency`).
+
+    The arithmetic (:mod:`py_ref.dsp` proves it and models it bit for bit):
+
+    * Q1, operand preparation in fabric (its own register stage, so the multiplier's input
+      register takes no logic): ``A_i = hi'_i * 2^19 + lo_i`` with ``hi'_i = -127`` if
+      ``hi_i = -128`` else ``hi_i``, inside the 27-bit signed A port (``|A_i| <= 127 * 2^19 +
+      128 < 2^26``); ``t_i = flag_i * b_i`` with ``flag_i = (hi_i = -128)``; ``b_i`` (the
+      sign-extended int8 on the B port).
+    * Tap i (the MacCascade chain, delayed one cycle): A/B registers at Q(i+2) after i systolic
+      delays, M ``= A_i * b_i`` at Q(i+3), P ``P_i = M_i + P_{i-1}`` at Q(i+4) (PCOUT -> PCIN).
+      ``|P| <= taps * (127 * 128 * 2^19 + 2^14) < 2^37``: P is ``p_bits`` = the minimal exact
+      signed width (38 bits at 15 taps, below the DSP's 48), so it never wraps.
+    * Beside it in fabric, the negated correction ``d_i = d_{i-1} - t_i`` at Q(i+4), so
+      ``d = -corr = -sum_i flag_i * b_i`` arrives with the last P (``|d| <= 15 * 128``).
+    * Q(taps+4), the registered unpack: ``sum_lo = sign-extend(P[18:0])`` (exact, ``|sum_lo|
+      <= 15 * 2^14 < 2^18``) and ``sum_hi = (P >> 19) + d + P[18]`` (one adder, P[18] its carry
+      in), which is ``sum_i hi'_i * b_i - corr = sum_i hi_i * b_i``.
+
+    ``acc_bits`` must hold 15 * 2^14 (>= :data:`PACKED_MIN_ACC_BITS` = 19)."""
+
+    @staticmethod
+    def latency(taps: int) -> int:
+        """Enabled cycles from an input to its sums: preparation, A/B, M, ``taps`` P, unpack."""
+        return taps + 4
+
+    def __init__(self, taps: int, acc_bits: int):
+        self._MustUse__silence = True   # a refused configuration is not an unused design
+        if not isinstance(taps, int) or isinstance(taps, bool) or not 1 <= taps <= MAX_TAPS:
+            raise ValueError(f"taps must be an integer in 1..{MAX_TAPS} (the low field is "
+                             f"exact up to {MAX_TAPS} packed products), not {taps!r}")
+        if not isinstance(acc_bits, int) or isinstance(acc_bits, bool) \
+                or acc_bits < PACKED_MIN_ACC_BITS:
+            raise ValueError(f"acc_bits={acc_bits!r} cannot hold {MAX_TAPS} * 2^14: at least "
+                             f"{PACKED_MIN_ACC_BITS} bits")
+        self._MustUse__silence = False
+        self.taps, self.acc_bits = taps, acc_bits
+        self.LATENCY = self.latency(taps)
+        p_max = taps * ((127 * 128 << LOW_BITS) + (1 << 14))
+        self.p_bits = min(P_BITS, p_max.bit_length() + 1)
+        self.d_bits = (taps * 128).bit_length() + 1
+        super().__init__({
+            "en": In(1),
+            "hi": In(data.ArrayLayout(signed(8), taps)),
+            "lo": In(data.ArrayLayout(signed(8), taps)),
+            "b": In(data.ArrayLayout(signed(8), taps)),
+            "sum_hi": Out(signed(acc_bits)),
+            "sum_lo": Out(signed(acc_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+
+        def reg(shape, name, value):
+            s = Signal(shape, name=name, reset_less=True)
+            with m.If(en):
+                m.d.sync += s.eq(value)
+            return s
+
+        p = d = None
+        for i in range(self.taps):
+            hi, lo, b = self.hi[i], self.lo[i], self.b[i]
+            # Q1: operand preparation in fabric
+            flag = hi == -128
+            a_prep = reg(signed(A_BITS), f"a{i}_prep", (Mux(flag, -127, hi) << LOW_BITS) + lo)
+            b_prep = reg(signed(8), f"b{i}_prep", b)
+            t_prep = reg(signed(8), f"t{i}_prep", Mux(flag, b, 0))
+            # tap i: i systolic delays, the last being the DSP's A/B register; M; P
+            a = delay(m, en, a_prep, i + 1, f"a{i}")
+            bb = delay(m, en, b_prep, i + 1, f"b{i}")
+            mreg = reg(signed(A_BITS + 8), f"m{i}", a * bb)
+            p = reg(signed(self.p_bits), f"p{i}", mreg if p is None else mreg + p)
+            # the negated correction, in step with P
+            t = delay(m, en, t_prep, i + 2, f"t{i}")
+            d = reg(signed(self.d_bits), f"d{i}", -t if d is None else d - t)
+        # Q(taps+4): unpack
+        lo_sum = reg(signed(self.acc_bits), "sum_lo_q", p[:LOW_BITS].as_signed())
+        hi_sum = reg(signed(self.acc_bits), "sum_hi_q",
+                     p[LOW_BITS:].as_signed() + d + p[LOW_BITS - 1])
+        m.d.comb += [self.sum_lo.eq(lo_sum), self.sum_hi.eq(hi_sum)]
         return m
 
 

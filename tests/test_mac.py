@@ -1,17 +1,19 @@
 """hdl.mac in the Amaranth simulator against plain-Python references, under random stalls of the
 enable (a frozen pipeline must hold every value), with the arithmetic's edge cases: -128
 activations and weights at full fan-in, the widest accumulators, every shift, saturation and
-the rounding half.
+the rounding half; the packed cascade also against py_ref.dsp's bit-level model.
 """
 
 import random
 
+import numpy as np
 import pytest
 
 from conftest import seed_for
 from stream_sim import simulate
 from hdl.config import AccelConfig, MULT_BITS
-from hdl.mac import MacCascade, Requantiser
+from hdl.mac import PACKED_MIN_ACC_BITS, MacCascade, PackedMacCascade, Requantiser
+from py_ref.dsp import MAX_TAPS, packed_dot
 
 
 def mac_ref(x, w):
@@ -76,6 +78,48 @@ def test_mac_cascade(taps, stall):
                        stall=stall, seed=seed)
     for k, ((x, w), g) in enumerate(zip(cases, got)):
         assert g == mac_ref(x, w), f"seed={seed}: case {k} x={x} w={w}: got {g}"
+
+
+def packed_cases(rng, taps, count):
+    """(hi, lo, b) triples: every operand -128 and the other full-fan-in extremes, then random
+    ones, 30 % of them drawn from the corner values."""
+    corners = [-128, -127, -1, 0, 1, 127]
+    cases = [tuple([v] * taps for v in vs)
+             for vs in ((-128, -128, -128), (-128, -128, 127), (127, 127, -128),
+                        (127, -128, -128), (-128, 127, 127), (-127, -127, -128))]
+    for _ in range(count):
+        pick = rng.random() < 0.3
+        cases.append(tuple([rng.choice(corners) if pick else rng.randrange(-128, 128)
+                            for _ in range(taps)] for _ in range(3)))
+    return cases
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.4])
+@pytest.mark.parametrize("taps", [1, 9, MAX_TAPS])
+def test_packed_mac_cascade(taps, stall):
+    acc_bits = AccelConfig().acc_bits
+    seed = seed_for("packed-mac-cascade", taps, stall)
+    cases = packed_cases(random.Random(seed), taps, 150)
+    dut = PackedMacCascade(taps, acc_bits)
+    assert dut.LATENCY == PackedMacCascade.latency(taps) == taps + 4
+    inputs = [dict(hi=hi, lo=lo, b=b) for hi, lo, b in cases]
+    got = run_pipeline(dut, inputs, lambda ctx: (ctx.get(dut.sum_hi), ctx.get(dut.sum_lo)),
+                       dut.LATENCY, stall=stall, seed=seed)
+    model = packed_dot(*(np.array([c[k] for c in cases], dtype=np.int8) for k in range(3)))
+    for k, ((hi, lo, b), g) in enumerate(zip(cases, got)):
+        want = (mac_ref(hi, b), mac_ref(lo, b))
+        assert (int(model[0][k]), int(model[1][k])) == want, f"seed={seed}: model, case {k}"
+        assert g == want, f"seed={seed}: case {k} hi={hi} lo={lo} b={b}: got {g}"
+
+
+def test_packed_mac_cascade_refuses():
+    for taps in (0, MAX_TAPS + 1, 9.0, True):
+        with pytest.raises(ValueError, match="taps"):
+            PackedMacCascade(taps, 32)
+    for acc_bits in (PACKED_MIN_ACC_BITS - 1, 8, 32.0):
+        with pytest.raises(ValueError, match="acc_bits"):
+            PackedMacCascade(9, acc_bits)
+    PackedMacCascade(MAX_TAPS, PACKED_MIN_ACC_BITS)._MustUse__silence = True
 
 
 def requant_cases(rng, acc_bits, count):
