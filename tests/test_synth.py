@@ -204,3 +204,33 @@ def test_card_projection_places_whole_cus_per_slr_at_the_given_clock():
     assert slow["clock_mhz"] == 150 and slow["rows"][0]["images_per_s_per_cu"] == pytest.approx(
         fast["rows"][0]["images_per_s_per_cu"] / 2, abs=0.1)
     assert "slr_reserve" in fast["assumptions"] and "clock_rule" in fast["assumptions"]
+
+
+def test_packed_mac_cascade_maps_one_dsp48e2_per_tap(tmp_path):
+    """PackedMacCascade(9, 32) on UltraScale+: each 27 x 8 packed multiply is one whole
+    DSP48E2 (27 x 18 multiplier; no split, no fabric multiplier), every DSP sits between
+    flip-flops (Vivado folds the A/B, M registers into it), and the fabric stages stay within 6
+    logic levels.
+
+    Yosys 0.70 packs no P registers or PCOUT -> PCIN cascades for xcup (hdl/synthesis.py), and
+    its xc7 proxy cannot show this cascade: the 27-bit A operand exceeds the DSP48E1's 25-bit
+    multiplier input, so ``-family xc7`` splits every tap into two DSP48E1 (18 in all, the
+    split's own PCIN cascade taking the post-adder) and leaves the tap chain in the fabric. The
+    chain ``P_i = M_i + P_{i-1}`` is the MacCascade pattern, whose xc7 mapping is one cascade."""
+    from amaranth.back import verilog
+
+    from hdl.mac import PackedMacCascade
+
+    src = tmp_path / "packed.v"
+    src.write_text(verilog.convert(PackedMacCascade(9, 32), name="packed"))
+    log = tmp_path / "packed.log"
+    net = S.synth_netlist(src, "packed", tmp_path / "packed.json", log)
+    res = S.summarise(S.cell_counts(net, "packed"))
+    assert res["DSP48E2"] == 9
+    dsps = S.dsp_cascade(net, "packed")
+    names = [d["name"] for d in dsps]
+    assert all(n.startswith("$mul$") and "slice" not in n for n in names), names
+    assert len(set(names)) == 9                     # nine multiplies, each one whole DSP
+    assert "soft_mul for cells" not in log.read_text()
+    assert S.dsp_registered(net, "packed") == {"dsp": 9, "between_flip_flops": 9}
+    assert S.logic_levels(net, "packed")["levels"] <= 6
