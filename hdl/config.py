@@ -36,7 +36,7 @@ SHIFT_SLOT_BITS = QUANT_BITS - BIAS_BITS - MULT_BITS
 #: last result inclusive: the depth of hdl/datapath.py's pipeline, which derives it from its stages
 #: and asserts this value (tests/test_datapath.py times it). Here, in plain Python, because the
 #: host side (hdl/contract.py, the testbenches) needs it without loading Amaranth.
-PIPELINE_LATENCY = 27
+PIPELINE_LATENCY = 29
 
 
 #: The clocks, one definition each. The testbenches' simulated clock period in ns (a time base

@@ -4,8 +4,8 @@ each FRAME command, and per-image counters latched as each image ends.
 The counters only count; what they count comes in as events: the batch
 (:class:`~hdl.frontend.BatchSignature`), the images' progress
 (:class:`~hdl.image_control.ImageSignature`) and the engine's status bits
-(:class:`EventSignature`) and the instances' work transfers (``work``, one
-:class:`WorkTakenSignature` each).
+(:class:`EventSignature`) and the pairs' work transfers (``work``, one
+:class:`WorkTakenSignature` per pair of twin instances).
 
 * Batch counters: ``batch.start`` sets ``batch_cycles`` to 1 and the other cycle counts to 0;
   every cycle of ``batch.active`` adds one to ``batch_cycles`` and to each count whose condition
@@ -13,9 +13,9 @@ The counters only count; what they count comes in as events: the batch
 * Per-image counters: two images can be in flight (j finishing, j + 1 starting), so there is one
   set of running counts per window buffer. ``image.go`` clears the started buffer's outputs per
   channel and per instance; while ``image.open[b]`` every work entry taken for buffer b counts for
-  its channel (``slot``) and its instance, and the cycle count restarts at 1 with instance 0's
-  first entry (index 0), then adds every cycle in which instance 0's result is not held by
-  output backpressure (``stalled``). ``image.end`` latches buffer ``image.ended``'s counts (all
+  its channel (``slot``) and its instance (each twin with ``valid``), and the cycle count
+  restarts at 1 with pair 0's first step (index 0), then adds every cycle in which pair 0's
+  result is not held by output backpressure (``stalled``). ``image.end`` latches buffer ``image.ended``'s counts (all
   zero for an ``empty`` image) into ``counters.image_*``, the cycle count including the end
   cycle, and adds one to ``images``; ``image_done`` is high the next cycle, with the new values.
 
@@ -42,8 +42,8 @@ __all__ = ["EngineCounters", "EventSignature", "WorkTakenSignature"]
 
 
 class WorkTakenSignature(wiring.Signature):
-    """One instance's work stream as the counters see it: ``taken`` when the datapath takes the
-    work ``entry`` this cycle."""
+    """One pair's work stream as the counters see it: ``taken`` when the datapath takes the
+    step ``entry`` this cycle (its twins' entries: ``entry.valid[t]``)."""
 
     def __init__(self, cfg: AccelConfig):
         cfg = cfg.design
@@ -122,7 +122,7 @@ class EngineCounters(wiring.Component):
             "image": In(ImageSignature()),
             "events": In(EventSignature(cfg)),
             # a member of its own: Amaranth 0.5 cannot flip an array inside a flipped interface
-            "work": In(WorkTakenSignature(cfg)).array(cfg.instances),
+            "work": In(WorkTakenSignature(cfg)).array(cfg.pairs),
             "counters": Out(stream_counter_layout(cfg)),
             "image_done": Out(1),
         })
@@ -163,11 +163,13 @@ class EngineCounters(wiring.Component):
         first = [Signal(name=f"first{b}") for b in range(2)]
         for b in range(2):
             mine = [t & (e.buf == b) for t, e in work]
-            m.d.sync += [took[b][p].eq(t) for p, t in enumerate(mine)]
+            # instance p = twin p % 2 of pair p // 2
+            inst = [mine[p // 2] & work[p // 2][1].valid[p % 2] for p in range(cfg.instances)]
+            m.d.sync += [took[b][p].eq(t) for p, t in enumerate(inst)]
             m.d.sync += first[b].eq(mine[0] & (work[0][1].index == 0))
             for c in range(n):
-                m.d.sync += takes[b][c].eq(_popcount([t & (e.slot == c)
-                                                      for t, (_, e) in zip(mine, work)]))
+                m.d.sync += takes[b][c].eq(_popcount([t & (work[p // 2][1].slot == c)
+                                                      for p, t in enumerate(inst)]))
         batch, image, events = (self._delay(m, batch), self._delay(m, image),
                                 self._delay(m, events))
         self._batch(m, *batch, events)

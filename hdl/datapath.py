@@ -1,20 +1,24 @@
-"""The instance datapath of the engine: one output of any channel, at one of its pixels, per G
-cycles.
+"""The pair datapath of the engine: two outputs of one channel, one at a pixel of each twin
+instance, per G cycles, from one packed DSP48E2 chain.
 
 The work is dealt by pixel (:mod:`py_ref.schedule`): every segment of P pixels of a row gives one
-pixel to each instance, and an instance computes the uncompressed channels of its pixels. It
-holds every channel's filter and requantisation parameters (slot = channel) and, instead of the
-image, the 3x3 windows of its own pixels, which the shared window dealer
-(:class:`hdl.dealer.WindowDealer`) writes while the previous image computes.
+pixel to each instance, and an instance computes the uncompressed channels of its pixels.
+Instances 2d and 2d + 1 (twins A and B) share a datapath: in every step both compute the same
+channel, so each DSP48E2 multiplies the channel's weight by both twins' pixels at once
+(:class:`hdl.mac.PackedMacCascade`, the scheme of :mod:`py_ref.dsp`). The datapath holds every
+channel's filter and requantisation parameters (slot = channel) and, instead of the image, the
+3x3 windows of its twins' own pixels, one window store per twin, which the shared window
+dealer (:class:`hdl.dealer.WindowDealer`) writes while the previous image computes.
 
 Pieces, each a :class:`wiring.Component` with grouped ports:
 
 * :class:`WindowStore`: the instance's pixel table and the windows of its pixels for two images,
   one ``window_bits`` word per (segment, group): the strip broadcast by the dealer goes in, one
   window read per cycle comes out.
-* :class:`Datapath`: work entries ``(slot, seg, index, buf)`` in, ``(value, index)`` results
-  out, both valid/ready streams; ``load`` (:class:`LoadSignature`) takes the strips, the pixel
-  table, filters and quant records.
+* :class:`Datapath`: steps ``(slot, seg[t], valid[t], index, buf)`` in, ``(value[t], index)``
+  results out (t: the twin; a twin without an entry yields 0), both valid/ready streams;
+  ``load`` (:class:`LoadSignature`) takes the strips, the twins' pixel tables, filters and quant
+  records.
 
 Pipeline (every stage advances together when the result register can take a value, so a stall
 on ``result`` freezes it and a stall on ``work`` inserts bubbles), laid out for 300 MHz on
@@ -23,13 +27,14 @@ DSP48E2s)::
 
     accept   work entry -> entry register
     E        group g of the entry                                                   G cycles
-    C        window address seg*G + g and filter address slot*G + g; the reads
-    D        the window's nine pixels meet the filter's nine taps
-    MAC      per lane a 9-tap DSP48E2 cascade (hdl.mac.MacCascade), lanes added    MAC_LATENCY
-    acc      acc = (g == 0 ? bias : acc) + sum
+    C        the twins' window addresses seg[t]*G + g, filter address slot*G + g; reads
+    D        each window's nine pixels meet the filter's nine taps
+    MAC      per lane a 9-tap packed DSP48E2 cascade (hdl.mac.PackedMacCascade: twin A
+             low, twin B high), each twin's lanes added                          MAC_LATENCY
+    acc      acc[t] = (g == 0 ? bias : acc[t]) + sum[t]
     q        the slot's mult and shift
-    requant  ReLU, * mult + rounding half, >> shift, saturate (hdl.mac.Requantiser)
-             whose last register is the result register
+    requant  per twin ReLU, * mult + rounding half, >> shift, saturate
+             (hdl.mac.Requantiser) whose last register is the result register
 
 With entries offered back to back, entry e's result leaves in cycle ``(e+1)*G +
 PIPELINE_LATENCY - 1`` (entry 0 offered in cycle 0): E entries take exactly ``E*G +
@@ -46,18 +51,18 @@ from amaranth.lib.wiring import In, Out
 from .config import (AccelConfig, BIAS_BITS, MULT_BITS, OFM_BITS, PIPELINE_LATENCY, SHIFT_BITS,
                      SHIFT_SLOT_BITS)
 from .dealer import StripSignature
-from .mac import MacCascade, Requantiser, delay
+from .mac import PackedMacCascade, Requantiser, delay
 from .protocol import pixel_layout
 
 __all__ = ["Datapath", "WindowStore", "WriteSignature", "LoadSignature", "WindowReadSignature",
            "window_addr_shape", "buffer_windows", "work_layout", "result_layout", "quant_layout",
-           "entries_per_instance", "LANE_STAGES", "MAC_LATENCY"]
+           "entries_per_instance", "pixels_signature", "LANE_STAGES", "MAC_LATENCY"]
 
 #: Registered levels of the tree that adds the lanes' chains (up to 16 lanes); constant, so the
 #: latency does not depend on the configuration.
 LANE_STAGES = 4
-#: From the multipliers' operands (stage D) to the lanes' sum.
-MAC_LATENCY = 9 + 2 + LANE_STAGES
+#: From the multipliers' operands (stage D) to the lanes' sums.
+MAC_LATENCY = PackedMacCascade.latency(9) + LANE_STAGES
 #: Cycles beyond E*G that E back-to-back entries take, first offer to last result inclusive:
 #: the entry register, the address and read stages C and D, the MAC, the accumulator, the
 #: quant-read stage and the requantiser (whose last register is the result register).
@@ -67,8 +72,8 @@ assert _STAGES == PIPELINE_LATENCY, f"hdl/config.py: PIPELINE_LATENCY must be {_
 
 
 def entries_per_instance(cfg: AccelConfig) -> int:
-    """Most work entries one instance can be dealt: every one of the N channels at each of its
-    S pixels (of the design's maxima)."""
+    """Most work entries one instance can be dealt, and most steps of a pair's run: every one of
+    the N channels at each of its S pixels (of the design's maxima)."""
     cfg = cfg.design
     return cfg.out_channels * cfg.segments
 
@@ -79,20 +84,23 @@ def _index_shape(count: int) -> range:
 
 
 def work_layout(cfg: AccelConfig, slots: int) -> data.StructLayout:
-    """A work entry: compute the output of the channel in ``slot`` at the instance's pixel of
-    segment ``seg``. ``index`` is the entry's position in the instance's run (k), carried
-    through to the result."""
+    """A step: compute the output of the channel in ``slot`` at twin t's pixel of segment
+    ``seg[t]`` for every twin with ``valid[t]``. ``index`` is the step's position in the pair's
+    run (k), carried through to the result."""
     cfg = cfg.design
     return data.StructLayout({
         "slot": _index_shape(slots),
-        "seg": _index_shape(cfg.segments),
+        "seg": data.ArrayLayout(_index_shape(cfg.segments), cfg.twins),
+        "valid": data.ArrayLayout(1, cfg.twins),
         "index": range(entries_per_instance(cfg)),
-        "buf": 1,       # which window buffer holds the entry's image (double buffering)
+        "buf": 1,       # which window buffer holds the step's image (double buffering)
     })
 
 
 def result_layout(cfg: AccelConfig) -> data.StructLayout:
-    return data.StructLayout({"value": OFM_BITS, "index": range(entries_per_instance(cfg))})
+    """A step's outputs, twin A's in ``value[0]`` (0 for a twin without an entry)."""
+    return data.StructLayout({"value": data.ArrayLayout(OFM_BITS, cfg.design.twins),
+                              "index": range(entries_per_instance(cfg))})
 
 
 def quant_layout() -> data.StructLayout:
@@ -122,16 +130,20 @@ class WindowReadSignature(wiring.Signature):
         })
 
 
+def pixels_signature(cfg: AccelConfig) -> WriteSignature:
+    """The write port of an instance's pixel table (address: segment)."""
+    return WriteSignature(_index_shape(cfg.design.segments), pixel_layout(cfg.design))
+
+
 class LoadSignature(wiring.Signature):
     """What a frame and the deployment load into one datapath, seen from the engine: the strips
-    of the window dealer (:class:`~hdl.dealer.StripSignature`), the instance's pixel table
-    (address: segment), filters (address ``slot*G + g``) and quant records (``slot``)."""
+    of the window dealer (:class:`~hdl.dealer.StripSignature`), filters (address ``slot*G + g``)
+    and quant records (``slot``); the twins' pixel tables are the datapath's ``pixels[t]``."""
 
     def __init__(self, cfg: AccelConfig, slots: int):
         cfg = cfg.design
         super().__init__({
             "strip": Out(StripSignature(cfg)),
-            "pixels": Out(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
             "weights": Out(WriteSignature(_index_shape(slots * cfg.groups), cfg.weight_bits)),
             "quant": Out(WriteSignature(_index_shape(slots), quant_layout())),
         })
@@ -165,7 +177,7 @@ class WindowStore(wiring.Component):
         self.cfg = cfg = cfg.design
         super().__init__({
             "strip": In(StripSignature(cfg)),
-            "pixels": In(WriteSignature(_index_shape(cfg.segments), pixel_layout(cfg))),
+            "pixels": In(pixels_signature(cfg)),
             "read": In(WindowReadSignature(cfg)),
         })
 
@@ -209,16 +221,16 @@ def _times(value, k: int):
 
 
 class Datapath(wiring.Component):
-    """One instance: work entries ``(slot, seg, index, buf)`` in, ``(value, index)`` out.
+    """One pair of twin instances: steps ``(slot, seg[t], valid[t], index, buf)`` in,
+    ``(value[t], index)`` out.
 
-    ``slots`` is how many channels the instance holds (the engine: N, slot = channel).
-    ``groups`` is the layer's G (1 .. the design's G, set at run time): an entry takes G cycles;
+    ``slots`` is how many channels the datapath holds (the engine: N, slot = channel).
+    ``groups`` is the layer's G (1 .. the design's G, set at run time): a step takes G cycles;
     windows and filters are addressed with the design's G, so a layer of fewer groups leaves
     the rest of each address range unused.
-    ``load`` groups the write ports (:class:`LoadSignature`): the dealer's strips, the pixel
-    table, the filters
-    (the protocol's filter record of one channel group) and the quant records; write them
-    between frames.
+    ``load`` groups the write ports (:class:`LoadSignature`): the dealer's strips, the filters
+    (the protocol's filter record of one channel group) and the quant records; ``pixels[t]``
+    writes twin t's pixel table; write them between frames.
     """
 
     def __init__(self, cfg: AccelConfig, slots: int):
@@ -234,16 +246,20 @@ class Datapath(wiring.Component):
             "work": In(stream.Signature(work_layout(cfg, slots))),
             "result": Out(stream.Signature(result_layout(cfg))),
             "load": In(LoadSignature(cfg, slots)),
+            "pixels": In(pixels_signature(cfg)).array(cfg.twins),  # twin t's pixel table
             "groups": In(range(cfg.groups + 1), init=cfg.groups),  # the layer's G (run time)
-            "active": Out(1),   # an entry's group is being multiplied this cycle
+            "active": Out(1),   # a step's group is being multiplied this cycle
         })
 
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.store = windows = WindowStore(cfg)
-        wiring.connect(m, wiring.flipped(self.load.strip), windows.strip)
-        wiring.connect(m, wiring.flipped(self.load.pixels), windows.pixels)
+        stores = []
+        for t in range(cfg.twins):
+            store = m.submodules[f"store{t}"] = WindowStore(cfg)
+            wiring.connect(m, wiring.flipped(self.pixels[t]), store.pixels)
+            stores.append(store)
+        wiring.connect(m, wiring.flipped(self.load.strip), *[st.strip for st in stores])
         weights = self._memory(m, "weights", cfg.weight_bits, self.slots * cfg.groups)
         quant_mem = memory.Memory(shape=quant_layout(), depth=self.slots, init=[])
         m.submodules.quant = quant_mem
@@ -256,7 +272,7 @@ class Datapath(wiring.Component):
         m.d.comb += adv.eq(~self.result.valid | self.result.ready)
         ent, g, first, last = self._entry(m, adv)
         addr = self._address(m, adv, ent, g, first, last)
-        x, w, side = self._read(m, adv, addr, windows.read, weights)
+        x, w, side = self._read(m, adv, addr, [st.read for st in stores], weights)
         acc = self._mac(m, adv, x, w, side, quant_mem.read_port())
         self._requantise(m, adv, acc, quant_mem.read_port())
         return m
@@ -283,8 +299,8 @@ class Datapath(wiring.Component):
         return {k: s[k].shape() for k in names}
 
     def _entry(self, m, adv):
-        """Entry register: holds one work entry for its G group cycles; accepts the next entry in
-        the last one, so entries flow back to back."""
+        """Entry register: holds one step for its G group cycles; accepts the next step in the
+        last one, so steps flow back to back."""
         cfg = self.cfg
         wk = self.work
         valid = Signal()
@@ -294,9 +310,11 @@ class Datapath(wiring.Component):
                      wk.ready.eq(~valid | (adv & last))]
         ent = {k: Signal(v.shape(), name=f"e_{k}", reset_less=True)
                for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, seg=wk.payload.seg,
-                                buf=wk.payload.buf).items()}
+                                twin=wk.payload.valid, buf=wk.payload.buf).items()}
+        fields = dict(slot="slot", index="index", seg="seg", twin="valid", buf="buf")
         with m.If(wk.valid & wk.ready):
-            m.d.sync += [valid.eq(1), g.eq(0)] + [ent[k].eq(wk.payload[k]) for k in ent]
+            m.d.sync += [valid.eq(1), g.eq(0)] + [ent[k].eq(wk.payload[f])
+                                                  for k, f in fields.items()]
         with m.Elif(adv & valid):
             m.d.sync += [valid.eq(~last), g.eq(Mux(last, 0, g + 1))]
         m.d.comb += self.active.eq(adv & valid)
@@ -304,69 +322,86 @@ class Datapath(wiring.Component):
         return ent, g, g == 0, last
 
     def _address(self, m, adv, ent, g, first, last):
-        """Stage C: the window address ``buf*buffer_windows + seg*G + g`` and the filter address
-        ``slot*G + g`` (wiring when G = 1)."""
+        """Stage C: the twins' window addresses ``buf*buffer_windows + seg[t]*G + g`` and the
+        filter address ``slot*G + g`` (wiring when G = 1)."""
         cfg = self.cfg
         k = buffer_windows(cfg).bit_length() - 1
-        side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(),
-                    index=ent["index"].shape(), wsel=range(self.slots * cfg.groups),
-                    addr=window_addr_shape(cfg))
-        return self._stage(m, adv, "c", side, dict(
-            valid=ent["valid"], first=first, last=last, slot=ent["slot"], index=ent["index"],
-            wsel=_times(ent["slot"], cfg.groups) + g,
-            addr=Cat((_times(ent["seg"], cfg.groups) + g)[:k], ent["buf"])))
+        side = dict(valid=1, first=1, last=1, slot=ent["slot"].shape(), twin=ent["twin"].shape(),
+                    index=ent["index"].shape(), wsel=range(self.slots * cfg.groups))
+        values = dict(valid=ent["valid"], first=first, last=last, slot=ent["slot"],
+                      twin=ent["twin"], index=ent["index"],
+                      wsel=_times(ent["slot"], cfg.groups) + g)
+        for t in range(cfg.twins):
+            side[f"addr{t}"] = window_addr_shape(cfg)
+            values[f"addr{t}"] = Cat((_times(ent["seg"][t], cfg.groups) + g)[:k], ent["buf"])
+        return self._stage(m, adv, "c", side, values)
 
-    def _read(self, m, adv, c, read, weights):
-        """Stage C reads the window and the filter of (slot, g); stage D holds them as the
-        multipliers' operands (window pixel b meets filter tap b)."""
+    def _read(self, m, adv, c, reads, weights):
+        """Stage C reads the twins' windows and the filter of (slot, g); stage D holds them as
+        the multipliers' operands (window pixel b meets filter tap b)."""
         cfg = self.cfg
-        m.d.comb += [read.en.eq(adv), read.addr.eq(c["addr"]),
-                     weights.en.eq(adv), weights.addr.eq(c["wsel"])]
-        d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot"), c)
+        for t, read in enumerate(reads):
+            m.d.comb += [read.en.eq(adv), read.addr.eq(c[f"addr{t}"])]
+        m.d.comb += [weights.en.eq(adv), weights.addr.eq(c["wsel"])]
+        d = self._stage(m, adv, "d", self._pass(c, "valid", "first", "last", "index", "slot",
+                                                "twin"), c)
         lanes = cfg.lanes
-        x = [[None] * 9 for _ in range(lanes)]
+        x = [[[None] * 9 for _ in range(lanes)] for _ in reads]
         w = [[None] * 9 for _ in range(lanes)]
         for b in range(9):
             w_tap = weights.data.word_select(b, 8 * lanes)
             for lane in range(lanes):
-                x[lane][b] = read.data[b].word_select(lane, 8).as_signed()
                 w[lane][b] = w_tap.word_select(lane, 8).as_signed()
+                for t, read in enumerate(reads):
+                    x[t][lane][b] = read.data[b].word_select(lane, 8).as_signed()
         return x, w, d
 
     def _mac(self, m, adv, x, w, d, quant):
-        """One :class:`~hdl.mac.MacCascade` per lane, the lanes summed by a registered adder tree
-        of LANE_STAGES levels, then the accumulation over channel groups starting from the
+        """One :class:`~hdl.mac.PackedMacCascade` per lane (twin A's pixels low, twin B's high;
+        a lone twin leaves the high operand 0), each twin's lanes summed by a registered adder
+        tree of LANE_STAGES levels, then the accumulation over channel groups starting from the
         slot's bias (read one stage ahead)."""
         cfg = self.cfg
-        sums = []
+        sums = [[] for _ in range(cfg.twins)]
         for lane in range(cfg.lanes):
-            mac = m.submodules[f"mac{lane}"] = MacCascade(9, cfg.acc_bits)
+            mac = m.submodules[f"mac{lane}"] = PackedMacCascade(9, cfg.acc_bits)
             m.d.comb += mac.en.eq(adv)
-            m.d.comb += [mac.x[b].eq(x[lane][b]) for b in range(9)]
-            m.d.comb += [mac.w[b].eq(w[lane][b]) for b in range(9)]
-            sums.append(mac.sum)
-        for level in range(LANE_STAGES):
-            sums = [self._reg(m, adv, f"lanes{level}_{i // 2}",
-                              sums[i] + sums[i + 1] if i + 1 < len(sums) else sums[i])
-                    for i in range(0, len(sums), 2)]
-        assert len(sums) == 1, "more lanes than LANE_STAGES levels can add"
+            for b in range(9):
+                m.d.comb += [mac.lo[b].eq(x[0][lane][b]), mac.b[b].eq(w[lane][b])]
+                if cfg.twins > 1:
+                    m.d.comb += mac.hi[b].eq(x[1][lane][b])
+            sums[0].append(mac.sum_lo)
+            if cfg.twins > 1:
+                sums[1].append(mac.sum_hi)
+        for t in range(cfg.twins):
+            for level in range(LANE_STAGES):
+                sums[t] = [self._reg(m, adv, f"lanes{t}_{level}_{i // 2}",
+                                     sums[t][i] + sums[t][i + 1] if i + 1 < len(sums[t])
+                                     else sums[t][i])
+                           for i in range(0, len(sums[t]), 2)]
+            assert len(sums[t]) == 1, "more lanes than LANE_STAGES levels can add"
         chain = MAC_LATENCY
-        s = {k: delay(m, adv, d[k], chain, f"s_{k}") for k in ("first", "last", "index", "slot")}
+        s = {k: delay(m, adv, d[k], chain, f"s_{k}")
+             for k in ("first", "last", "index", "slot", "twin")}
         s["valid"] = _delay_valid(m, adv, d["valid"], chain)
         m.d.comb += [quant.en.eq(adv),
                      quant.addr.eq(delay(m, adv, d["slot"], chain - 1, "bias_slot"))]
-        acc = Signal(signed(cfg.acc_bits), reset_less=True)
-        acc_next = Signal(signed(cfg.acc_bits))
-        if cfg.groups == 1:     # every group is the first: no mux in front of the adder
-            m.d.comb += acc_next.eq(quant.data.bias + sums[0])
-        else:
-            m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[0])
-        with m.If(adv & s["valid"]):
-            m.d.sync += acc.eq(acc_next)
+        accs = []
+        for t in range(cfg.twins):
+            acc = Signal(signed(cfg.acc_bits), name=f"acc{t}", reset_less=True)
+            acc_next = Signal(signed(cfg.acc_bits), name=f"acc{t}_next")
+            if cfg.groups == 1:     # every group is the first: no mux in front of the adder
+                m.d.comb += acc_next.eq(quant.data.bias + sums[t][0])
+            else:
+                m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[t][0])
+            with m.If(adv & s["valid"]):
+                m.d.sync += acc.eq(acc_next)
+            accs.append(acc)
         done = self._stage(m, adv, "acc", dict(valid=1, index=s["index"].shape(),
-                                               slot=s["slot"].shape()),
-                           dict(valid=s["valid"] & s["last"], index=s["index"], slot=s["slot"]))
-        done["acc"] = acc
+                                               slot=s["slot"].shape(), twin=s["twin"].shape()),
+                           dict(valid=s["valid"] & s["last"], index=s["index"], slot=s["slot"],
+                                twin=s["twin"]))
+        done["acc"] = accs
         return done
 
     def _reg(self, m, adv, name, value):
@@ -377,16 +412,22 @@ class Datapath(wiring.Component):
 
     def _requantise(self, m, adv, s, quant):
         """The slot's mult and shift (a second read port of the quant memory, read one stage
-        ahead), then the :class:`~hdl.mac.Requantiser` into the result register."""
+        ahead), then per twin a :class:`~hdl.mac.Requantiser` into the result register."""
+        cfg = self.cfg
         m.d.comb += [quant.en.eq(adv), quant.addr.eq(s["slot"])]
-        q = self._stage(m, adv, "q", dict(valid=1, index=s["index"].shape(),
-                                          acc=signed(self.cfg.acc_bits)), s)
-        rq = m.submodules.requantiser = Requantiser(self.cfg.acc_bits)
-        m.d.comb += [rq.en.eq(adv), rq.acc.eq(q["acc"]), rq.mult.eq(quant.data.mult),
-                     rq.shift.eq(quant.data.shift[:SHIFT_BITS])]
+        fields = dict(valid=1, index=s["index"].shape(), twin=s["twin"].shape())
+        values = dict(valid=s["valid"], index=s["index"], twin=s["twin"])
+        for t in range(cfg.twins):
+            fields[f"acc{t}"] = signed(cfg.acc_bits)
+            values[f"acc{t}"] = s["acc"][t]
+        q = self._stage(m, adv, "q", fields, values)
+        for t in range(cfg.twins):
+            rq = m.submodules[f"requantiser{t}"] = Requantiser(cfg.acc_bits)
+            m.d.comb += [rq.en.eq(adv), rq.acc.eq(q[f"acc{t}"]), rq.mult.eq(quant.data.mult),
+                         rq.shift.eq(quant.data.shift[:SHIFT_BITS]), rq.valid.eq(q["twin"][t]),
+                         self.result.payload.value[t].eq(rq.value)]
         index = delay(m, adv, q["index"], Requantiser.LATENCY, "r_index")
-        m.d.comb += [self.result.payload.value.eq(rq.value),
-                     self.result.payload.index.eq(index)]
+        m.d.comb += self.result.payload.index.eq(index)
         with m.If(adv):
             m.d.sync += self.result.valid.eq(
                 _delay_valid(m, adv, q["valid"], Requantiser.LATENCY - 1))

@@ -9,10 +9,10 @@ Pieces, each a component with its own test, joined here:
   FRAME forwards B images to the dealer;
 * :class:`~hdl.dealer.WindowDealer`: segment records in, one strip per cycle broadcast to every
   datapath, which keeps the windows of its own pixels, image j in window buffer j % 2;
-* per instance a :class:`~hdl.walker.WorkWalker` (its dealt run, walked once per image) feeding a
-  :class:`~hdl.datapath.Datapath`;
-* :class:`~hdl.packer.OutputPacker`: the P result streams -> compact-order output beats, ``last``
-  on each image's final beat;
+* per pair of twin instances a :class:`~hdl.walker.WorkWalker` (the pair's dealt run, walked
+  once per image) feeding a :class:`~hdl.datapath.Datapath` (one packed DSP48E2 chain);
+* :class:`~hdl.packer.OutputPacker`: the pairs' result streams -> compact-order output beats,
+  ``last`` on each image's final beat;
 * :class:`~hdl.image_control.ImageControl`: starts the walkers on each loaded image, tracks the
   images in flight per buffer and gives the dealer its buffers back;
 * :class:`~hdl.counters.EngineCounters`: the batch and per-image counters, from the events the
@@ -24,7 +24,7 @@ never drain between images. An image's buffer is released when the packer has ta
 result. Without stalls image j takes exactly ``steps * G + PIPELINE_LATENCY`` cycles
 (hdl.config; between images the walkers add one idle cycle when G = 1, none when G > 1) from
 its first work entry to its last result (counter ``image_cycles``, which leaves out cycles in
-which output backpressure holds instance 0's result).
+which output backpressure holds pair 0's result).
 
 Formats: :mod:`hdl.protocol`. Counters: :func:`hdl.protocol.stream_counter_layout`; ``image_done``
 is high for one cycle whenever the per-image counters hold a newly completed image.
@@ -81,9 +81,9 @@ class VelcroAccelerator(wiring.Component):
         m.submodules.control = control = ImageControl(cfg)
         m.submodules.counters = counters = EngineCounters(cfg)
         dps, walkers = [], []
-        for p in range(cfg.instances):
-            dp = m.submodules[f"datapath{p}"] = Datapath(cfg, cfg.out_channels)
-            wk = m.submodules[f"walker{p}"] = WorkWalker(cfg, p)
+        for d in range(cfg.pairs):
+            dp = m.submodules[f"datapath{d}"] = Datapath(cfg, cfg.out_channels)
+            wk = m.submodules[f"walker{d}"] = WorkWalker(cfg, d)
             dps.append(dp)
             walkers.append(wk)
 
@@ -93,14 +93,17 @@ class VelcroAccelerator(wiring.Component):
         wiring.connect(m, front.frame, dealer.i)
         wiring.connect(m, front.weights, *[dp.load.weights for dp in dps])
         wiring.connect(m, front.quant, *[dp.load.quant for dp in dps])
+        wiring.connect(m, dealer.strip, *[dp.load.strip for dp in dps])
         wiring.connect(m, packer.o, wiring.flipped(self.o))
-        for p, (dp, wk) in enumerate(zip(dps, walkers)):
-            wiring.connect(m, dealer.strip, dp.load.strip)
-            wiring.connect(m, front.pixels[p], dp.load.pixels)
-            wiring.connect(m, front.entries[p], wk.write)
+        for d, (dp, wk) in enumerate(zip(dps, walkers)):
+            # instances 2d and 2d + 1 (twins); an odd P's last pair has twin A only
+            for t in range(cfg.twins):
+                if 2 * d + t < cfg.instances:
+                    wiring.connect(m, front.pixels[2 * d + t], dp.pixels[t])
+                    wiring.connect(m, front.entries[2 * d + t], wk.write[t])
             wiring.connect(m, wk.work, dp.work)
-            wiring.connect(m, dp.result, packer.results[p])
-            m.d.comb += [packer.counts[p].eq(wk.count), dp.groups.eq(front.layer.groups),
+            wiring.connect(m, dp.result, packer.results[d])
+            m.d.comb += [packer.counts[d].eq(wk.count), dp.groups.eq(front.layer.groups),
                          wk.clear.eq(front.clear), wk.start.eq(control.walk),
                          wk.buf.eq(control.image.buf)]
         m.d.comb += [dealer.layer.eq(front.layer), dealer.images.eq(front.images),

@@ -28,7 +28,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .datapath import LoadSignature, _times, entries_per_instance
+from .datapath import LoadSignature, _times, entries_per_instance, pixels_signature
 from .protocol import (MAX_BATCH, Opcode, layer_fields, layer_layout, layer_values, pixel_layout,
                        schedule_entry_layout)
 from .walker import entry_write_signature
@@ -62,7 +62,7 @@ class CommandFrontEnd(wiring.Component):
             "images": Out(range(MAX_BATCH + 1)),
             "weights": Out(load["weights"].signature),      # every instance's, shared
             "quant": Out(load["quant"].signature),
-            "pixels": Out(load["pixels"].signature).array(cfg.instances),
+            "pixels": Out(pixels_signature(cfg)).array(cfg.instances),
             "entries": Out(entry_write_signature(cfg)).array(cfg.instances),
             "clear": Out(1),        # a SCHEDULE header: the walkers' runs restart empty
             "batch": Out(BatchSignature()),

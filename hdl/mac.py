@@ -186,9 +186,9 @@ _LO_BITS = 17
 
 
 class Requantiser(wiring.Component):
-    """``value = min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, ``LATENCY``
-    enabled cycles (relu register, M, P of the low product, P of the high product, two shift
-    steps, saturation)."""
+    """``value = min(255, (relu(acc) * mult + ((1 << shift) >> 1)) >> shift)``, or 0 when
+    ``valid`` is 0, ``LATENCY`` enabled cycles (relu register, M, P of the low product, P of the
+    high product, two shift steps, saturation)."""
 
     LATENCY = 7
 
@@ -203,6 +203,7 @@ class Requantiser(wiring.Component):
             "acc": In(signed(acc_bits)),
             "mult": In(unsigned(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
+            "valid": In(1, init=1),     # 0: the value leaves as 0 (a twin's padding byte)
             "value": Out(unsigned(OFM_BITS)),
         })
 
@@ -241,6 +242,8 @@ class Requantiser(wiring.Component):
         coarse = reg(len(full), "coarse", full >> (shift4[3:] * 8))
         fine_shift = reg(3, "fine_shift", shift4[:3])
         fine = reg(len(full), "fine", coarse >> fine_shift)
-        out = reg(OFM_BITS, "out", Mux(fine[OFM_BITS:].any(), 255, fine[:OFM_BITS]))
+        valid = delay(m, en, self.valid, self.LATENCY - 1, "valid")
+        out = reg(OFM_BITS, "out", Mux(fine[OFM_BITS:].any(), 255, fine[:OFM_BITS])
+                  & valid.replicate(OFM_BITS))
         m.d.comb += self.value.eq(out)
         return m

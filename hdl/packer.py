@@ -1,10 +1,12 @@
 """The output packer of the balanced engine: P instances' results -> compact-stream bus beats.
 
 The output stream carries the computed outputs in the schedule's compact order
-(:mod:`py_ref.schedule`): step k takes entry k of every instance, instances 0..P-1, so stream
-byte ``k*P + p`` is instance p's k-th result, or a zero byte when instance p holds fewer than
-k + 1 entries (``counts[p]``). The packer joins the P result streams one step at a time (all P
-bytes in one cycle, so P instances that each produce one result per G cycles never wait on it),
+(:mod:`py_ref.schedule`): step k takes every instance's output of step k, instances 0..P-1, so
+stream byte ``k*P + p`` is instance p's result of step k, or a zero byte when it has none. The
+results come from the ceil(P/2) pair datapaths, twins' bytes side by side (a twin without an
+entry yields 0); pair d's run has ``counts[d]`` steps, and the steps past it are zero bytes. The
+packer joins the pairs' result streams one step at a time (all P bytes in one cycle, so pairs
+that each produce one step per G cycles never wait on it),
 and packs the bytes little-endian into ``bus_width``-bit beats: byte ``c`` of the frame is byte
 ``c % (bus_width/8)`` of beat ``c // (bus_width/8)``. The last beat carries ``last`` and is zero
 past the final byte. A frame is ``steps * P`` bytes (``Schedule.stream_length``),
@@ -34,9 +36,9 @@ def beat_layout(cfg: AccelConfig) -> data.StructLayout:
 
 
 class OutputPacker(wiring.Component):
-    """``results[p]``: instance p's results in its run order; ``o``: the compact stream's beats.
-    ``steps``: steps per frame (the most entries of an instance), ``counts[p]``: instance p's
-    entries; held constant while a frame is packed."""
+    """``results[d]``: pair d's steps in its run order; ``o``: the compact stream's beats.
+    ``steps``: steps per frame (the busiest pair's run), ``counts[d]``: pair d's run; held
+    constant while a frame is packed."""
 
     def __init__(self, cfg: AccelConfig):
         self._MustUse__silence = True   # a refused configuration is not an unused design
@@ -46,9 +48,9 @@ class OutputPacker(wiring.Component):
         self._MustUse__silence = False
         self.cfg = cfg = cfg.design
         super().__init__({
-            "results": In(stream.Signature(result_layout(cfg))).array(cfg.instances),
+            "results": In(stream.Signature(result_layout(cfg))).array(cfg.pairs),
             "steps": In(range(entries_per_instance(cfg) + 1)),
-            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.instances),
+            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.pairs),
             "o": Out(stream.Signature(beat_layout(cfg))),
             "image_end": Out(1),   # the last step of an image is taken this cycle
         })
@@ -61,21 +63,22 @@ class OutputPacker(wiring.Component):
 
         # Steps of this frame already packed.
         k = Signal(range(entries_per_instance(cfg) + 1))
-        present = Signal(p_count)      # instance p has an entry in this step
-        m.d.comb += present.eq(Cat(self.counts[p] > k for p in range(p_count)))
+        present = Signal(cfg.pairs)    # pair d's run has this step
+        m.d.comb += present.eq(Cat(self.counts[d] > k for d in range(cfg.pairs)))
         final = k == self.steps - 1
 
         slot = Signal(range(steps_per_beat))   # step's position within the beat
         completes = (slot == steps_per_beat - 1) | final
-        joined = Cat(r.valid | ~present[p] for p, r in enumerate(self.results)).all()
+        joined = Cat(r.valid | ~present[d] for d, r in enumerate(self.results)).all()
         step = Signal()
-        # every step of a consistent schedule has an instance present (steps = max counts); the
+        # every step of a consistent schedule has a pair present (steps = max counts); the
         # test also keeps the packer still while SCHEDULE rewrites steps and counts
         m.d.comb += step.eq(joined & present.any()
                             & (~completes | ~self.o.valid | self.o.ready))
-        for p, r in enumerate(self.results):
-            m.d.comb += r.ready.eq(step & present[p])
-        new = Cat(Mux(present[p], r.payload.value, 0) for p, r in enumerate(self.results))
+        for d, r in enumerate(self.results):
+            m.d.comb += r.ready.eq(step & present[d])
+        new = Cat(Mux(present[d], r.payload.value, 0) for d, r in enumerate(self.results))
+        new = new[:p_count * OFM_BITS]
 
         m.d.comb += self.image_end.eq(step & final)
         with m.If(step):
