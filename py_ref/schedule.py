@@ -151,6 +151,26 @@ class Schedule:
         valid[self.step, p] = 1
         return channel, seg, valid
 
+    def pair_run(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pair d's run as its datapath takes it: (channel [steps_d], seg and valid
+        [steps_d, min(P, 2)]), column t = twin t (instance 2d + t; zeros for the missing twin
+        of an odd P); a step's channel is that of its valid entries."""
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"pair must be an integer, not {d!r}")
+        if not 0 <= d < self.pairs:
+            raise ValueError(f"pair must be in 0..{self.pairs - 1}, not {d!r}")
+        channel, seg, valid = self.table()
+        k = int(self.pair_steps[d])
+        cols = [2 * int(d) + t for t in range(min(self.instances, 2))]
+        pick = [c if c < self.instances else None for c in cols]
+
+        def take(a):
+            return np.stack([a[:k, c] if c is not None else np.zeros(k, np.int64)
+                             for c in pick], axis=1)
+
+        v, ch = take(valid), take(channel)
+        return np.where(v[:, 0] == 1, ch[:, 0], ch[:, -1]), take(seg), v
+
     # -- output ---------------------------------------------------------------------------------
 
     def expand(self, compact_values, means) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The issue-9 pieces composed: P Datapaths fed their dealt runs, their results joined by the
+"""The issue-9 pieces composed: the pairs' Datapaths fed their dealt runs, their results joined by the
 OutputPacker (``wiring.connect``), checked end to end against the golden model through
 Schedule.expand, and the frame's cycle count against hdl.contract.compute_cycle_bound.
 
@@ -18,7 +18,7 @@ from conftest import seed_for
 from stream_sim import run_streams, simulate
 from test_datapath import load
 from hdl.config import AccelConfig
-from hdl.datapath import Datapath, LoadSignature, entries_per_instance, work_layout
+from hdl.datapath import Datapath, entries_per_instance, work_layout
 from hdl.packer import OutputPacker, beat_layout
 from hdl.protocol import compact_beats_per_image, decode_compact
 from hdl.contract import compute_cycle_bound
@@ -29,15 +29,15 @@ from test_schedule import skewed_mask
 
 
 class Core(wiring.Component):
-    """P datapaths -> packer; each datapath's load ports exposed as ``load[p]``."""
+    """Pair datapaths -> packer; each datapath's ports exposed as ``dp[d]``."""
 
     def __init__(self, cfg, slots):
         self.cfg, self.slots = cfg, slots
+        self.dps = [Datapath(cfg, slots) for _ in range(cfg.pairs)]
         super().__init__({
-            "work": In(stream.Signature(work_layout(cfg, slots))).array(cfg.instances),
-            "load": In(LoadSignature(cfg, slots)).array(cfg.instances),
+            "work": In(stream.Signature(work_layout(cfg, slots))).array(cfg.pairs),
             "steps": In(range(entries_per_instance(cfg) + 1)),
-            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.instances),
+            "counts": In(range(entries_per_instance(cfg) + 1)).array(cfg.pairs),
             "o": Out(stream.Signature(beat_layout(cfg))),
         })
 
@@ -45,13 +45,12 @@ class Core(wiring.Component):
         m = Module()
         m.submodules.packer = packer = OutputPacker(self.cfg)
         m.d.comb += packer.steps.eq(self.steps)
-        m.d.comb += [packer.counts[p].eq(self.counts[p]) for p in range(self.cfg.instances)]
+        m.d.comb += [packer.counts[d].eq(self.counts[d]) for d in range(self.cfg.pairs)]
         wiring.connect(m, packer.o, wiring.flipped(self.o))
-        for p in range(self.cfg.instances):
-            dp = m.submodules[f"datapath{p}"] = Datapath(self.cfg, self.slots)
-            wiring.connect(m, wiring.flipped(self.work[p]), dp.work)
-            wiring.connect(m, dp.result, packer.results[p])
-            wiring.connect(m, wiring.flipped(self.load[p]), dp.load)
+        for d, dp in enumerate(self.dps):
+            m.submodules[f"datapath{d}"] = dp
+            wiring.connect(m, wiring.flipped(self.work[d]), dp.work)
+            wiring.connect(m, dp.result, packer.results[d])
         return m
 
 
@@ -67,16 +66,19 @@ def run_frame(cfg, frame, *, seed, stall):
     beats = []
 
     async def bench(ctx):
-        for p in range(cfg.instances):
-            await load(ctx, dut.load[p], cfg, frame, s.offsets[p].tolist())
+        for d, dp in enumerate(dut.dps):
+            await load(ctx, dp, cfg, frame, [s.offsets[p].tolist() if p < cfg.instances
+                                             else [-1] * cfg.segments
+                                             for p in range(2 * d, 2 * d + cfg.twins)])
         ctx.set(dut.steps, s.steps)
-        for p in range(cfg.instances):
-            ctx.set(dut.counts[p], int(s.counts[p]))
+        for d in range(cfg.pairs):
+            ctx.set(dut.counts[d], int(s.pair_steps[d]))
         sources = []
-        for p in range(cfg.instances):
-            ch = s.entries(p)[0].tolist()
-            sources.append((dut.work[p], [dict(slot=c, seg=sg, index=k, buf=0) for k, (c, sg)
-                                          in enumerate(zip(ch, s.segments(p).tolist()))]))
+        for d in range(cfg.pairs):
+            ch, seg, valid = s.pair_run(d)
+            sources.append((dut.work[d], [dict(slot=int(c), seg=sg.tolist(), valid=v.tolist(),
+                                               index=k, buf=0)
+                                          for k, (c, sg, v) in enumerate(zip(ch, seg, valid))]))
         got, = await run_streams(ctx, sources=sources,
                                  sinks=[(dut.o, compact_beats_per_image(cfg, s.stream_length))],
                                  rng=random.Random(seed), stall=stall)

@@ -2,11 +2,11 @@
 of every counter of hdl.protocol.STREAM_COUNTERS, on random event traces.
 
 A trace is what the rest of the engine would report: batches (``start``, ``active``, ``end``) of
-B images, each image started (``go``) in buffer j % 2, its work entries taken by the P instances
-at random (instance 0 the busiest, as the deal makes it), two images in flight when image j + 1
+B images, each image started (``go``) in buffer j % 2, its steps taken by the pairs at random
+(pair 0 the busiest, as the deal makes it; each twin of a step with or without an entry), two images in flight when image j + 1
 starts before image j's last result, and batches whose schedule is empty (every image ends at its
 ``go``, all its counts zero); the status bits (loading, computing, mac active, output valid, the
-stall of instance 0's result) are random every cycle, in and out of batches, and the entry fields
+stall of pair 0's result) are random every cycle, in and out of batches, and the entry fields
 of cycles without a transfer are random too. The model counts from the trace's own record of each
 batch and each image (not from the component's registers), and every cycle every counter and
 ``image_done`` must match it.
@@ -40,9 +40,10 @@ def trace(cfg, rng, batches, pace):
     def cycle(**kw):
         c = {k: int(rng.random() < 0.5) for k in STATUS}
         c.update(start=0, active=0, end=0, go=0, buf=0, empty=0, iend=0, open=0, ended=0)
-        c["work"] = [dict(taken=0, slot=rng.randrange(max(n, 2)), seg=0,
+        c["work"] = [dict(taken=0, slot=rng.randrange(max(n, 2)), seg=[0] * cfg.twins,
+                          valid=[rng.randrange(2) for _ in range(cfg.twins)],
                           index=rng.randrange(entries_per_instance(cfg)), buf=rng.randrange(2))
-                     for _ in range(p_count)]
+                     for _ in range(cfg.pairs)]
         c.update(kw)
         cycles.append(c)
         return c
@@ -80,8 +81,10 @@ def trace(cfg, rng, batches, pace):
                     ended += 1
                 else:
                     steps = rng.randint(1, entries_per_instance(cfg))
-                    counts = [steps] + [rng.randint(0, steps) for _ in range(p_count - 1)]
-                    im["left"] = [[(rng.randrange(n), k) for k in range(cnt)] for cnt in counts]
+                    counts = [steps] + [rng.randint(0, steps) for _ in range(cfg.pairs - 1)]
+                    im["left"] = [[(rng.randrange(n), k, [rng.randrange(2) for _ in
+                                                          range(cfg.twins)])
+                                   for k in range(cnt)] for cnt in counts]
                     im["start_at"] = t + 2          # a walker offers two cycles after go
                     flight.append(im)
                     walking = im
@@ -89,13 +92,16 @@ def trace(cfg, rng, batches, pace):
             elif walking is None:
                 wait -= 1
             elif t >= walking["start_at"]:
-                for p, left in enumerate(walking["left"]):
+                for d, left in enumerate(walking["left"]):
                     if left and rng.random() < pace:
-                        slot, k = left.pop(0)
-                        c["work"][p] = dict(taken=1, slot=slot, seg=rng.randrange(cfg.segments),
-                                            index=k, buf=walking["buf"])
-                        walking["taken"].append((p, slot))
-                        if p == 0 and k == 0:
+                        slot, k, valid = left.pop(0)
+                        c["work"][d] = dict(taken=1, slot=slot, valid=valid, index=k,
+                                            seg=[rng.randrange(cfg.segments)
+                                                 for _ in range(cfg.twins)],
+                                            buf=walking["buf"])
+                        walking["taken"] += [(2 * d + t, slot) for t in range(cfg.twins)
+                                             if valid[t]]
+                        if d == 0 and k == 0:
                             walking["t0"] = t
                 if not any(walking["left"]):
                     walking["end_at"] = t + rng.choice([1, 2, 4, 8, 16])
@@ -160,7 +166,7 @@ def test_counters_match_model(name, pace):
                 ctx.set(getattr(dut.events, k), c[k])
             for port, w in zip(dut.work, c["work"]):
                 ctx.set(port.taken, w["taken"])
-                ctx.set(port.entry, {k: w[k] for k in ("slot", "seg", "index", "buf")})
+                ctx.set(port.entry, {k: w[k] for k in ("slot", "seg", "valid", "index", "buf")})
             # the counters show cycle t's events LATENCY + 1 cycles on (registered inputs)
             lag = EngineCounters.LATENCY
             got = decode_stream_counters(cfg, ctx.get(dut.counters.as_value()))

@@ -1,6 +1,6 @@
-"""hdl.datapath in the Amaranth simulator: any channel's output at any of the instance's pixels
-from a work entry, bit-exact against the golden model, under random stalls on both streams, and
-its exact cycle count.
+"""hdl.datapath in the Amaranth simulator: a pair datapath's two outputs of one channel, one at any
+pixel of each twin instance (or none), from one step, bit-exact against the golden model, under
+random stalls on both streams, and its exact cycle count.
 
 Filters and quant parameters are loaded from the records hdl.protocol encodes for the engine,
 the windows from the strips of the dealer's reference (tests/window_ref.py), so the datapath is
@@ -27,6 +27,9 @@ CONFIGS = {
     "c1": AccelConfig(height=5, width=7, in_channels=1, instances=3, bus_width=64),
     # C_in 5 over lanes 2: three groups, the last one half empty
     "c5l2": AccelConfig(height=5, width=7, in_channels=5, instances=3, lanes=2, bus_width=64),
+    # P = 1: a datapath of twin A alone
+    "p1": AccelConfig(height=4, width=5, in_channels=2, instances=1, bus_width=64,
+                      out_channels=3),
 }
 
 
@@ -46,23 +49,25 @@ def pixel_of(cfg, seg, offset):
     return y, j * cfg.instances + offset
 
 
-async def load(ctx, port, cfg, frame, offsets):
-    """Write every channel's filters and quant parameters, the pixel table ``offsets`` (per
-    segment, -1 for none) and the strips of ``frame``'s image (buffer 0) through the datapath's
-    ``load`` port ``port``."""
+async def load(ctx, dut, cfg, frame, tables):
+    """Write every channel's filters and quant parameters, twin t's pixel table ``tables[t]``
+    (per segment, -1 for none) and the strips of ``frame``'s image (buffer 0) through the
+    datapath's ``load`` and ``pixels`` ports."""
+    port = dut.load
+    n = cfg.out_channels
     wb = weight_beats(cfg, frame.weight, frame.bias, frame.mult, frame.shift)[1:]
-    n_filters = cfg.instances * cfg.groups
+    n_filters = n * cfg.groups
     filters = records(wb, cfg.weight_bits, cfg.bus_width, n_filters)
     quant = wb[n_filters * cfg.beats(cfg.weight_bits):]
-    writes = [("weights", a, f) for a, f in enumerate(filters)]
-    writes += [("quant", n, quant[n]) for n in range(cfg.instances)]
-    writes += [("pixels", sg, {"offset": max(o, 0), "valid": int(o >= 0)})
-               for sg, o in enumerate(offsets)]
-    for name, addr, value in writes:
-        w = getattr(port, name)
+    writes = [(port.weights, a, f) for a, f in enumerate(filters)]
+    writes += [(port.quant, c, quant[c]) for c in range(n)]
+    writes += [(dut.pixels[t], sg, {"offset": max(o, 0), "valid": int(o >= 0)})
+               for t, offsets in enumerate(tables) for sg, o in enumerate(offsets)]
+    for w, addr, value in writes:
         ctx.set(w.en, 1)
         ctx.set(w.addr, addr)
-        ctx.set(w.data.as_value() if name == "quant" else w.data, value)
+        ctx.set(w.data.as_value() if hasattr(w.data, "as_value") and isinstance(value, int)
+                else w.data, value)
         await ctx.tick()
         ctx.set(w.en, 0)
     strip = port.strip
@@ -77,30 +82,38 @@ async def load(ctx, port, cfg, frame, offsets):
     await ctx.tick().repeat(2)
 
 
-def simulate(cfg, frame, offsets, entries, *, seed, stall):
-    """Load the datapath (:func:`load`), then stream ``entries`` (slot, seg, index) through it;
-    return results as (cycle, value, index), cycle 0 being the first cycle entries are
-    offered."""
-    dut = Datapath(cfg, slots=cfg.instances)
+def simulate(cfg, frame, tables, steps, *, seed, stall):
+    """Load the datapath (:func:`load`), then stream ``steps`` (slot, segs, valids, index)
+    through it; return results as (cycle, values, index), cycle 0 being the first cycle steps
+    are offered."""
+    dut = Datapath(cfg, slots=cfg.out_channels)
     out = []
 
     async def bench(ctx):
-        await load(ctx, dut.load, cfg, frame, offsets)
-        payloads = [dict(slot=s, seg=sg, index=i, buf=0) for s, sg, i in entries]
+        await load(ctx, dut, cfg, frame, tables)
+        payloads = [dict(slot=c, seg=list(sg), valid=list(v), index=i, buf=0)
+                    for c, sg, v, i in steps]
         got, = await run_streams(ctx, sources=[(dut.work, payloads)],
-                                 sinks=[(dut.result, len(entries))],
+                                 sinks=[(dut.result, len(steps))],
                                  rng=random.Random(seed), stall=stall)
-        out.extend((c, p.value, p.index) for c, p in got)
+        out.extend((c, [int(v) for v in p.value], p.index) for c, p in got)
 
     run_simulator(dut, bench)
     return out
 
 
+def expect(cfg, golden, tables, steps):
+    """(values, index) of each step: the golden output of its channel at each valid twin's
+    pixel, 0 for a twin without an entry."""
+    return [([int(golden[(c, *pixel_of(cfg, sg[t], tables[t][sg[t]]))]) if v[t] else 0
+              for t in range(cfg.twins)], i) for c, sg, v, i in steps]
+
+
 def check(results, expected, seed):
-    """Results in entry order, each equal to the golden value."""
+    """Results in step order, each equal to the golden values."""
     got = [(v, i) for _, v, i in results]
     for k, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"seed={seed}: result {k}: got (value, index) {g}, expected {e}"
+        assert g == e, f"seed={seed}: result {k}: got (values, index) {g}, expected {e}"
     assert len(got) == len(expected)
 
 
@@ -113,66 +126,82 @@ def random_offsets(cfg, rng):
 
 @pytest.mark.parametrize("stall", [0.0, 0.5])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_random_entries(name, stall):
-    """Any slot at any of the instance's pixels (the corners included, repeats allowed)."""
+def test_random_steps(name, stall):
+    """Any slot at any pixel of each twin (the corners included, repeats allowed), each twin
+    with or without an entry."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-random", name, stall)
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=0.0)
     golden = golden_ofm(frame)
-    offsets = random_offsets(cfg, rng)
+    tables = [random_offsets(cfg, rng) for _ in range(cfg.twins)]
     j_last = cfg.row_segments - 1
     corners = {0: 0, j_last: cfg.width - 1 - j_last * cfg.instances}
     corners.update({cfg.segments - cfg.row_segments: 0,
                     cfg.segments - 1: cfg.width - 1 - j_last * cfg.instances})
-    for sg, o in corners.items():
-        offsets[sg] = o
-    count = 40
-    entries = [(int(rng.integers(cfg.instances)), int(rng.integers(cfg.segments)), i)
-               for i in range(count)]
-    entries[:4] = [(n % cfg.instances, sg, n) for n, sg in enumerate(corners)]
-    results = simulate(cfg, frame, offsets, entries, seed=seed, stall=stall)
-    check(results, [(int(golden[(s, *pixel_of(cfg, sg, offsets[sg]))]), i)
-                    for s, sg, i in entries], seed)
+    for offsets in tables:
+        for sg, o in corners.items():
+            offsets[sg] = o
+    n, twins = cfg.out_channels, cfg.twins
+    steps = [(int(rng.integers(n)), [int(v) for v in rng.integers(cfg.segments, size=twins)],
+              [int(v) for v in rng.integers(2, size=twins)], i) for i in range(40)]
+    for k, sg in enumerate(corners):
+        steps[k] = (k % n, [sg, list(corners)[-1 - k]][:twins], [1] * twins, k)
+    results = simulate(cfg, frame, tables, steps, seed=seed, stall=stall)
+    check(results, expect(cfg, golden, tables, steps), seed)
 
 
 @pytest.mark.parametrize("extreme", [False, True])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_schedule_runs(name, extreme):
-    """Each instance's dealt run of a random mask with its pixel table; extreme values (-128 x
-    -128 at full fan-in, bias extremes, shift 0 and 31, saturation) included."""
+    """Each pair's dealt run of a random mask with its twins' pixel tables; extreme values (-128
+    x -128 at full fan-in, bias extremes, shift 0 and 31, saturation) included."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-schedule", name, extreme)
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=0.4, extreme=extreme)
     golden = golden_ofm(frame)
     s = deal(frame.mask, cfg.instances)
-    for p in range(cfg.instances):
-        ch, y, x = s.entries(p)
-        entries = list(zip(ch.tolist(), s.segments(p).tolist(), range(len(ch))))
-        results = simulate(cfg, frame, s.offsets[p].tolist(), entries, seed=seed + p, stall=0.3)
-        check(results, [(int(golden[c, i, j]), k)
-                        for k, (c, i, j) in enumerate(zip(ch, y, x))], seed)
+    channel, seg, valid = s.table()
+    for d in range(s.pairs):
+        twins = [p for p in (2 * d, 2 * d + 1) if p < cfg.instances]
+        tables = [s.offsets[p].tolist() for p in twins]
+        if len(twins) < cfg.twins:          # an odd P's last pair: twin B has nothing
+            tables.append([-1] * cfg.segments)
+        steps = []
+        for k in range(int(s.pair_steps[d])):
+            v = [int(valid[k, p]) for p in twins] + [0] * (cfg.twins - len(twins))
+            c = next(int(channel[k, p]) for p in twins if valid[k, p])
+            steps.append((c, [int(seg[k, p]) for p in twins] + [0] * (cfg.twins - len(twins)),
+                          v, k))
+        results = simulate(cfg, frame, tables, steps, seed=seed + d, stall=0.3)
+        # the results are the stream bytes of the pair's instances
+        want = [([int(golden.reshape(-1)[s.compact_flat[k * cfg.instances + p]])
+                  if s.compact_flat[k * cfg.instances + p] >= 0 else 0 for p in twins]
+                 + [0] * (cfg.twins - len(twins)), k) for k in range(int(s.pair_steps[d]))]
+        assert want == expect(cfg, golden, tables, steps)
+        check(results, want, seed)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_throughput(name):
-    """No stalls: one result per G cycles after the pipeline latency, E entries in exactly
-    E*G + PIPELINE_LATENCY cycles (entry e's result in cycle (e+1)*G + PIPELINE_LATENCY - 1)."""
+    """No stalls: one step per G cycles after the pipeline latency, E steps in exactly
+    E*G + PIPELINE_LATENCY cycles (step e's results in cycle (e+1)*G + PIPELINE_LATENCY - 1)."""
     cfg = CONFIGS[name]
     seed = seed_for("datapath-throughput", name)
     rng = np.random.default_rng(seed)
     frame = random_frame(cfg, rng, density=0.0)
     golden = golden_ofm(frame)
-    offsets = random_offsets(cfg, rng)
-    entries = [(i % cfg.instances, (i // cfg.instances) % cfg.segments, i)
-               for i in range(cfg.instances * cfg.segments)]
-    results = simulate(cfg, frame, offsets, entries, seed=seed, stall=0.0)
-    check(results, [(int(golden[(s, *pixel_of(cfg, sg, offsets[sg]))]), i)
-                    for s, sg, i in entries], seed)
+    tables = [random_offsets(cfg, rng) for _ in range(cfg.twins)]
+    n = cfg.out_channels
+    steps = [(i % n, [(i // n + t) % cfg.segments for t in range(cfg.twins)], [1] * cfg.twins, i)
+             for i in range(n * cfg.segments)]
+    results = simulate(cfg, frame, tables, steps, seed=seed, stall=0.0)
+    check(results, expect(cfg, golden, tables, steps), seed)
     g = cfg.groups
-    assert [c for c, _, _ in results] == [(e + 1) * g + PIPELINE_LATENCY - 1 for e in range(len(entries))]
-    assert results[-1][0] + 1 == len(entries) * g + PIPELINE_LATENCY
+    assert [c for c, _, _ in results] == [(e + 1) * g + PIPELINE_LATENCY - 1
+                                          for e in range(len(steps))]
+    assert results[-1][0] + 1 == len(steps) * g + PIPELINE_LATENCY
 
 
 def test_rejects_bad_slots():

@@ -4,8 +4,8 @@ against plain-Python references, under random stalls.
 * WindowDealer: a batch of B images of packed beats in; the strips must leave in order, each
   equal to the reference (tests/window_ref.py), image j tagged with buffer ``j % 2``, and an
   image may only be dealt once ``released`` allows it (double buffering).
-* WorkWalker: the dealt run written entry by entry, then walked for two images: the entries of
-  ``Schedule.entries(p)`` in order, index k, the image's buffer bit.
+* WorkWalker: a pair's dealt run written record by record, twin by twin, then walked for two
+  images: the steps of ``Schedule.pair_run(d)`` in order, index k, the image's buffer bit.
 """
 
 import random
@@ -113,21 +113,31 @@ def test_walker_streams_its_run(mask_kind, stall):
             "skewed": lambda: skewed_mask(rng, shape, 0.5),
             "empty": lambda: np.ones(shape, bool)}[mask_kind]()
     s = deal(mask, cfg.instances)
-    for p in range(cfg.instances):
-        dut = WorkWalker(cfg, p)
-        ch, seg = s.entries(p)[0].tolist(), s.segments(p).tolist()
-        expected = [(c, sg, k, buf) for buf in (1, 0) for k, (c, sg) in enumerate(zip(ch, seg))]
+    channel, seg, valid = s.table()
+    for d in range(cfg.pairs):
+        dut = WorkWalker(cfg, d)
+        ch, sgs, vs = s.pair_run(d)
+        run = [(int(c), sg.tolist(), v.tolist()) for c, sg, v in zip(ch, sgs, vs)]
+        expected = [(c, sg, v, k, buf) for buf in (1, 0) for k, (c, sg, v) in enumerate(run)]
         got = []
 
         async def bench(ctx):
-            # the run, then a zero entry (SCHEDULE pads the short runs): count stops at the run
-            for k, (c, sg) in enumerate(zip(ch + [0], seg + [0])):
-                ctx.set(dut.write.en, 1)
-                ctx.set(dut.write.addr, k)
-                ctx.set(dut.write.data, {"channel": c, "seg": sg, "valid": int(k < len(ch))})
-                await ctx.tick()
-            ctx.set(dut.write.en, 0)
-            assert ctx.get(dut.count) == len(ch)
+            # SCHEDULE: the header's clear, then every record (a short run's are zero past it;
+            # a twin without an entry in a step: zero), each twin's entry in its own cycle
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            for k in range(s.steps):
+                for t in range(cfg.twins):
+                    p = 2 * d + t
+                    ctx.set(dut.write[t].en, 1)
+                    ctx.set(dut.write[t].addr, k)
+                    ctx.set(dut.write[t].data, {"channel": int(channel[k, p]),
+                                                "seg": int(seg[k, p]),
+                                                "valid": int(valid[k, p])})
+                    await ctx.tick()
+                    ctx.set(dut.write[t].en, 0)
+            assert ctx.get(dut.count) == len(run)
             for buf in (1, 0):
                 while ctx.get(dut.running):
                     await ctx.tick()
@@ -135,9 +145,10 @@ def test_walker_streams_its_run(mask_kind, stall):
                 ctx.set(dut.buf, buf)
                 await ctx.tick()
                 ctx.set(dut.start, 0)
-                out, = await run_streams(ctx, sinks=[(dut.work, len(ch))],
-                                         rng=random.Random(seed + p), stall=stall)
-                got.extend((w.slot, w.seg, w.index, w.buf) for _, w in out)
+                out, = await run_streams(ctx, sinks=[(dut.work, len(run))],
+                                         rng=random.Random(seed + d), stall=stall)
+                got.extend((w.slot, [int(x) for x in w.seg], [int(x) for x in w.valid],
+                            w.index, w.buf) for _, w in out)
 
         simulate(dut, bench)
-        assert got == expected, f"instance {p} seed={seed}"
+        assert got == expected, f"pair {d} seed={seed}"

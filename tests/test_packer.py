@@ -1,4 +1,4 @@
-"""hdl.packer in the Amaranth simulator: P instances' results packed into compact-stream beats,
+"""hdl.packer in the Amaranth simulator: the pairs' results packed into compact-stream beats,
 checked against the golden compact values and Schedule.expand, under random stalls on every
 stream, back-to-back frames, and its cycle count without stalls."""
 
@@ -26,22 +26,24 @@ CONFIGS = {
 
 
 def simulate(cfg, schedule, compact, frames, *, seed, stall):
-    """Feed each instance its results (value, index) for ``frames`` frames; return the beats as
-    (cycle, data, last)."""
+    """Feed each pair its steps' results (the twins' values, index) for ``frames`` frames;
+    return the beats as (cycle, data, last)."""
     dut = OutputPacker(cfg)
     length = schedule.stream_length
+    p_count = cfg.instances
     sources = []
-    for p in range(cfg.instances):
-        idx = schedule.compact_index(p)
-        one = [dict(value=int(compact[c]), index=k) for k, c in enumerate(idx)]
-        sources.append((dut.results[p], one * frames))
+    for d in range(cfg.pairs):
+        one = [dict(value=[int(compact[k * p_count + 2 * d + t]) if 2 * d + t < p_count else 0
+                           for t in range(cfg.twins)], index=k)
+               for k in range(int(schedule.pair_steps[d]))]
+        sources.append((dut.results[d], one * frames))
     count = compact_beats_per_image(cfg, length) * frames
     out = []
 
     async def bench(ctx):
         ctx.set(dut.steps, schedule.steps)
-        for p in range(cfg.instances):
-            ctx.set(dut.counts[p], int(schedule.counts[p]))
+        for d in range(cfg.pairs):
+            ctx.set(dut.counts[d], int(schedule.pair_steps[d]))
         got, = await run_streams(ctx, sources=sources, sinks=[(dut.o, count)],
                                  rng=random.Random(seed), stall=stall)
         out.extend((c, p.data, p.last) for c, p in got)
@@ -73,7 +75,7 @@ def test_packer_matches_expand(name, density, stall):
                                       err_msg=f"seed={seed} frame {f}")
         if per:   # the last beat is zero past the final byte
             assert mine[-1][1] >> (8 * (s.stream_length - (per - 1) * cfg.bus_bytes)) == 0
-        # the instances short of ``steps`` entries leave zero bytes in their slots
+        # the instances without an entry in a step leave zero bytes in their slots
         pad = np.flatnonzero(s.compact_flat < 0)
         assert not got[pad].any() and len(pad) == s.stream_length - s.total
 
@@ -103,3 +105,16 @@ def test_decode_compact_rejects_wrong_count():
     cfg = CONFIGS["p2"]
     with pytest.raises(ProtocolError, match="beats must be 2 for 1 images of 9 bytes, not 1"):
         decode_compact(cfg, [0], 9)
+
+
+def test_packer_one_instance():
+    """P = 1: one pair with twin A only, one byte per step."""
+    cfg = AccelConfig(height=4, width=5, in_channels=1, instances=1, bus_width=64)
+    seed = seed_for("packer-one")
+    rng = np.random.default_rng(seed)
+    frame = random_frame(cfg, rng, density=0.4)
+    s = deal(frame.mask, 1)
+    compact = golden_compact(frame, s)
+    beats = simulate(cfg, s, compact, 1, seed=seed, stall=0.3)
+    got, = decode_compact(cfg, [d for _, d, _ in beats], s.stream_length)
+    assert got.tolist() == compact.tolist() and s.stream_length == s.total
