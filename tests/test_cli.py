@@ -630,7 +630,7 @@ def test_sim_waves_beside_the_result(tmp_path, sim, fmt):
         assert "$enddefinitions" in text
         for signal in ("i__valid", "o__payload", "image_done"):
             assert f" {signal} " in text, signal
-        for scope in ("velcro_accel", "control", "datapath1", "mac0", "requantiser"):
+        for scope in ("velcro_accel", "control", "datapath0", "store1", "mac0", "requantiser1"):
             assert f"$scope module {scope} $end" in text, scope    # inside the engine too
     else:                                                   # FST: its header block comes first
         assert len(data) > 1000 and data[0] == 0, data[:16]
