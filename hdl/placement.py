@@ -113,15 +113,15 @@ def hbm_channels(cfg: AccelConfig, clock_mhz: float = KERNEL_CLOCK_MHZ) -> dict:
 
 
 def cu_dsp(cfg: AccelConfig, summary: Path = SUMMARY) -> int:
-    """DSP48E2 of one CU of ``cfg``: P instances x the DSP48E2 per instance ``make synth``
-    measured (results/synth/summary.json, the default configuration's datapath), scaled by the
-    lanes when ``cfg`` has other than the measured configuration's (the shared logic has no
-    DSP48E2)."""
+    """DSP48E2 of one CU of ``cfg``: its ceil(P/2) pair datapaths x the DSP48E2 per pair ``make
+    synth`` measured (results/synth/summary.json, the default configuration's datapath), scaled
+    by the lanes when ``cfg`` has other than the measured configuration's (the shared logic has
+    no DSP48E2)."""
     s = json.loads(Path(summary).read_text())
-    per = s["per_instance"]["DSP48E2"]
+    per = s["per_pair"]["DSP48E2"]
     lanes = s["configuration"]["lanes"]
     cfg = cfg.design if hasattr(cfg, "design") else cfg
-    return int(math.ceil(per * cfg.lanes / lanes)) * cfg.instances
+    return int(math.ceil(per * cfg.lanes / lanes)) * cfg.pairs
 
 
 def assumptions() -> dict:

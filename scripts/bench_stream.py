@@ -5,9 +5,9 @@ steady = (stream_cycles(B = 8) - stream_cycles(B = 2)) / 6, from the first input
 image to the last output beat of the last image (constants excluded), at C = 0, 0.3, 0.6, 0.9
 for random masks and point-wide masks (one percentile threshold over [N, H, W] of variances
 whose per-channel scales spread over three decades). Printed: steady, the work steps * G
-(steps: the busiest instance's entries of the pixel deal) and their difference (target <= 16),
-and the speedup over C = 0 with its ratio to the ideal 1 / (1 - C) (target >= 0.95). Every
-output is checked against the golden model.
+(steps: the busiest pair's run of the pixel deal, py_ref.schedule) and their difference (target
+<= 16), and the speedup over C = 0 (the same packed design) with its ratio to the ideal
+1 / (1 - C) (target >= 0.98, issue 20). Every output is checked against the golden model.
 
     python scripts/bench_stream.py [--ratios 0,0.3,0.6,0.9] [--seed 5] [--out results/bench_stream.md]
 
@@ -28,6 +28,10 @@ from hdl.config import DEFAULT
 from py_ref.golden import Frame, point_wide_mask, random_frame
 from py_ref.schedule import deal
 from sim.frame_runner import golden_mismatch, run_frame
+
+
+#: Speedup over C = 0 / (1 / (1 - C)) at every point (issue 20).
+TARGET_RATIO = 0.98
 
 
 def stream_cycles(frame: Frame, ifmaps) -> int:
@@ -75,13 +79,13 @@ def main(argv=None) -> int:
             worst_excess = max(worst_excess, steady - work)
             say(f"{kind:>10} {mask.mean():5.2f} {s.total:6d} {work:6d} {steady:8.1f} "
                   f"{steady - work:7.1f} {speedup:8.3f} {ideal:7.3f} {speedup / ideal:6.3f}")
-    met = worst_ratio >= 0.95 and worst_excess <= 16
-    say(f"worst ratio {worst_ratio:.3f} (target >= 0.95), worst excess {worst_excess:.1f} cycles "
+    met = worst_ratio >= TARGET_RATIO and worst_excess <= 16
+    say(f"worst ratio {worst_ratio:.3f} (target >= {TARGET_RATIO}), worst excess {worst_excess:.1f} cycles "
         f"(target <= 16): {'targets met' if met else 'TARGETS MISSED'}")
     args.out.write_text(
         f"# scripts/bench_stream.py (default design, Verilator, seed {args.seed})\n\n```\n"
         + "\n".join(lines) + "\n```\n\nsteady = (stream_cycles(B=8) - stream_cycles(B=2)) / 6; "
-        "work = steps * G (the busiest instance's entries of the pixel deal); excess = steady - "
+        "work = steps * G (the busiest pair's run of the pixel deal); excess = steady - "
         "work (the walkers' one idle cycle between images at G = 1); ratio = speedup over "
         "C = 0 / (1 / (1 - C)). Every output checked against the golden model.\n")
     print(f"wrote {args.out} ({time.perf_counter() - t0:.1f} s)")

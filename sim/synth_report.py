@@ -79,24 +79,24 @@ def datapath_source(mods: dict) -> str:
 DATAPATH, WALKER = "velcro_datapath", "velcro_walker"
 
 
-def hierarchical_sources(text: str, top: str, instances: int, work: Path):
+def hierarchical_sources(text: str, top: str, pairs: int, work: Path):
     """From the kernel's (or engine's) Verilog ``text`` write ``work``/datapath.v (the engine's
     one datapath module, ``velcro_datapath``, and its submodules, renamed ``datapath``) and
     ``work``/<top>_bb.v (the design with that module a black-box stub), both without zero
     memory initialisation (:func:`hdl.synthesis.strip_zero_init`). Returns the two paths, the
-    datapath and walker module names (one each: the generator merges the P identical copies,
-    :func:`hdl.synthesis.merge_identical_modules`), the engine's name and whether the engine
-    instantiates the datapath module once per instance (``datapath0`` .. ``datapath<P-1>``),
+    datapath and walker module names (one each: the generator merges the ``pairs`` identical
+    copies, :func:`hdl.synthesis.merge_identical_modules`), the engine's name and whether the
+    engine instantiates the datapath module once per pair (``datapath0`` .. ``datapath<D-1>``),
     which the merge implies the copies were the same text up to Amaranth's numbered names."""
     mods = S.verilog_modules(text)
     eng = next(n for n in mods if n.lstrip("\\").endswith(".engine") or n == "engine")
     # the walkers merge when they are the same text (they are in every configuration tried)
-    walkers = [WALKER] if WALKER in mods else [f"{eng}.walker{p}" for p in range(instances)]
+    walkers = [WALKER] if WALKER in mods else [f"{eng}.walker{d}" for d in range(pairs)]
     missing = [n for n in (DATAPATH, *walkers) if n not in mods]
     if missing:
         raise ValueError(f"not in the Verilog: {missing[:3]}")
     insts = re.findall(rf"^  {DATAPATH} +(\S+) \(", mods[eng], re.M)
-    same = sorted(insts) == sorted(f"datapath{p}" for p in range(instances))   # any order
+    same = sorted(insts) == sorted(f"datapath{d}" for d in range(pairs))   # any order
     dp_src = work / "datapath.v"
     dp_src.write_text(S.strip_zero_init(datapath_source(mods)))
     bb = "".join(S.blackbox_stub(t) if n == DATAPATH else t for n, t in mods.items()
@@ -137,6 +137,34 @@ def _whole_path_owner(d: dict, whole: dict) -> str:
     return ""
 
 
+def macs_per_dsp(cfg: AccelConfig, dsps: int) -> float:
+    """MACs per DSP48E2 per cycle of one datapath: its twins' 9 x L products every cycle (a
+    step's G groups take G cycles), over the datapath's DSP48E2 count."""
+    return round(9 * cfg.lanes * cfg.twins / dsps, 4)
+
+
+#: The wide layer of issue 20's target: C_in = 16 on 16 lanes, one group, the default image.
+WIDE = AccelConfig(in_channels=16)
+
+
+def _wide_datapath(work: Path, stage, times) -> dict:
+    """One datapath of :data:`WIDE` synthesised on its own (xcup): its DSP48E2 and MACs per
+    DSP48E2 per cycle."""
+    from amaranth.back import verilog
+    from hdl.datapath import Datapath
+
+    src = work / "datapath_wide.v"
+    src.write_text(S.strip_zero_init(verilog.convert(Datapath(WIDE, WIDE.out_channels),
+                                                     name="datapath_wide")))
+    net = _synth("datapath_wide", src, "datapath_wide", work, "xcup", stage, times,
+                 what=f" (C_in = L = {WIDE.lanes}, slots = N = {WIDE.out_channels})")
+    dsps = _resources(S.cell_counts(net, "datapath_wide"))["DSP48E2"]
+    return {"configuration": {"in_channels": WIDE.in_channels, "lanes": WIDE.lanes,
+                              "out_channels": WIDE.out_channels},
+            "DSP48E2": dsps, "macs_per_cycle": 9 * WIDE.lanes * WIDE.twins,
+            "macs_per_dsp_per_cycle": macs_per_dsp(WIDE, dsps)}
+
+
 def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
     """Run the syntheses, write ``out``/summary.json and REPORT.md (and README's synthesis
     summary block, :func:`update_readme`, when ``readme`` is given); returns wall times."""
@@ -150,10 +178,11 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
           f"(cached as build/rtl/{cfg.tag}/{KERNEL_NAME}.v)")
     text = kernel_rtl(cfg).read_text()
     dp_src, bb_src, dps, walkers, eng, same = hierarchical_sources(
-        text, KERNEL_NAME, cfg.instances, work)
+        text, KERNEL_NAME, cfg.pairs, work)
     times["kernel Verilog"] = time.monotonic() - t0
     dp_net = _synth("datapath", dp_src, "datapath", work, "xcup", stage, times,
-                    what=f" (the engine's {dps[0]}, slots = N = {cfg.out_channels})")
+                    what=f" (the engine's {dps[0]}: one pair of twin instances, slots = N = "
+                    f"{cfg.out_channels})")
     dp_cells = S.cell_counts(dp_net, "datapath")
     stage("datapath: logic levels, DSP placement")
     depth = {"datapath": S.logic_levels(dp_net, "datapath", over=LEVELS_AT_300)}
@@ -161,7 +190,7 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
     x7_net = _synth("datapath", dp_src, "datapath", work, "xc7", stage, times)
     cascade = S.dsp_cascade(x7_net, "datapath")
     k_net = _synth(KERNEL_NAME, bb_src, KERNEL_NAME, work, "xcup", stage, times, keep=(
-        eng, *walkers), what=f" ({cfg.instances} datapaths black boxes, engine and "
+        eng, *walkers), what=f" ({cfg.pairs} datapaths black boxes, engine and "
         "walkers kept as modules)")
     stage("engine and kernel: resources, logic levels")
     mods = dict(k_net["modules"])
@@ -172,9 +201,10 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
     wk_max = {k: max(w[k] for w in wk_res) for k in KEYS}
     shared = _resources(eng_cells)
     shell = _resources(S.cell_counts(k_net, KERNEL_NAME))
-    inst = _add(dp_res, wk_max)
+    pair = _add(dp_res, wk_max)
+    inst = _add(pair, scale=[1 / cfg.twins])       # an instance: half a pair's datapath
     eng_total = _add(shared, dp_res, *wk_res,
-                     scale=[1, cfg.instances] + [eng_cells.get(w, 0) for w in walkers])
+                     scale=[1, cfg.pairs] + [eng_cells.get(w, 0) for w in walkers])
     kernel = _add(shell, eng_total)
     per_cu_shared = _add(shared, shell)
     wdepth = [S.logic_levels(k_net, w, over=LEVELS_AT_300) for w in walkers]
@@ -192,6 +222,7 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
     kernel_levels = max([d["levels"] for d in depth.values()] + [whole["levels"]])
     clock = clock_supported(kernel_levels)
     fits = S.fit(inst)
+    wide = _wide_datapath(work, stage, times)
     stage("card projection")
 
     def image_cycles(p, c):
@@ -211,8 +242,11 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
         "kernel_lut_levels": kernel_levels,
         "clock_mhz_supported": clock,
         "clock_rule": assumptions()["clock_rule"],
-        "dsp_per_output_per_cycle": dp_res["DSP48E2"] / cfg.groups,
+        "dsp_per_output_per_cycle": dp_res["DSP48E2"] / (cfg.twins * cfg.groups),
+        "macs_per_dsp_per_cycle": macs_per_dsp(cfg, dp_res["DSP48E2"]),
+        "macs_per_dsp_per_cycle_wide": wide,
         "per_instance": inst,
+        "per_pair": pair,
         "per_instance_parts": {"datapath": dp_res, "walker": wk_max},
         "walkers_identical": all(w == wk_res[0] for w in wk_res),
         "walker_lut_range": f"{min(w['LUT'] for w in wk_res)}..{max(w['LUT'] for w in wk_res)}",
@@ -220,7 +254,8 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
         "engine": eng_total,
         "engine_extrapolated": False,
         "engine_method": "hierarchical",
-        "engine_synthesised": {"instances": cfg.instances, "black_boxes": boxes,
+        "engine_synthesised": {"instances": cfg.instances, "pairs": cfg.pairs,
+                               "black_boxes": boxes,
                                "walkers": sum(eng_cells.get(w, 0) for w in walkers),
                                **eng_total},
         "engine_shared": shared,
@@ -238,9 +273,9 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
         "datapath_latency": PIPELINE_LATENCY,
         "card": card,
     }
-    if boxes != cfg.instances or not same:
-        raise RuntimeError(f"hierarchy check failed: {boxes} black boxes for {cfg.instances} "
-                           f"instances, datapath copies identical: {same}")
+    if boxes != cfg.pairs or not same:
+        raise RuntimeError(f"hierarchy check failed: {boxes} black boxes for {cfg.pairs} "
+                           f"pairs, datapath copies identical: {same}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (out / "REPORT.md").write_text(_report(cfg, summary))
     if readme is not None:
@@ -269,7 +304,12 @@ def readme_block(s: dict) -> str:
         return ", ".join(f"{_fmt(r[k])} {k}" for k in keys)
 
     text = [
-        f"One instance of the default kernel is {res(inst)}; the {n}-instance engine "
+        f"Two int8 MACs per DSP48E2 tap (py_ref/dsp.py): **{s['macs_per_dsp_per_cycle']} MACs "
+        f"per DSP48E2 per cycle** on the default datapath, "
+        f"**{s['macs_per_dsp_per_cycle_wide']['macs_per_dsp_per_cycle']}** on a C_in = "
+        f"{s['macs_per_dsp_per_cycle_wide']['configuration']['in_channels']} one. "
+        f"One instance (half a pair's datapath) of the default kernel is {res(inst)}; the "
+        f"{n}-instance engine "
         f"{res(eng)} (its shared logic {res(s['engine_shared'], ('LUT', 'FF'))}); the kernel "
         f"shell adds {res(s['kernel_shell'], ('LUT', 'FF', 'BRAM36'))}. With "
         f"{100 * s['shell_reserve']:.0f} % of the device reserved, **{s['fit_limit']} limits the "
@@ -339,7 +379,7 @@ def _report(cfg, s) -> str:
 
 def _method(cfg, s) -> list:
     """The title and how every figure was obtained."""
-    n = cfg.instances
+    n, pairs = cfg.instances, cfg.pairs
     es = s["engine_synthesised"]
     return [
         "# Synthesis report: VELCRO engine on the Alveo U280 (Yosys estimate)",
@@ -353,20 +393,21 @@ def _method(cfg, s) -> list:
         f"AXI4 masters, FIFOs) around the engine `VelcroAccelerator` of the default "
         f"configuration ({cfg.height}x{cfg.width}, C_in {cfg.in_channels}, L {cfg.lanes}, "
         f"N = P = {n}), one Verilog file generated by Amaranth.",
-        f"* **Hierarchical (out-of-context) synthesis, nothing extrapolated.** Instance = the "
-        f"engine's one datapath module `{DATAPATH}` (`Datapath`, every channel's filters, "
-        f"slots = N = {n}, exactly as the engine instantiates it as `datapath0` .. "
-        f"`datapath{n - 1}`) synthesised on its own, plus `WorkWalker` (`{WALKER}`). The "
+        f"* **Hierarchical (out-of-context) synthesis, nothing extrapolated.** Pair = the "
+        f"engine's one datapath module `{DATAPATH}` (`Datapath`: twin instances 2d and 2d + 1 "
+        f"on one packed DSP48E2 chain, every channel's filters, slots = N = {n}, exactly as the "
+        f"engine instantiates it as `datapath0` .. `datapath{pairs - 1}`) synthesised on its "
+        f"own, plus `WorkWalker` (`{WALKER}`); an instance is half a pair. The "
         f"kernel is synthesised with the datapath module as a black box ({es['black_boxes']} "
         f"black-box cells in the engine netlist) and the engine and its {es['walkers']} walkers "
         "kept as modules of their own (`keep_hierarchy`; everything else flattened), so its "
         "netlist gives the engine's shared logic (window dealer, packer, command front end, "
         "counters), "
         "the walker, and the kernel shell (AXI, registers, FIFOs) separately. Engine = shared "
-        f"+ {n} x datapath + {n} x walker; kernel = kernel shell + engine. Amaranth emits one "
-        f"module per instance; the generator (hdl/generate.py) merges the {n} datapaths, the "
-        "same text up to Amaranth's numbered internal names, into one module, and likewise the "
-        f"{n} walkers: {n} instances of it "
+        f"+ {pairs} x datapath + {pairs} x walker; kernel = kernel shell + engine. Amaranth "
+        f"emits one module per pair; the generator (hdl/generate.py) merges the {pairs} "
+        "datapaths, the same text up to Amaranth's numbered internal names, into one module, "
+        f"and likewise the {pairs} walkers: {pairs} instances of it "
         f"{'checked' if s['datapath_copies_identical'] else 'NOT found'}.",
         "* No optimisation crosses a boundary (as in Vivado's out-of-context flow): logic that "
         "a flat synthesis would remove or share across the datapath ports (constant or unused "
@@ -388,7 +429,8 @@ def _resource_table(cfg, s) -> list:
     lines = [
         "## Per instance, engine and kernel",
         "",
-        f"| resource | datapath | walker | instance | engine shared | engine ({n} instances) | "
+        f"| resource | datapath (pair) | walker (pair) | instance (half) | engine shared | "
+        f"engine ({n} instances) | "
         f"kernel shell | kernel ({n} instances) | U280 | instances that fit "
         f"(U280 x {1 - s['shell_reserve']:.2f}) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -418,9 +460,17 @@ def _findings(cfg, s) -> list:
         "",
         f"* **Instances that fit: {fits[s['fit_limit']]:,}, limited by {s['fit_limit']}** "
         f"({', '.join(f'{k} {_fmt(v)}' for k, v in fits.items() if v)}).",
-        f"* **DSP48E2 per output per cycle: {_fmt(s['dsp_per_output_per_cycle'])}** "
-        f"(9 x L taps + 2 for the 32 x 16-bit requantisation, one output per G = {cfg.groups} "
-        "cycles).",
+        f"* **MACs per DSP48E2 per cycle: {s['macs_per_dsp_per_cycle']}** on the default "
+        f"datapath ({9 * cfg.lanes * cfg.twins} MACs per cycle on "
+        f"{_fmt(s['per_instance_parts']['datapath']['DSP48E2'])} DSP48E2: 9 x L packed taps, "
+        "each two int8 products sharing the weight (py_ref/dsp.py), and 2 x 2 for the twins' "
+        "32 x 16-bit requantisations), "
+        f"**{s['macs_per_dsp_per_cycle_wide']['macs_per_dsp_per_cycle']}** on a C_in = "
+        f"{s['macs_per_dsp_per_cycle_wide']['configuration']['in_channels']} datapath "
+        f"({s['macs_per_dsp_per_cycle_wide']['macs_per_cycle']} MACs on "
+        f"{_fmt(s['macs_per_dsp_per_cycle_wide']['DSP48E2'])} DSP48E2); "
+        f"DSP48E2 per output per cycle {_fmt(s['dsp_per_output_per_cycle'])} (two outputs per "
+        f"G = {cfg.groups} cycles).",
         f"* **Logic levels: {s['lut_levels']}** on the longest register-to-register path of the "
         f"instance (datapath {_path(d['datapath'])}; walker {_path(d['walker'])}). "
         f"**Engine shared logic: {d['engine']['levels']}** ({' -> '.join(d['engine']['path_cells'])}), "
@@ -451,14 +501,14 @@ def _findings(cfg, s) -> list:
         f"* **Cascade**: Yosys 0.70's `xilinx_dsp` packs registers, post-adders and "
         "PCOUT -> PCIN cascades only for `-family xc7` (DSP48E1); for xcup it leaves bare "
         "DSP48E2 multipliers with the adds and registers in the fabric (so the LUT and FF rows "
-        "above over-estimate). On the xc7 mapping of the same datapath "
-        f"{x7['pcin_from_pcout']} of {x7['dsp']} DSPs take PCIN from the previous DSP's PCOUT "
-        f"(the 9-tap chain after its first tap); AREG on {x7['with_AREG']}, BREG on "
-        f"{x7['with_BREG']}, MREG on {x7['with_MREG']}, PREG on {x7['with_PREG']} of them (an A "
-        "operand without AREG comes straight from a fabric flip-flop that also feeds another "
-        "cell). The DSP48E2 has the same registers and cascade.",
-        f"* Datapath latency {s['datapath_latency']} cycles; one output per G cycles per "
-        "instance.",
+        "above over-estimate). The xc7 mapping is no proxy for the packed chain: its DSP48E1 "
+        "multiplies 25 x 18 bits, so each 27-bit packed operand takes two DSP48E1 "
+        f"({x7['dsp']} DSPs in all, {x7['pcin_from_pcout']} fed through PCIN; AREG on "
+        f"{x7['with_AREG']}, BREG on {x7['with_BREG']}, MREG on {x7['with_MREG']}, PREG on "
+        f"{x7['with_PREG']}). The chain's P_i = M_i + P_(i-1) is the DSP48E2's PCIN cascade "
+        "pattern; a Vivado run is what will show it packed.",
+        f"* Datapath latency {s['datapath_latency']} cycles; two outputs (one per twin "
+        "instance) per G cycles per datapath.",
         "",
     ]
 

@@ -16,7 +16,7 @@ from sim.lint import lint
 
 def test_generate_cli_writes_any_configuration(tmp_path):
     out = tmp_path / "x.v"
-    r = subprocess.run([sys.executable, "-m", "hdl.generate", "--instances", "2", "--height", "8",
+    r = subprocess.run([sys.executable, "-m", "hdl.generate", "--instances", "4", "--height", "8",
                         "--width", "8", "--in-channels", "3", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -62,8 +62,8 @@ def test_lint_clean_with_documented_waivers(cfg):
 
 
 def test_one_datapath_module_plain_names_deterministic(tmp_path):
-    """The P identical datapaths are one module ``velcro_datapath`` (and the walkers one
-    ``velcro_walker``) instantiated as datapath0 .. datapath<P-1>: no escaped per-copy modules;
+    """The P/2 identical pair datapaths are one module ``velcro_datapath`` (and the walkers one
+    ``velcro_walker``) instantiated as datapath0 .. datapath<P/2-1>: no escaped per-copy modules;
     two generations give the same bytes (hdl.synthesis.merge_identical_modules)."""
     cfg = AccelConfig(height=7, width=9, in_channels=5, instances=4, lanes=2)
     a = write_verilog(cfg, tmp_path / "a.v").read_text()
@@ -74,9 +74,9 @@ def test_one_datapath_module_plain_names_deterministic(tmp_path):
     assert not [n for n in mods if re.search(r"\.(datapath|walker)\d", n)]
     top = mods["velcro_accel"]
     assert re.findall(r"^  velcro_datapath +(\S+) \(", top, re.M) == [
-        f"datapath{p}" for p in range(4)]
+        f"datapath{d}" for d in range(cfg.pairs)] == ["datapath0", "datapath1"]
     assert re.findall(r"^  velcro_walker +(\S+) \(", top, re.M) == [
-        f"walker{p}" for p in range(4)]
+        f"walker{d}" for d in range(cfg.pairs)]
     # every named port connection of an instance is a port of the one module
     ports = set(S._header_ports(mods["velcro_datapath"]))
     for block in re.findall(r"^  velcro_datapath +datapath\d+ \(\n(.*?)^  \);", top, re.M | re.S):

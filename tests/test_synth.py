@@ -10,7 +10,7 @@ from hdl.engine import VelcroAccelerator
 from hdl.generate import write_verilog
 from sim.synth_report import _resources, datapath_source, hierarchical_sources
 
-SMALL = AccelConfig(height=4, width=4, instances=2)
+SMALL = AccelConfig(height=4, width=4, instances=4)     # two pairs of twin instances
 
 
 def test_strip_zero_init_drops_only_all_zero_memory_init():
@@ -114,13 +114,14 @@ def test_stitch_counts_paths_across_a_boundary():
 
 @pytest.fixture(scope="module")
 def small_engine(tmp_path_factory):
-    """The 2-instance engine synthesised flat and hierarchically (datapaths black boxes)."""
+    """The 4-instance (2-pair) engine synthesised flat and hierarchically (datapaths black
+    boxes)."""
     work = tmp_path_factory.mktemp("synth")
     src = write_verilog(SMALL, work / "engine_full.v", component=VelcroAccelerator(SMALL),
                         name="engine")
     text = src.read_text()
     dp_src, bb_src, dps, walkers, eng, same = hierarchical_sources(text, "engine",
-                                                                   SMALL.instances, work)
+                                                                   SMALL.pairs, work)
     flat_src = work / "engine_flat.v"
     flat_src.write_text(S.strip_zero_init(text))
     flat = S.synth_netlist(flat_src, "engine", work / "flat.json", work / "flat.log")
@@ -137,22 +138,23 @@ def test_hierarchical_engine_accounts_for_the_flat_one(small_engine):
     assert e["dps"] == ["velcro_datapath"] and e["walkers"] == ["velcro_walker"]
     cells = S.cell_counts(e["hier"], "engine")
     # the generator's one datapath module (a black box) and one walker module, instantiated
-    # once per instance, nothing else hierarchical
-    assert [cells.get(d) for d in e["dps"]] == [2]
-    assert [cells.get(w) for w in e["walkers"]] == [2]
+    # once per pair, nothing else hierarchical
+    assert [cells.get(d) for d in e["dps"]] == [SMALL.pairs] == [2]
+    assert [cells.get(w) for w in e["walkers"]] == [SMALL.pairs]
     assert not any(t.startswith("engine") or t.startswith("velcro") for t in
                    S.cell_counts(e["dp"], "datapath")), "datapath netlist is flat"
     shared = _resources(cells)
     dp = _resources(S.cell_counts(e["dp"], "datapath"))
     walker = _resources(S.cell_counts(e["hier"], "velcro_walker"))
     keys = list(S.RESOURCES) + ["CARRY", "LUTRAM"]
-    hier = {k: shared[k] + SMALL.instances * (dp[k] + walker[k]) for k in keys}
+    hier = {k: shared[k] + SMALL.pairs * (dp[k] + walker[k]) for k in keys}
     flat = _resources(S.cell_counts(e["flat"], "engine"))
     # DSP48E2, block RAM and UltraRAM are never merged or removed across module boundaries in
     # these designs: the sums agree exactly
     for k in ("DSP48E2", "BRAM36", "URAM"):
         assert hier[k] == flat[k], k
-    assert hier["DSP48E2"] == SMALL.instances * 11
+    # per pair: 9 packed taps (two MACs each) and two requantisers of two DSP48E2 each
+    assert hier["DSP48E2"] == SMALL.pairs * (9 + 2 * 2)
     # Without optimisation across the boundary the hierarchical netlist keeps the flip-flops
     # behind constant or unused datapath ports that the flat one removes: never fewer FFs, and
     # LUTs within 10 % (the boundary only blocks constant propagation and sharing; both netlists
