@@ -83,7 +83,7 @@ class Measurement:
     actual_ratio: float
     sum_u: int                 # uncompressed outputs per image
     max_channel_u: int
-    steps: int                 # the busiest instance's entries (py_ref.schedule.deal)
+    steps: int                 # the busiest pair's run (py_ref.schedule.deal)
     runs: tuple                # BatchRun per batch size, ascending
     window_toggles: int | None = None   # TC of the traced period (SAIF builds)
     state_ones: int | None = None       # TC of the state record after it

@@ -5,7 +5,7 @@ the model is tested on synthetic counters). For one image of the streaming engin
 
 * ``frame_cycles``: steady-state cycles per image, measured (difference of two batch sizes);
 * the floors it is compared with (:func:`hdl.contract.image_cycle_floors`): the datapaths'
-  work steps * G (``steps``: the busiest instance's entries), the window dealer's cycles per
+  work steps * G (``steps``: the busiest pair's run), the window dealer's cycles per
   image, the output stream's beats per image and the two window buffers' turnaround; whichever
   is largest limits the point (``limit``);
 * ``speedup`` = frame_cycles(C = 0) / frame_cycles(C); ``ideal_speedup`` = 1 / (1 - C) of the

@@ -533,7 +533,7 @@ def _card(cfg, s) -> list:
         "",
         "Per image of the default layer shape per CU (N = P channels, "
         f"{cfg.height}x{cfg.width}, C_in {cfg.in_channels}): cycles = "
-        "max(steps * G + idle, load), steps = (1 - C) * H * W (the busiest instance's entries, "
+        "max(steps * G + idle, load), steps = (1 - C) * H * W (the busiest pair's run, "
         "balanced) "
         "(hdl/contract.stream_image_cycles; the "
         f"{input_cycles(cfg)}-cycle input load bounds it at high C). Dense-equivalent "

@@ -3,7 +3,7 @@
 Every output is compared with the integer golden model with ``==`` (compact beats decoded with
 the protocol helpers and expanded with ``Schedule.expand``); every stream runs under seeded random
 stalls; every image's compute cycles are checked against the bound
-``steps * G + PIPELINE_LATENCY`` (steps: the busiest instance's entries of the pixel deal;
+``steps * G + PIPELINE_LATENCY`` (steps: the busiest pair's run of the pixel deal;
 exact when nothing stalls). The configuration arrives
 as JSON in ``VELCRO_CONFIG``; ``VELCRO_SEED`` (or cocotb's ``COCOTB_RANDOM_SEED``) replays a
 run (the seed is logged either way).
