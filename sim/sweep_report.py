@@ -199,7 +199,7 @@ def _limits(r) -> list:
     L.append("Three stages stream in parallel and the slowest sets the rate "
              "(`hdl.contract.image_cycle_floors`): the datapaths' work steps x G (`work`; "
              "`steps` the busiest pair's run of the pair-aware pixel deal, at least sum U / P), "
-             "the window dealer ({input_cycles(cfg)} cycles per "
+             f"the window dealer ({input_cycles(cfg)} cycles per "
              "image: one segment record per cycle) and the output stream (one "
              f"{cfg.bus_width}-bit beat per cycle, `out bytes` / {cfg.bus_bytes}); a fourth floor, "
              "the two window buffers' turnaround "

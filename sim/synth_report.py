@@ -297,7 +297,7 @@ def readme_block(s: dict) -> str:
     reserve = ", ".join(f"{k} {100 * v:.0f} %" for k, v in
                         card["assumptions"]["slr_reserve"]["fraction"].items())
     pc_gbps = card["assumptions"]["hbm_pseudo_channel_gb_per_s"]["value"]
-    inst, eng, ker, fits = s["per_instance"], s["engine"], s["kernel"], s["fit_by_resource"]
+    inst, eng, fits = s["per_instance"], s["engine"], s["fit_by_resource"]
     n = s["configuration"]["instances"]
 
     def res(r, keys=("LUT", "FF", "DSP48E2", "BRAM36", "URAM")):

@@ -34,7 +34,7 @@ STATUS = ("loading", "computing", "mac_active", "out_valid", "stalled")
 
 def trace(cfg, rng, batches, pace):
     """(cycles: [dict of inputs], images: [dict per image], starts: [cycle of each batch start])."""
-    p_count, n = cfg.instances, cfg.out_channels
+    n = cfg.out_channels
     cycles, images, starts = [], [], []
 
     def cycle(**kw):
