@@ -35,6 +35,6 @@ PROOFS = (
     Proof("walker", WalkerHarness, "prove", 2, 10),
     Proof("packer", PackerHarness, "prove", 2, 12),
     Proof("frontend", FrontEndHarness, "prove", 2, 12),
-    # a result needs the pipeline (PIPELINE_LATENCY = 27 cycles): covers to 34
+    # a result needs the pipeline (PIPELINE_LATENCY = 29 cycles): covers to 34
     Proof("datapath", DatapathHarness, "prove", 2, 34),
 )
