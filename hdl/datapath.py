@@ -308,10 +308,10 @@ class Datapath(wiring.Component):
         last = Signal()
         m.d.comb += [last.eq(g == self.groups - 1),
                      wk.ready.eq(~valid | (adv & last))]
-        ent = {k: Signal(v.shape(), name=f"e_{k}", reset_less=True)
-               for k, v in dict(slot=wk.payload.slot, index=wk.payload.index, seg=wk.payload.seg,
-                                twin=wk.payload.valid, buf=wk.payload.buf).items()}
+        # register -> step field (the twins' valid bits are "twin": "valid" is the register's)
         fields = dict(slot="slot", index="index", seg="seg", twin="valid", buf="buf")
+        ent = {k: Signal(wk.payload[f].shape(), name=f"e_{k}", reset_less=True)
+               for k, f in fields.items()}
         with m.If(wk.valid & wk.ready):
             m.d.sync += [valid.eq(1), g.eq(0)] + [ent[k].eq(wk.payload[f])
                                                   for k, f in fields.items()]

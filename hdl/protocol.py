@@ -279,8 +279,8 @@ def schedule_beats(cfg: AccelConfig, schedule) -> list[int]:
                          f"{list(shape)} mask, not {schedule.instances} of "
                          f"{list(schedule.shape)}")
     channel, seg, valid = schedule.table()                      # [steps, P]
-    entries = np.where(valid == 1, _pack(schedule_entry_fields(cfg),
-                                         {"channel": channel, "seg": seg, "valid": valid}), 0)
+    # table() leaves channel and seg 0 where valid is 0: those entries pack to zero
+    entries = _pack(schedule_entry_fields(cfg), {"channel": channel, "seg": seg, "valid": valid})
     steps = schedule.steps
     off = schedule.offsets.T                                     # [S, P]
     pixels = np.where(off >= 0, _pack(pixel_fields(cfg), {"offset": np.maximum(off, 0),
