@@ -89,15 +89,27 @@ class WindowDealer(wiring.Component):
         # rows written minus rows dealt (completed): the input side may write while it is <= 2
         lead = Signal(range(RING_ROWS + 1))
         row_loaded, row_dealt = Signal(), Signal()
-        m.d.sync += lead.eq(lead + row_loaded - row_dealt)
-        writing = self._load(m, ring, lead, row_loaded)
-        dealing = self._deal(m, ring, lead, row_dealt)
+        # lead + 1 and lead - 1 are formed from the register alone, the events only choose
+        with m.If(row_loaded & ~row_dealt):
+            m.d.sync += lead.eq(lead + 1)
+        with m.Elif(row_dealt & ~row_loaded):
+            m.d.sync += lead.eq(lead - 1)
+        # the layer's last row, group and segment, latched at the FRAME header (the layer is
+        # set before it and held), so the counters compare with registers, not through a
+        # subtractor on the layer's fields
+        lay = self.layer
+        last = {name: Signal(len(lay[name]), name=f"{name}_last")
+                for name in ("height", "groups", "row_segments")}
+        with m.If(self.start):
+            m.d.sync += [last[name].eq(lay[name] - 1) for name in last]
+        writing = self._load(m, ring, lead, row_loaded, last)
+        dealing = self._deal(m, ring, lead, row_dealt, last)
         m.d.comb += self.busy.eq(writing | dealing)
         with m.If(self.start):
             m.d.sync += lead.eq(0)
         return m
 
-    def _load(self, m, ring, lead, row_loaded):
+    def _load(self, m, ring, lead, row_loaded, last):
         """Beats -> records -> the ring, one record per cycle."""
         cfg = self.cfg
         rb = cfg.segment_bits
@@ -113,7 +125,7 @@ class WindowDealer(wiring.Component):
         slot = Signal(range(RING_ROWS))
         write = Signal()
         m.d.comb += write.eq((left != 0) & (lead <= 2))
-        j_end, g_end = j == lay.row_segments - 1, g == lay.groups - 1
+        j_end, g_end = j == last["row_segments"], g == last["groups"]
         row_end = j_end & g_end
         m.d.comb += row_loaded.eq(write & row_end)
         with m.If(write):
@@ -128,16 +140,20 @@ class WindowDealer(wiring.Component):
             with m.If(row_end):
                 m.d.sync += slot.eq(slot + 1)
 
-        # accept: a unit is complete with its last beat, taken as the unit register empties
-        in_rec = Signal(range(cfg.height * cfg.groups * cfg.row_segments + 1))
+        # accept: a unit is complete with its last beat, taken as the unit register empties.
+        # ``remaining`` counts the image's records not yet taken down from n_records (a register
+        # compared with the constant per_unit, where n_records - taken took a subtractor, a
+        # comparator and an adder in series)
+        remaining = Signal(range(cfg.height * cfg.groups * cfg.row_segments + 1))
         part = Signal(range(max(unit_beats, 2)))
         held = Signal(cfg.bus_width * max(unit_beats - 1, 1))
         final = part == unit_beats - 1
         empties = (left == 0) | ((left == 1) & write)
         m.d.comb += self.i.ready.eq((self.accepted < self.images) & (~final | empties))
         take = self.i.valid & self.i.ready
+        last_unit = remaining <= per_unit           # this unit ends the image
         count = Signal(range(per_unit + 1))
-        m.d.comb += count.eq(Mux(n_records - in_rec < per_unit, n_records - in_rec, per_unit))
+        m.d.comb += count.eq(Mux(last_unit, remaining, per_unit))
         with m.If(take):
             if unit_beats > 1:
                 m.d.sync += part.eq(Mux(final, 0, part + 1))
@@ -147,16 +163,16 @@ class WindowDealer(wiring.Component):
                 value = (Cat(held[:cfg.bus_width * (unit_beats - 1)], self.i.payload)
                          if unit_beats > 1 else self.i.payload)
                 m.d.sync += [unit.eq(value[:per_unit * rb]), left.eq(count)]
-                with m.If(in_rec + count == n_records):
-                    m.d.sync += [in_rec.eq(0), self.accepted.eq(self.accepted + 1)]
+                with m.If(last_unit):
+                    m.d.sync += [remaining.eq(n_records), self.accepted.eq(self.accepted + 1)]
                 with m.Else():
-                    m.d.sync += in_rec.eq(in_rec + count)
+                    m.d.sync += remaining.eq(remaining - per_unit)
         with m.If(self.start):
-            m.d.sync += [self.accepted.eq(0), in_rec.eq(0), part.eq(0), left.eq(0), j.eq(0),
-                         g.eq(0), slot.eq(0)]
+            m.d.sync += [self.accepted.eq(0), remaining.eq(n_records), part.eq(0), left.eq(0),
+                         j.eq(0), g.eq(0), slot.eq(0)]
         return write
 
-    def _deal(self, m, ring, lead, row_dealt):
+    def _deal(self, m, ring, lead, row_dealt, last):
         """Step through (row, group, segment) of each image, one strip per cycle."""
         cfg = self.cfg
         p_count, px = cfg.instances, cfg.pixel_bits
@@ -166,24 +182,28 @@ class WindowDealer(wiring.Component):
         slot = Signal(range(RING_ROWS))             # ring slot of row y
         seg_base = Signal(range(cfg.segments + 1))  # y * J
         image = Signal(range(MAX_BATCH + 1))
+        # image - 1 (-1 at image 0), so that image < released + 2 is image - 1 <= released: one
+        # comparator, no adder in front of it
+        image_m1 = Signal(range(-1, MAX_BATCH + 1), init=-1)
         lay = self.layer
-        last_row = y == lay.height - 1
+        last_row = y == last["height"]
         step = Signal()
-        m.d.comb += step.eq((image < self.images) & (image < self.released + 2)
+        m.d.comb += step.eq((image < self.images) & (image_m1 <= self.released)
                             & ((lead >= 2) | (last_row & (lead >= 1))))
-        seg_end = j == lay.row_segments - 1
-        row_end = seg_end & (g == lay.groups - 1)
+        seg_end = j == last["row_segments"]
+        g_end = g == last["groups"]
+        row_end = seg_end & g_end
         image_end = row_end & last_row
         m.d.comb += row_dealt.eq(step & row_end)
         with m.If(step):
             m.d.sync += j.eq(Mux(seg_end, 0, j + 1))
             with m.If(seg_end):
-                m.d.sync += g.eq(Mux(g == lay.groups - 1, 0, g + 1))
+                m.d.sync += g.eq(Mux(g_end, 0, g + 1))
             with m.If(row_end):
                 m.d.sync += [slot.eq(slot + 1), y.eq(Mux(last_row, 0, y + 1)),
                              seg_base.eq(Mux(last_row, 0, seg_base + lay.row_segments))]
             with m.If(image_end):
-                m.d.sync += image.eq(image + 1)
+                m.d.sync += [image.eq(image + 1), image_m1.eq(image_m1 + 1)]
 
         # the strip: rows y-1, y, y+1 from their ring slots (zero off the map), columns
         # jP-1 .. jP+P of the row padded with a zero pixel on each side; column JP (right of the
@@ -210,5 +230,5 @@ class WindowDealer(wiring.Component):
             m.d.sync += self.loaded.eq(self.loaded + 1)
         with m.If(self.start):
             m.d.sync += [y.eq(0), g.eq(0), j.eq(0), slot.eq(0), seg_base.eq(0), image.eq(0),
-                         self.loaded.eq(0), done.eq(0)]
+                         image_m1.eq(-1), self.loaded.eq(0), done.eq(0)]
         return step

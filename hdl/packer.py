@@ -38,7 +38,12 @@ def beat_layout(cfg: AccelConfig) -> data.StructLayout:
 class OutputPacker(wiring.Component):
     """``results[d]``: pair d's steps in its run order; ``o``: the compact stream's beats.
     ``steps``: steps per frame (the busiest pair's run), ``counts[d]``: pair d's run; held
-    constant while a frame is packed."""
+    constant while a frame is packed.
+
+    ``SETUP``: cycles from ``steps`` and ``counts`` being set to the first step the packer can
+    take (they are read through registers)."""
+
+    SETUP = 1
 
     def __init__(self, cfg: AccelConfig):
         self._MustUse__silence = True   # a refused configuration is not an unused design
@@ -61,11 +66,19 @@ class OutputPacker(wiring.Component):
         p_count = cfg.instances
         steps_per_beat = cfg.bus_bytes // p_count
 
-        # Steps of this frame already packed.
-        k = Signal(range(entries_per_instance(cfg) + 1))
-        present = Signal(cfg.pairs)    # pair d's run has this step
-        m.d.comb += present.eq(Cat(self.counts[d] > k for d in range(cfg.pairs)))
-        final = k == self.steps - 1
+        # Steps of this frame already packed, k, and what depends on it, all registers, so that
+        # the step decision is a few gates on registers and valids: ``kp1``, ``kp2`` = k + 1,
+        # k + 2, ``present[d]`` = pair d's run has step k (counts[d] > k), ``final`` = k is the
+        # last step (k + 1 == steps). Each cycle they are computed for the k of the next cycle:
+        # k itself while no step is taken (which also follows a SCHEDULE's new steps and counts
+        # one cycle later; the packer is still then), k + 1 (or 0 after the final step) when one
+        # is.
+        top = entries_per_instance(cfg)
+        k = Signal(range(top + 1))
+        kp1 = Signal(range(top + 2), init=1)
+        kp2 = Signal(range(top + 3), init=2)
+        present = Signal(cfg.pairs)
+        final = Signal()
 
         slot = Signal(range(steps_per_beat))   # step's position within the beat
         completes = (slot == steps_per_beat - 1) | final
@@ -81,9 +94,17 @@ class OutputPacker(wiring.Component):
         new = new[:p_count * OFM_BITS]
 
         m.d.comb += self.image_end.eq(step & final)
+        counts = self.counts
         with m.If(step):
-            m.d.sync += [k.eq(Mux(final, 0, k + 1)),
-                         slot.eq(Mux(completes, 0, slot + 1))]
+            m.d.sync += [k.eq(Mux(final, 0, kp1)), kp1.eq(Mux(final, 1, kp2)),
+                         kp2.eq(Mux(final, 2, kp2 + 1)),
+                         slot.eq(Mux(completes, 0, slot + 1)),
+                         present.eq(Cat(Mux(final, counts[d] != 0, counts[d] > kp1)
+                                        for d in range(cfg.pairs))),
+                         final.eq(Mux(final, self.steps == 1, kp2 == self.steps))]
+        with m.Else():
+            m.d.sync += [present.eq(Cat(counts[d] > k for d in range(cfg.pairs))),
+                         final.eq(kp1 == self.steps)]
         self._beat(m, step, completes, final, slot, new)
         return m
 

@@ -82,8 +82,9 @@ def test_packer_matches_expand(name, density, stall):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_packer_one_step_per_cycle(name):
-    """No stalls: one step (P results) per cycle; the last beat leaves the cycle after the last
-    step, ``steps`` cycles after the first."""
+    """No stalls: one step (P results) per cycle from ``OutputPacker.SETUP`` cycles after steps
+    and counts are set; the last beat leaves the cycle after the last step, ``steps`` cycles
+    after the first."""
     cfg = CONFIGS[name]
     seed = seed_for("packer-rate", name)
     rng = np.random.default_rng(seed)
@@ -91,7 +92,8 @@ def test_packer_one_step_per_cycle(name):
     s = deal(frame.mask, cfg.instances)
     beats = simulate(cfg, s, golden_compact(frame, s), 1, seed=seed, stall=0.0)
     steps_per_beat = cfg.bus_bytes // cfg.instances
-    expect = [min((b + 1) * steps_per_beat, s.steps) for b in range(len(beats))]
+    expect = [OutputPacker.SETUP + min((b + 1) * steps_per_beat, s.steps)
+              for b in range(len(beats))]
     assert [c for c, _, _ in beats] == expect
 
 
