@@ -111,10 +111,12 @@ def quant_layout() -> data.StructLayout:
 
 
 class WriteSignature(wiring.Signature):
-    """A memory write port seen from the writer: ``en``, ``addr``, ``data``."""
+    """A memory write port seen from the writer: ``en``, ``addr``, ``data``; with ``lanes`` = n,
+    ``data`` is an n-element array and ``en`` has a bit per element (lane i written where
+    ``en[i]``: :class:`amaranth.lib.memory.Memory`'s granularity)."""
 
-    def __init__(self, addr_shape, data_shape):
-        super().__init__({"en": Out(1), "addr": Out(addr_shape), "data": Out(data_shape)})
+    def __init__(self, addr_shape, data_shape, lanes: int = 1):
+        super().__init__({"en": Out(lanes), "addr": Out(addr_shape), "data": Out(data_shape)})
 
 
 class WindowReadSignature(wiring.Signature):

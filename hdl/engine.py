@@ -100,7 +100,7 @@ class VelcroAccelerator(wiring.Component):
             for t in range(cfg.twins):
                 if 2 * d + t < cfg.instances:
                     wiring.connect(m, front.pixels[2 * d + t], dp.pixels[t])
-                    wiring.connect(m, front.entries[2 * d + t], wk.write[t])
+            wiring.connect(m, front.entries[d], wk.write)
             wiring.connect(m, wk.work, dp.work)
             wiring.connect(m, dp.result, packer.results[d])
             m.d.comb += [packer.counts[d].eq(wk.count), dp.groups.eq(front.layer.groups),

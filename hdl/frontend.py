@@ -8,7 +8,8 @@ then the command's records, a record of R bits over ceil(R / bus_width) beats):
 * WEIGHTS: the layer's N x G filter records to ``weights`` at ``slot * G + g`` of the design's G,
   then N quant records to ``quant`` at ``slot``;
 * SCHEDULE: ``steps`` (reset-less) from the header, a ``clear`` pulse for the walkers, ``steps``
-  records of P work entries to ``entries[p]`` at k, then the layer's S pixel records to
+  records of P work entries to ``entries[d]`` at k (instances 2d and 2d + 1, the twins of pair
+  d, in one write), then the layer's S pixel records to
   ``pixels[p]`` at s;
 * FRAME: ``images`` from the header; with B > 0, ``batch.start`` pulses and the image beats go
   out on ``frame`` (to the window dealer) until it has ``accepted`` all B images; the front end
@@ -63,7 +64,7 @@ class CommandFrontEnd(wiring.Component):
             "weights": Out(load["weights"].signature),      # every instance's, shared
             "quant": Out(load["quant"].signature),
             "pixels": Out(pixels_signature(cfg)).array(cfg.instances),
-            "entries": Out(entry_write_signature(cfg)).array(cfg.instances),
+            "entries": Out(entry_write_signature(cfg)).array(cfg.pairs),
             "clear": Out(1),        # a SCHEDULE header: the walkers' runs restart empty
             "batch": Out(BatchSignature()),
             "accepted": In(range(MAX_BATCH + 1)),
@@ -148,7 +149,7 @@ class CommandFrontEnd(wiring.Component):
                 with m.If(rec.next(done, last["quant"])):
                     m.next = "IDLE"
             with m.State("SCHEDULE"):
-                done = rec.take_per_instance(self.entries, entry_bits)
+                done = rec.take_per_pair(self.entries, entry_bits)
                 with m.If(rec.next(done, last["steps"])):
                     m.next = "PIXELS"
             with m.State("PIXELS"):
@@ -209,6 +210,20 @@ class _Records:
         for p, port in enumerate(ports):
             self.m.d.comb += [port.data.eq(value[p * bits:(p + 1) * bits]), port.en.eq(done),
                               port.addr.eq(self.idx)]
+        return done
+
+    def take_per_pair(self, ports, bits):
+        """A record of one ``bits``-wide field per instance, instances 2d and 2d + 1 written to
+        ``ports[d]``'s twin lanes at address ``idx`` (an odd P's last pair: lane 0 only);
+        returns the record-complete strobe."""
+        cfg = self.cfg
+        value, done = self.take(cfg.instances * bits)
+        for d, port in enumerate(ports):
+            lanes = range(2 * d, min(2 * d + cfg.twins, cfg.instances))
+            self.m.d.comb += [port.addr.eq(self.idx)]
+            for t, p in enumerate(lanes):
+                self.m.d.comb += [port.data[t].eq(value[p * bits:(p + 1) * bits]),
+                                  port.en[t].eq(done)]
         return done
 
     def next(self, done, last_index):

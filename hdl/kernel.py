@@ -149,15 +149,20 @@ class VelcroKernel(wiring.Component):
         wiring.connect(m, ap_ctrl.control, launcher.control)
         wiring.connect(m, launcher.launch, reader.launch, feeder.launch, writer.launch)
         wiring.connect(m, reader.o, feeder.i)
-        # registers between the shell and the engine: neither's handshake logic runs into
-        # the other's in one cycle (300 MHz); busy a cycle late, held high from the launch
+        # registers between the shell and the engine, both ways: neither's handshake logic
+        # runs into the other's in one cycle (300 MHz; the write FIFO's ready into the packer's
+        # step was the kernel's last 7-level path); busy a cycle late, held high from the launch
         m.submodules.to_engine = to_engine = RegisterSlice(AXI_DATA_BITS)
         wiring.connect(m, feeder.o, to_engine.i)
         wiring.connect(m, to_engine.o, engine.i)
+        m.submodules.from_engine = from_engine = RegisterSlice(AXI_DATA_BITS)
         busy = Signal()
-        m.d.comb += [writer.i.payload.eq(engine.o.payload.data),
-                     writer.i.valid.eq(engine.o.valid), engine.o.ready.eq(writer.i.ready),
-                     writer.drain.eq(~feeder.busy & ~to_engine.o.valid & engine.idle),
+        m.d.comb += [from_engine.i.payload.eq(engine.o.payload.data),
+                     from_engine.i.valid.eq(engine.o.valid),
+                     engine.o.ready.eq(from_engine.i.ready)]
+        wiring.connect(m, from_engine.o, writer.i)
+        m.d.comb += [writer.drain.eq(~feeder.busy & ~to_engine.o.valid & engine.idle
+                                     & ~from_engine.o.valid),
                      launcher.busy.eq(busy),
                      launcher.axi_error.eq(reader.error | writer.error),
                      ap_ctrl.out_beats.eq(writer.out_beats),
@@ -165,7 +170,7 @@ class VelcroKernel(wiring.Component):
                      self.interrupt.eq(ap_ctrl.interrupt)]
 
         m.d.sync += busy.eq(launcher.launch.start | reader.busy | feeder.busy | writer.busy
-                            | to_engine.o.valid | ~engine.idle)
+                            | to_engine.o.valid | ~engine.idle | from_engine.o.valid)
         # m_axi_gmem_in: reads only
         g = _Prefixed(self, GMEM_IN)
         _burst(m, g, "ar", reader.ar)

@@ -59,10 +59,14 @@ HBM_GBPS = 460
 RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
 
 #: synth_xilinx's own LUT mapping (abc9) hits an internal assertion in Yosys 0.70
-#: (`count_id(wire->name) == 0` in ABC9_OPS reintegrate) on these designs, so the LUT-mapping
-#: step is replaced by classic ABC (`abc -lut 6`); every other step is synth_xilinx's own.
-SYNTH = ("synth_xilinx -family {family} -flatten -top {top} -run :map_luts; abc -lut 6; clean; "
-         "techmap -map +/xilinx/lut_map.v -D LUT_WIDTH=6; clean; "
+#: (`count_id(wire->name) == 0` in ABC9_OPS reintegrate) on these designs, so in the map_luts
+#: step ABC9 is replaced by classic ABC (`abc -lut 6`); the rest of that step is synth_xilinx's
+#: own (`help synth_xilinx`), shift-register extraction included: fixed-length delay lines of
+#: three or more flip-flops become SRL16E / SRLC32E (one LUT each), as Vivado maps them.
+SYNTH = ("synth_xilinx -family {family} -flatten -top {top} -run :map_luts; "
+         "opt_expr -mux_undef -noclkinv; abc -lut 6; clean; xilinx_srl -fixed -minlen 3; "
+         "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
+         "xilinx_dffopt; opt_lut_ins -tech xilinx; clean; "
          "synth_xilinx -family {family} -top {top} -run finalize:")
 
 
@@ -364,6 +368,13 @@ def _comb_inputs(cell):
     return ins
 
 
+def _fixed_srl(cell) -> bool:
+    """A shift register whose tap address is constant: its output is its last stage's register
+    (a path starts there, as at a flip-flop); a variable tap is read like a LUT."""
+    return cell["type"].startswith("SRL") and not any(
+        isinstance(b, int) for p in _comb_inputs(cell) for b in cell["connections"][p])
+
+
 def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) -> dict:
     """Longest register-to-register path in logic levels (see the module docstring), with its
     start and end net names and the cells along it. Cells whose type is in ``boundary`` (black
@@ -375,7 +386,8 @@ def logic_levels(netlist: dict, top: str, boundary=(), over: int | None = None) 
     boundary = frozenset(boundary)
 
     def seq(cell):
-        return cell["type"] in boundary or bool(_SEQUENTIAL.fullmatch(cell["type"]))
+        return cell["type"] in boundary or bool(_SEQUENTIAL.fullmatch(cell["type"])) \
+            or _fixed_srl(cell)
 
     def comb_inputs(cell):
         return [] if cell["type"] in boundary else _comb_inputs(cell)
@@ -551,7 +563,9 @@ def dsp_cascade(netlist: dict, top: str) -> list[dict]:
 def dsp_registered(netlist: dict, top: str) -> dict:
     """For the xcup netlist (bare DSP48E2s): how many DSPs take A and B only from flip-flops (or
     constants) and drive P only into flip-flops, i.e. sit where Vivado folds the A/B and M
-    registers into the DSP48E2."""
+    registers into the DSP48E2. A fixed-tap shift register's output is its last stage's register
+    (a delay line into A or B: Vivado infers the DSP's input register before it extracts the
+    rest of the line as an SRL)."""
     mod = _module(netlist, top)
     driver, loads = {}, defaultdict(list)
     for cname, cell in mod["cells"].items():
@@ -560,10 +574,14 @@ def dsp_registered(netlist: dict, top: str) -> dict:
                 if not isinstance(b, int):
                     continue
                 if d == "output":
-                    driver[b] = cell["type"]
+                    driver[b] = cell
                 else:
                     loads[b].append(cell["type"])
     ff = re.compile(r"FD[RSCP]E")
+
+    def registered(b):
+        cell = driver.get(b)
+        return cell is not None and (bool(ff.match(cell["type"])) or _fixed_srl(cell))
     total = ok = 0
     for cell in mod["cells"].values():
         if cell["type"] != "DSP48E2":
@@ -571,7 +589,7 @@ def dsp_registered(netlist: dict, top: str) -> dict:
         total += 1
         ins = [b for p in ("A", "B") for b in cell["connections"][p] if isinstance(b, int)]
         outs = [b for b in cell["connections"]["P"] if isinstance(b, int) and loads.get(b)]
-        if all(ff.match(driver.get(b, "")) for b in ins) and \
+        if all(registered(b) for b in ins) and \
                 all(all(ff.match(t) for t in loads[b]) for b in outs):
             ok += 1
     return {"dsp": total, "between_flip_flops": ok}

@@ -35,10 +35,11 @@ LUTS_PER_LUTRAM = {"RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "RAM32
 
 
 def _resources(cells: dict) -> dict:
-    """Resources for the fit: LUT counts logic LUTs plus the LUTs distributed RAM occupies."""
+    """Resources for the fit: LUT counts logic LUTs plus the LUTs distributed RAM and shift
+    registers occupy (an SRL16E or SRLC32E is one LUT of a SLICEM)."""
     s = S.summarise(cells)
     lutram_luts = sum(n * LUTS_PER_LUTRAM.get(t, 8) for t, n in cells.items()
-                      if t.startswith("RAM") and not t.startswith("RAMB"))
+                      if t.startswith("RAM") and not t.startswith("RAMB")) + s["SRL"]
     s["LUT_logic"] = s["LUT"]
     s["LUT_as_memory"] = lutram_luts
     s["LUT"] = s["LUT"] + lutram_luts
@@ -453,7 +454,8 @@ def _findings(cfg, s) -> list:
     reg, x7 = s["dsp_between_flip_flops"], s["xc7_cascade"]
     return [
         "",
-        "LUT counts logic LUTs plus the LUTs distributed RAM occupies (LUT_as_memory). BRAM36 "
+        "LUT counts logic LUTs plus the LUTs distributed RAM and shift registers (SRL16E, SRLC32E) "
+        "occupy (LUT_as_memory). BRAM36 "
         "counts RAMB36E2 plus half of each RAMB18E2.",
         f"Shell reserve: {100 * s['shell_reserve']:.0f} % of every resource is left to the Vitis "
         "shell and routing (an assumption, not a measured figure).",

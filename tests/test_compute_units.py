@@ -255,7 +255,7 @@ def test_make_kernel_cus_2_folder(make_kernel, tmp_path, capsys):
     assert KERNEL_CLOCK_PERIOD_NS == 3.333
     # no zero initial block on the UltraRAM memories (Vivado cannot initialise URAM; written
     # before read: hdl.synthesis.strip_uram_init), block RAM and LUTRAM keep theirs
-    assert uram_memories(verilog) == {"entries0": False, "entries1": False}   # per twin
+    assert uram_memories(verilog) == {"entries": False}     # one per pair, twins side by side
     assert re.search(r"^    windows\[0\] = ", verilog, re.M)
     # the cocotb kernel tests simulate this very text (hdl.kernel.kernel_rtl)
     assert kernel_rtl(SMALL).read_text() == verilog

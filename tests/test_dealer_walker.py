@@ -123,20 +123,22 @@ def test_walker_streams_its_run(mask_kind, stall):
 
         async def bench(ctx):
             # SCHEDULE: the header's clear, then every record (a short run's are zero past it;
-            # a twin without an entry in a step: zero), each twin's entry in its own cycle
+            # a twin without an entry in a step: zero); the front end writes both twins' lanes
+            # in one cycle, here each twin's lane in a cycle of its own (the other's en bit low)
             ctx.set(dut.clear, 1)
             await ctx.tick()
             ctx.set(dut.clear, 0)
             for k in range(s.steps):
                 for t in range(cfg.twins):
                     p = 2 * d + t
-                    ctx.set(dut.write[t].en, 1)
-                    ctx.set(dut.write[t].addr, k)
-                    ctx.set(dut.write[t].data, {"channel": int(channel[k, p]),
+                    ctx.set(dut.write.en, 1 << t)
+                    ctx.set(dut.write.addr, k)
+                    ctx.set(dut.write.data[t], {"channel": int(channel[k, p]),
                                                 "seg": int(seg[k, p]),
                                                 "valid": int(valid[k, p])})
+                    ctx.set(dut.write.data[1 - t], {"channel": 0, "seg": 0, "valid": 0})
                     await ctx.tick()
-                    ctx.set(dut.write[t].en, 0)
+                    ctx.set(dut.write.en, 0)
             assert ctx.get(dut.count) == len(run)
             for buf in (1, 0):
                 while ctx.get(dut.running):

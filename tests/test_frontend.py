@@ -198,6 +198,9 @@ def run_front_end(cfg, beats, per_image, n_frame, *, seed, stall):
         final.extend([ctx.get(dut.layer.as_value()), ctx.get(dut.steps), ctx.get(dut.images)])
         assert ctx.get(dut.idle) and not ctx.get(dut.batch.active)
 
+    pair_entry = len(dut.entries[0].data.as_value()) // cfg.twins
+    lane_mask = (1 << pair_entry) - 1
+
     async def monitor(ctx):
         queue = list(per_image)
         finished = 0
@@ -221,15 +224,24 @@ def run_front_end(cfg, beats, per_image, n_frame, *, seed, stall):
             ports = {}
             for (name, _), k in zip(writes, range(17, len(v), 3)):
                 if v[k]:
-                    ports[name] = (v[k + 1], v[k + 2])
+                    ports[name] = (v[k + 1], v[k + 2], v[k])
             for kind in ("weights", "quant"):
                 if kind in ports:
-                    events.append((kind, *ports[kind]))
-            for kind in ("entries", "pixels"):
-                mine = [ports.get(f"{kind}{p}") for p in range(cfg.instances)]
+                    events.append((kind, *ports[kind][:2]))
+            # a pair's work-list port carries its twins' entries, twin t where en[t]
+            for p in range(cfg.instances):
+                d, t = divmod(p, 2)
+                if f"entries{d}" in ports:
+                    addr, word, en = ports[f"entries{d}"]
+                    if en >> t & 1:
+                        ports[f"entry{p}"] = (addr, word >> (t * pair_entry) & lane_mask)
+            for kind in ("entry", "pixels"):
+                mine = [ports.get(f"{kind}{p}")[:2] if f"{kind}{p}" in ports else None
+                        for p in range(cfg.instances)]
                 if any(mine):
                     assert all(mine) and len({a for a, _ in mine}) == 1, mine
-                    events.append((kind, mine[0][0], tuple(x for _, x in mine)))
+                    events.append(({"entry": "entries"}.get(kind, kind), mine[0][0],
+                                   tuple(x for _, x in mine)))
             if f_valid and f_ready:
                 events.append(("beat", f_payload))
             # the batch: active from the cycle after start through its end, and it ends as

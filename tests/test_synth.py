@@ -112,6 +112,33 @@ def test_stitch_counts_paths_across_a_boundary():
         S.stitch({**mods, "box3": box3}, "top", {"box2": "box3"})
 
 
+DELAY_LINE = """
+module delay(input clk, input ce, input [7:0] a, output reg [7:0] q);
+  reg [7:0] d0, d1, d2, d3;
+  always @(posedge clk) begin
+    if (ce) begin d0 <= a; d1 <= d0; d2 <= d1; d3 <= d2; end
+    q <= d3 ^ {d3[6:0], d3[7]};
+  end
+endmodule
+"""
+
+
+def test_delay_lines_map_to_shift_registers_that_start_paths(tmp_path):
+    """The flow extracts fixed-length delay lines (synth_xilinx's own xilinx_srl step): a
+    4-deep 8-bit line with an enable is 8 SRL16E (one LUT each in the fit), the output register
+    8 flip-flops, and the path from a fixed tap (the line's last stage) to it is one LUT, not
+    two: the tap starts the path as a flip-flop would."""
+    src = tmp_path / "delay.v"
+    src.write_text(DELAY_LINE)
+    net = S.synth_netlist(src, "delay", tmp_path / "delay.json", tmp_path / "delay.log")
+    cells = S.cell_counts(net, "delay")
+    res = _resources(cells)
+    assert res["SRL"] == 8 and res["FF"] == 8, cells
+    assert res["LUT"] == res["LUT_logic"] + 8
+    lv = S.logic_levels(net, "delay")
+    assert lv["levels"] == 1 and lv["path_cells"] == ["LUT2"], lv
+
+
 @pytest.fixture(scope="module")
 def small_engine(tmp_path_factory):
     """The 4-instance (2-pair) engine synthesised flat and hierarchically (datapaths black
