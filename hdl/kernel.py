@@ -169,8 +169,14 @@ class VelcroKernel(wiring.Component):
                      ap_ctrl.counters.eq(engine.counters),
                      self.interrupt.eq(ap_ctrl.interrupt)]
 
-        m.d.sync += busy.eq(launcher.launch.start | reader.busy | feeder.busy | writer.busy
-                            | to_engine.o.valid | ~engine.idle | from_engine.o.valid)
+        # the engine's idle comes from deep in it: taken a cycle late, with the shell's terms
+        # also held a cycle, so that busy has no gap when the work passes from the shell to
+        # the engine (and falls at most one cycle later)
+        shell_busy, engine_busy, shell_was = Signal(), Signal(), Signal()
+        m.d.comb += shell_busy.eq(launcher.launch.start | reader.busy | feeder.busy | writer.busy
+                                  | to_engine.o.valid | from_engine.o.valid)
+        m.d.sync += [shell_was.eq(shell_busy), engine_busy.eq(~engine.idle),
+                     busy.eq(shell_busy | shell_was | engine_busy)]
         # m_axi_gmem_in: reads only
         g = _Prefixed(self, GMEM_IN)
         _burst(m, g, "ar", reader.ar)

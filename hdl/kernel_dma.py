@@ -144,6 +144,11 @@ class ReadSequencer(wiring.Component):
             "look": range(len(INPUT_BUFFERS) + 1), "length": range(BURST_BEATS + 1),
             "last": 1, "cross": 1, "left_after": 32, "beat_after": PAGE_BITS - BEAT_SHIFT}))
         self.level = Signal(range(depth + 1))
+        #: ``depth - credits``, kept as a register of its own so that CHECK compares the burst
+        #: with it directly (no adder in front of the comparison); ``empty[k]``: segment k has
+        #: no beats (registered from the run's arguments, which hold from ``launch.start``)
+        self.space = Signal(range(depth + 1), init=depth)
+        self.empty = Signal(len(INPUT_BUFFERS))
         #: the read address (``state.addr``)
         self.page = PageAddress("addr")
 
@@ -176,14 +181,17 @@ class ReadSequencer(wiring.Component):
                      ar.payload.addr.eq(addr.value), ar.payload.len.eq(length - 1),
                      ar.valid.eq(phase == self.OFFER)]
         asked = ar.valid & ar.ready
-        m.d.sync += credits.eq(credits + Mux(asked, length, 0) - (self.o.valid & self.o.ready))
+        taken = self.o.valid & self.o.ready
+        m.d.sync += [credits.eq(credits + Mux(asked, length, 0) - taken),
+                     self.space.eq(self.space - Mux(asked, length, 0) + taken),
+                     self.empty.eq(Cat(args.beats[b] == 0 for b in INPUT_BUFFERS))]
         with m.If(self.launch.start):
             m.d.sync += [phase.eq(self.SEEK), look.eq(Mux(args.load_config, 0, n_seg - 1))]
         with m.Switch(phase):
             with m.Case(self.SEEK):
                 with m.If(look == n_seg):
                     m.d.sync += phase.eq(self.IDLE)
-                with m.Elif(seg_beats[look] == 0):
+                with m.Elif(self.empty.bit_select(look, 1)):
                     m.d.sync += look.eq(look + 1)       # an empty segment: no burst
                 with m.Else():
                     m.d.sync += [seg.eq(look), left.eq(seg_beats[look]), phase.eq(self.LEN)]
@@ -199,7 +207,7 @@ class ReadSequencer(wiring.Component):
                              phase.eq(self.CHECK)]
             with m.Case(self.CHECK):
                 m.d.sync += [left_after.eq(left - length), beat_after.eq(addr.beat + length)]
-                with m.If(credits + length <= self.depth):
+                with m.If(length <= self.space):
                     m.d.sync += phase.eq(self.OFFER)
             with m.Case(self.OFFER):
                 with m.If(ar.ready):

@@ -114,14 +114,27 @@ def hbm_channels(cfg: AccelConfig, clock_mhz: float = KERNEL_CLOCK_MHZ) -> dict:
 
 def cu_dsp(cfg: AccelConfig, summary: Path = SUMMARY) -> int:
     """DSP48E2 of one CU of ``cfg``: its ceil(P/2) pair datapaths x the DSP48E2 per pair ``make
-    synth`` measured (results/synth/summary.json, the default configuration's datapath), scaled
-    by the lanes when ``cfg`` has other than the measured configuration's (the shared logic has
-    no DSP48E2)."""
+    synth`` measured (results/synth/summary.json: the default datapath and the network
+    design's). A pair is 9 x L packed taps plus its requantisers, so for lanes measured neither
+    way the count is the line through the two measured points (with one point only: scaled by
+    the lanes, an over-estimate); the shared logic has no DSP48E2."""
     s = json.loads(Path(summary).read_text())
-    per = s["per_pair"]["DSP48E2"]
-    lanes = s["configuration"]["lanes"]
+    points = {s["configuration"]["lanes"]: s["per_pair"]["DSP48E2"]}
+    net = s.get("network_design")
+    if net:
+        parts = net["per_instance_parts"]
+        points[net["configuration"]["lanes"]] = parts["datapath"]["DSP48E2"] + \
+            parts["walker"]["DSP48E2"]
     cfg = cfg.design if hasattr(cfg, "design") else cfg
-    return int(math.ceil(per * cfg.lanes / lanes)) * cfg.pairs
+    if cfg.lanes in points:
+        per = points[cfg.lanes]
+    elif len(points) > 1:
+        (l0, d0), (l1, d1) = sorted(points.items())[:2]
+        per = d0 + (d1 - d0) * (cfg.lanes - l0) / (l1 - l0)
+    else:
+        (l0, d0), = points.items()
+        per = d0 * cfg.lanes / l0
+    return int(math.ceil(per)) * cfg.pairs
 
 
 def assumptions() -> dict:

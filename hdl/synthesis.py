@@ -604,7 +604,8 @@ def fit(per_instance: dict, reserve: float = SHELL_RESERVE) -> dict:
 
 
 def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycles,
-                    input_bytes: int, compressions, clock_mhz: float = KERNEL_CLOCK_MHZ) -> dict:
+                    input_bytes: int, compressions, clock_mhz: float = KERNEL_CLOCK_MHZ,
+                    channels=lambda p: p) -> dict:
     """The largest PEs x CUs configuration on the U280 and its throughput against C, counted per
     SLR at ``clock_mhz`` (the clock the logic depth supports, hdl.placement.clock_supported).
 
@@ -615,7 +616,8 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
     resource of that SLR after its reserve (hdl.placement.SLR_DEVICE, SLR_RESERVE), and the CUs
     together within the HBM's 32 pseudo-channels, each AXI master of a CU taking as many as its
     bytes at the busiest C need (hdl.placement.HBM_PC_GBPS each). ``image_cycles(P, C)`` is the
-    engine's cycle law for one image with P instances at compression C.
+    engine's cycle law for one image with P instances at compression C; ``channels(P)`` the
+    projected layer's output channels N on P instances (default N = P).
     """
     from .placement import HBM_PC_GBPS, SLR_DEVICE, SLR_RESERVE, SLRS, assumptions
 
@@ -626,12 +628,13 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
            if DEFAULT.instances << k <= cfg.bus_bytes]
     for p in pes:
         cu = {k: per_cu_shared[k] + p * per_instance[k] for k in RESOURCES}
-        ops = 2 * 9 * cfg.in_channels * p * cfg.height * cfg.width   # dense MACs x 2 per image
+        n = channels(p)
+        ops = 2 * 9 * cfg.in_channels * n * cfg.height * cfg.width   # dense MACs x 2 per image
         rows = []
         for c in compressions:
             cycles = image_cycles(p, c)
             ips = clock_mhz * 1e6 / cycles
-            out_bytes = math.ceil((1 - c) * p * cfg.positions)
+            out_bytes = math.ceil((1 - c) * n * cfg.positions)
             rows.append({"C": c, "cycles_per_image": cycles, "images_per_s_per_cu": ips,
                          "ops": ops, "in_gbps": input_bytes * ips / 1e9,
                          "out_gbps": out_bytes * ips / 1e9})

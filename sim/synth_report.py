@@ -46,12 +46,19 @@ def _resources(cells: dict) -> dict:
     return s
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(Path(path).relative_to(BUILD.parent))
+    except ValueError:
+        return str(path)
+
+
 def _synth(name, src, top, work, family, stage, times, keep=(), what=""):
     t0 = time.monotonic()
-    stage(f"{name}: synth_xilinx -family {family}{what} (log build/synth/{name}.{family}.log)")
+    stage(f"{name}: synth_xilinx -family {family}{what} (log {_shown(work / name)}.{family}.log)")
     net = S.synth_netlist(src, top, work / f"{name}.{family}.json",
                           work / f"{name}.{family}.log", family, keep=keep)
-    times[f"{name} {family}"] = time.monotonic() - t0
+    times[f"{_shown(work / name)} {family}"] = time.monotonic() - t0
     return net
 
 
@@ -144,59 +151,42 @@ def macs_per_dsp(cfg: AccelConfig, dsps: int) -> float:
     return round(9 * cfg.lanes * cfg.twins / dsps, 4)
 
 
-#: The wide layer of issue 20's target: C_in = 16 on 16 lanes, one group, the default image.
-WIDE = AccelConfig(in_channels=16)
+#: The network design (sim.network.NETWORK_DESIGN, L = 16 lanes): issue 20's C_in = 16 layer
+#: fills its lanes (one group), and its card projection is the one to hold against the DPU
+#: (whose figures are ResNet-50's, layers of C_in >= 64).
+WIDE_LAYER_IN_CHANNELS = 16
+#: Issue 20's targets against the Vitis AI DPU: dense TOPS at C = 0, and the C from which the
+#: card passes the DPU's peak.
+DPU_TARGETS = {"dense_tops_at_c0": 6.2, "above_dpu_peak_from_c": 0.64}
 
 
-def _wide_datapath(work: Path, stage, times) -> dict:
-    """One datapath of :data:`WIDE` synthesised on its own (xcup): its DSP48E2 and MACs per
-    DSP48E2 per cycle."""
-    from amaranth.back import verilog
-    from hdl.datapath import Datapath
-
-    src = work / "datapath_wide.v"
-    src.write_text(S.strip_zero_init(verilog.convert(Datapath(WIDE, WIDE.out_channels),
-                                                     name="datapath_wide")))
-    net = _synth("datapath_wide", src, "datapath_wide", work, "xcup", stage, times,
-                 what=f" (C_in = L = {WIDE.lanes}, slots = N = {WIDE.out_channels})")
-    dsps = _resources(S.cell_counts(net, "datapath_wide"))["DSP48E2"]
-    return {"configuration": {"in_channels": WIDE.in_channels, "lanes": WIDE.lanes,
-                              "out_channels": WIDE.out_channels},
-            "DSP48E2": dsps, "macs_per_cycle": 9 * WIDE.lanes * WIDE.twins,
-            "macs_per_dsp_per_cycle": macs_per_dsp(WIDE, dsps)}
-
-
-def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
-    """Run the syntheses, write ``out``/summary.json and REPORT.md (and README's synthesis
-    summary block, :func:`update_readme`, when ``readme`` is given); returns wall times."""
-    cfg = AccelConfig()
-    work = BUILD / "synth"
+def _kernel_parts(cfg: AccelConfig, work: Path, stage, times, label: str) -> dict:
+    """``cfg``'s kernel synthesised hierarchically (xcup): its datapath on its own, the kernel
+    with the datapaths black-boxed and the engine and walkers kept as modules; resources per
+    part, logic levels per part and across every boundary (the stitched whole)."""
     work.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    times = {}
     t0 = time.monotonic()
-    stage(f"kernel Verilog: hdl.kernel.VelcroKernel, default configuration "
+    stage(f"{label} kernel Verilog: hdl.kernel.VelcroKernel, {cfg.tag} "
           f"(cached as build/rtl/{cfg.tag}/{KERNEL_NAME}.v)")
     text = kernel_rtl(cfg).read_text()
     dp_src, bb_src, dps, walkers, eng, same = hierarchical_sources(
         text, KERNEL_NAME, cfg.pairs, work)
-    times["kernel Verilog"] = time.monotonic() - t0
+    times[f"{label} kernel Verilog"] = time.monotonic() - t0
     dp_net = _synth("datapath", dp_src, "datapath", work, "xcup", stage, times,
-                    what=f" (the engine's {dps[0]}: one pair of twin instances, slots = N = "
-                    f"{cfg.out_channels})")
+                    what=f" ({label}: the engine's {dps[0]}, one pair of twin instances, "
+                    f"slots = N = {cfg.out_channels}, L = {cfg.lanes})")
     dp_cells = S.cell_counts(dp_net, "datapath")
-    stage("datapath: logic levels, DSP placement")
     depth = {"datapath": S.logic_levels(dp_net, "datapath", over=LEVELS_AT_300)}
-    registered = S.dsp_registered(dp_net, "datapath")
-    x7_net = _synth("datapath", dp_src, "datapath", work, "xc7", stage, times)
-    cascade = S.dsp_cascade(x7_net, "datapath")
     k_net = _synth(KERNEL_NAME, bb_src, KERNEL_NAME, work, "xcup", stage, times, keep=(
-        eng, *walkers), what=f" ({cfg.pairs} datapaths black boxes, engine and "
+        eng, *walkers), what=f" ({label}: {cfg.pairs} datapaths black boxes, engine and "
         "walkers kept as modules)")
-    stage("engine and kernel: resources, logic levels")
+    stage(f"{label} engine and kernel: resources, logic levels")
     mods = dict(k_net["modules"])
     eng_cells = S.cell_counts(k_net, eng)
     boxes = sum(eng_cells.get(d, 0) for d in dps)
+    if boxes != cfg.pairs or not same:
+        raise RuntimeError(f"hierarchy check failed: {boxes} black boxes for {cfg.pairs} "
+                           f"pairs, datapath copies identical: {same}")
     dp_res = _resources(dp_cells)
     wk_res = [_resources(S.cell_counts(k_net, w)) for w in walkers]
     wk_max = {k: max(w[k] for w in wk_res) for k in KEYS}
@@ -206,8 +196,6 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
     inst = _add(pair, scale=[1 / cfg.twins])       # an instance: half a pair's datapath
     eng_total = _add(shared, dp_res, *wk_res,
                      scale=[1, cfg.pairs] + [eng_cells.get(w, 0) for w in walkers])
-    kernel = _add(shell, eng_total)
-    per_cu_shared = _add(shared, shell)
     wdepth = [S.logic_levels(k_net, w, over=LEVELS_AT_300) for w in walkers]
     depth["walker"] = max(wdepth, key=lambda d: d["levels"])
     depth["engine"] = S.logic_levels(k_net, eng, boundary=set(dps) | set(walkers),
@@ -220,49 +208,110 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
                            over=LEVELS_AT_300)
     for d in (*depth.values(), whole):
         d["over"] = _over_summary(d["over"])
-    kernel_levels = max([d["levels"] for d in depth.values()] + [whole["levels"]])
-    clock = clock_supported(kernel_levels)
-    fits = S.fit(inst)
-    wide = _wide_datapath(work, stage, times)
-    stage("card projection")
+    levels = max([d["levels"] for d in depth.values()] + [whole["levels"]])
+    return {"dp_src": dp_src, "dp_net": dp_net, "dp_res": dp_res, "wk_res": wk_res,
+            "wk_max": wk_max, "shared": shared, "shell": shell, "pair": pair, "inst": inst,
+            "eng_total": eng_total, "kernel": _add(shell, eng_total),
+            "per_cu_shared": _add(shared, shell), "depth": depth, "whole": whole,
+            "levels": levels, "same": same, "boxes": boxes,
+            "walkers_placed": sum(eng_cells.get(w, 0) for w in walkers)}
 
+
+def _card_for(cfg: AccelConfig, parts: dict, clock: float, compressions, channels) -> dict:
+    """:func:`hdl.synthesis.card_projection` of ``cfg``'s synthesised parts: P instances
+    running a layer of ``channels(P)`` output channels of ``cfg``'s shape, each pair's run
+    balanced to (1 - C) of its share."""
     def image_cycles(p, c):
-        pc = dataclasses.replace(cfg, instances=p)
+        pc = dataclasses.replace(cfg, instances=p, out_channels=channels(p),
+                                 max_out_channels=max(channels(p), cfg.max_out_channels))
         # the deal balances to within one pixel's channels; the projection takes exact balance
-        return stream_image_cycles(pc, math.ceil((1 - c) * pc.positions))
+        per = math.ceil((1 - c) * pc.out_channels * pc.positions / p)
+        return stream_image_cycles(pc, per)
 
-    card = S.card_projection(cfg, inst, per_cu_shared, image_cycles=image_cycles,
+    return S.card_projection(cfg, parts["inst"], parts["per_cu_shared"],
+                             image_cycles=image_cycles,
                              input_bytes=image_beats(cfg) * cfg.bus_bytes,
-                             compressions=COMPRESSIONS, clock_mhz=clock)
+                             compressions=compressions, clock_mhz=clock, channels=channels)
+
+
+def dpu_comparison(card: dict) -> dict:
+    """The card against issue 20's DPU targets: dense TOPS at C = 0, and the lowest C of the
+    projection from which every row is above the DPU's peak (None if none is)."""
+    peak = card["dpu"]["peak_tops"]
+    rows = card["rows"]
+    above = None
+    for r in reversed(rows):
+        if r["dense_equiv_gops_card"] / 1e3 <= peak:
+            break
+        above = r["C"]
+    c0 = rows[0]["dense_equiv_gops_card"] / 1e3
+    return {"dense_tops_at_c0": round(c0, 3), "above_dpu_peak_from_c": above,
+            "targets": DPU_TARGETS,
+            "meets": c0 >= DPU_TARGETS["dense_tops_at_c0"] and above is not None
+            and above <= DPU_TARGETS["above_dpu_peak_from_c"]}
+
+
+def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
+    """Run the syntheses, write ``out``/summary.json and REPORT.md (and README's synthesis
+    summary block, :func:`update_readme`, when ``readme`` is given); returns wall times."""
+    from sim.network import NETWORK_DESIGN
+
+    cfg = AccelConfig()
+    work = BUILD / "synth"
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    times = {}
+    a = _kernel_parts(cfg, work, stage, times, "default")
+    dp_res = a["dp_res"]
+    stage("datapath: DSP placement; synth_xilinx -family xc7 for the cascade")
+    registered = S.dsp_registered(a["dp_net"], "datapath")
+    x7_net = _synth("datapath", a["dp_src"], "datapath", work, "xc7", stage, times)
+    cascade = S.dsp_cascade(x7_net, "datapath")
+    net = _kernel_parts(NETWORK_DESIGN, work / "network", stage, times, "network design")
+    kernel_levels, clock = a["levels"], clock_supported(a["levels"])
+    net_clock = clock_supported(net["levels"])
+    fits = S.fit(a["inst"])
+    wdsp = net["dp_res"]["DSP48E2"]
+    wide = {"configuration": {"design": "sim.network.NETWORK_DESIGN",
+                              "in_channels": WIDE_LAYER_IN_CHANNELS,
+                              "lanes": NETWORK_DESIGN.lanes,
+                              "out_channels": NETWORK_DESIGN.out_channels},
+            "DSP48E2": wdsp, "macs_per_cycle": 9 * NETWORK_DESIGN.lanes * NETWORK_DESIGN.twins,
+            "macs_per_dsp_per_cycle": macs_per_dsp(NETWORK_DESIGN, wdsp)}
+    stage("card projections")
+    card = _card_for(cfg, a, clock, COMPRESSIONS, lambda p: p)
+    card_net = _card_for(NETWORK_DESIGN, net, net_clock,
+                         sorted({*COMPRESSIONS, DPU_TARGETS["above_dpu_peak_from_c"]}),
+                         lambda p: NETWORK_DESIGN.out_channels)
     taps = sum(1 for d in cascade if d["pcin_cascade"])
+    wk_res = a["wk_res"]
     summary = {
         "configuration": cfg.to_dict(),
-        "lut_levels": max(depth[n]["levels"] for n in ("datapath", "walker")),
-        "lut_levels_by_design": depth,
-        "lut_levels_kernel_whole": whole,
+        "lut_levels": max(a["depth"][n]["levels"] for n in ("datapath", "walker")),
+        "lut_levels_by_design": a["depth"],
+        "lut_levels_kernel_whole": a["whole"],
         "kernel_lut_levels": kernel_levels,
         "clock_mhz_supported": clock,
         "clock_rule": assumptions()["clock_rule"],
         "dsp_per_output_per_cycle": dp_res["DSP48E2"] / (cfg.twins * cfg.groups),
         "macs_per_dsp_per_cycle": macs_per_dsp(cfg, dp_res["DSP48E2"]),
         "macs_per_dsp_per_cycle_wide": wide,
-        "per_instance": inst,
-        "per_pair": pair,
-        "per_instance_parts": {"datapath": dp_res, "walker": wk_max},
+        "per_instance": a["inst"],
+        "per_pair": a["pair"],
+        "per_instance_parts": {"datapath": dp_res, "walker": a["wk_max"]},
         "walkers_identical": all(w == wk_res[0] for w in wk_res),
         "walker_lut_range": f"{min(w['LUT'] for w in wk_res)}..{max(w['LUT'] for w in wk_res)}",
-        "datapath_copies_identical": same,
-        "engine": eng_total,
+        "datapath_copies_identical": a["same"],
+        "engine": a["eng_total"],
         "engine_extrapolated": False,
         "engine_method": "hierarchical",
         "engine_synthesised": {"instances": cfg.instances, "pairs": cfg.pairs,
-                               "black_boxes": boxes,
-                               "walkers": sum(eng_cells.get(w, 0) for w in walkers),
-                               **eng_total},
-        "engine_shared": shared,
-        "kernel": kernel,
-        "kernel_shell": shell,
-        "per_cu_shared": per_cu_shared,
+                               "black_boxes": a["boxes"], "walkers": a["walkers_placed"],
+                               **a["eng_total"]},
+        "engine_shared": a["shared"],
+        "kernel": a["kernel"],
+        "kernel_shell": a["shell"],
+        "per_cu_shared": a["per_cu_shared"],
         "shell_reserve": S.SHELL_RESERVE,
         "u280": S.U280,
         "fit_by_resource": fits,
@@ -273,10 +322,23 @@ def run(out: Path, *, stage=print, readme: Path | None = None) -> dict:
                            ("AREG", "BREG", "MREG", "PREG")}},
         "datapath_latency": PIPELINE_LATENCY,
         "card": card,
+        "card_vs_dpu": dpu_comparison(card),
+        "network_design": {
+            "configuration": NETWORK_DESIGN.to_dict(),
+            "kernel_lut_levels": net["levels"],
+            "lut_levels_by_design": {k: v["levels"] for k, v in net["depth"].items()},
+            "lut_levels_kernel_whole": net["whole"]["levels"],
+            "over": {k: v["over"] for k, v in [*net["depth"].items(), ("whole", net["whole"])]
+                     if v["over"]["ends"]},
+            "clock_mhz_supported": net_clock,
+            "per_instance": net["inst"],
+            "per_instance_parts": {"datapath": net["dp_res"], "walker": net["wk_max"]},
+            "per_cu_shared": net["per_cu_shared"],
+            "fit_by_resource": S.fit(net["inst"]),
+            "card": card_net,
+            "card_vs_dpu": dpu_comparison(card_net),
+        },
     }
-    if boxes != cfg.pairs or not same:
-        raise RuntimeError(f"hierarchy check failed: {boxes} black boxes for {cfg.pairs} "
-                           f"pairs, datapath copies identical: {same}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (out / "REPORT.md").write_text(_report(cfg, summary))
     if readme is not None:
@@ -337,12 +399,36 @@ def readme_block(s: dict) -> str:
         f"shell and the HBM subsystem; an assumption, platforminfo has the real figures); "
         f"{pc_gbps} GB/s per HBM pseudo-channel (theoretical); the clock rule above, until a "
         "Vivado timing report exists.")
+    text.append(_dpu_sentence("default kernel", card, s["card_vs_dpu"]))
+    n = s["network_design"]
+    nc, cfgn = n["card"], n["configuration"]
+    text.append(
+        f"The network design (sim.network.NETWORK_DESIGN: {cfgn['instances']} instances, "
+        f"C_in <= {cfgn['max_in_channels']} on {cfgn['lanes']} lanes, N <= "
+        f"{cfgn['max_out_channels']}), synthesised the same way: kernel_lut_levels "
+        f"{n['kernel_lut_levels']} ({n['clock_mhz_supported']} MHz); one instance "
+        f"{res(n['per_instance'])}; card {nc['pes']} PEs x {nc['cus']} CUs "
+        f"({', '.join(f'{k} {v}' for k, v in nc['cus_per_slr'].items())}), limited by "
+        f"{nc['limited_by']}, on its widest layer (C_in = N = {cfgn['max_in_channels']}, "
+        f"{cfgn['max_height']}x{cfgn['max_width']}). "
+        + _dpu_sentence("network design", nc, n["card_vs_dpu"]))
     if s["clock_mhz_supported"] < card["assumptions"].get("platform_clock_mhz", 300):
         text.append(
             f"Images per second quoted elsewhere in this README at 300 MHz (`make sim`, `velcro "
             f"network`) are at the platform's clock, which these {s['kernel_lut_levels']} levels "
             f"do not yet support: scale them by {s['clock_mhz_supported']} / 300.")
     return "\n".join(text)
+
+
+def _dpu_sentence(label: str, card: dict, vs: dict) -> str:
+    t = vs["targets"]
+    return (f"Against the DPU ({card['dpu']['name']}; targets {t['dense_tops_at_c0']} dense "
+            f"TOPS at C = 0 and above its {card['dpu']['peak_tops']} TOPS peak from C = "
+            f"{t['above_dpu_peak_from_c']}) the {label} projects **{vs['dense_tops_at_c0']} "
+            "dense TOPS at C = 0, "
+            + (f"above the peak from C = {vs['above_dpu_peak_from_c']}"
+               if vs["above_dpu_peak_from_c"] is not None else "never above the peak")
+            + f" (targets {'met' if vs['meets'] else 'not met'})**.")
 
 
 def update_readme(path: Path, s: dict) -> None:
@@ -374,8 +460,37 @@ def _path(v):
 
 
 def _report(cfg, s) -> str:
+    from sim.network import NETWORK_DESIGN
+
     return "\n".join(_method(cfg, s) + _resource_table(cfg, s) + _findings(cfg, s)
-                     + _card(cfg, s))
+                     + _card(cfg, s["card"], s["card_vs_dpu"], "default kernel",
+                             "N = P channels")
+                     + _network(NETWORK_DESIGN, s["network_design"]))
+
+
+def _network(cfg, n) -> list:
+    """The network design's synthesis and its card (the projection to hold against the DPU)."""
+    lv = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in n["lut_levels_by_design"].items())
+    inst = n["per_instance"]
+    over = "; ".join(f"{k}: {_over_text(v)}" for k, v in n["over"].items()) or "none"
+    return [
+        f"## The network design (sim.network.NETWORK_DESIGN: P = {cfg.instances}, up to "
+        f"{cfg.max_height}x{cfg.max_width}, C_in <= {cfg.max_in_channels} on L = {cfg.lanes} "
+        f"lanes, N <= {cfg.max_out_channels})",
+        "",
+        "The same flow on the design `velcro network` runs every layer of the CNN on. Logic "
+        f"levels: {lv}, whole kernel (stitched) {n['lut_levels_kernel_whole']}: "
+        f"**kernel_lut_levels {n['kernel_lut_levels']}, {n['clock_mhz_supported']} MHz** by the "
+        f"clock rule (paths over 6 levels: {over}). One instance: "
+        + ", ".join(f"{_fmt(inst[k])} {k}" for k in S.RESOURCES)
+        + "; the CU's shared logic and shell "
+        + ", ".join(f"{_fmt(n['per_cu_shared'][k])} {k}" for k in ("LUT", "FF", "BRAM36"))
+        + ". Instances that fit with the device reserve: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in n["fit_by_resource"].items() if v) + ".",
+        "",
+        *_card(cfg, n["card"], n["card_vs_dpu"], "network design",
+               f"N = {cfg.out_channels} channels for every P, the design's widest layer"),
+    ]
 
 
 def _method(cfg, s) -> list:
@@ -515,11 +630,13 @@ def _findings(cfg, s) -> list:
     ]
 
 
-def _card(cfg, s) -> list:
-    """The largest configuration of the whole card and its throughput against C."""
-    card = s["card"]
+def _card(cfg, card, vs, label, layer) -> list:
+    """The largest configuration of the whole card of ``label`` and its throughput against C,
+    and how it stands against issue 20's DPU targets (``vs``: :func:`dpu_comparison`)."""
+    verdict = _dpu_sentence(label, card, vs)
     lines = [
-        f"## The whole card at {card['clock_mhz']} MHz (the clock the logic depth supports)",
+        f"## The whole card of the {label} at {card['clock_mhz']} MHz (the clock its logic "
+        "depth supports)",
         "",
         f"Largest configuration: **{card['pes']} PEs x {card['cus']} CUs = "
         f"{card['pes'] * card['cus']:,} instances**, limited by {card['limited_by']} "
@@ -530,13 +647,13 @@ def _card(cfg, s) -> list:
         f"Peak {card['peak_dense_gops']:,} GOPS of int8 MACs (2 ops per MAC) at "
         f"{card['clock_mhz']} MHz against {card['dpu']['peak_tops']} TOPS for the "
         f"{card['dpu']['name']}. A CU is one kernel: its shell and the engine's shared logic "
-        "(per_cu_shared, from the default kernel's netlist, taken for every P) plus P "
-        "instances.",
+        f"(per_cu_shared, from the {label}'s {cfg.instances}-instance netlist, taken for every "
+        "P) plus P instances.",
         "",
-        "Per image of the default layer shape per CU (N = P channels, "
-        f"{cfg.height}x{cfg.width}, C_in {cfg.in_channels}): cycles = "
-        "max(steps * G + idle, load), steps = (1 - C) * H * W (the busiest pair's run, "
-        "balanced) "
+        f"Per image of the layer per CU ({layer}, "
+        f"{cfg.height}x{cfg.width}, C_in {cfg.in_channels}, G = {cfg.groups}): cycles = "
+        "max(steps * G + idle, load), steps = (1 - C) * N * H * W / P (the busiest pair's "
+        "run, balanced) "
         "(hdl/contract.stream_image_cycles; the "
         f"{input_cycles(cfg)}-cycle input load bounds it at high C). Dense-equivalent "
         f"GOPS count the dense layer's {card['dense_ops_per_image']:,} ops per image. HBM per "
@@ -568,6 +685,8 @@ def _card(cfg, s) -> list:
         f"* HBM: {a['hbm_pseudo_channel_gb_per_s']['value']} GB/s per pseudo-channel "
         f"({a['hbm_pseudo_channel_gb_per_s']['source']}); {a['hbm_one_port_per_master']}.",
         f"* Clock: {a['clock_rule']}.",
+        "",
+        verdict,
         "",
         "Yosys is an estimate: Vivado's synthesis, placement and routing give the real figures.",
         "",

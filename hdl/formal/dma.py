@@ -198,6 +198,9 @@ class ReadSequencerHarness(Harness):
             Assert(dut.level <= st.credits, "the FIFO holds only beats asked for"),
             Assert((got - taken)[:34] <= st.credits, "inv: R beats were asked for"),
             Assert((dut.level + taken)[:34] == got, "inv: FIFO level"),
+            Assert(dut.space == self.depth - st.credits, "inv: space is depth - credits"),
+            Assert(~launched | (dut.empty == Cat(args.beats[b] == 0 for b in INPUT_BUFFERS)),
+                   "inv: the empty segments"),
         ]
         # the address: the segment's base plus the beats asked in it so far
         base = Signal(64)
