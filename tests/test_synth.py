@@ -235,6 +235,51 @@ def test_card_projection_places_whole_cus_per_slr_at_the_given_clock():
     assert "slr_reserve" in fast["assumptions"] and "clock_rule" in fast["assumptions"]
 
 
+def test_card_projection_counts_the_layers_channels_and_the_dpu_targets():
+    """A layer of N = 32 channels for every P (the network design's projection) counts
+    2 * 9 * C_in * N * H * W dense ops per image and (1 - C) * N * H * W output bytes;
+    sim.synth_report.dpu_comparison reads the targets off the rows (the lowest C from which
+    every row is above the DPU's peak)."""
+    from sim.synth_report import DPU_TARGETS, dpu_comparison
+
+    cfg = AccelConfig(in_channels=4)
+    inst = {"LUT": 1000, "FF": 2800, "DSP48E2": 11, "BRAM36": 1.0, "URAM": 1}
+    shared = {"LUT": 9000, "FF": 7000, "DSP48E2": 0, "BRAM36": 15.0, "URAM": 0}
+    card = S.card_projection(cfg, inst, shared, image_cycles=lambda p, c: 1000, input_bytes=0,
+                             compressions=(0.0, 0.5), clock_mhz=300, out_channels=lambda p: 32)
+    assert card["dense_ops_per_image"] == 2 * 9 * 4 * 32 * 64 * 64
+    r = card["rows"][1]
+    assert r["hbm_gb_per_s_per_master"]["m_axi_gmem_out"] == round(
+        0.5 * 32 * 64 * 64 * 300e6 / 1000 / 1e9, 2)
+    rows = [{"C": c, "dense_equiv_gops_card": g} for c, g in
+            ((0.0, 6300.0), (0.5, 17000.0), (0.64, 17300.0), (0.9, 40000.0))]
+    vs = dpu_comparison({"dpu": S.DPU_U280, "rows": rows})
+    assert vs == {"dense_tops_at_c0": 6.3, "above_dpu_peak_from_c": 0.64,
+                  "targets": DPU_TARGETS, "meets": True}
+    rows[2]["dense_equiv_gops_card"] = 17100.0      # below the peak at 0.64: from 0.9 only
+    vs = dpu_comparison({"dpu": S.DPU_U280, "rows": rows})
+    assert vs["above_dpu_peak_from_c"] == 0.9 and not vs["meets"]
+
+
+def test_netlists_are_reused_only_for_the_same_source(tmp_path, monkeypatch):
+    """synth_netlist runs Yosys once per source text: a second call on the same text reads the
+    netlist back, a changed text (or a missing stamp) runs Yosys again."""
+    src = tmp_path / "delay.v"
+    src.write_text(DELAY_LINE)
+    args = (src, "delay", tmp_path / "delay.json", tmp_path / "delay.log")
+    first = S.synth_netlist(*args)
+    calls = []
+    real = S.run_yosys
+    monkeypatch.setattr(S, "run_yosys", lambda *a: (calls.append(a), real(*a)))
+    assert S.synth_netlist(*args) == first and calls == []
+    src.write_text(DELAY_LINE.replace("d3 ^", "d2 ^"))
+    S.synth_netlist(*args)
+    assert len(calls) == 1
+    (tmp_path / "delay.json.sha1").unlink()
+    S.synth_netlist(*args)
+    assert len(calls) == 2
+
+
 def test_packed_mac_cascade_maps_one_dsp48e2_per_tap(tmp_path):
     """PackedMacCascade(9, 32) on UltraScale+: each 27 x 8 packed multiply is one whole
     DSP48E2 (27 x 18 multiplier; no split, no fabric multiplier), every DSP sits between
