@@ -391,14 +391,25 @@ class Datapath(wiring.Component):
         accs = []
         for t in range(cfg.twins):
             acc = Signal(signed(cfg.acc_bits), name=f"acc{t}", reset_less=True)
-            acc_next = Signal(signed(cfg.acc_bits), name=f"acc{t}_next")
             if cfg.groups == 1:     # every group is the first: no mux in front of the adder
-                m.d.comb += acc_next.eq(quant.data.bias + sums[t][0])
-            else:
-                m.d.comb += acc_next.eq(Mux(s["first"], quant.data.bias, acc) + sums[t][0])
+                with m.If(adv & s["valid"]):
+                    m.d.sync += acc.eq(quant.data.bias + sums[t][0])
+                accs.append(acc)
+                continue
+            # G > 1: the accumulator is kept carry-save, acc + carry (mod 2^acc_bits, where the
+            # true sum always fits): each group adds its lane sum with one full adder per bit
+            # (one LUT level, no carry chain behind the first-group mux); the q stage adds the
+            # two halves with a carry chain from registers, in the cycle it registers them
+            carry = Signal(signed(cfg.acc_bits), name=f"acc{t}_carry", reset_less=True)
+            a = Signal(signed(cfg.acc_bits), name=f"acc{t}_a")
+            b = Signal(signed(cfg.acc_bits), name=f"acc{t}_b")
+            c = Signal(signed(cfg.acc_bits), name=f"acc{t}_c")
+            m.d.comb += [a.eq(Mux(s["first"], quant.data.bias, acc)),
+                         b.eq(Mux(s["first"], 0, carry)), c.eq(sums[t][0])]
             with m.If(adv & s["valid"]):
-                m.d.sync += acc.eq(acc_next)
-            accs.append(acc)
+                m.d.sync += [acc.eq(a ^ b ^ c),
+                             carry.eq(Cat(Const(0, 1), ((a & b) | (a & c) | (b & c))[:-1]))]
+            accs.append(acc + carry)
         done = self._stage(m, adv, "acc", dict(valid=1, index=s["index"].shape(),
                                                slot=s["slot"].shape(), twin=s["twin"].shape()),
                            dict(valid=s["valid"] & s["last"], index=s["index"], slot=s["slot"],
