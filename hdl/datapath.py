@@ -31,8 +31,8 @@ DSP48E2s)::
     D        each window's nine pixels meet the filter's nine taps
     MAC      per lane a 9-tap packed DSP48E2 cascade (hdl.mac.PackedMacCascade: twin A
              low, twin B high), each twin's lanes added                          MAC_LATENCY
-    acc      acc[t] = (g == 0 ? bias : acc[t]) + sum[t]
-    q        the slot's mult and shift
+    acc      acc[t] = (g == 0 ? bias : acc[t]) + sum[t] (G > 1: kept carry-save, acc + carry)
+    q        the slot's mult and shift (G > 1: acc + carry added into the q register)
     requant  per twin ReLU, * mult + rounding half, >> shift, saturate
              (hdl.mac.Requantiser) whose last register is the result register
 
