@@ -124,7 +124,8 @@ def test_walker_streams_its_run(mask_kind, stall):
         async def bench(ctx):
             # SCHEDULE: the header's clear, then every record (a short run's are zero past it;
             # a twin without an entry in a step: zero); the front end writes both twins' lanes
-            # in one cycle, here each twin's lane in a cycle of its own (the other's en bit low)
+            # in one cycle, here each twin's lane in a cycle of its own, the other lane's data
+            # a valid entry its en bit (low) must keep out of the memory
             ctx.set(dut.clear, 1)
             await ctx.tick()
             ctx.set(dut.clear, 0)
@@ -136,7 +137,7 @@ def test_walker_streams_its_run(mask_kind, stall):
                     ctx.set(dut.write.data[t], {"channel": int(channel[k, p]),
                                                 "seg": int(seg[k, p]),
                                                 "valid": int(valid[k, p])})
-                    ctx.set(dut.write.data[1 - t], {"channel": 0, "seg": 0, "valid": 0})
+                    ctx.set(dut.write.data[1 - t], {"channel": 1, "seg": 1, "valid": 1})
                     await ctx.tick()
                     ctx.set(dut.write.en, 0)
             assert ctx.get(dut.count) == len(run)

@@ -228,20 +228,21 @@ def run_front_end(cfg, beats, per_image, n_frame, *, seed, stall):
             for kind in ("weights", "quant"):
                 if kind in ports:
                     events.append((kind, *ports[kind][:2]))
-            # a pair's work-list port carries its twins' entries, twin t where en[t]
+            # per instance p: (addr, data) written; a pair's work-list port carries its twins'
+            # entries, twin t where en[t]
+            written = {"entries": {}, "pixels": {}}
             for p in range(cfg.instances):
                 d, t = divmod(p, 2)
-                if f"entries{d}" in ports:
-                    addr, word, en = ports[f"entries{d}"]
-                    if en >> t & 1:
-                        ports[f"entry{p}"] = (addr, word >> (t * pair_entry) & lane_mask)
-            for kind in ("entry", "pixels"):
-                mine = [ports.get(f"{kind}{p}")[:2] if f"{kind}{p}" in ports else None
-                        for p in range(cfg.instances)]
+                addr, word, en = ports.get(f"entries{d}", (0, 0, 0))
+                if en >> t & 1:
+                    written["entries"][p] = (addr, word >> (t * pair_entry) & lane_mask)
+                if f"pixels{p}" in ports:
+                    written["pixels"][p] = ports[f"pixels{p}"][:2]
+            for kind, got in written.items():
+                mine = [got.get(p) for p in range(cfg.instances)]
                 if any(mine):
                     assert all(mine) and len({a for a, _ in mine}) == 1, mine
-                    events.append(({"entry": "entries"}.get(kind, kind), mine[0][0],
-                                   tuple(x for _, x in mine)))
+                    events.append((kind, mine[0][0], tuple(x for _, x in mine)))
             if f_valid and f_ready:
                 events.append(("beat", f_payload))
             # the batch: active from the cycle after start through its end, and it ends as
