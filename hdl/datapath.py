@@ -151,6 +151,11 @@ class LoadSignature(wiring.Signature):
         })
 
 
+#: The first of the window store's two cuts of a strip takes CUT + 2 columns from a multiple of
+#: CUT, the second one window among them (:class:`WindowStore`).
+CUT = 4
+
+
 def buffer_windows(cfg: AccelConfig) -> int:
     """Window addresses per buffer: S*G, rounded up to a power of two so that the buffer is the
     address's top bit (the design's maxima: every layer's windows of one image fit)."""
@@ -167,11 +172,11 @@ class WindowStore(wiring.Component):
     """The instance's windows of two images: ``strip`` (from the dealer) in, ``read`` out.
 
     ``pixels`` holds the instance's pixel table (:attr:`py_ref.schedule.Schedule.offsets`: for
-    segment s, the offset of the instance's pixel in it, if any). Each strip is registered while
-    the table is read at its segment; the next cycle the window of the instance's pixel (strip
-    columns offset .. offset + 2 of the three rows) is written at ``buf * buffer_windows +
-    seg*G + g``, so a strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after
-    the strip. One memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the
+    segment s, the offset of the instance's pixel in it, if any), read asynchronously at the
+    strip's segment. In the strip's cycle the CUT + 2 columns from CUT * (offset // CUT) go into
+    the strip register; the next cycle the window of the instance's pixel (columns offset % CUT
+    .. + 2 of them, the three rows) is written at ``buf * buffer_windows + seg*G + g``, so a
+    strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after the strip. One memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the
     default design): the dealer writes one buffer while the datapath reads the other
     (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released)."""
 
@@ -187,27 +192,42 @@ class WindowStore(wiring.Component):
         cfg = self.cfg
         m = Module()
         width = cfg.instances + 2
+        # the pixel table is read asynchronously (a LUT RAM), so the strip's own cycle knows
+        # the offset and the first cut happens before the strip register
         table = memory.Memory(shape=pixel_layout(cfg), depth=max(cfg.segments, 2), init=[])
         m.submodules.pixels = table
-        tw, tr = table.write_port(), table.read_port()
+        tw, tr = table.write_port(), table.read_port(domain="comb")
         m.d.comb += [tw.en.eq(self.pixels.en), tw.addr.eq(self.pixels.addr),
-                     tw.data.eq(self.pixels.data), tr.addr.eq(self.strip.seg), tr.en.eq(1)]
-        held = Signal.like(self.strip.data, reset_less=True)
-        en, buf = Signal(), Signal(reset_less=True)
+                     tw.data.eq(self.pixels.data), tr.addr.eq(self.strip.seg)]
+        # the window (strip columns offset .. offset + 2) is cut in two registered steps: the
+        # K + 2 columns from K * (offset // K) into the strip register, then offset % K among
+        # them (two 4-way selections per bit instead of one P-way one; the register holds
+        # K + 2 columns, not P + 2)
+        k = CUT
+        coarse, fine = tr.data.offset >> 2, tr.data.offset[:2]
+        cols = []
+        for c in range(k + 2):
+            cols.append([Array(self.strip.data[r * width + q * k + c] if q * k + c < width
+                               else Const(0, cfg.pixel_bits)
+                               for q in range(-(-cfg.instances // k)))[coarse]
+                         for r in range(3)])
+        held = Signal(data.ArrayLayout(cfg.pixel_bits, 3 * (k + 2)), reset_less=True)
+        en, valid, buf = Signal(), Signal(reset_less=True), Signal(reset_less=True)
         seg = Signal.like(self.strip.seg, reset_less=True)
         g = Signal.like(self.strip.g, reset_less=True)
-        m.d.sync += [held.eq(self.strip.data), en.eq(self.strip.en), buf.eq(self.strip.buf),
-                     seg.eq(self.strip.seg), g.eq(self.strip.g)]
-        offset = tr.data.offset
+        at = Signal(range(k), reset_less=True)
+        m.d.sync += [held[r * (k + 2) + c].eq(cols[c][r]) for c in range(k + 2) for r in range(3)]
+        m.d.sync += [en.eq(self.strip.en), valid.eq(tr.data.valid), buf.eq(self.strip.buf),
+                     seg.eq(self.strip.seg), g.eq(self.strip.g), at.eq(fine)]
         window = []
         for r in range(3):
             for c in range(3):
-                window.append(Array(held[r * width + o + c] for o in range(cfg.instances))[offset])
+                window.append(Array(held[r * (k + 2) + o + c] for o in range(k))[at])
         mem = memory.Memory(shape=cfg.window_bits, depth=2 * buffer_windows(cfg), init=[])
         m.submodules.windows = mem
         wp, rp = mem.write_port(), mem.read_port()
         k = buffer_windows(cfg).bit_length() - 1
-        m.d.comb += [wp.en.eq(en & tr.data.valid),
+        m.d.comb += [wp.en.eq(en & valid),
                      wp.addr.eq(Cat((_times(seg, cfg.groups) + g)[:k], buf)),
                      wp.data.eq(Cat(window)),
                      rp.en.eq(self.read.en), rp.addr.eq(self.read.addr),

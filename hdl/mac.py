@@ -33,7 +33,7 @@ would only cost the RST pins a fan-out).
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,13 +100,15 @@ class PackedMacCascade(wiring.Component):
 
     The arithmetic (:mod:`py_ref.dsp` proves it and models it bit for bit):
 
-    * Q1, operand preparation in fabric (its own register stage, so the multiplier's input
+    * Tap i's raw operands (hi, lo, b: 24 bits) wait i systolic cycles; then, at Q(i+1), the
+      operand preparation in fabric (its own register stage, so the multiplier's input
       register takes no logic): ``A_i = hi'_i * 2^19 + lo_i`` with ``hi'_i = -127`` if
       ``hi_i = -128`` else ``hi_i``, inside the 27-bit signed A port (``|A_i| <= 127 * 2^19 +
-      128 < 2^26``); ``t_i = flag_i * b_i`` with ``flag_i = (hi_i = -128)``; ``b_i`` (the
+      128 < 2^26``), written as its bits (lo sign-extended to 19 bits under ``hi' - [lo < 0]``,
+      no 27-bit adder); ``t_i = flag_i * b_i`` with ``flag_i = (hi_i = -128)``; ``b_i`` (the
       sign-extended int8 on the B port).
-    * Tap i (the MacCascade chain, delayed one cycle): A/B registers at Q(i+2) after i systolic
-      delays, M ``= A_i * b_i`` at Q(i+3), P ``P_i = M_i + P_{i-1}`` at Q(i+4) (PCOUT -> PCIN).
+    * The MacCascade chain: A/B registers at Q(i+2), M ``= A_i * b_i`` at Q(i+3), P ``P_i = M_i
+      + P_{i-1}`` at Q(i+4) (PCOUT -> PCIN).
       ``|P| <= taps * (127 * 128 * 2^19 + 2^14) < 2^37``: P is ``p_bits`` = the minimal exact
       signed width (38 bits at 15 taps, below the DSP's 48), so it never wraps.
     * Beside it in fabric, the negated correction ``d_i = d_{i-1} - t_i`` at Q(i+4), so
@@ -158,19 +160,27 @@ class PackedMacCascade(wiring.Component):
 
         p = d = None
         for i in range(self.taps):
-            hi, lo, b = self.hi[i], self.lo[i], self.b[i]
-            # Q1: operand preparation in fabric
+            # the systolic delay of tap i on its raw int8 operands (24 bits, not the prepared
+            # 27 + 8 + 8): the preparation below then runs i cycles late, in step with the chain
+            hi, lo, b = (delay(m, en, v, i, f"{n}{i}_raw") for n, v in
+                         (("hi", self.hi[i]), ("lo", self.lo[i]), ("b", self.b[i])))
+            # Q(i+1): operand preparation in fabric. A = hi' * 2^19 + lo as its bits: lo
+            # sign-extended to 19 bits, above it hi' - [lo < 0] (an 8-bit decrement, in
+            # -128..126), so no 27-bit adder
             flag = hi == -128
-            a_prep = reg(signed(A_BITS), f"a{i}_prep", (Mux(flag, -127, hi) << LOW_BITS) + lo)
+            high = Signal(signed(8), name=f"a{i}_high")
+            m.d.comb += high.eq(Mux(flag, -127, hi) - lo[7])
+            a_prep = reg(signed(A_BITS), f"a{i}_prep",
+                         Cat(lo, lo[7].replicate(LOW_BITS - 8), high).as_signed())
             b_prep = reg(signed(8), f"b{i}_prep", b)
             t_prep = reg(signed(8), f"t{i}_prep", Mux(flag, b, 0))
-            # tap i: i systolic delays, the last being the DSP's A/B register; M; P
-            a = delay(m, en, a_prep, i + 1, f"a{i}")
-            bb = delay(m, en, b_prep, i + 1, f"b{i}")
+            # tap i: the DSP's A/B register, M, P
+            a = delay(m, en, a_prep, 1, f"a{i}")
+            bb = delay(m, en, b_prep, 1, f"b{i}")
             mreg = reg(signed(A_BITS + 8), f"m{i}", a * bb)
             p = reg(signed(self.p_bits), f"p{i}", mreg if p is None else mreg + p)
             # the negated correction, in step with P
-            t = delay(m, en, t_prep, i + 2, f"t{i}")
+            t = delay(m, en, t_prep, 2, f"t{i}")
             d = reg(signed(self.d_bits), f"d{i}", -t if d is None else d - t)
         # Q(taps+4): unpack
         lo_sum = reg(signed(self.acc_bits), "sum_lo_q", p[:LOW_BITS].as_signed())

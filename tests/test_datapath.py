@@ -30,6 +30,11 @@ CONFIGS = {
     # P = 1: a datapath of twin A alone
     "p1": AccelConfig(height=4, width=5, in_channels=2, instances=1, bus_width=64,
                       out_channels=3),
+    # P = 9: offsets 0..8 take all three coarse cuts of the window store (hdl.datapath.CUT),
+    # the last one past the strip's end; W = 11 over P = 9: a short last segment
+    # (N * S = 6 * 8 entries hold the 40 random steps' indices)
+    "p9": AccelConfig(height=4, width=11, in_channels=1, instances=9, bus_width=128,
+                      out_channels=6),
 }
 
 
