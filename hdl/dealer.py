@@ -7,7 +7,7 @@ per image, not a copy of the image. The dealer is shared by the P instances of a
 * **Input.** The segment records of a FRAME image (:func:`hdl.protocol.batch_frame_beats`: rows
   y, then channel groups g, then segments j, ``segments_per_beat`` records per beat, or one
   record over ``beats_per_segment`` beats) are written one per cycle into a ring of four rows
-  (registers: 4 x G x J*P pixels).
+  (LUT RAMs of 4 x G x J records, read asynchronously: :class:`_Ring`).
 * **Dealing.** Once rows y - 1 .. y + 1 are in the ring, the dealer steps through (g, j) of row
   y, one per cycle, and broadcasts the *strip* of segment (y, j), group g: the 3 x (P + 2) pixels
   of rows y - 1 .. y + 1, columns jP - 1 .. jP + P, zero outside the image. Each instance cuts its
@@ -24,8 +24,8 @@ Both sides move one record per cycle, so a steady stream of images loads in
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
@@ -83,9 +83,7 @@ class WindowDealer(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        row_px = cfg.row_segments * cfg.instances
-        ring = [[Signal(row_px * cfg.pixel_bits, name=f"ring{s}_g{g}")
-                 for g in range(cfg.groups)] for s in range(RING_ROWS)]
+        ring = _Ring(m, cfg)
         # rows written minus rows dealt (completed): the input side may write while it is <= 2
         lead = Signal(range(RING_ROWS + 1))
         row_loaded, row_dealt = Signal(), Signal()
@@ -128,11 +126,8 @@ class WindowDealer(wiring.Component):
         j_end, g_end = j == last["row_segments"], g == last["groups"]
         row_end = j_end & g_end
         m.d.comb += row_loaded.eq(write & row_end)
+        ring.write(m, write, slot, g, j, unit[:rb])
         with m.If(write):
-            for s in range(RING_ROWS):
-                for gg in range(cfg.groups):
-                    with m.If((slot == s) & (g == gg)):
-                        m.d.sync += ring[s][gg].word_select(j, rb).eq(unit[:rb])
             m.d.sync += [unit.eq(unit >> rb), left.eq(left - 1),
                          j.eq(Mux(j_end, 0, j + 1))]
             with m.If(j_end):
@@ -206,19 +201,15 @@ class WindowDealer(wiring.Component):
                 m.d.sync += [image.eq(image + 1), image_m1.eq(image_m1 + 1)]
 
         # the strip: rows y-1, y, y+1 from their ring slots (zero off the map), columns
-        # jP-1 .. jP+P of the row padded with a zero pixel on each side; column JP (right of the
-        # layer's last segment) is zero too, whatever a wider layer left in the ring there
-        words = Array(Array(ring[s]) for s in range(RING_ROWS))
+        # jP-1 .. jP+P: the segment, the last pixel of segment j-1 (zero at j = 0) and the first
+        # of segment j+1 (zero right of the layer's last segment, whatever a wider layer left in
+        # the ring there)
         strip = []
         for r in range(3):
-            word = words[(slot + r - 1)[:2]][g]
-            padded = Cat(Const(0, px), word, Const(0, px))
-            cut = Array(padded[jj * p_count * px:(jj * p_count + p_count + 2) * px]
-                        for jj in range(cfg.row_segments))[j]
-            if cfg.row_segments > 1:
-                cut = Mux(seg_end, Cat(cut[:(p_count + 1) * px], Const(0, px)), cut)
+            seg_px, left, right = ring.read(m, r, (slot + r - 1)[:2], g, j)
+            row = Cat(Mux(j == 0, 0, left), seg_px, Mux(seg_end, 0, right))
             off_map = (y == 0) if r == 0 else (last_row if r == 2 else Const(0))
-            strip.append(Mux(off_map, 0, cut))
+            strip.append(Mux(off_map, 0, row))
         out = self.strip
         m.d.sync += [out.en.eq(step), out.buf.eq(image[0]), out.seg.eq(seg_base + j),
                      out.g.eq(g), out.data.eq(Cat(strip))]
@@ -232,3 +223,43 @@ class WindowDealer(wiring.Component):
             m.d.sync += [y.eq(0), g.eq(0), j.eq(0), slot.eq(0), seg_base.eq(0), image.eq(0),
                          image_m1.eq(-1), self.loaded.eq(0), done.eq(0)]
         return step
+
+
+class _Ring:
+    """The ring of RING_ROWS rows as LUT RAMs written one segment record per cycle and read
+    asynchronously three times per cycle (rows y - 1 .. y + 1 of the strip): per record its P
+    pixels, and apart its first and its last pixel (the right and left neighbours of the
+    segments beside it), so a strip's three words are one read each at (slot, g, j), (slot, g,
+    j + 1) and (slot, g, j - 1). The address is ``Cat(j, g, slot)`` in the design's widths."""
+
+    def __init__(self, m, cfg: AccelConfig):
+        self.jb = max(cfg.row_segments - 1, 0).bit_length()
+        self.gb = max(cfg.groups - 1, 0).bit_length()
+        depth = RING_ROWS << (self.jb + self.gb)
+        px = cfg.pixel_bits
+        self.px, self.rb = px, cfg.segment_bits
+        self.mems = {}
+        for name, shape in (("pixels", self.rb), ("first", px), ("last", px)):
+            mem = self.mems[name] = memory.Memory(shape=shape, depth=depth, init=[])
+            m.submodules[f"ring_{name}"] = mem
+        self.reads = {name: [mem.read_port(domain="comb") for _ in range(3)]
+                      for name, mem in self.mems.items()}
+
+    def _addr(self, slot, g, j):
+        return Cat(j[:self.jb], g[:self.gb], slot[:2])
+
+    def write(self, m, en, slot, g, j, record):
+        px, rb = self.px, self.rb
+        for name, value in (("pixels", record), ("first", record[:px]),
+                            ("last", record[rb - px:rb])):
+            wp = self.mems[name].write_port()
+            m.d.comb += [wp.en.eq(en), wp.addr.eq(self._addr(slot, g, j)), wp.data.eq(value)]
+
+    def read(self, m, r, slot, g, j):
+        """Strip row r's record at (slot, g, j), the last pixel of j - 1, the first of j + 1."""
+        out = []
+        for name, jj in (("pixels", j), ("last", j - 1), ("first", j + 1)):
+            rp = self.reads[name][r]
+            m.d.comb += rp.addr.eq(self._addr(slot, g, jj[:max(self.jb, 1)]))
+            out.append(rp.data)
+        return out
