@@ -163,6 +163,24 @@ def buffer_windows(cfg: AccelConfig) -> int:
     return 1 << max(cfg.segments * cfg.groups - 1, 1).bit_length()
 
 
+#: Depth of one RAMB36E2 column at its widest aspect (512 x 72) and of one URAM288 (4K x 72).
+BRAM36_DEPTH, URAM_DEPTH = 512, 4096
+
+
+def window_ram_style(cfg: AccelConfig, twin: int) -> str | None:
+    """``"ultra"`` when twin ``twin``'s window memory is UltraRAM, else None (block RAM).
+
+    A window memory is ``window_bits`` wide, 2 * buffer_windows deep: in block RAM each 72-bit
+    column takes ceil(depth / 512) RAMB36, in UltraRAM one URAM288 up to 4K deep. When the
+    memory is deeper than one RAMB36 column (the network design: 1,024), twin 0's goes to
+    UltraRAM and twin 1's stays in block RAM, so a pair draws on both pools (the instance
+    count a die region holds is bounded by the sum, not by one of them); a shallower memory (the
+    default design: 512, one RAMB36 per column) stays in block RAM. UltraRAM has no initial
+    contents: every window a step reads was written during its image (WindowStore)."""
+    depth = 2 * buffer_windows(cfg)
+    return "ultra" if twin == 0 and BRAM36_DEPTH < depth <= URAM_DEPTH else None
+
+
 def window_addr_shape(cfg: AccelConfig) -> range:
     """Address in the double-buffered window memory: ``buf * buffer_windows + seg*G + g``."""
     return range(2 * buffer_windows(cfg))
@@ -178,10 +196,17 @@ class WindowStore(wiring.Component):
     .. + 2 of them, the three rows) is written at ``buf * buffer_windows + seg*G + g``, so a
     strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after the strip. One memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the
     default design): the dealer writes one buffer while the datapath reads the other
-    (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released)."""
+    (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released).
 
-    def __init__(self, cfg: AccelConfig):
+    Every strip writes its window, the instance's pixel in it or not (a segment without one
+    writes the window at offset 0, which no valid step reads): a step's invalid twin reads
+    segment 0 (the host's zero entry), so every address a step reads holds a window of the
+    step's own image, and the memory may be UltraRAM, which has no initial contents
+    (:func:`window_ram_style`; twin ``twin``'s store)."""
+
+    def __init__(self, cfg: AccelConfig, twin: int = 0):
         self.cfg = cfg = cfg.design
+        self.twin = twin
         super().__init__({
             "strip": In(StripSignature(cfg)),
             "pixels": In(pixels_signature(cfg)),
@@ -212,22 +237,24 @@ class WindowStore(wiring.Component):
                                for q in range(-(-cfg.instances // k)))[coarse]
                          for r in range(3)])
         held = Signal(data.ArrayLayout(cfg.pixel_bits, 3 * (k + 2)), reset_less=True)
-        en, valid, buf = Signal(), Signal(reset_less=True), Signal(reset_less=True)
+        en, buf = Signal(), Signal(reset_less=True)
         seg = Signal.like(self.strip.seg, reset_less=True)
         g = Signal.like(self.strip.g, reset_less=True)
         at = Signal(range(k), reset_less=True)
         m.d.sync += [held[r * (k + 2) + c].eq(cols[c][r]) for c in range(k + 2) for r in range(3)]
-        m.d.sync += [en.eq(self.strip.en), valid.eq(tr.data.valid), buf.eq(self.strip.buf),
+        m.d.sync += [en.eq(self.strip.en), buf.eq(self.strip.buf),
                      seg.eq(self.strip.seg), g.eq(self.strip.g), at.eq(fine)]
         window = []
         for r in range(3):
             for c in range(3):
                 window.append(Array(held[r * (k + 2) + o + c] for o in range(k))[at])
-        mem = memory.Memory(shape=cfg.window_bits, depth=2 * buffer_windows(cfg), init=[])
+        style = window_ram_style(cfg, self.twin)
+        mem = memory.Memory(shape=cfg.window_bits, depth=2 * buffer_windows(cfg), init=[],
+                            attrs={"ram_style": style} if style else None)
         m.submodules.windows = mem
         wp, rp = mem.write_port(), mem.read_port()
         k = buffer_windows(cfg).bit_length() - 1
-        m.d.comb += [wp.en.eq(en & valid),
+        m.d.comb += [wp.en.eq(en),
                      wp.addr.eq(Cat((_times(seg, cfg.groups) + g)[:k], buf)),
                      wp.data.eq(Cat(window)),
                      rp.en.eq(self.read.en), rp.addr.eq(self.read.addr),
@@ -278,7 +305,7 @@ class Datapath(wiring.Component):
         m = Module()
         stores = []
         for t in range(cfg.twins):
-            store = m.submodules[f"store{t}"] = WindowStore(cfg)
+            store = m.submodules[f"store{t}"] = WindowStore(cfg, t)
             wiring.connect(m, wiring.flipped(self.pixels[t]), store.pixels)
             stores.append(store)
         wiring.connect(m, wiring.flipped(self.load.strip), *[st.strip for st in stores])

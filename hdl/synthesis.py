@@ -178,13 +178,16 @@ def strip_uram_init(text: str) -> str:
 
     Amaranth writes one zero line per word for ``init=[]``; UltraScale+ URAM288 has no initial
     contents, so Vivado cannot honour such a block. Dropping it is equivalent because no word of
-    these memories is read before it is written: the only URAM memories are the walkers' work
-    lists (hdl/walker.py), whose SCHEDULE command writes entry k at address k from address 0,
-    and a read at address k reaches the work stream only while k < count, the entries written
-    since the last ``clear`` (count starts at 0); the read data at other addresses is the
-    payload of an invalid beat. The other memories (LUTRAM and block RAM windows, pixel tables,
-    weights, FIFOs) keep their zero initialisation: Vivado initialises those primitives. A URAM
-    memory with non-zero contents is refused (ValueError): it could not be built."""
+    these memories is read before it is written: the URAM memories are the walkers' work lists
+    (hdl/walker.py), whose SCHEDULE command writes entry k at address k from address 0, and a
+    read at address k reaches the work stream only while k < count, the entries written since
+    the last ``clear`` (count starts at 0; the read data at other addresses is the payload of an
+    invalid beat), and twin 0's window memory where it is deeper than a RAMB36 column
+    (hdl.datapath.window_ram_style), every address of which a step reads is written by the
+    strips of the step's own image (hdl.datapath.WindowStore). The other memories (LUTRAM and
+    block RAM windows, pixel tables, weights, FIFOs) keep their zero initialisation: Vivado
+    initialises those primitives. A URAM memory with non-zero contents is refused
+    (ValueError): it could not be built."""
     def repl(m):
         lines = m.group(2).splitlines()[1:-1]
         if not all(_ZERO_WORD.fullmatch(ln) for ln in lines):

@@ -8,6 +8,7 @@ tested against the one definition of those formats.
 """
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -215,3 +216,27 @@ def test_rejects_bad_slots():
         Datapath(cfg, 0)
     with pytest.raises(TypeError, match="slots must be an integer, not 2.0"):
         Datapath(cfg, 2.0)
+
+
+def test_window_memories_split_between_block_ram_and_ultraram():
+    """A window memory deeper than one RAMB36 column (512) puts twin 0's in UltraRAM, twin 1's
+    in block RAM; a shallower one keeps both in block RAM. The Verilog carries the attribute
+    (Yosys and Vivado map ``ram_style = "ultra"`` to URAM288) and, UltraRAM having no initial
+    contents, no initial block for it (hdl.synthesis.strip_uram_init)."""
+    from amaranth.back import verilog
+    from hdl.datapath import buffer_windows, window_ram_style
+    from hdl.synthesis import strip_uram_init, uram_memories
+    from sim.network import NETWORK_DESIGN
+    shallow = AccelConfig()                       # the default design: 2 x 256 windows
+    assert 2 * buffer_windows(shallow) == 512
+    assert [window_ram_style(shallow, t) for t in range(2)] == [None, None]
+    assert 2 * buffer_windows(NETWORK_DESIGN) == 1024
+    assert [window_ram_style(NETWORK_DESIGN, t) for t in range(2)] == ["ultra", None]
+    # W = 4 over P = 2: J = 2; H = 65: S = 130, 2 x 256 windows; H = 130: 2 x 512
+    for height, expect_ultra in ((65, False), (130, True)):
+        cfg = AccelConfig(height=height, width=4, in_channels=1, instances=2, bus_width=64,
+                          out_channels=2)
+        text = strip_uram_init(verilog.convert(Datapath(cfg, 2), name="dp", emit_src=False))
+        assert uram_memories(text) == ({"windows": False} if expect_ultra else {})
+        # both stores keep their block-RAM twin (and pixel tables, weights) initialised
+        assert re.search(r"^    windows\[0\] = ", text, re.M)
