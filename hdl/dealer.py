@@ -61,9 +61,11 @@ class StripSignature(wiring.Signature):
 class WindowDealer(wiring.Component):
     """``i``: the image beats of a FRAME command; ``strip``: the strips of each image in order.
 
-    ``start`` (a pulse at the FRAME header) begins a batch of ``images`` images; ``accepted``
-    counts the images whose beats have all arrived, ``loaded`` the images whose windows are all
-    written, ``released`` (input) the images the instances are done with."""
+    ``start`` (a pulse at the FRAME header) begins a batch of ``images`` >= 1 images (``images``
+    valid from the cycle after ``start``, held until the batch is accepted: the front end
+    latches it with the header); ``accepted`` counts the images whose beats have all arrived,
+    ``loaded`` the images whose windows are all written, ``released`` (input) the images the
+    instances are done with. ``i.ready`` is low once ``accepted`` = ``images``."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg = cfg.design
@@ -144,7 +146,10 @@ class WindowDealer(wiring.Component):
         held = Signal(cfg.bus_width * max(unit_beats - 1, 1))
         final = part == unit_beats - 1
         empties = (left == 0) | ((left == 1) & write)
-        m.d.comb += self.i.ready.eq((self.accepted < self.images) & (~final | empties))
+        # accepted < images, kept as a register (set at start, updated as an image completes)
+        # so that ready, which the front end's state and counters wait on, starts at a flip-flop
+        room = Signal()
+        m.d.comb += self.i.ready.eq(room & (~final | empties))
         take = self.i.valid & self.i.ready
         last_unit = remaining <= per_unit           # this unit ends the image
         count = Signal(range(per_unit + 1))
@@ -159,12 +164,13 @@ class WindowDealer(wiring.Component):
                          if unit_beats > 1 else self.i.payload)
                 m.d.sync += [unit.eq(value[:per_unit * rb]), left.eq(count)]
                 with m.If(last_unit):
-                    m.d.sync += [remaining.eq(n_records), self.accepted.eq(self.accepted + 1)]
+                    m.d.sync += [remaining.eq(n_records), self.accepted.eq(self.accepted + 1),
+                                 room.eq(self.accepted + 1 < self.images)]
                 with m.Else():
                     m.d.sync += remaining.eq(remaining - per_unit)
         with m.If(self.start):
-            m.d.sync += [self.accepted.eq(0), remaining.eq(n_records), part.eq(0), left.eq(0),
-                         j.eq(0), g.eq(0), slot.eq(0)]
+            m.d.sync += [self.accepted.eq(0), room.eq(1), remaining.eq(n_records), part.eq(0),
+                         left.eq(0), j.eq(0), g.eq(0), slot.eq(0)]
         return write
 
     def _deal(self, m, ring, lead, row_dealt, last):

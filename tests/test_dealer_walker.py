@@ -67,6 +67,8 @@ def run_dealer(cfg, ifmaps, *, seed, stall, hold=0):
                             ctx.get(dut.strip.g), ctx.get(dut.strip.data.as_value())))
             loaded_at.setdefault(ctx.get(dut.loaded), cycle)
             assert ctx.get(dut.accepted) <= images
+            if ctx.get(dut.accepted) == images:     # the batch is in: no beat beyond it taken
+                assert not ctx.get(dut.i.ready), f"seed={seed}"
             await ctx.tick()
             cycle += 1
 
