@@ -65,7 +65,8 @@ class WindowDealer(wiring.Component):
     valid from the cycle after ``start``, held until the batch is accepted: the front end
     latches it with the header); ``accepted`` counts the images whose beats have all arrived,
     ``loaded`` the images whose windows are all written, ``released`` (input) the images the
-    instances are done with. ``i.ready`` is low once ``accepted`` = ``images``."""
+    instances are done with. ``taking`` (a register) is ``accepted < images``; ``i.ready`` is low
+    without it."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg = cfg.design
@@ -77,6 +78,7 @@ class WindowDealer(wiring.Component):
             "images": In(range(MAX_BATCH + 1)),
             "released": In(range(MAX_BATCH + 1)),
             "accepted": Out(range(MAX_BATCH + 1)),
+            "taking": Out(1),           # accepted < images: the batch's beats are still taken
             "loaded": Out(range(MAX_BATCH + 1)),
             "busy": Out(1),             # a record waits to be written, or a strip is dealt
             "strip": Out(StripSignature(cfg)),
@@ -148,7 +150,7 @@ class WindowDealer(wiring.Component):
         empties = (left == 0) | ((left == 1) & write)
         # accepted < images, kept as a register (set at start, updated as an image completes)
         # so that ready, which the front end's state and counters wait on, starts at a flip-flop
-        room = Signal()
+        room = self.taking
         m.d.comb += self.i.ready.eq(room & (~final | empties))
         take = self.i.valid & self.i.ready
         last_unit = remaining <= per_unit           # this unit ends the image

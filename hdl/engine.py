@@ -121,6 +121,7 @@ class VelcroAccelerator(wiring.Component):
                      control.running.eq(Cat(wk.running for wk in walkers).any()),
                      control.steps.eq(front.steps), control.packed.eq(packer.image_end),
                      dealer.released.eq(control.finished), front.accepted.eq(dealer.accepted),
+                     front.taking.eq(dealer.taking),
                      front.finished.eq(control.finished), front.out_valid.eq(self.o.valid)]
 
         # the counters

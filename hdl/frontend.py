@@ -49,8 +49,9 @@ class BatchSignature(wiring.Signature):
 class CommandFrontEnd(wiring.Component):
     """``i``: commands; ``frame``: the FRAME image beats; the memory writes of the deployment;
     ``layer``, ``steps``, ``images``; ``batch`` (:class:`BatchSignature`); ``idle`` while it
-    waits for a command header. ``accepted`` (the dealer's), ``finished`` (images completed) and
-    ``out_valid`` (an output beat waits) tell it when a batch is over."""
+    waits for a command header. ``accepted`` (the dealer's), ``taking`` (the dealer's register
+    ``accepted < images``), ``finished`` (images completed) and ``out_valid`` (an output beat
+    waits) tell it when a batch is over."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg = cfg.design
@@ -68,6 +69,7 @@ class CommandFrontEnd(wiring.Component):
             "clear": Out(1),        # a SCHEDULE header: the walkers' runs restart empty
             "batch": Out(BatchSignature()),
             "accepted": In(range(MAX_BATCH + 1)),
+            "taking": In(1),
             "finished": In(range(MAX_BATCH + 1)),
             "out_valid": In(1),
             "idle": Out(1),
@@ -158,12 +160,14 @@ class CommandFrontEnd(wiring.Component):
                     m.next = "IDLE"
             with m.State("LOAD"):
                 # no beat offered once the batch is accepted: the next command's header would
-                # show on ``frame`` for the cycle before WAIT and be withdrawn (valid/ready)
-                more = self.accepted != images
+                # show on ``frame`` for the cycle before WAIT and be withdrawn (valid/ready);
+                # the dealer's register, not a comparison of the counts, so that the command
+                # stream's ready starts at a flip-flop
+                more = self.taking
                 m.d.comb += [self.frame.valid.eq(self.i.valid & more),
                              self.frame.payload.eq(self.i.payload),
                              self.i.ready.eq(self.frame.ready & more)]
-                with m.If(self.accepted == images):
+                with m.If(~more):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If((self.finished == images) & ~self.out_valid):

@@ -170,7 +170,8 @@ def run_front_end(cfg, beats, per_image, n_frame, *, seed, stall):
     per = Signal(16)
     in_image = Signal(16)
     more = dut.accepted < dut.images
-    top.d.comb += [sink.valid.eq(dut.frame.valid & more), sink.payload.eq(dut.frame.payload),
+    top.d.comb += [dut.taking.eq(more),
+                   sink.valid.eq(dut.frame.valid & more), sink.payload.eq(dut.frame.payload),
                    dut.frame.ready.eq(sink.ready & more)]
     with top.If(dut.batch.start):
         top.d.sync += [dut.accepted.eq(0), in_image.eq(0)]

@@ -87,7 +87,8 @@ class PackerHarness(Harness):
 class FrontEndHarness(Harness):
     """:class:`~hdl.frontend.CommandFrontEnd`: ``frame`` valid and payload held until ready, the
     command stream ``i`` obeying valid/ready (its content free), ``finished`` and ``out_valid``
-    free, ``accepted`` the dealer's count (module docstring); no valid after reset."""
+    free, ``accepted`` the dealer's count and ``taking`` its accepted < images (module docstring);
+    no valid after reset."""
 
     def __init__(self, cfg: AccelConfig = SMALL):
         super().__init__()
@@ -105,6 +106,7 @@ class FrontEndHarness(Harness):
         with m.Elif(f.valid & f.ready & self.free(1, "env_image_end")):
             m.d.sync += acc.eq(acc + 1)
         m.d.comb += Assume(dut.accepted == acc, "accepted: the dealer's count")
+        m.d.comb += Assume(dut.taking == (acc < dut.images), "taking: the dealer's accepted < images")
         held(m, self, i.valid, i.ready, i.payload, Assume, "i")
         held(m, self, f.valid, f.ready, f.payload, Assert, "frame")
         quiet_after_reset(m, self, f.valid, name="frame")
