@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -274,6 +275,7 @@ def measure_all(build: Build, workloads: list[Workload], workdir: Path, *,
     workloads. Every point's batch sizes are checked (:func:`check_batches`) before anything
     is simulated; stops at the first failure."""
     workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     groups = [[] for _ in range(max(1, min(len(workloads), jobs * chunks_per_job)))]
     load = [0.0] * len(groups)
     for i in sorted(range(len(workloads)), key=lambda i: -_cost(workloads[i])):
@@ -281,14 +283,20 @@ def measure_all(build: Build, workloads: list[Workload], workdir: Path, *,
         groups[g].append(i)
         load[g] += _cost(workloads[i])
 
+    # every point's and every group's folder is private (mkdtemp): concurrent calls on one
+    # ``workdir`` (scripts/sweep.py measures the host-made and the profiled kinds side by side)
+    # never share a group's steps.json or results.xml, nor a point's batches
+    def private(name):
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
+
     def point(w):
-        return _Point(build, w, workdir / f"{w.kind}_c{round(w.ratio * 100):03d}", batches,
+        return _Point(build, w, private(f"{w.kind}_c{round(w.ratio * 100):03d}"), batches,
                       keep_saif(w) if keep_saif else None)
     points_all = [point(w) for w in workloads]
 
     def one(g, members):
         points = [points_all[i] for i in members]
-        raws = run_steps(build, [s for p in points for s in p.steps], workdir / f"group{g}")
+        raws = run_steps(build, [s for p in points for s in p.steps], private(f"group{g}"))
         out, at = {}, 0
         for i, p in zip(members, points):
             out[i] = p.result(raws[at:at + len(p.steps)])

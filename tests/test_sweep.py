@@ -510,3 +510,45 @@ def test_saif_window_is_one_period_of_the_stream(tmp_path):
         (tmp_path / "period.saif").read_text(), cycles=raw["window_cycles"][0],
         sim_period_ns=raw["clock_ns"]))
     check_kernel_saif(tmp_path / "kernel.saif", raw["window_cycles"][0])
+
+
+def test_concurrent_measure_all_calls_share_no_folder(tmp_path, monkeypatch):
+    """Two measure_all calls on one workdir at once (scripts/sweep.py measures the host-made and
+    the profiled kinds side by side) give every group its own folder, so neither simulator reads
+    the other's steps.json or results.xml (a shared ``group0`` once lost a point's result), and
+    every point its own. run_steps is replaced by one that holds its folder's steps.json while
+    the other call runs and checks it is still its own."""
+    import threading
+
+    cfg = AccelConfig(height=8, width=8, instances=4, out_channels=4, bus_width=64)
+    loads = workloads.workloads(cfg, ["random"], [0.0, 0.5], 8, seed=1)["random"]
+    build = type("FakeBuild", (), {"cfg": cfg, "saif": False})()
+    both = threading.Barrier(2, timeout=30)
+    seen = []
+
+    def fake_run_steps(build, steps, test_dir):
+        jobs = Path(test_dir) / "steps.json"
+        assert not jobs.exists(), f"{test_dir} is shared"
+        jobs.write_text(json.dumps(steps))
+        both.wait()                         # both calls' groups exist before either reads back
+        assert json.loads(jobs.read_text()) == steps
+        seen.append((test_dir, [s["result"] for s in steps]))
+        raise RuntimeError("stop after the folders are checked")
+
+    monkeypatch.setattr(measure, "run_steps", fake_run_steps)
+    errors = []
+
+    def call():
+        try:
+            measure.measure_all(build, loads[:1], tmp_path / "points", jobs=1, chunks_per_job=1)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == ["stop after the folders are checked"] * 2
+    (dir_a, res_a), (dir_b, res_b) = seen
+    assert dir_a != dir_b and set(res_a).isdisjoint(res_b)
