@@ -178,7 +178,6 @@ class WindowDealer(wiring.Component):
     def _deal(self, m, ring, lead, row_dealt, last):
         """Step through (row, group, segment) of each image, one strip per cycle."""
         cfg = self.cfg
-        p_count, px = cfg.instances, cfg.pixel_bits
         y = Signal(range(cfg.height))
         g = Signal(range(max(cfg.groups, 2)))
         j = Signal(range(max(cfg.row_segments, 2)))
