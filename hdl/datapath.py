@@ -194,8 +194,9 @@ class WindowStore(wiring.Component):
     strip's segment. In the strip's cycle the CUT + 2 columns from CUT * (offset // CUT) go into
     the strip register; the next cycle the window of the instance's pixel (columns offset % CUT
     .. + 2 of them, the three rows) is written at ``buf * buffer_windows + seg*G + g``, so a
-    strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after the strip. One memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the
-    default design): the dealer writes one buffer while the datapath reads the other
+    strip's window is readable :data:`hdl.dealer.WRITE_DELAY` cycles after the strip. One
+    memory of ``window_bits`` x 2*buffer_windows (one 512 x 72 RAMB36 on the default design,
+    :func:`window_ram_style`): the dealer writes one buffer while the datapath reads the other
     (:class:`~hdl.dealer.WindowDealer` holds an image back until its buffer is released).
 
     Every strip writes its window, the instance's pixel in it or not (a segment without one
@@ -229,7 +230,9 @@ class WindowStore(wiring.Component):
         # them (two 4-way selections per bit instead of one P-way one; the register holds
         # K + 2 columns, not P + 2)
         k = CUT
-        coarse, fine = tr.data.offset >> 2, tr.data.offset[:2]
+        kb = k.bit_length() - 1
+        assert k == 1 << kb, "CUT is a power of two"
+        coarse, fine = tr.data.offset >> kb, tr.data.offset[:kb]
         cols = []
         for c in range(k + 2):
             cols.append([Array(self.strip.data[r * width + q * k + c] if q * k + c < width
