@@ -148,10 +148,10 @@ class WindowDealer(wiring.Component):
         held = Signal(cfg.bus_width * max(unit_beats - 1, 1))
         final = part == unit_beats - 1
         empties = (left == 0) | ((left == 1) & write)
-        # accepted < images, kept as a register (set at start, updated as an image completes)
-        # so that ready, which the front end's state and counters wait on, starts at a flip-flop
-        room = self.taking
-        m.d.comb += self.i.ready.eq(room & (~final | empties))
+        # ``taking``: accepted < images, kept as a register (set at start, updated as an image
+        # completes) so that ready, which the front end's state and counters wait on, starts at
+        # a flip-flop
+        m.d.comb += self.i.ready.eq(self.taking & (~final | empties))
         take = self.i.valid & self.i.ready
         last_unit = remaining <= per_unit           # this unit ends the image
         count = Signal(range(per_unit + 1))
@@ -167,12 +167,12 @@ class WindowDealer(wiring.Component):
                 m.d.sync += [unit.eq(value[:per_unit * rb]), left.eq(count)]
                 with m.If(last_unit):
                     m.d.sync += [remaining.eq(n_records), self.accepted.eq(self.accepted + 1),
-                                 room.eq(self.accepted + 1 < self.images)]
+                                 self.taking.eq(self.accepted + 1 < self.images)]
                 with m.Else():
                     m.d.sync += remaining.eq(remaining - per_unit)
         with m.If(self.start):
-            m.d.sync += [self.accepted.eq(0), room.eq(1), remaining.eq(n_records), part.eq(0),
-                         left.eq(0), j.eq(0), g.eq(0), slot.eq(0)]
+            m.d.sync += [self.accepted.eq(0), self.taking.eq(1), remaining.eq(n_records),
+                         part.eq(0), left.eq(0), j.eq(0), g.eq(0), slot.eq(0)]
         return write
 
     def _deal(self, m, ring, lead, row_dealt, last):
